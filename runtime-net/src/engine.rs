@@ -1,0 +1,1 @@
+//! The engine: networks and endpoints, planned then applied, recorded crash-safely.

@@ -1,0 +1,106 @@
+//! Firewall: one trait, two backends (nftables, iptables), auto-detection.
+//! (Contract stub: the firewall helper replaces bodies and adds backend modules; the trait and
+//! value types are fixed.)
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+use crate::types::{IfName, NetworkName, PortMapping};
+
+/// Which backend is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// nftables (table `inet shimnet`).
+    Nftables,
+    /// iptables (chains `SHIMNET-*`).
+    Iptables,
+}
+
+/// Firewall failures.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The backend refused a change.
+    #[error("{backend:?}: {op}: {msg}")]
+    Backend {
+        backend: BackendKind,
+        op: String,
+        msg: String,
+    },
+    /// No usable backend on this host.
+    #[error("no usable firewall backend: {0}")]
+    Unavailable(String),
+}
+
+/// Firewall state of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRules {
+    /// Network name (owner mark).
+    pub name: NetworkName,
+    /// Bridge device.
+    pub bridge: IfName,
+    /// IPv4 subnet.
+    pub subnet4: Ipv4Network,
+    /// IPv6 subnet.
+    pub subnet6: Option<Ipv6Network>,
+    /// Masquerade traffic leaving through other interfaces.
+    pub masquerade: bool,
+    /// Allow container-to-container traffic on the bridge.
+    pub icc: bool,
+    /// No traffic to or from outside the bridge (except the host itself).
+    pub internal: bool,
+    /// Destinations never masqueraded.
+    pub no_masquerade_to: Vec<IpNetwork>,
+    /// Sources allowed to open connections into the network.
+    pub allow_from: Vec<IpNetwork>,
+}
+
+/// Published ports of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRules {
+    /// Stable owner id of the endpoint (its host veth name).
+    pub id: IfName,
+    /// Network.
+    pub network: NetworkName,
+    /// Bridge of the network.
+    pub bridge: IfName,
+    /// Subnet of the network (for hairpin masquerade).
+    pub subnet4: Ipv4Network,
+    /// Container IPv4 address.
+    pub ip4: Ipv4Addr,
+    /// Container IPv6 address.
+    pub ip6: Option<Ipv6Addr>,
+    /// Mappings.
+    pub ports: Vec<PortMapping>,
+}
+
+/// A firewall backend.
+pub trait Firewall: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Creates the base tables/chains (idempotent) and the coexistence rules for iptables'
+    /// FORWARD chain when another manager (dockerd) set its policy to DROP.
+    fn ensure_base(&self) -> Result<(), FirewallError>;
+    /// Installs or replaces the rules of one network (idempotent, atomic per call).
+    fn apply_network(&self, rules: &NetworkRules) -> Result<(), FirewallError>;
+    /// Removes the rules of one network; succeeds if there are none.
+    fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError>;
+    /// Networks that have rules installed.
+    fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
+    /// Installs or replaces the published ports of one endpoint.
+    fn add_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
+    /// Removes the published ports of one endpoint; succeeds if there are none.
+    fn remove_ports(&self, id: &IfName) -> Result<(), FirewallError>;
+    /// Endpoint ids that have port rules installed.
+    fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError>;
+    /// Removes everything the backend ever installed.
+    fn remove_all(&self) -> Result<(), FirewallError>;
+}
+
+/// Picks a backend: `preferred` if given (error if unusable), else nftables where it works, else
+/// iptables.
+pub fn detect(preferred: Option<BackendKind>) -> Result<Box<dyn Firewall>, FirewallError> {
+    let _ = preferred;
+    unimplemented!("firewall helper")
+}

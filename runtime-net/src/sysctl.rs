@@ -1,0 +1,38 @@
+//! sysctl writes under /proc/sys (forwarding, per-interface settings).
+
+use std::path::PathBuf;
+
+/// A sysctl write failed.
+#[derive(Debug, thiserror::Error)]
+#[error("sysctl {path}: {source}")]
+pub struct SysctlError {
+    /// File written.
+    pub path: PathBuf,
+    /// Cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `value` to `/proc/sys/<key>` (slash-separated, e.g. `net/ipv4/ip_forward`) unless it
+/// already holds it.
+pub fn set(key: &str, value: &str) -> Result<(), SysctlError> {
+    let path = PathBuf::from("/proc/sys").join(key);
+    let io = |source| SysctlError {
+        path: path.clone(),
+        source,
+    };
+    let current = std::fs::read_to_string(&path).map_err(io)?;
+    if current.trim() == value {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(io)
+}
+
+/// Turns on IPv4 (and optionally IPv6) forwarding in the current namespace.
+pub fn enable_forwarding(ipv6: bool) -> Result<(), SysctlError> {
+    set("net/ipv4/ip_forward", "1")?;
+    if ipv6 {
+        set("net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
