@@ -1,1 +1,660 @@
-//! The engine: networks and endpoints, planned then applied, recorded crash-safely.
+//! The engine: bridge networks and endpoints, decided by [`crate::plan`], carried out by the
+//! netlink/firewall/sysctl executors and recorded in the [`Store`] in crash-safe order
+//! (allocate and persist first, then build; tear down first, then release).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Instant;
+
+use ipnetwork::IpNetwork;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::firewall::{self, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
+use crate::ipam::IpamError;
+use crate::naming;
+use crate::netlink::{BridgeConfig, Netlink, NetlinkError, VethConfig};
+use crate::plan::{self, FieldError, NetworkRequest, ReconcilePlan};
+use crate::store::{AllocRequest, Store, StoreError};
+use crate::sysctl::{self, SysctlError};
+use crate::types::{ContainerId, EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping};
+
+/// Engine failures, grouped by what the caller did wrong (or not).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A request field is invalid.
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    /// Something named does not exist.
+    #[error("{what} {name} not found")]
+    NotFound { what: &'static str, name: String },
+    /// The request conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A netlink operation failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A firewall operation failed.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// A sysctl write failed.
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    /// Several teardown steps failed (teardown keeps going and reports all).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Many(Vec<EngineError>),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchNetwork(n) => EngineError::NotFound { what: "network", name: n.to_string() },
+            StoreError::NetworkExists(n) => EngineError::Conflict(format!("network {n} already exists")),
+            StoreError::NetworkInUse(n, c) => {
+                EngineError::Conflict(format!("network {n} still has {c} endpoint(s); detach them first"))
+            }
+            StoreError::Ipam { network, source } => match source {
+                IpamError::InUse(_) | IpamError::Exhausted(_) => {
+                    EngineError::Conflict(format!("network {network}: {source}"))
+                }
+                other => EngineError::Invalid(FieldError::new("ip", format!("network {network}: {other}"))),
+            },
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A request to attach a container to a network.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    /// Network.
+    pub network: NetworkName,
+    /// Container id.
+    pub container_id: ContainerId,
+    /// Network namespace path.
+    pub netns: PathBuf,
+    /// Interface name inside the container.
+    pub ifname: IfName,
+    /// Static IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Static IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Requested MAC.
+    pub mac: Option<MacAddr>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+}
+
+impl AttachRequest {
+    /// The endpoint key this request addresses.
+    pub fn key(&self) -> EndpointKey {
+        EndpointKey { network: self.network.clone(), container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory of the state store.
+    pub state_dir: PathBuf,
+    /// Firewall backend; auto-detected when `None`.
+    pub firewall: Option<BackendKind>,
+}
+
+/// What a reconciliation pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Networks re-applied.
+    pub networks: usize,
+    /// Endpoints reclaimed because their namespace is gone.
+    pub reclaimed: usize,
+    /// Owned links removed because nothing records them.
+    pub links_removed: usize,
+    /// Firewall networks removed.
+    pub firewall_removed: usize,
+    /// Errors met on the way (reconciliation keeps going).
+    pub errors: Vec<String>,
+}
+
+/// Counts for the status endpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Firewall backend.
+    pub firewall: BackendKind,
+    /// Networks.
+    pub networks: usize,
+    /// Endpoints.
+    pub endpoints: usize,
+    /// Seconds since the engine started.
+    pub uptime_seconds: u64,
+}
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<Store>,
+    nl: Netlink,
+    fw: Arc<dyn Firewall>,
+    /// Network create/delete take it for writing, endpoint operations for reading.
+    topology: RwLock<()>,
+    /// Serialises operations on one endpoint key.
+    key_locks: StdMutex<HashMap<EndpointKey, Arc<Mutex<()>>>>,
+    started: Instant,
+}
+
+impl Engine {
+    /// Opens the store, connects netlink, picks the firewall backend and installs its base.
+    pub async fn new(cfg: &EngineConfig) -> Result<Self> {
+        let dir = cfg.state_dir.clone();
+        let store = blocking(move || Store::open(&dir)).await?;
+        let nl = Netlink::connect().await?;
+        let pref = cfg.firewall;
+        let fw: Arc<dyn Firewall> = Arc::from(blocking(move || firewall::detect(pref)).await?);
+        let f = fw.clone();
+        blocking(move || f.ensure_base()).await?;
+        Ok(Engine {
+            store: Arc::new(store),
+            nl,
+            fw,
+            topology: RwLock::new(()),
+            key_locks: StdMutex::new(HashMap::new()),
+            started: Instant::now(),
+        })
+    }
+
+    /// The firewall backend in use.
+    pub fn firewall_kind(&self) -> BackendKind {
+        self.fw.kind()
+    }
+
+    async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, StoreError> + Send + 'static,
+    ) -> Result<T> {
+        let s = self.store.clone();
+        blocking(move || f(&s)).await
+    }
+
+    async fn fw<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Firewall) -> std::result::Result<T, FirewallError> + Send + 'static,
+    ) -> Result<T> {
+        let fw = self.fw.clone();
+        blocking(move || f(fw.as_ref())).await
+    }
+
+    /// All networks.
+    pub async fn networks(&self) -> Result<Vec<NetworkSpec>> {
+        self.store(|s| s.networks()).await
+    }
+
+    /// One network.
+    pub async fn network(&self, name: &NetworkName) -> Result<NetworkSpec> {
+        let n = name.clone();
+        self.store(move |s| s.network(&n))
+            .await?
+            .ok_or_else(|| EngineError::NotFound { what: "network", name: name.to_string() })
+    }
+
+    /// Endpoints of one network, or all.
+    pub async fn endpoints(&self, network: Option<&NetworkName>) -> Result<Vec<EndpointRecord>> {
+        if let Some(n) = network {
+            self.network(n).await?;
+        }
+        let n = network.cloned();
+        self.store(move |s| s.endpoints(n.as_ref())).await
+    }
+
+    /// One endpoint.
+    pub async fn endpoint(&self, key: &EndpointKey) -> Result<EndpointRecord> {
+        let k = key.clone();
+        self.store(move |s| s.endpoint(&k))
+            .await?
+            .ok_or_else(|| EngineError::NotFound { what: "endpoint", name: key.to_string() })
+    }
+
+    /// Counts for status reports.
+    pub async fn status(&self) -> Result<Status> {
+        let (n, e) = self.store(|s| Ok((s.networks()?.len(), s.endpoints(None)?.len()))).await?;
+        Ok(Status {
+            firewall: self.fw.kind(),
+            networks: n,
+            endpoints: e,
+            uptime_seconds: self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Validates, records and builds a new network.
+    pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkSpec> {
+        let spec = plan::build_spec(req)?;
+        let _w = self.topology.write().await;
+        let existing = self.networks().await?;
+        plan::check_clash(&spec, &existing).map_err(|c| EngineError::Conflict(c.to_string()))?;
+        if self.nl.link_exists(&spec.bridge).await? {
+            let owned = self.nl.owned_links().await?;
+            let ours = owned.iter().any(|l| {
+                l.name == spec.bridge.as_str()
+                    && l.alias.as_deref() == Some(naming::bridge_alias(&spec.name).as_str())
+            });
+            if !ours {
+                return Err(EngineError::Conflict(format!(
+                    "bridge: a link named {} already exists and is not shimnet's",
+                    spec.bridge
+                )));
+            }
+        }
+        let s = spec.clone();
+        self.store(move |st| st.insert_network(&s)).await?;
+        if let Err(e) = self.apply_network(&spec).await {
+            let rollback = self.teardown_network(&spec).await;
+            let n = spec.name.clone();
+            let _ = self.store(move |st| st.remove_network(&n)).await;
+            return Err(match rollback {
+                Ok(()) => e,
+                Err(r) => EngineError::Many(vec![e, r]),
+            });
+        }
+        tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "network created");
+        Ok(spec)
+    }
+
+    /// Creates the network unless one of that name exists; an existing one must match `req`'s
+    /// subnet (used for declared networks and CNI configs).
+    pub async fn ensure_network(&self, req: NetworkRequest) -> Result<NetworkSpec> {
+        let wanted = plan::build_spec(req.clone())?;
+        let n = wanted.name.clone();
+        if let Some(have) = self.store(move |s| s.network(&n)).await? {
+            if have.subnet != wanted.subnet || have.bridge != wanted.bridge {
+                return Err(EngineError::Conflict(format!(
+                    "network {} exists with subnet {} on bridge {}, not {} on {}",
+                    have.name, have.subnet, have.bridge, wanted.subnet, wanted.bridge
+                )));
+            }
+            return Ok(have);
+        }
+        match self.create_network(req).await {
+            Err(EngineError::Conflict(_)) if self.network(&wanted.name).await.is_ok() => {
+                self.network(&wanted.name).await
+            }
+            other => other,
+        }
+    }
+
+    fn network_rules(spec: &NetworkSpec) -> NetworkRules {
+        NetworkRules {
+            name: spec.name.clone(),
+            bridge: spec.bridge.clone(),
+            subnet4: spec.subnet,
+            subnet6: spec.subnet6,
+            masquerade: spec.masquerade,
+            icc: spec.icc,
+            internal: spec.internal,
+            no_masquerade_to: spec.no_masquerade_to.clone(),
+            allow_from: spec.allow_from.clone(),
+        }
+    }
+
+    /// Makes the kernel match a recorded network (idempotent; repairs drift).
+    async fn apply_network(&self, spec: &NetworkSpec) -> Result<()> {
+        let mut addrs = vec![IpNetwork::new(IpAddr::V4(spec.gateway), spec.subnet.prefix())
+            .expect("prefix of a valid subnet")];
+        if let (Some(s6), Some(g6)) = (spec.subnet6, spec.gateway6) {
+            addrs.push(IpNetwork::new(IpAddr::V6(g6), s6.prefix()).expect("prefix of a valid subnet"));
+        }
+        let cfg = BridgeConfig {
+            name: spec.bridge.clone(),
+            alias: naming::bridge_alias(&spec.name),
+            mtu: spec.mtu,
+            addrs,
+        };
+        self.nl.ensure_bridge(&cfg).await?;
+        if !spec.internal {
+            sysctl::enable_forwarding(spec.subnet6.is_some())?;
+        }
+        // Lets the host reach published ports through 127.0.0.1 (DNAT to the bridge).
+        sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", spec.bridge), "1")?;
+        let rules = Self::network_rules(spec);
+        self.fw(move |fw| fw.apply_network(&rules)).await?;
+        Ok(())
+    }
+
+    /// Removes a network's kernel objects, continuing past failures.
+    async fn teardown_network(&self, spec: &NetworkSpec) -> Result<()> {
+        let mut errors = Vec::new();
+        let name = spec.name.clone();
+        if let Err(e) = self.fw(move |fw| fw.remove_network(&name)).await {
+            errors.push(e);
+        }
+        if let Err(e) = self.nl.delete_link(&spec.bridge).await {
+            errors.push(e.into());
+        }
+        collect(errors)
+    }
+
+    /// Deletes a network. With `force`, its endpoints are detached first; otherwise a network
+    /// with endpoints is refused.
+    pub async fn delete_network(&self, name: &NetworkName, force: bool) -> Result<NetworkSpec> {
+        let _w = self.topology.write().await;
+        let spec = self.network(name).await?;
+        let n = name.clone();
+        let eps = self.store(move |s| s.endpoints(Some(&n))).await?;
+        if !eps.is_empty() {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "network {name} still has {} endpoint(s); detach them first or use force",
+                    eps.len()
+                )));
+            }
+            for ep in eps {
+                self.detach_locked(&ep.key).await?;
+            }
+        }
+        self.teardown_network(&spec).await?;
+        let n = name.clone();
+        self.store(move |s| s.remove_network(&n)).await?;
+        tracing::info!(network = %name, "network deleted");
+        Ok(spec)
+    }
+
+    fn key_lock(&self, key: &EndpointKey) -> Arc<Mutex<()>> {
+        let mut map = self.key_locks.lock().expect("key lock map poisoned");
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(key.clone()).or_default().clone()
+    }
+
+    fn veth_config(spec: &NetworkSpec, rec: &EndpointRecord) -> VethConfig {
+        VethConfig {
+            bridge: spec.bridge.clone(),
+            host_ifname: rec.host_ifname.clone(),
+            host_alias: naming::veth_alias(&rec.key),
+            netns: rec.netns.clone(),
+            container_ifname: rec.key.ifname.clone(),
+            mac: rec.mac,
+            ipv4: rec.ipv4,
+            ipv6: rec.ipv6,
+            gateway: Some(rec.gateway),
+            gateway6: rec.gateway6,
+            mtu: rec.mtu,
+            hairpin: spec.hairpin,
+            isolated: !spec.icc,
+        }
+    }
+
+    fn port_rules(spec: &NetworkSpec, rec: &EndpointRecord) -> PortRules {
+        let ports = rec
+            .ports
+            .iter()
+            .map(|p| PortMapping { host_ip: p.host_ip.or(spec.host_binding_ipv4.map(IpAddr::V4)), ..*p })
+            .collect();
+        PortRules {
+            id: rec.host_ifname.clone(),
+            network: spec.name.clone(),
+            bridge: spec.bridge.clone(),
+            subnet4: spec.subnet,
+            ip4: rec.ipv4.ip(),
+            ip6: rec.ipv6.map(|n| n.ip()),
+            ports,
+        }
+    }
+
+    /// Attaches a container. Idempotent per (network, container, ifname): a retry returns the
+    /// recorded endpoint, rebuilding kernel state if it is incomplete. Returns the record and
+    /// whether it was created by this call.
+    pub async fn attach(&self, req: AttachRequest) -> Result<(EndpointRecord, bool)> {
+        let _r = self.topology.read().await;
+        let key = req.key();
+        let lock = self.key_lock(&key);
+        let _k = lock.lock().await;
+        let spec = self.network(&req.network).await?;
+        if !req.netns.exists() {
+            return Err(FieldError::new("netns", format!("{} does not exist", req.netns.display())).into());
+        }
+        if !req.ports.is_empty() {
+            self.check_port_conflicts(&key, &req.ports).await?;
+        }
+        let alloc = AllocRequest {
+            key: key.clone(),
+            netns: req.netns.clone(),
+            host_ifname: naming::host_veth_name(&key),
+            ipv4: req.ipv4,
+            ipv6: req.ipv6,
+            mac: req.mac,
+            ports: req.ports.clone(),
+        };
+        let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
+        if !created {
+            if rec.netns != req.netns {
+                return Err(EngineError::Conflict(format!(
+                    "endpoint {key} already exists in namespace {}",
+                    rec.netns.display()
+                )));
+            }
+            let cfg = Self::veth_config(&spec, &rec);
+            if self.nl.check_veth(&cfg).await?.is_empty() {
+                self.install_ports(&spec, &rec).await?;
+                return Ok((rec, false));
+            }
+        }
+        let cfg = Self::veth_config(&spec, &rec);
+        let built = match self.nl.attach_veth(&cfg).await {
+            Ok(()) => self.install_ports(&spec, &rec).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = built {
+            let mut errors = vec![e];
+            if let Err(t) = self.teardown_endpoint(&spec, &rec).await {
+                errors.push(t);
+            }
+            let k = key.clone();
+            if let Err(s) = self.store(move |s| s.release_endpoint(&k)).await {
+                errors.push(s);
+            }
+            return Err(collect(errors).expect_err("at least one error"));
+        }
+        tracing::debug!(endpoint = %key, ip = %rec.ipv4, "attached");
+        Ok((rec, created))
+    }
+
+    async fn install_ports(&self, spec: &NetworkSpec, rec: &EndpointRecord) -> Result<()> {
+        if rec.ports.is_empty() {
+            return Ok(());
+        }
+        let rules = Self::port_rules(spec, rec);
+        self.fw(move |fw| fw.add_ports(&rules)).await
+    }
+
+    async fn check_port_conflicts(&self, key: &EndpointKey, ports: &[PortMapping]) -> Result<()> {
+        let all = self.store(|s| s.endpoints(None)).await?;
+        for ep in all.iter().filter(|e| &e.key != key) {
+            for mine in ports {
+                if let Some(theirs) = ep.ports.iter().find(|p| ports_clash(mine, p)) {
+                    return Err(EngineError::Conflict(format!(
+                        "ports: host port {}/{} is already published by endpoint {} ({})",
+                        mine.host_port,
+                        mine.protocol,
+                        ep.key,
+                        theirs.host_ip.map_or("all addresses".to_string(), |i| i.to_string())
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an endpoint's kernel objects, continuing past failures.
+    async fn teardown_endpoint(&self, spec: &NetworkSpec, rec: &EndpointRecord) -> Result<()> {
+        let mut errors = Vec::new();
+        if !rec.ports.is_empty() {
+            let rules = Self::port_rules(spec, rec);
+            if let Err(e) = self.fw(move |fw| fw.remove_ports(&rules)).await {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.nl.delete_link(&rec.host_ifname).await {
+            errors.push(e.into());
+        }
+        collect(errors)
+    }
+
+    /// Detaches an endpoint. Idempotent: an unknown endpoint, a vanished namespace or a missing
+    /// veth all succeed. Returns the released record, if there was one.
+    pub async fn detach(&self, key: &EndpointKey) -> Result<Option<EndpointRecord>> {
+        let _r = self.topology.read().await;
+        self.detach_locked(key).await
+    }
+
+    async fn detach_locked(&self, key: &EndpointKey) -> Result<Option<EndpointRecord>> {
+        let lock = self.key_lock(key);
+        let _k = lock.lock().await;
+        let k = key.clone();
+        let Some(rec) = self.store(move |s| s.endpoint(&k)).await? else {
+            // Nothing recorded; still remove a veth a crashed attach may have left behind.
+            self.nl.delete_link(&naming::host_veth_name(key)).await?;
+            return Ok(None);
+        };
+        let n = key.network.clone();
+        match self.store(move |s| s.network(&n)).await? {
+            Some(spec) => self.teardown_endpoint(&spec, &rec).await?,
+            None => {
+                self.nl.delete_link(&rec.host_ifname).await?;
+            }
+        }
+        let k = key.clone();
+        let released = self.store(move |s| s.release_endpoint(&k)).await?;
+        tracing::debug!(endpoint = %key, "detached");
+        Ok(released)
+    }
+
+    /// Differences between the kernel and an endpoint's record (empty when intact).
+    pub async fn check_endpoint(&self, key: &EndpointKey) -> Result<Vec<String>> {
+        let rec = self.endpoint(key).await?;
+        let spec = self.network(&key.network).await?;
+        Ok(self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?)
+    }
+
+    /// Brings the kernel in line with the records: re-applies every network, reclaims endpoints
+    /// whose namespace is gone, removes owned objects nothing records. Keeps going past errors.
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let _w = self.topology.write().await;
+        let mut report = ReconcileReport::default();
+        let fw = self.fw.clone();
+        if let Err(e) = blocking(move || fw.ensure_base()).await {
+            report.errors.push(e.to_string());
+        }
+        let networks = self.store(|s| s.networks()).await?;
+        for spec in &networks {
+            match self.apply_network(spec).await {
+                Ok(()) => report.networks += 1,
+                Err(e) => report.errors.push(format!("network {}: {e}", spec.name)),
+            }
+        }
+        let endpoints = self.store(|s| s.endpoints(None)).await?;
+        let links = self.nl.owned_links().await?;
+        let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
+        let fw_ports = self.fw(|fw| fw.owned_ports()).await?;
+        let plan: ReconcilePlan =
+            plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| netns_alive(&ep.netns));
+        for key in &plan.reclaim {
+            match self.detach_locked(key).await {
+                Ok(_) => report.reclaimed += 1,
+                Err(e) => report.errors.push(format!("reclaim {key}: {e}")),
+            }
+        }
+        for name in &plan.delete_links {
+            match IfName::new(name) {
+                Ok(n) => match self.nl.delete_link(&n).await {
+                    Ok(_) => report.links_removed += 1,
+                    Err(e) => report.errors.push(e.to_string()),
+                },
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        for n in plan.delete_fw_networks {
+            match self.fw(move |fw| fw.remove_network(&n)).await {
+                Ok(()) => report.firewall_removed += 1,
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        for id in plan.purge_ports {
+            if let Err(e) = self.fw(move |fw| fw.purge_ports(&id)).await {
+                report.errors.push(e.to_string());
+            }
+        }
+        let by_name: HashMap<&str, &NetworkSpec> = networks.iter().map(|n| (n.name.as_str(), n)).collect();
+        for ep in endpoints.iter().filter(|e| !plan.reclaim.contains(&e.key)) {
+            if let Some(spec) = by_name.get(ep.key.network.as_str()) {
+                if let Err(e) = self.install_ports(spec, ep).await {
+                    report.errors.push(format!("ports of {}: {e}", ep.key));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
+    a.protocol == b.protocol
+        && a.host_port == b.host_port
+        && match (a.host_ip, b.host_ip) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
+}
+
+/// True if a namespace path still exists and is a namespace (not a stale empty file).
+fn netns_alive(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
+fn collect(mut errors: Vec<EngineError>) -> Result<()> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(EngineError::Many(errors)),
+    }
+}
+
+async fn blocking<T, E>(f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static) -> Result<T>
+where
+    T: Send + 'static,
+    E: Into<EngineError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Protocol;
+
+    fn pm(ip: Option<&str>, port: u16, proto: Protocol) -> PortMapping {
+        PortMapping { protocol: proto, host_ip: ip.map(|s| s.parse().unwrap()), host_port: port, container_port: 80 }
+    }
+
+    #[test]
+    fn port_clash_rules() {
+        assert!(ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 80, Protocol::Tcp)));
+        assert!(ports_clash(&pm(None, 80, Protocol::Tcp), &pm(Some("127.0.0.1"), 80, Protocol::Tcp)));
+        assert!(!ports_clash(&pm(Some("127.0.0.2"), 80, Protocol::Tcp), &pm(Some("127.0.0.1"), 80, Protocol::Tcp)));
+        assert!(!ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 80, Protocol::Udp)));
+        assert!(!ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 81, Protocol::Tcp)));
+    }
+
+    #[test]
+    fn missing_netns_is_not_alive() {
+        assert!(!netns_alive(Path::new("/nonexistent/netns")));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(!netns_alive(f.path()), "a plain file is not a namespace");
+        assert!(netns_alive(Path::new("/proc/self/ns/net")));
+    }
+}

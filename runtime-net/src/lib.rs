@@ -4,6 +4,7 @@
 //! HTTP, Docker or CNI. Kernel side effects live in [`netlink`], [`firewall`] and [`sysctl`];
 //! state lives in [`store`]; the rest is pure logic.
 
+pub mod plan;
 pub mod engine;
 pub mod firewall;
 pub mod ipam;

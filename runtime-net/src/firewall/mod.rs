@@ -90,8 +90,10 @@ pub trait Firewall: Send + Sync {
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
     /// Installs or replaces the published ports of one endpoint.
     fn add_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
-    /// Removes the published ports of one endpoint; succeeds if there are none.
-    fn remove_ports(&self, id: &IfName) -> Result<(), FirewallError>;
+    /// Removes exactly these published ports; succeeds if they are absent.
+    fn remove_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
+    /// Removes every published port owned by `id` (orphans found by reconciliation).
+    fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError>;
     /// Endpoint ids that have port rules installed.
     fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError>;
     /// Removes everything the backend ever installed.

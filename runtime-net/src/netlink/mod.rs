@@ -115,6 +115,11 @@ impl Netlink {
         let _ = cfg;
         unimplemented!("netlink helper")
     }
+    /// True if a link of that name exists.
+    pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
+        let _ = name;
+        unimplemented!("netlink helper")
+    }
     /// Links whose alias marks them as shimnet's.
     pub async fn owned_links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
         unimplemented!("netlink helper")

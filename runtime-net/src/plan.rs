@@ -1,0 +1,420 @@
+//! Pure planning: turning a network request into a validated [`NetworkSpec`], checking it
+//! against the networks that exist, and deciding what reconciliation must change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+use crate::naming::{self, Owner};
+use crate::netlink::{LinkInfo, LinkKind};
+use crate::types::{EndpointKey, EndpointRecord, IfName, NetworkName, NetworkSpec};
+
+/// Default MTU of a new network.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// A request field that was refused, named as the caller spelled it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// Field name in the request (e.g. `subnet`).
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new field error.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError { field, message: message.into() }
+    }
+}
+
+/// What a caller asks for when creating a network; unset fields take docker-like defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRequest {
+    /// Name.
+    pub name: NetworkName,
+    /// IPv4 subnet.
+    pub subnet: Ipv4Network,
+    /// Gateway; first host address of the subnet by default.
+    pub gateway: Option<Ipv4Addr>,
+    /// Bridge name; derived from the name by default.
+    pub bridge: Option<IfName>,
+    /// IPv6 subnet.
+    pub subnet6: Option<Ipv6Network>,
+    /// IPv6 gateway; first address after the network address by default.
+    pub gateway6: Option<Ipv6Addr>,
+    /// MTU; 1500 by default.
+    pub mtu: Option<u32>,
+    /// Masquerade (default on).
+    pub masquerade: Option<bool>,
+    /// Inter-container communication (default on).
+    pub icc: Option<bool>,
+    /// Internal network (default off).
+    pub internal: Option<bool>,
+    /// Hairpin mode (default off).
+    pub hairpin: Option<bool>,
+    /// Destinations never masqueraded.
+    pub no_masquerade_to: Vec<IpNetwork>,
+    /// Sources allowed in.
+    pub allow_from: Vec<IpNetwork>,
+    /// Default host address for published ports.
+    pub host_binding_ipv4: Option<Ipv4Addr>,
+    /// Docker MAC scheme.
+    pub docker_mac: bool,
+}
+
+impl NetworkRequest {
+    /// A request with only the required fields set.
+    pub fn new(name: NetworkName, subnet: Ipv4Network) -> Self {
+        NetworkRequest {
+            name,
+            subnet,
+            gateway: None,
+            bridge: None,
+            subnet6: None,
+            gateway6: None,
+            mtu: None,
+            masquerade: None,
+            icc: None,
+            internal: None,
+            hairpin: None,
+            no_masquerade_to: Vec::new(),
+            allow_from: Vec::new(),
+            host_binding_ipv4: None,
+            docker_mac: false,
+        }
+    }
+}
+
+/// Bridge name used when the request names none: the network name if it is a valid interface
+/// name, else `snb` + a hash of the name.
+pub fn default_bridge_name(name: &NetworkName) -> IfName {
+    if let Ok(n) = IfName::new(name.as_str()) {
+        return n;
+    }
+    let key = EndpointKey {
+        network: name.clone(),
+        container_id: crate::types::ContainerId::new("bridge").expect("valid id"),
+        ifname: IfName::new("br").expect("valid name"),
+    };
+    let v = naming::host_veth_name(&key);
+    IfName::new(&format!("snb{}", &v.as_str()[3..])).expect("same length")
+}
+
+fn first_host_v4(net: Ipv4Network) -> Option<Ipv4Addr> {
+    if net.prefix() >= 31 {
+        return None;
+    }
+    Some(Ipv4Addr::from(u32::from(net.network()) + 1))
+}
+
+/// Validates a request and fills in defaults.
+pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
+    let subnet = Ipv4Network::new(req.subnet.network(), req.subnet.prefix())
+        .map_err(|e| FieldError::new("subnet", e.to_string()))?;
+    if subnet.prefix() > 30 {
+        return Err(FieldError::new("subnet", format!("{subnet} is too small: need /30 or larger")));
+    }
+    let gateway = match req.gateway {
+        Some(g) => {
+            if !subnet.contains(g) {
+                return Err(FieldError::new("gateway", format!("{g} is not inside subnet {subnet}")));
+            }
+            if g == subnet.network() || g == subnet.broadcast() {
+                return Err(FieldError::new(
+                    "gateway",
+                    format!("{g} is the network or broadcast address of {subnet}"),
+                ));
+            }
+            g
+        }
+        None => first_host_v4(subnet).expect("prefix checked above"),
+    };
+    let (subnet6, gateway6) = match req.subnet6 {
+        Some(s6) => {
+            let s6 = Ipv6Network::new(s6.network(), s6.prefix())
+                .map_err(|e| FieldError::new("subnet6", e.to_string()))?;
+            if s6.prefix() > 126 {
+                return Err(FieldError::new("subnet6", format!("{s6} is too small: need /126 or larger")));
+            }
+            let g6 = match req.gateway6 {
+                Some(g) if !s6.contains(g) => {
+                    return Err(FieldError::new("gateway6", format!("{g} is not inside subnet6 {s6}")))
+                }
+                Some(g) if g == s6.network() => {
+                    return Err(FieldError::new("gateway6", format!("{g} is the subnet-router address of {s6}")))
+                }
+                Some(g) => g,
+                None => Ipv6Addr::from(u128::from(s6.network()) + 1),
+            };
+            (Some(s6), Some(g6))
+        }
+        None => {
+            if req.gateway6.is_some() {
+                return Err(FieldError::new("gateway6", "set without subnet6"));
+            }
+            (None, None)
+        }
+    };
+    let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+    if !(576..=65535).contains(&mtu) {
+        return Err(FieldError::new("mtu", format!("{mtu} is out of range 576..=65535")));
+    }
+    let bridge = req.bridge.unwrap_or_else(|| default_bridge_name(&req.name));
+    Ok(NetworkSpec {
+        name: req.name,
+        bridge,
+        subnet,
+        gateway,
+        subnet6,
+        gateway6,
+        mtu,
+        masquerade: req.masquerade.unwrap_or(true),
+        icc: req.icc.unwrap_or(true),
+        internal: req.internal.unwrap_or(false),
+        hairpin: req.hairpin.unwrap_or(false),
+        no_masquerade_to: req.no_masquerade_to,
+        allow_from: req.allow_from,
+        host_binding_ipv4: req.host_binding_ipv4,
+        docker_mac: req.docker_mac,
+    })
+}
+
+/// Why a valid spec cannot be created next to the existing networks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Clash {
+    /// Same name.
+    #[error("network {0} already exists")]
+    Name(NetworkName),
+    /// Same bridge device.
+    #[error("bridge {bridge} is already used by network {network}")]
+    Bridge { bridge: IfName, network: NetworkName },
+    /// Overlapping subnets.
+    #[error("subnet {subnet} overlaps {other} of network {network}")]
+    Subnet { subnet: IpNetwork, other: IpNetwork, network: NetworkName },
+}
+
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+/// Checks a new spec against existing ones: unique name, bridge and non-overlapping subnets.
+pub fn check_clash(spec: &NetworkSpec, existing: &[NetworkSpec]) -> Result<(), Clash> {
+    for other in existing {
+        if other.name == spec.name {
+            return Err(Clash::Name(spec.name.clone()));
+        }
+        if other.bridge == spec.bridge {
+            return Err(Clash::Bridge { bridge: spec.bridge.clone(), network: other.name.clone() });
+        }
+        let mine: Vec<IpNetwork> =
+            std::iter::once(IpNetwork::V4(spec.subnet)).chain(spec.subnet6.map(IpNetwork::V6)).collect();
+        let theirs: Vec<IpNetwork> =
+            std::iter::once(IpNetwork::V4(other.subnet)).chain(other.subnet6.map(IpNetwork::V6)).collect();
+        for &m in &mine {
+            for &t in &theirs {
+                if overlaps(m, t) {
+                    return Err(Clash::Subnet { subnet: m, other: t, network: other.name.clone() });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when two specs describe the same kernel state (used to decide whether a declared
+/// network must be rebuilt).
+pub fn same_network(a: &NetworkSpec, b: &NetworkSpec) -> bool {
+    a == b
+}
+
+/// What start-up reconciliation must do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcilePlan {
+    /// Endpoint records whose namespace is gone: tear down and release.
+    pub reclaim: Vec<EndpointKey>,
+    /// Owned links with no record: delete.
+    pub delete_links: Vec<String>,
+    /// Networks whose firewall rules exist without a record: remove.
+    pub delete_fw_networks: Vec<NetworkName>,
+    /// Published-port owners in the firewall with no endpoint: purge.
+    pub purge_ports: Vec<IfName>,
+}
+
+/// Plans reconciliation from the records and what the kernel shows. `netns_alive` tells whether
+/// an endpoint's namespace still exists.
+pub fn plan_reconcile(
+    networks: &[NetworkSpec],
+    endpoints: &[EndpointRecord],
+    links: &[LinkInfo],
+    fw_networks: &[NetworkName],
+    fw_ports: &[IfName],
+    netns_alive: impl Fn(&EndpointRecord) -> bool,
+) -> ReconcilePlan {
+    let mut plan = ReconcilePlan::default();
+    let known_nets: BTreeMap<&str, &NetworkSpec> = networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut live_veths: BTreeSet<&str> = BTreeSet::new();
+    for ep in endpoints {
+        if netns_alive(ep) && known_nets.contains_key(ep.key.network.as_str()) {
+            live_veths.insert(ep.host_ifname.as_str());
+        } else {
+            plan.reclaim.push(ep.key.clone());
+        }
+    }
+    let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
+    for link in links {
+        let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else { continue };
+        let keep = match (owner, link.kind) {
+            (Owner::Bridge(net), LinkKind::Bridge) => {
+                known_nets.get(net.as_str()).is_some_and(|n| n.bridge.as_str() == link.name)
+                    && bridges.contains(link.name.as_str())
+            }
+            (Owner::Endpoint(_), LinkKind::Veth) => live_veths.contains(link.name.as_str()),
+            _ => false,
+        };
+        if !keep {
+            plan.delete_links.push(link.name.clone());
+        }
+    }
+    plan.delete_fw_networks =
+        fw_networks.iter().filter(|n| !known_nets.contains_key(n.as_str())).cloned().collect();
+    plan.purge_ports = fw_ports.iter().filter(|p| !live_veths.contains(p.as_str())).cloned().collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ContainerId, MacAddr};
+
+    fn name(s: &str) -> NetworkName {
+        NetworkName::new(s).unwrap()
+    }
+
+    fn req(n: &str, subnet: &str) -> NetworkRequest {
+        NetworkRequest::new(name(n), subnet.parse().unwrap())
+    }
+
+    #[test]
+    fn defaults_are_docker_like() {
+        let s = build_spec(req("net1", "10.1.0.0/24")).unwrap();
+        assert_eq!(s.gateway, "10.1.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(s.bridge.as_str(), "net1");
+        assert_eq!(s.mtu, 1500);
+        assert!(s.masquerade && s.icc && !s.internal && !s.hairpin);
+    }
+
+    #[test]
+    fn host_bits_in_subnet_are_cleared() {
+        let s = build_spec(req("n", "10.1.0.77/24")).unwrap();
+        assert_eq!(s.subnet.to_string(), "10.1.0.0/24");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut r = req("n", "10.1.0.0/24");
+        r.gateway = Some("10.2.0.1".parse().unwrap());
+        assert_eq!(build_spec(r).unwrap_err().field, "gateway");
+        let mut r = req("n", "10.1.0.0/24");
+        r.gateway = Some("10.1.0.255".parse().unwrap());
+        assert_eq!(build_spec(r).unwrap_err().field, "gateway");
+        assert_eq!(build_spec(req("n", "10.1.0.0/31")).unwrap_err().field, "subnet");
+        let mut r = req("n", "10.1.0.0/24");
+        r.mtu = Some(100);
+        assert_eq!(build_spec(r).unwrap_err().field, "mtu");
+        let mut r = req("n", "10.1.0.0/24");
+        r.gateway6 = Some("fd00::1".parse().unwrap());
+        assert_eq!(build_spec(r).unwrap_err().field, "gateway6");
+        let mut r = req("n", "10.1.0.0/24");
+        r.subnet6 = Some("fd00:1::/64".parse().unwrap());
+        r.gateway6 = Some("fd00:2::1".parse().unwrap());
+        assert_eq!(build_spec(r).unwrap_err().field, "gateway6");
+    }
+
+    #[test]
+    fn ipv6_gateway_default() {
+        let mut r = req("n", "10.1.0.0/24");
+        r.subnet6 = Some("fd00:1::/64".parse().unwrap());
+        let s = build_spec(r).unwrap();
+        assert_eq!(s.gateway6, Some("fd00:1::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn long_names_get_hashed_bridge() {
+        let b = default_bridge_name(&name("a-very-long-network-name"));
+        assert!(b.as_str().starts_with("snb"));
+        assert_eq!(b, default_bridge_name(&name("a-very-long-network-name")));
+    }
+
+    #[test]
+    fn clashes_detected() {
+        let a = build_spec(req("a", "10.1.0.0/16")).unwrap();
+        let b = build_spec(req("b", "10.1.5.0/24")).unwrap();
+        assert!(matches!(check_clash(&b, std::slice::from_ref(&a)), Err(Clash::Subnet { .. })));
+        let c = build_spec(req("a", "10.9.0.0/24")).unwrap();
+        assert!(matches!(check_clash(&c, std::slice::from_ref(&a)), Err(Clash::Name(_))));
+        let mut d = req("d", "10.9.0.0/24");
+        d.bridge = Some(IfName::new("a").unwrap());
+        let d = build_spec(d).unwrap();
+        assert!(matches!(check_clash(&d, std::slice::from_ref(&a)), Err(Clash::Bridge { .. })));
+        let e = build_spec(req("e", "10.2.0.0/24")).unwrap();
+        assert!(check_clash(&e, &[a]).is_ok());
+    }
+
+    fn record(net: &NetworkSpec, cid: &str) -> EndpointRecord {
+        let key = EndpointKey {
+            network: net.name.clone(),
+            container_id: ContainerId::new(cid).unwrap(),
+            ifname: IfName::new("eth0").unwrap(),
+        };
+        EndpointRecord {
+            host_ifname: naming::host_veth_name(&key),
+            key,
+            netns: format!("/run/netns/{cid}").into(),
+            ipv4: "10.1.0.2/24".parse().unwrap(),
+            ipv6: None,
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            gateway: net.gateway,
+            gateway6: None,
+            mtu: 1500,
+            ports: vec![],
+        }
+    }
+
+    fn link(name: &str, alias: Option<String>, kind: LinkKind) -> LinkInfo {
+        LinkInfo { name: name.into(), index: 1, alias, kind }
+    }
+
+    #[test]
+    fn reconcile_reclaims_dead_and_removes_orphans() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let live = record(&net, "live");
+        let dead = record(&net, "dead");
+        let orphan_key = EndpointKey { container_id: ContainerId::new("orphan").unwrap(), ..live.key.clone() };
+        let links = vec![
+            link("a", Some(naming::bridge_alias(&net.name)), LinkKind::Bridge),
+            link("old", Some(naming::bridge_alias(&name("gone"))), LinkKind::Bridge),
+            link(live.host_ifname.as_str(), Some(naming::veth_alias(&live.key)), LinkKind::Veth),
+            link(
+                naming::host_veth_name(&orphan_key).as_str(),
+                Some(naming::veth_alias(&orphan_key)),
+                LinkKind::Veth,
+            ),
+            link("docker0", None, LinkKind::Bridge),
+        ];
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            &[live.clone(), dead.clone()],
+            &links,
+            &[name("a"), name("gone")],
+            &[live.host_ifname.clone(), dead.host_ifname.clone()],
+            |ep| ep.key.container_id.as_str() == "live",
+        );
+        assert_eq!(plan.reclaim, vec![dead.key.clone()]);
+        assert_eq!(plan.delete_links, vec!["old".to_string(), naming::host_veth_name(&orphan_key).to_string()]);
+        assert_eq!(plan.delete_fw_networks, vec![name("gone")]);
+        assert_eq!(plan.purge_ports, vec![dead.host_ifname]);
+    }
+}
