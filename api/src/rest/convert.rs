@@ -1,0 +1,169 @@
+//! Parse, then act: REST bodies and query strings → typed engine requests, each refusal naming
+//! the field.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+use runtime_net::engine::AttachRequest;
+use runtime_net::plan::NetworkRequest;
+use runtime_net::{ContainerId, EndpointKey, IfName, MacAddr, NetworkName, PortMapping, Protocol};
+
+use crate::error::ApiError;
+use crate::wire::{EndpointAttach, NetworkCreate, PortSpec};
+
+/// Parses `value` as `T`, naming `field` on failure.
+pub fn field<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse::<T>().map_err(|e| ApiError::invalid(field, format!("{value:?}: {e}")))
+}
+
+fn opt<T: FromStr>(name: &str, value: &Option<String>) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.as_deref().map(|v| field(name, v)).transpose()
+}
+
+fn cidrs(name: &str, values: &[String]) -> Result<Vec<IpNetwork>, ApiError> {
+    values.iter().map(|v| field(name, v)).collect()
+}
+
+/// Decodes a JSON body, naming the field serde complains about.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .unwrap_or("body")
+            .to_string();
+        ApiError::invalid(&field, format!("invalid JSON body: {msg}"))
+    })
+}
+
+/// `NetworkCreate` → `NetworkRequest`.
+pub fn network_request(b: &NetworkCreate) -> Result<NetworkRequest, ApiError> {
+    let mut r = NetworkRequest::new(field::<NetworkName>("name", &b.name)?, field("subnet", &b.subnet)?);
+    r.gateway = opt("gateway", &b.gateway)?;
+    r.bridge = opt::<IfName>("bridge", &b.bridge)?;
+    r.subnet6 = opt("subnet6", &b.subnet6)?;
+    r.gateway6 = opt("gateway6", &b.gateway6)?;
+    r.mtu = b.mtu;
+    r.masquerade = b.masquerade;
+    r.icc = b.icc;
+    r.internal = b.internal;
+    r.hairpin = b.hairpin;
+    r.no_masquerade_to = cidrs("no_masquerade_to", &b.no_masquerade_to)?;
+    r.allow_from = cidrs("allow_from", &b.allow_from)?;
+    r.host_binding_ipv4 = opt::<Ipv4Addr>("host_binding_ipv4", &b.host_binding_ipv4)?;
+    r.docker_mac = b.docker_mac.unwrap_or(false);
+    Ok(r)
+}
+
+/// One `PortSpec` → `PortMapping`.
+pub fn port(p: &PortSpec) -> Result<PortMapping, ApiError> {
+    let protocol = match p.protocol.as_deref().unwrap_or("tcp") {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        other => return Err(ApiError::invalid("ports.protocol", format!("{other:?} is not tcp, udp or sctp"))),
+    };
+    if p.host_port == 0 {
+        return Err(ApiError::invalid("ports.host_port", "must be 1..=65535"));
+    }
+    if p.container_port == 0 {
+        return Err(ApiError::invalid("ports.container_port", "must be 1..=65535"));
+    }
+    Ok(PortMapping {
+        protocol,
+        host_ip: opt::<IpAddr>("ports.host_ip", &p.host_ip)?,
+        host_port: p.host_port,
+        container_port: p.container_port,
+    })
+}
+
+/// `EndpointAttach` for network `network` → `AttachRequest`.
+pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<AttachRequest, ApiError> {
+    if b.netns.is_empty() || !b.netns.starts_with('/') {
+        return Err(ApiError::invalid("netns", format!("{:?} is not an absolute path", b.netns)));
+    }
+    let ports = b.ports.iter().map(port).collect::<Result<Vec<_>, _>>()?;
+    Ok(AttachRequest {
+        network,
+        container_id: field::<ContainerId>("container_id", &b.container_id)?,
+        netns: PathBuf::from(&b.netns),
+        ifname: match &b.ifname {
+            Some(i) => field("ifname", i)?,
+            None => IfName::new("eth0").expect("valid"),
+        },
+        ipv4: opt::<Ipv4Addr>("ip", &b.ip)?,
+        ipv6: opt::<Ipv6Addr>("ip6", &b.ip6)?,
+        mac: opt::<MacAddr>("mac", &b.mac)?,
+        ports,
+    })
+}
+
+/// Endpoint key from path segments and the `ifname` query parameter (default `eth0`).
+pub fn endpoint_key(network: &str, id: &str, ifname: Option<&str>) -> Result<EndpointKey, ApiError> {
+    Ok(EndpointKey {
+        network: field("network", network)?,
+        container_id: field("container_id", id)?,
+        ifname: field("ifname", ifname.unwrap_or("eth0"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_fields_named() {
+        let mut b = NetworkCreate { name: "n1".into(), subnet: "10.1.0.0/24".into(), ..Default::default() };
+        assert!(network_request(&b).is_ok());
+        b.subnet = "10.1.0.0/33".into();
+        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("subnet"));
+        b.subnet = "10.1.0.0/24".into();
+        b.gateway = Some("nope".into());
+        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("gateway"));
+        b.gateway = None;
+        b.bridge = Some("much-too-long-bridge".into());
+        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("bridge"));
+        b.bridge = None;
+        b.name = "bad name".into();
+        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn attach_fields_named() {
+        let n = NetworkName::new("n1").unwrap();
+        let mut b = EndpointAttach { container_id: "c1".into(), netns: "/run/netns/x".into(), ..Default::default() };
+        let r = attach_request(n.clone(), &b).unwrap();
+        assert_eq!(r.ifname.as_str(), "eth0");
+        b.netns = "relative".into();
+        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("netns"));
+        b.netns = "/x".into();
+        b.mac = Some("01:00:00:00:00:01".into());
+        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("mac"));
+        b.mac = None;
+        b.ports = vec![PortSpec { protocol: Some("icmp".into()), host_ip: None, host_port: 80, container_port: 80 }];
+        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("ports.protocol"));
+        b.ports[0].protocol = None;
+        b.ports[0].host_port = 0;
+        assert_eq!(attach_request(n, &b).unwrap_err().field.as_deref(), Some("ports.host_port"));
+    }
+
+    #[test]
+    fn unknown_json_field_is_named() {
+        let e = decode::<NetworkCreate>(br#"{"name":"a","subnet":"10.0.0.0/24","subnett":1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subnett"), "{e:?}");
+        let e = decode::<NetworkCreate>(br#"{"name":"a"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subnet"), "{e:?}");
+        let e = decode::<NetworkCreate>(b"not json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The REST API (`/v1/...`): routing, body limits and one engine call per request.
+
+pub mod convert;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::{Method, Request, Response, StatusCode};
+use runtime_net::engine::Engine;
+use runtime_net::NetworkName;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::wire::{EndpointAttach, NetworkCreate};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Version string reported by `/v1/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A JSON reply with the given status.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("serialisable reply");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// The REST API over one engine.
+pub struct RestApi {
+    engine: Arc<Engine>,
+}
+
+impl RestApi {
+    /// A REST API serving `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        RestApi { engine }
+    }
+
+    /// Answers one request; never fails (errors become JSON error replies).
+    pub async fn respond<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let start = std::time::Instant::now();
+        let reply = match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        tracing::debug!(%method, %path, status = reply.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "api");
+        reply
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let q = |name: &str| query_param(&query, name);
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let m = &parts.method;
+        let e = &self.engine;
+        match segs.as_slice() {
+            ["v1", "health"] => {
+                only(m, &[Method::GET], &path)?;
+                ok(&serde_json::json!({"status": "ok"}))
+            }
+            ["v1", "status"] => {
+                only(m, &[Method::GET], &path)?;
+                let s = e.status().await?;
+                ok(&serde_json::json!({"version": VERSION, "status": s}))
+            }
+            ["v1", "reconcile"] => {
+                only(m, &[Method::POST], &path)?;
+                ok(&e.reconcile().await?)
+            }
+            ["v1", "networks"] => match *m {
+                Method::GET => ok(&e.networks().await?),
+                Method::POST => {
+                    let b: NetworkCreate = convert::decode(&read_body(body).await?)?;
+                    let spec = e.create_network(convert::network_request(&b)?).await?;
+                    Ok(json_response(StatusCode::CREATED, &spec))
+                }
+                _ => Err(ApiError::method_not_allowed(m, &path)),
+            },
+            ["v1", "networks", name] => {
+                let name: NetworkName = convert::field("network", name)?;
+                match *m {
+                    Method::GET => {
+                        let spec = e.network(&name).await?;
+                        let eps = e.endpoints(Some(&name)).await?;
+                        ok(&serde_json::json!({"network": spec, "endpoints": eps.len()}))
+                    }
+                    Method::DELETE => {
+                        let force = matches!(q("force").as_deref(), Some("true" | "1"));
+                        let spec = e.delete_network(&name, force).await?;
+                        ok(&serde_json::json!({"deleted": spec}))
+                    }
+                    _ => Err(ApiError::method_not_allowed(m, &path)),
+                }
+            }
+            ["v1", "networks", name, "endpoints"] => {
+                let name: NetworkName = convert::field("network", name)?;
+                match *m {
+                    Method::GET => ok(&e.endpoints(Some(&name)).await?),
+                    Method::POST => {
+                        let b: EndpointAttach = convert::decode(&read_body(body).await?)?;
+                        let (rec, created) = e.attach(convert::attach_request(name, &b)?).await?;
+                        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                        Ok(json_response(status, &rec))
+                    }
+                    _ => Err(ApiError::method_not_allowed(m, &path)),
+                }
+            }
+            ["v1", "networks", name, "endpoints", id] => {
+                let key = convert::endpoint_key(name, id, q("ifname").as_deref())?;
+                match *m {
+                    Method::GET => ok(&e.endpoint(&key).await?),
+                    Method::DELETE => ok(&serde_json::json!({"released": e.detach(&key).await?})),
+                    _ => Err(ApiError::method_not_allowed(m, &path)),
+                }
+            }
+            ["v1", "networks", name, "endpoints", id, "check"] => {
+                only(m, &[Method::GET], &path)?;
+                let key = convert::endpoint_key(name, id, q("ifname").as_deref())?;
+                let problems = e.check_endpoint(&key).await?;
+                ok(&serde_json::json!({"ok": problems.is_empty(), "problems": problems}))
+            }
+            ["v1", "endpoints"] => {
+                only(m, &[Method::GET], &path)?;
+                let net = q("network").map(|n| convert::field::<NetworkName>("network", &n)).transpose()?;
+                ok(&e.endpoints(net.as_ref()).await?)
+            }
+            _ => Err(ApiError::not_found(format!("no such API path: {path}"))),
+        }
+    }
+}
+
+impl crate::server::Handler for RestApi {
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        self.respond(req).await
+    }
+}
+
+fn ok<T: Serialize>(value: &T) -> Result<Response<Full<Bytes>>, ApiError> {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+fn only(m: &Method, allowed: &[Method], path: &str) -> Result<(), ApiError> {
+    if allowed.contains(m) {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(m, path))
+    }
+}
+
+/// Reads a body up to [`MAX_BODY`].
+pub async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("request body: {e} (limit {MAX_BODY} bytes)"),
+            field: Some("body".into()),
+        }),
+    }
+}
+
+/// Value of `name` in a query string (no percent-decoding: values are plain names).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("ifname=eth1&force=true", "force").as_deref(), Some("true"));
+        assert_eq!(query_param("ifname=eth1", "force"), None);
+        assert_eq!(query_param("force", "force").as_deref(), Some(""));
+    }
+}

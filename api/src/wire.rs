@@ -1,0 +1,116 @@
+//! JSON bodies of the REST API (`/v1/...`). Fields are strings where the server validates them,
+//! so that an error can name the field the caller got wrong. Unknown fields are refused.
+
+use serde::{Deserialize, Serialize};
+
+/// Default path of the daemon's API socket.
+pub const DEFAULT_API_SOCKET: &str = "/run/shimnet/shimnetd.sock";
+
+/// `POST /v1/networks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    /// Network name.
+    pub name: String,
+    /// IPv4 subnet (CIDR).
+    pub subnet: String,
+    /// IPv4 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Bridge device name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// IPv6 subnet (CIDR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Masquerade outgoing traffic (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<bool>,
+    /// Inter-container communication (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
+    /// No outside access (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal: Option<bool>,
+    /// Hairpin mode (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hairpin: Option<bool>,
+    /// Destinations never masqueraded (CIDRs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade_to: Vec<String>,
+    /// Sources allowed to connect in (CIDRs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+    /// Default host address of published ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_binding_ipv4: Option<String>,
+    /// Docker's MAC scheme (02:42 + IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_mac: Option<bool>,
+}
+
+/// One published port in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// `tcp`, `udp` or `sctp` (default tcp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Host address; all addresses when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Host port.
+    pub host_port: u16,
+    /// Container port.
+    pub container_port: u16,
+}
+
+/// `POST /v1/networks/{name}/endpoints`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointAttach {
+    /// Container id.
+    pub container_id: String,
+    /// Network namespace path.
+    pub netns: String,
+    /// Interface name in the container (default `eth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Static IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Static IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+}
+
+/// Error body of every non-2xx reply: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Stable code, message and, for invalid input, the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_argument`, `not_found`, `conflict`, ...).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Request field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
