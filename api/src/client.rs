@@ -68,7 +68,10 @@ pub struct Client {
 impl Client {
     /// A client of `socket` with a 60 s I/O timeout.
     pub fn new(socket: impl AsRef<Path>) -> Self {
-        Client { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(60) }
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+            timeout: Duration::from_secs(60),
+        }
     }
 
     /// Changes the I/O timeout.
@@ -83,10 +86,21 @@ impl Client {
     }
 
     /// Sends one request and returns the raw reply.
-    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, ClientError> {
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
-        let io = |source| ClientError::Io { path: self.socket.clone(), source };
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Reply, ClientError> {
+        let mut stream =
+            UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let io = |source| ClientError::Io {
+            path: self.socket.clone(),
+            source,
+        };
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let body = body.unwrap_or_default();
@@ -115,14 +129,20 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
         let bytes = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| ClientError::BadReply(e.to_string()))?),
+            Some(b) => {
+                Some(serde_json::to_vec(b).map_err(|e| ClientError::BadReply(e.to_string()))?)
+            }
             None => None,
         };
         let reply = self.request(method, path, bytes.as_deref())?;
         if !(200..300).contains(&reply.status) {
             return Err(api_error(&reply));
         }
-        let body = if reply.body.is_empty() { b"null".as_slice() } else { &reply.body };
+        let body = if reply.body.is_empty() {
+            b"null".as_slice()
+        } else {
+            &reply.body
+        };
         serde_json::from_slice(body).map_err(|e| ClientError::BadReply(format!("{e}")))
     }
 }
@@ -150,14 +170,20 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, ClientError> {
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(ClientError::BadReply("truncated reply".into())),
+        Ok(httparse::Status::Partial) => {
+            return Err(ClientError::BadReply("truncated reply".into()))
+        }
         Err(e) => return Err(ClientError::BadReply(e.to_string())),
     };
-    let status = resp.code.ok_or_else(|| ClientError::BadReply("no status".into()))?;
+    let status = resp
+        .code
+        .ok_or_else(|| ClientError::BadReply("no status".into()))?;
     let mut body = &buf[head_len..];
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ClientError::BadReply("chunked replies are not supported".into()));
+            return Err(ClientError::BadReply(
+                "chunked replies are not supported".into(),
+            ));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             let n: usize = std::str::from_utf8(h.value)
@@ -170,7 +196,10 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, ClientError> {
             body = &body[..n];
         }
     }
-    Ok(Reply { status, body: body.to_vec() })
+    Ok(Reply {
+        status,
+        body: body.to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +208,8 @@ mod tests {
 
     #[test]
     fn parses_reply_with_length() {
-        let r = parse_reply(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}trailing").unwrap();
+        let r =
+            parse_reply(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}trailing").unwrap();
         assert_eq!(r.status, 201);
         assert_eq!(r.body, b"{}");
     }
@@ -194,11 +224,21 @@ mod tests {
     fn api_error_decodes_body() {
         let r = Reply {
             status: 400,
-            body: br#"{"error":{"code":"invalid_argument","message":"subnet: bad","field":"subnet"}}"#.to_vec(),
+            body:
+                br#"{"error":{"code":"invalid_argument","message":"subnet: bad","field":"subnet"}}"#
+                    .to_vec(),
         };
         match api_error(&r) {
-            ClientError::Api { status, code, field, .. } => {
-                assert_eq!((status, code.as_str(), field.as_deref()), (400, "invalid_argument", Some("subnet")));
+            ClientError::Api {
+                status,
+                code,
+                field,
+                ..
+            } => {
+                assert_eq!(
+                    (status, code.as_str(), field.as_deref()),
+                    (400, "invalid_argument", Some("subnet"))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -206,7 +246,9 @@ mod tests {
 
     #[test]
     fn connect_error_names_socket() {
-        let e = Client::new("/nonexistent/shimnet.sock").request("GET", "/v1/health", None).unwrap_err();
+        let e = Client::new("/nonexistent/shimnet.sock")
+            .request("GET", "/v1/health", None)
+            .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/shimnet.sock"), "{e}");
     }
 }

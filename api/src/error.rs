@@ -34,7 +34,21 @@ impl ApiError {
     }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), field: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            field: None,
+        }
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+            field: None,
+        }
     }
     /// 405.
     pub fn method_not_allowed(method: &hyper::Method, path: &str) -> Self {
@@ -49,7 +63,11 @@ impl ApiError {
     /// The JSON reply.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code.to_string(), message: self.message, field: self.field },
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
         };
         crate::rest::json_response(self.status, &body)
     }
@@ -72,7 +90,12 @@ impl From<EngineError> for ApiError {
             }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        ApiError { status, code, message: e.to_string(), field: None }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            field: None,
+        }
     }
 }
 
@@ -84,9 +107,16 @@ mod tests {
     fn engine_errors_map_to_status() {
         let e: ApiError = EngineError::Conflict("x".into()).into();
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "conflict"));
-        let e: ApiError = EngineError::NotFound { what: "network", name: "n".into() }.into();
+        let e: ApiError = EngineError::NotFound {
+            what: "network",
+            name: "n".into(),
+        }
+        .into();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         let e: ApiError = EngineError::Invalid(FieldError::new("subnet", "bad")).into();
-        assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("subnet")));
+        assert_eq!(
+            (e.status, e.field.as_deref()),
+            (StatusCode::BAD_REQUEST, Some("subnet"))
+        );
     }
 }

@@ -36,7 +36,10 @@ pub struct BindError {
 
 /// Binds `path` (replacing a stale socket file, creating the parent directory) with `mode`.
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
-    let err = |source| BindError { path: path.to_path_buf(), source };
+    let err = |source| BindError {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -90,7 +93,10 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     let _ = std::fs::remove_file(&path);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(socket = %path.display(), "in-flight requests did not finish in {grace:?}");
     }
 }

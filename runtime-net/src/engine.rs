@@ -18,7 +18,10 @@ use crate::netlink::{BridgeConfig, Netlink, NetlinkError, VethConfig};
 use crate::plan::{self, FieldError, NetworkRequest, ReconcilePlan};
 use crate::store::{AllocRequest, Store, StoreError};
 use crate::sysctl::{self, SysctlError};
-use crate::types::{ContainerId, EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping};
+use crate::types::{
+    ContainerId, EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
+    PortMapping,
+};
 
 /// Engine failures, grouped by what the caller did wrong (or not).
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +55,24 @@ pub enum EngineError {
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchNetwork(n) => EngineError::NotFound { what: "network", name: n.to_string() },
-            StoreError::NetworkExists(n) => EngineError::Conflict(format!("network {n} already exists")),
-            StoreError::NetworkInUse(n, c) => {
-                EngineError::Conflict(format!("network {n} still has {c} endpoint(s); detach them first"))
+            StoreError::NoSuchNetwork(n) => EngineError::NotFound {
+                what: "network",
+                name: n.to_string(),
+            },
+            StoreError::NetworkExists(n) => {
+                EngineError::Conflict(format!("network {n} already exists"))
             }
+            StoreError::NetworkInUse(n, c) => EngineError::Conflict(format!(
+                "network {n} still has {c} endpoint(s); detach them first"
+            )),
             StoreError::Ipam { network, source } => match source {
                 IpamError::InUse(_) | IpamError::Exhausted(_) => {
                     EngineError::Conflict(format!("network {network}: {source}"))
                 }
-                other => EngineError::Invalid(FieldError::new("ip", format!("network {network}: {other}"))),
+                other => EngineError::Invalid(FieldError::new(
+                    "ip",
+                    format!("network {network}: {other}"),
+                )),
             },
             other => EngineError::Store(other),
         }
@@ -95,7 +106,11 @@ pub struct AttachRequest {
 impl AttachRequest {
     /// The endpoint key this request addresses.
     pub fn key(&self) -> EndpointKey {
-        EndpointKey { network: self.network.clone(), container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+        EndpointKey {
+            network: self.network.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
     }
 }
 
@@ -199,7 +214,10 @@ impl Engine {
         let n = name.clone();
         self.store(move |s| s.network(&n))
             .await?
-            .ok_or_else(|| EngineError::NotFound { what: "network", name: name.to_string() })
+            .ok_or_else(|| EngineError::NotFound {
+                what: "network",
+                name: name.to_string(),
+            })
     }
 
     /// Endpoints of one network, or all.
@@ -216,12 +234,17 @@ impl Engine {
         let k = key.clone();
         self.store(move |s| s.endpoint(&k))
             .await?
-            .ok_or_else(|| EngineError::NotFound { what: "endpoint", name: key.to_string() })
+            .ok_or_else(|| EngineError::NotFound {
+                what: "endpoint",
+                name: key.to_string(),
+            })
     }
 
     /// Counts for status reports.
     pub async fn status(&self) -> Result<Status> {
-        let (n, e) = self.store(|s| Ok((s.networks()?.len(), s.endpoints(None)?.len()))).await?;
+        let (n, e) = self
+            .store(|s| Ok((s.networks()?.len(), s.endpoints(None)?.len())))
+            .await?;
         Ok(Status {
             firewall: self.fw.kind(),
             networks: n,
@@ -302,10 +325,14 @@ impl Engine {
 
     /// Makes the kernel match a recorded network (idempotent; repairs drift).
     async fn apply_network(&self, spec: &NetworkSpec) -> Result<()> {
-        let mut addrs = vec![IpNetwork::new(IpAddr::V4(spec.gateway), spec.subnet.prefix())
-            .expect("prefix of a valid subnet")];
+        let mut addrs = vec![
+            IpNetwork::new(IpAddr::V4(spec.gateway), spec.subnet.prefix())
+                .expect("prefix of a valid subnet"),
+        ];
         if let (Some(s6), Some(g6)) = (spec.subnet6, spec.gateway6) {
-            addrs.push(IpNetwork::new(IpAddr::V6(g6), s6.prefix()).expect("prefix of a valid subnet"));
+            addrs.push(
+                IpNetwork::new(IpAddr::V6(g6), s6.prefix()).expect("prefix of a valid subnet"),
+            );
         }
         let cfg = BridgeConfig {
             name: spec.bridge.clone(),
@@ -318,7 +345,10 @@ impl Engine {
             sysctl::enable_forwarding(spec.subnet6.is_some())?;
         }
         // Lets the host reach published ports through 127.0.0.1 (DNAT to the bridge).
-        sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", spec.bridge), "1")?;
+        sysctl::set(
+            &format!("net/ipv4/conf/{}/route_localnet", spec.bridge),
+            "1",
+        )?;
         let rules = Self::network_rules(spec);
         self.fw(move |fw| fw.apply_network(&rules)).await?;
         Ok(())
@@ -390,7 +420,10 @@ impl Engine {
         let ports = rec
             .ports
             .iter()
-            .map(|p| PortMapping { host_ip: p.host_ip.or(spec.host_binding_ipv4.map(IpAddr::V4)), ..*p })
+            .map(|p| PortMapping {
+                host_ip: p.host_ip.or(spec.host_binding_ipv4.map(IpAddr::V4)),
+                ..*p
+            })
             .collect();
         PortRules {
             id: rec.host_ifname.clone(),
@@ -413,7 +446,11 @@ impl Engine {
         let _k = lock.lock().await;
         let spec = self.network(&req.network).await?;
         if !req.netns.exists() {
-            return Err(FieldError::new("netns", format!("{} does not exist", req.netns.display())).into());
+            return Err(FieldError::new(
+                "netns",
+                format!("{} does not exist", req.netns.display()),
+            )
+            .into());
         }
         if !req.ports.is_empty() {
             self.check_port_conflicts(&key, &req.ports).await?;
@@ -479,7 +516,9 @@ impl Engine {
                         mine.host_port,
                         mine.protocol,
                         ep.key,
-                        theirs.host_ip.map_or("all addresses".to_string(), |i| i.to_string())
+                        theirs
+                            .host_ip
+                            .map_or("all addresses".to_string(), |i| i.to_string())
                     )));
                 }
             }
@@ -559,7 +598,9 @@ impl Engine {
         let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
         let fw_ports = self.fw(|fw| fw.owned_ports()).await?;
         let plan: ReconcilePlan =
-            plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| netns_alive(&ep.netns));
+            plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| {
+                netns_alive(&ep.netns)
+            });
         for key in &plan.reclaim {
             match self.detach_locked(key).await {
                 Ok(_) => report.reclaimed += 1,
@@ -586,7 +627,8 @@ impl Engine {
                 report.errors.push(e.to_string());
             }
         }
-        let by_name: HashMap<&str, &NetworkSpec> = networks.iter().map(|n| (n.name.as_str(), n)).collect();
+        let by_name: HashMap<&str, &NetworkSpec> =
+            networks.iter().map(|n| (n.name.as_str(), n)).collect();
         for ep in endpoints.iter().filter(|e| !plan.reclaim.contains(&e.key)) {
             if let Some(spec) = by_name.get(ep.key.network.as_str()) {
                 if let Err(e) = self.install_ports(spec, ep).await {
@@ -609,8 +651,8 @@ fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
 
 /// True if a namespace path still exists and is a namespace (not a stale empty file).
 fn netns_alive(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 fn collect(mut errors: Vec<EngineError>) -> Result<()> {
@@ -638,16 +680,36 @@ mod tests {
     use crate::types::Protocol;
 
     fn pm(ip: Option<&str>, port: u16, proto: Protocol) -> PortMapping {
-        PortMapping { protocol: proto, host_ip: ip.map(|s| s.parse().unwrap()), host_port: port, container_port: 80 }
+        PortMapping {
+            protocol: proto,
+            host_ip: ip.map(|s| s.parse().unwrap()),
+            host_port: port,
+            container_port: 80,
+        }
     }
 
     #[test]
     fn port_clash_rules() {
-        assert!(ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 80, Protocol::Tcp)));
-        assert!(ports_clash(&pm(None, 80, Protocol::Tcp), &pm(Some("127.0.0.1"), 80, Protocol::Tcp)));
-        assert!(!ports_clash(&pm(Some("127.0.0.2"), 80, Protocol::Tcp), &pm(Some("127.0.0.1"), 80, Protocol::Tcp)));
-        assert!(!ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 80, Protocol::Udp)));
-        assert!(!ports_clash(&pm(None, 80, Protocol::Tcp), &pm(None, 81, Protocol::Tcp)));
+        assert!(ports_clash(
+            &pm(None, 80, Protocol::Tcp),
+            &pm(None, 80, Protocol::Tcp)
+        ));
+        assert!(ports_clash(
+            &pm(None, 80, Protocol::Tcp),
+            &pm(Some("127.0.0.1"), 80, Protocol::Tcp)
+        ));
+        assert!(!ports_clash(
+            &pm(Some("127.0.0.2"), 80, Protocol::Tcp),
+            &pm(Some("127.0.0.1"), 80, Protocol::Tcp)
+        ));
+        assert!(!ports_clash(
+            &pm(None, 80, Protocol::Tcp),
+            &pm(None, 80, Protocol::Udp)
+        ));
+        assert!(!ports_clash(
+            &pm(None, 80, Protocol::Tcp),
+            &pm(None, 81, Protocol::Tcp)
+        ));
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! HTTP, Docker or CNI. Kernel side effects live in [`netlink`], [`firewall`] and [`sysctl`];
 //! state lives in [`store`]; the rest is pure logic.
 
-pub mod plan;
 pub mod engine;
+pub mod features;
 pub mod firewall;
 pub mod ipam;
 pub mod naming;
 pub mod netlink;
+pub mod plan;
 pub mod store;
 pub mod sysctl;
 pub mod types;

@@ -26,7 +26,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new field error.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        FieldError { field, message: message.into() }
+        FieldError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -115,12 +118,18 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
     let subnet = Ipv4Network::new(req.subnet.network(), req.subnet.prefix())
         .map_err(|e| FieldError::new("subnet", e.to_string()))?;
     if subnet.prefix() > 30 {
-        return Err(FieldError::new("subnet", format!("{subnet} is too small: need /30 or larger")));
+        return Err(FieldError::new(
+            "subnet",
+            format!("{subnet} is too small: need /30 or larger"),
+        ));
     }
     let gateway = match req.gateway {
         Some(g) => {
             if !subnet.contains(g) {
-                return Err(FieldError::new("gateway", format!("{g} is not inside subnet {subnet}")));
+                return Err(FieldError::new(
+                    "gateway",
+                    format!("{g} is not inside subnet {subnet}"),
+                ));
             }
             if g == subnet.network() || g == subnet.broadcast() {
                 return Err(FieldError::new(
@@ -137,14 +146,23 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
             let s6 = Ipv6Network::new(s6.network(), s6.prefix())
                 .map_err(|e| FieldError::new("subnet6", e.to_string()))?;
             if s6.prefix() > 126 {
-                return Err(FieldError::new("subnet6", format!("{s6} is too small: need /126 or larger")));
+                return Err(FieldError::new(
+                    "subnet6",
+                    format!("{s6} is too small: need /126 or larger"),
+                ));
             }
             let g6 = match req.gateway6 {
                 Some(g) if !s6.contains(g) => {
-                    return Err(FieldError::new("gateway6", format!("{g} is not inside subnet6 {s6}")))
+                    return Err(FieldError::new(
+                        "gateway6",
+                        format!("{g} is not inside subnet6 {s6}"),
+                    ))
                 }
                 Some(g) if g == s6.network() => {
-                    return Err(FieldError::new("gateway6", format!("{g} is the subnet-router address of {s6}")))
+                    return Err(FieldError::new(
+                        "gateway6",
+                        format!("{g} is the subnet-router address of {s6}"),
+                    ))
                 }
                 Some(g) => g,
                 None => Ipv6Addr::from(u128::from(s6.network()) + 1),
@@ -160,7 +178,10 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
     };
     let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
     if !(576..=65535).contains(&mtu) {
-        return Err(FieldError::new("mtu", format!("{mtu} is out of range 576..=65535")));
+        return Err(FieldError::new(
+            "mtu",
+            format!("{mtu} is out of range 576..=65535"),
+        ));
     }
     let bridge = req.bridge.unwrap_or_else(|| default_bridge_name(&req.name));
     Ok(NetworkSpec {
@@ -190,10 +211,17 @@ pub enum Clash {
     Name(NetworkName),
     /// Same bridge device.
     #[error("bridge {bridge} is already used by network {network}")]
-    Bridge { bridge: IfName, network: NetworkName },
+    Bridge {
+        bridge: IfName,
+        network: NetworkName,
+    },
     /// Overlapping subnets.
     #[error("subnet {subnet} overlaps {other} of network {network}")]
-    Subnet { subnet: IpNetwork, other: IpNetwork, network: NetworkName },
+    Subnet {
+        subnet: IpNetwork,
+        other: IpNetwork,
+        network: NetworkName,
+    },
 }
 
 fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
@@ -207,16 +235,25 @@ pub fn check_clash(spec: &NetworkSpec, existing: &[NetworkSpec]) -> Result<(), C
             return Err(Clash::Name(spec.name.clone()));
         }
         if other.bridge == spec.bridge {
-            return Err(Clash::Bridge { bridge: spec.bridge.clone(), network: other.name.clone() });
+            return Err(Clash::Bridge {
+                bridge: spec.bridge.clone(),
+                network: other.name.clone(),
+            });
         }
-        let mine: Vec<IpNetwork> =
-            std::iter::once(IpNetwork::V4(spec.subnet)).chain(spec.subnet6.map(IpNetwork::V6)).collect();
-        let theirs: Vec<IpNetwork> =
-            std::iter::once(IpNetwork::V4(other.subnet)).chain(other.subnet6.map(IpNetwork::V6)).collect();
+        let mine: Vec<IpNetwork> = std::iter::once(IpNetwork::V4(spec.subnet))
+            .chain(spec.subnet6.map(IpNetwork::V6))
+            .collect();
+        let theirs: Vec<IpNetwork> = std::iter::once(IpNetwork::V4(other.subnet))
+            .chain(other.subnet6.map(IpNetwork::V6))
+            .collect();
         for &m in &mine {
             for &t in &theirs {
                 if overlaps(m, t) {
-                    return Err(Clash::Subnet { subnet: m, other: t, network: other.name.clone() });
+                    return Err(Clash::Subnet {
+                        subnet: m,
+                        other: t,
+                        network: other.name.clone(),
+                    });
                 }
             }
         }
@@ -254,7 +291,8 @@ pub fn plan_reconcile(
     netns_alive: impl Fn(&EndpointRecord) -> bool,
 ) -> ReconcilePlan {
     let mut plan = ReconcilePlan::default();
-    let known_nets: BTreeMap<&str, &NetworkSpec> = networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    let known_nets: BTreeMap<&str, &NetworkSpec> =
+        networks.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut live_veths: BTreeSet<&str> = BTreeSet::new();
     for ep in endpoints {
         if netns_alive(ep) && known_nets.contains_key(ep.key.network.as_str()) {
@@ -265,10 +303,14 @@ pub fn plan_reconcile(
     }
     let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
     for link in links {
-        let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else { continue };
+        let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else {
+            continue;
+        };
         let keep = match (owner, link.kind) {
             (Owner::Bridge(net), LinkKind::Bridge) => {
-                known_nets.get(net.as_str()).is_some_and(|n| n.bridge.as_str() == link.name)
+                known_nets
+                    .get(net.as_str())
+                    .is_some_and(|n| n.bridge.as_str() == link.name)
                     && bridges.contains(link.name.as_str())
             }
             (Owner::Endpoint(_), LinkKind::Veth) => live_veths.contains(link.name.as_str()),
@@ -278,9 +320,16 @@ pub fn plan_reconcile(
             plan.delete_links.push(link.name.clone());
         }
     }
-    plan.delete_fw_networks =
-        fw_networks.iter().filter(|n| !known_nets.contains_key(n.as_str())).cloned().collect();
-    plan.purge_ports = fw_ports.iter().filter(|p| !live_veths.contains(p.as_str())).cloned().collect();
+    plan.delete_fw_networks = fw_networks
+        .iter()
+        .filter(|n| !known_nets.contains_key(n.as_str()))
+        .cloned()
+        .collect();
+    plan.purge_ports = fw_ports
+        .iter()
+        .filter(|p| !live_veths.contains(p.as_str()))
+        .cloned()
+        .collect();
     plan
 }
 
@@ -320,7 +369,10 @@ mod tests {
         let mut r = req("n", "10.1.0.0/24");
         r.gateway = Some("10.1.0.255".parse().unwrap());
         assert_eq!(build_spec(r).unwrap_err().field, "gateway");
-        assert_eq!(build_spec(req("n", "10.1.0.0/31")).unwrap_err().field, "subnet");
+        assert_eq!(
+            build_spec(req("n", "10.1.0.0/31")).unwrap_err().field,
+            "subnet"
+        );
         let mut r = req("n", "10.1.0.0/24");
         r.mtu = Some(100);
         assert_eq!(build_spec(r).unwrap_err().field, "mtu");
@@ -352,13 +404,22 @@ mod tests {
     fn clashes_detected() {
         let a = build_spec(req("a", "10.1.0.0/16")).unwrap();
         let b = build_spec(req("b", "10.1.5.0/24")).unwrap();
-        assert!(matches!(check_clash(&b, std::slice::from_ref(&a)), Err(Clash::Subnet { .. })));
+        assert!(matches!(
+            check_clash(&b, std::slice::from_ref(&a)),
+            Err(Clash::Subnet { .. })
+        ));
         let c = build_spec(req("a", "10.9.0.0/24")).unwrap();
-        assert!(matches!(check_clash(&c, std::slice::from_ref(&a)), Err(Clash::Name(_))));
+        assert!(matches!(
+            check_clash(&c, std::slice::from_ref(&a)),
+            Err(Clash::Name(_))
+        ));
         let mut d = req("d", "10.9.0.0/24");
         d.bridge = Some(IfName::new("a").unwrap());
         let d = build_spec(d).unwrap();
-        assert!(matches!(check_clash(&d, std::slice::from_ref(&a)), Err(Clash::Bridge { .. })));
+        assert!(matches!(
+            check_clash(&d, std::slice::from_ref(&a)),
+            Err(Clash::Bridge { .. })
+        ));
         let e = build_spec(req("e", "10.2.0.0/24")).unwrap();
         assert!(check_clash(&e, &[a]).is_ok());
     }
@@ -384,7 +445,12 @@ mod tests {
     }
 
     fn link(name: &str, alias: Option<String>, kind: LinkKind) -> LinkInfo {
-        LinkInfo { name: name.into(), index: 1, alias, kind }
+        LinkInfo {
+            name: name.into(),
+            index: 1,
+            alias,
+            kind,
+        }
     }
 
     #[test]
@@ -392,11 +458,22 @@ mod tests {
         let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
         let live = record(&net, "live");
         let dead = record(&net, "dead");
-        let orphan_key = EndpointKey { container_id: ContainerId::new("orphan").unwrap(), ..live.key.clone() };
+        let orphan_key = EndpointKey {
+            container_id: ContainerId::new("orphan").unwrap(),
+            ..live.key.clone()
+        };
         let links = vec![
             link("a", Some(naming::bridge_alias(&net.name)), LinkKind::Bridge),
-            link("old", Some(naming::bridge_alias(&name("gone"))), LinkKind::Bridge),
-            link(live.host_ifname.as_str(), Some(naming::veth_alias(&live.key)), LinkKind::Veth),
+            link(
+                "old",
+                Some(naming::bridge_alias(&name("gone"))),
+                LinkKind::Bridge,
+            ),
+            link(
+                live.host_ifname.as_str(),
+                Some(naming::veth_alias(&live.key)),
+                LinkKind::Veth,
+            ),
             link(
                 naming::host_veth_name(&orphan_key).as_str(),
                 Some(naming::veth_alias(&orphan_key)),
@@ -413,7 +490,13 @@ mod tests {
             |ep| ep.key.container_id.as_str() == "live",
         );
         assert_eq!(plan.reclaim, vec![dead.key.clone()]);
-        assert_eq!(plan.delete_links, vec!["old".to_string(), naming::host_veth_name(&orphan_key).to_string()]);
+        assert_eq!(
+            plan.delete_links,
+            vec![
+                "old".to_string(),
+                naming::host_veth_name(&orphan_key).to_string()
+            ]
+        );
         assert_eq!(plan.delete_fw_networks, vec![name("gone")]);
         assert_eq!(plan.purge_ports, vec![dead.host_ifname]);
     }

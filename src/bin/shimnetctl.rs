@@ -1,1 +1,623 @@
-fn main() {}
+//! `shimnetctl`: control CLI of shimnetd. Human tables by default, `--json` for scripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use serde_json::Value;
+use shimnet::netns::{run_in, NamedNetns};
+use shimnet::ping::ping;
+use shimnet_api::client::Client;
+use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec, DEFAULT_API_SOCKET};
+
+/// Control shimnetd.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// API socket of the daemon.
+    #[arg(long, global = true, default_value = DEFAULT_API_SOCKET, env = "SHIMNET_SOCKET")]
+    socket: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage endpoints (container attachments).
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Daemon status.
+    Status,
+    /// Run a reconciliation pass now.
+    Reconcile,
+    /// Report usable kernel features and run a live probe: two throwaway namespaces attached to a
+    /// network ping each other and the gateway, then everything is removed.
+    Check {
+        /// Network to probe (default: the first one).
+        #[arg(long)]
+        network: Option<String>,
+        /// Only report features.
+        #[arg(long)]
+        no_probe: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCmd {
+    /// Create a bridge network.
+    Create(CreateArgs),
+    /// List networks.
+    Ls,
+    /// Show one network.
+    Inspect { name: String },
+    /// Delete a network.
+    Rm {
+        name: String,
+        /// Detach its endpoints first.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct CreateArgs {
+    name: String,
+    /// IPv4 subnet (CIDR).
+    #[arg(long)]
+    subnet: String,
+    /// Gateway (default: first address).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Bridge name (default: the network name).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// IPv6 subnet.
+    #[arg(long)]
+    subnet6: Option<String>,
+    /// IPv6 gateway.
+    #[arg(long)]
+    gateway6: Option<String>,
+    /// MTU.
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// No access to or from the outside.
+    #[arg(long)]
+    internal: bool,
+    /// Do not masquerade outgoing traffic.
+    #[arg(long)]
+    no_masquerade: bool,
+    /// Forbid container-to-container traffic (docker's icc=false).
+    #[arg(long)]
+    no_icc: bool,
+    /// Hairpin mode on bridge ports.
+    #[arg(long)]
+    hairpin: bool,
+    /// Destination never masqueraded (repeatable).
+    #[arg(long)]
+    no_masquerade_to: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCmd {
+    /// Attach a network namespace to a network.
+    Attach {
+        network: String,
+        /// Network namespace path.
+        #[arg(long)]
+        netns: String,
+        /// Container id.
+        #[arg(long)]
+        id: String,
+        /// Interface name in the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Static IPv4 address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Static IPv6 address.
+        #[arg(long)]
+        ip6: Option<String>,
+        /// MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+    },
+    /// Detach (idempotent).
+    Detach {
+        network: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// List endpoints.
+    Ls { network: Option<String> },
+    /// Compare an endpoint's kernel state with its record.
+    Check {
+        network: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+}
+
+/// Parses `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`.
+fn parse_publish(s: &str) -> Result<PortSpec> {
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((a, p)) => (a, Some(p.to_string())),
+        None => (s, None),
+    };
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .with_context(|| format!("--publish {s}: {p:?} is not a port"))
+    };
+    match parts.as_slice() {
+        [c, h] => Ok(PortSpec {
+            protocol: proto,
+            host_ip: None,
+            host_port: port(h)?,
+            container_port: port(c)?,
+        }),
+        [c, h, ip] => Ok(PortSpec {
+            protocol: proto,
+            host_ip: Some(ip.to_string()),
+            host_port: port(h)?,
+            container_port: port(c)?,
+        }),
+        _ => bail!("--publish {s}: expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]"),
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn s(v: &Value, path: &str) -> String {
+    let mut cur = v;
+    for p in path.split('.') {
+        cur = &cur[p];
+    }
+    match cur {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn endpoint_rows(eps: &Value) -> Vec<Vec<String>> {
+    eps.as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                s(e, "key.network"),
+                s(e, "key.container_id"),
+                s(e, "key.ifname"),
+                s(e, "ipv4"),
+                s(e, "mac"),
+                s(e, "host_ifname"),
+                s(e, "netns"),
+            ]
+        })
+        .collect()
+}
+
+const EP_HEADERS: [&str; 7] = [
+    "NETWORK",
+    "CONTAINER",
+    "IFNAME",
+    "ADDRESS",
+    "MAC",
+    "HOST-VETH",
+    "NETNS",
+];
+
+fn run(cli: Cli) -> Result<()> {
+    let c = Client::new(&cli.socket);
+    let none: Option<&Value> = None;
+    match cli.cmd {
+        Cmd::Network(NetworkCmd::Create(a)) => {
+            let body = NetworkCreate {
+                name: a.name,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                bridge: a.bridge,
+                subnet6: a.subnet6,
+                gateway6: a.gateway6,
+                mtu: a.mtu,
+                masquerade: a.no_masquerade.then_some(false),
+                icc: a.no_icc.then_some(false),
+                internal: a.internal.then_some(true),
+                hairpin: a.hairpin.then_some(true),
+                no_masquerade_to: a.no_masquerade_to,
+                ..Default::default()
+            };
+            let v: Value = c.call("POST", "/v1/networks", Some(&body))?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "created network {} (bridge {}, subnet {}, gateway {})",
+                    s(&v, "name"),
+                    s(&v, "bridge"),
+                    s(&v, "subnet"),
+                    s(&v, "gateway")
+                );
+            }
+        }
+        Cmd::Network(NetworkCmd::Ls) => {
+            let v: Value = c.call("GET", "/v1/networks", none)?;
+            if cli.json {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let mut flags = vec![];
+                    if n["internal"] == true {
+                        flags.push("internal");
+                    }
+                    if n["masquerade"] == false {
+                        flags.push("no-masq");
+                    }
+                    if n["icc"] == false {
+                        flags.push("no-icc");
+                    }
+                    vec![
+                        s(n, "name"),
+                        s(n, "bridge"),
+                        s(n, "subnet"),
+                        s(n, "gateway"),
+                        s(n, "mtu"),
+                        flags.join(","),
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "FLAGS"],
+                rows,
+            );
+        }
+        Cmd::Network(NetworkCmd::Inspect { name }) => {
+            let v: Value = c.call("GET", &format!("/v1/networks/{name}"), none)?;
+            print_json(&v);
+        }
+        Cmd::Network(NetworkCmd::Rm { name, force }) => {
+            let q = if force { "?force=true" } else { "" };
+            let v: Value = c.call("DELETE", &format!("/v1/networks/{name}{q}"), none)?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("deleted network {name}");
+            }
+        }
+        Cmd::Endpoint(EndpointCmd::Attach {
+            network,
+            netns,
+            id,
+            ifname,
+            ip,
+            ip6,
+            mac,
+            publish,
+        }) => {
+            let ports = publish
+                .iter()
+                .map(|p| parse_publish(p))
+                .collect::<Result<Vec<_>>>()?;
+            let body = EndpointAttach {
+                container_id: id,
+                netns,
+                ifname: Some(ifname),
+                ip,
+                ip6,
+                mac,
+                ports,
+            };
+            let v: Value = c.call(
+                "POST",
+                &format!("/v1/networks/{network}/endpoints"),
+                Some(&body),
+            )?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                table(&EP_HEADERS, endpoint_rows(&Value::Array(vec![v])));
+            }
+        }
+        Cmd::Endpoint(EndpointCmd::Detach {
+            network,
+            id,
+            ifname,
+        }) => {
+            let v: Value = c.call(
+                "DELETE",
+                &format!("/v1/networks/{network}/endpoints/{id}?ifname={ifname}"),
+                none,
+            )?;
+            if cli.json {
+                print_json(&v);
+            } else if v["released"].is_null() {
+                println!("nothing attached as {network}/{id}/{ifname}");
+            } else {
+                println!(
+                    "detached {network}/{id}/{ifname} (released {})",
+                    s(&v, "released.ipv4")
+                );
+            }
+        }
+        Cmd::Endpoint(EndpointCmd::Ls { network }) => {
+            let path = match network {
+                Some(n) => format!("/v1/networks/{n}/endpoints"),
+                None => "/v1/endpoints".into(),
+            };
+            let v: Value = c.call("GET", &path, none)?;
+            if cli.json {
+                print_json(&v);
+                return Ok(());
+            }
+            table(&EP_HEADERS, endpoint_rows(&v));
+        }
+        Cmd::Endpoint(EndpointCmd::Check {
+            network,
+            id,
+            ifname,
+        }) => {
+            let v: Value = c.call(
+                "GET",
+                &format!("/v1/networks/{network}/endpoints/{id}/check?ifname={ifname}"),
+                none,
+            )?;
+            if cli.json {
+                print_json(&v);
+            } else if v["ok"] == true {
+                println!("ok");
+            } else {
+                for p in v["problems"].as_array().into_iter().flatten() {
+                    println!("problem: {}", p.as_str().unwrap_or_default());
+                }
+            }
+            if v["ok"] != true {
+                bail!("endpoint {network}/{id}/{ifname} has drifted");
+            }
+        }
+        Cmd::Status => {
+            let v: Value = c.call("GET", "/v1/status", none)?;
+            if cli.json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!(
+                "shimnetd {} — firewall {}, {} network(s), {} endpoint(s), up {} s",
+                s(&v, "version"),
+                s(&v, "status.firewall"),
+                s(&v, "status.networks"),
+                s(&v, "status.endpoints"),
+                s(&v, "status.uptime_seconds")
+            );
+        }
+        Cmd::Reconcile => {
+            let v: Value = c.call("POST", "/v1/reconcile", none)?;
+            print_json(&v);
+        }
+        Cmd::Check { network, no_probe } => check(&c, cli.json, network, no_probe)?,
+    }
+    Ok(())
+}
+
+/// Result of the live probe.
+#[derive(Debug, serde::Serialize)]
+struct ProbeStep {
+    step: String,
+    ok: bool,
+    detail: String,
+}
+
+fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Result<()> {
+    let none: Option<&Value> = None;
+    let features: Value = c.call("GET", "/v1/features", none)?;
+    let mut steps = Vec::new();
+    if !no_probe {
+        let net = match network {
+            Some(n) => n,
+            None => {
+                let nets: Value = c.call("GET", "/v1/networks", none)?;
+                nets.as_array()
+                    .and_then(|a| a.first())
+                    .map(|n| s(n, "name"))
+                    .ok_or_else(|| anyhow!("no network to probe: create one or pass --network"))?
+            }
+        };
+        steps = probe(c, &net);
+    }
+    let failed = steps.iter().any(|s| !s.ok);
+    if json {
+        print_json(&serde_json::json!({"features": features, "probe": steps}));
+    } else {
+        let rows = features
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, f)| {
+                vec![
+                    k.clone(),
+                    if f["available"] == true { "yes" } else { "NO" }.into(),
+                    s(f, "detail"),
+                ]
+            })
+            .collect();
+        table(&["FEATURE", "AVAILABLE", "DETAIL"], rows);
+        if !steps.is_empty() {
+            println!();
+            table(
+                &["PROBE", "RESULT", "DETAIL"],
+                steps
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.step.clone(),
+                            if s.ok { "ok" } else { "FAILED" }.into(),
+                            s.detail.clone(),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+    }
+    if failed {
+        bail!("live probe failed");
+    }
+    Ok(())
+}
+
+fn probe(c: &Client, net: &str) -> Vec<ProbeStep> {
+    let mut steps = Vec::new();
+    let mut step = |name: String, r: Result<String>| {
+        let ok = r.is_ok();
+        steps.push(ProbeStep {
+            step: name,
+            ok,
+            detail: r.unwrap_or_else(|e| format!("{e:#}")),
+        });
+        ok
+    };
+    let pid = std::process::id();
+    let names = [format!("snchk-{pid}-a"), format!("snchk-{pid}-b")];
+    let mut spaces = Vec::new();
+    for n in &names {
+        match NamedNetns::create(n) {
+            Ok(ns) => spaces.push(ns),
+            Err(e) => {
+                step(format!("create namespace {n}"), Err(e.into()));
+                return steps;
+            }
+        }
+    }
+    let none: Option<&Value> = None;
+    let mut attached: Vec<(String, Value)> = Vec::new();
+    for ns in &spaces {
+        let id = format!("shimnet-check-{}", ns.name());
+        let body = EndpointAttach {
+            container_id: id.clone(),
+            netns: ns.path().display().to_string(),
+            ..Default::default()
+        };
+        let r: Result<Value> = c
+            .call(
+                "POST",
+                &format!("/v1/networks/{net}/endpoints"),
+                Some(&body),
+            )
+            .map_err(Into::into);
+        let ok = step(
+            format!("attach {} to {net}", ns.name()),
+            r.as_ref().map(|v| s(v, "ipv4")).map_err(|e| anyhow!("{e}")),
+        );
+        if let Ok(v) = r {
+            attached.push((id, v));
+        }
+        if !ok {
+            break;
+        }
+    }
+    if attached.len() == 2 {
+        let ip = |v: &Value| {
+            s(v, "ipv4")
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .parse::<std::net::Ipv4Addr>()
+        };
+        let targets = [
+            ("peer", ip(&attached[1].1)),
+            ("gateway", s(&attached[0].1, "gateway").parse()),
+        ];
+        for (what, target) in targets {
+            let r = match target {
+                Ok(t) => run_in(spaces[0].path(), move || ping(t, Duration::from_secs(2)))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map(|rtt| format!("{t}: {:.3} ms", rtt.as_secs_f64() * 1e3)),
+                Err(e) => Err(anyhow!("bad address: {e}")),
+            };
+            step(format!("ping {what} from {}", spaces[0].name()), r);
+        }
+    }
+    for (id, _) in &attached {
+        let r: Result<Value> = c
+            .call(
+                "DELETE",
+                &format!("/v1/networks/{net}/endpoints/{id}"),
+                none,
+            )
+            .map_err(Into::into);
+        step(format!("detach {id}"), r.map(|_| "released".into()));
+    }
+    drop(spaces);
+    steps
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.host_ip, p.protocol),
+            (8080, 80, None, None)
+        );
+        let p = parse_publish("127.0.0.1:53:5353/udp").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(p.protocol.as_deref(), Some("udp"));
+        assert!(parse_publish("80").is_err());
+        assert!(parse_publish("x:80").is_err());
+    }
+}

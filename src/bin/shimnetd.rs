@@ -1,1 +1,179 @@
-fn main() {}
+//! `shimnetd`: the shimnet daemon. Serves the REST API on a unix socket over one engine,
+//! reconciles the kernel with its records at start, on SIGHUP and periodically, and exits on
+//! SIGTERM without touching containers' networking.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use runtime_net::engine::{Engine, EngineConfig};
+use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
+use shimnet_api::rest::{convert, RestApi};
+use shimnet_api::server;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// shimnet daemon: docker0-style container networking for Docker, CNI and bare hosts.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Config file; the embedded default is used when the default path does not exist.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (overrides the config).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// REST API socket path (overrides the config).
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// Docker plugin socket folder (overrides the config).
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+    /// Firewall backend: auto, nftables or iptables (overrides the config).
+    #[arg(long, value_parser = ["auto", "nftables", "iptables"])]
+    firewall: Option<String>,
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let (mut cfg, origin) = Config::load(&path, explicit)?;
+    tracing::info!(config = %origin, "configuration loaded");
+    if let Some(d) = &args.state_dir {
+        cfg.state_dir = d.clone();
+    }
+    if let Some(s) = &args.api_socket {
+        cfg.api_socket = s.clone();
+    }
+    if let Some(p) = &args.plugin_dir {
+        cfg.plugin_dir = p.clone();
+    }
+    if let Some(f) = &args.firewall {
+        cfg.firewall = match f.as_str() {
+            "nftables" => FirewallChoice::Nftables,
+            "iptables" => FirewallChoice::Iptables,
+            _ => FirewallChoice::Auto,
+        };
+    }
+    Ok(cfg)
+}
+
+/// Creates the networks the configuration declares, if missing. Errors are logged, not fatal:
+/// the daemon still serves the networks that work.
+async fn ensure_declared(engine: &Engine, cfg: &Config) {
+    for n in &cfg.networks {
+        let req = match convert::network_request(n) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(network = %n.name, "declared network is invalid: {}", e.message);
+                continue;
+            }
+        };
+        match engine.ensure_network(req).await {
+            Ok(spec) => {
+                tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "network ready")
+            }
+            Err(e) => tracing::error!(network = %n.name, "declared network not created: {e}"),
+        }
+    }
+}
+
+async fn reconcile(engine: &Engine, why: &str) {
+    match engine.reconcile().await {
+        Ok(r) if r.errors.is_empty() => tracing::info!(
+            why,
+            networks = r.networks,
+            reclaimed = r.reclaimed,
+            links_removed = r.links_removed,
+            "reconciled"
+        ),
+        Ok(r) => tracing::warn!(why, errors = ?r.errors, "reconciled with errors"),
+        Err(e) => tracing::error!(why, "reconciliation failed: {e}"),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let cfg = load_config(&args)?;
+    let engine = Arc::new(
+        Engine::new(&EngineConfig {
+            state_dir: cfg.state_dir.clone(),
+            firewall: cfg.firewall.preference(),
+        })
+        .await
+        .context("starting the engine")?,
+    );
+    tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
+    reconcile(&engine, "start").await;
+    ensure_declared(&engine, &cfg).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let listener = server::bind(&cfg.api_socket, 0o660)?;
+    let api = tokio::spawn(server::serve(
+        listener,
+        cfg.api_socket.clone(),
+        Arc::new(RestApi::new(engine.clone())),
+        stopped(stop_rx.clone()),
+        Duration::from_secs(10),
+    ));
+    tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
+
+    if cfg.reconcile_interval_secs > 0 {
+        let e = engine.clone();
+        let every = Duration::from_secs(cfg.reconcile_interval_secs);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => reconcile(&e, "periodic").await,
+                    () = &mut stop => break,
+                }
+            }
+        });
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                match load_config(&args) {
+                    Ok(new) => {
+                        if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
+                            tracing::warn!("api_socket and state_dir changes take effect at the next start");
+                        }
+                        reconcile(&engine, "reload").await;
+                        ensure_declared(&engine, &new).await;
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down; containers keep their networking");
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    Ok(())
+}

@@ -18,7 +18,9 @@ pub fn field<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    value.parse::<T>().map_err(|e| ApiError::invalid(field, format!("{value:?}: {e}")))
+    value
+        .parse::<T>()
+        .map_err(|e| ApiError::invalid(field, format!("{value:?}: {e}")))
 }
 
 fn opt<T: FromStr>(name: &str, value: &Option<String>) -> Result<Option<T>, ApiError>
@@ -48,7 +50,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 /// `NetworkCreate` → `NetworkRequest`.
 pub fn network_request(b: &NetworkCreate) -> Result<NetworkRequest, ApiError> {
-    let mut r = NetworkRequest::new(field::<NetworkName>("name", &b.name)?, field("subnet", &b.subnet)?);
+    let mut r = NetworkRequest::new(
+        field::<NetworkName>("name", &b.name)?,
+        field("subnet", &b.subnet)?,
+    );
     r.gateway = opt("gateway", &b.gateway)?;
     r.bridge = opt::<IfName>("bridge", &b.bridge)?;
     r.subnet6 = opt("subnet6", &b.subnet6)?;
@@ -71,13 +76,21 @@ pub fn port(p: &PortSpec) -> Result<PortMapping, ApiError> {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         "sctp" => Protocol::Sctp,
-        other => return Err(ApiError::invalid("ports.protocol", format!("{other:?} is not tcp, udp or sctp"))),
+        other => {
+            return Err(ApiError::invalid(
+                "ports.protocol",
+                format!("{other:?} is not tcp, udp or sctp"),
+            ))
+        }
     };
     if p.host_port == 0 {
         return Err(ApiError::invalid("ports.host_port", "must be 1..=65535"));
     }
     if p.container_port == 0 {
-        return Err(ApiError::invalid("ports.container_port", "must be 1..=65535"));
+        return Err(ApiError::invalid(
+            "ports.container_port",
+            "must be 1..=65535",
+        ));
     }
     Ok(PortMapping {
         protocol,
@@ -90,7 +103,10 @@ pub fn port(p: &PortSpec) -> Result<PortMapping, ApiError> {
 /// `EndpointAttach` for network `network` → `AttachRequest`.
 pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<AttachRequest, ApiError> {
     if b.netns.is_empty() || !b.netns.starts_with('/') {
-        return Err(ApiError::invalid("netns", format!("{:?} is not an absolute path", b.netns)));
+        return Err(ApiError::invalid(
+            "netns",
+            format!("{:?} is not an absolute path", b.netns),
+        ));
     }
     let ports = b.ports.iter().map(port).collect::<Result<Vec<_>, _>>()?;
     Ok(AttachRequest {
@@ -109,7 +125,11 @@ pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<Attach
 }
 
 /// Endpoint key from path segments and the `ifname` query parameter (default `eth0`).
-pub fn endpoint_key(network: &str, id: &str, ifname: Option<&str>) -> Result<EndpointKey, ApiError> {
+pub fn endpoint_key(
+    network: &str,
+    id: &str,
+    ifname: Option<&str>,
+) -> Result<EndpointKey, ApiError> {
     Ok(EndpointKey {
         network: field("network", network)?,
         container_id: field("container_id", id)?,
@@ -123,43 +143,81 @@ mod tests {
 
     #[test]
     fn network_fields_named() {
-        let mut b = NetworkCreate { name: "n1".into(), subnet: "10.1.0.0/24".into(), ..Default::default() };
+        let mut b = NetworkCreate {
+            name: "n1".into(),
+            subnet: "10.1.0.0/24".into(),
+            ..Default::default()
+        };
         assert!(network_request(&b).is_ok());
         b.subnet = "10.1.0.0/33".into();
-        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("subnet"));
+        assert_eq!(
+            network_request(&b).unwrap_err().field.as_deref(),
+            Some("subnet")
+        );
         b.subnet = "10.1.0.0/24".into();
         b.gateway = Some("nope".into());
-        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("gateway"));
+        assert_eq!(
+            network_request(&b).unwrap_err().field.as_deref(),
+            Some("gateway")
+        );
         b.gateway = None;
         b.bridge = Some("much-too-long-bridge".into());
-        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("bridge"));
+        assert_eq!(
+            network_request(&b).unwrap_err().field.as_deref(),
+            Some("bridge")
+        );
         b.bridge = None;
         b.name = "bad name".into();
-        assert_eq!(network_request(&b).unwrap_err().field.as_deref(), Some("name"));
+        assert_eq!(
+            network_request(&b).unwrap_err().field.as_deref(),
+            Some("name")
+        );
     }
 
     #[test]
     fn attach_fields_named() {
         let n = NetworkName::new("n1").unwrap();
-        let mut b = EndpointAttach { container_id: "c1".into(), netns: "/run/netns/x".into(), ..Default::default() };
+        let mut b = EndpointAttach {
+            container_id: "c1".into(),
+            netns: "/run/netns/x".into(),
+            ..Default::default()
+        };
         let r = attach_request(n.clone(), &b).unwrap();
         assert_eq!(r.ifname.as_str(), "eth0");
         b.netns = "relative".into();
-        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("netns"));
+        assert_eq!(
+            attach_request(n.clone(), &b).unwrap_err().field.as_deref(),
+            Some("netns")
+        );
         b.netns = "/x".into();
         b.mac = Some("01:00:00:00:00:01".into());
-        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("mac"));
+        assert_eq!(
+            attach_request(n.clone(), &b).unwrap_err().field.as_deref(),
+            Some("mac")
+        );
         b.mac = None;
-        b.ports = vec![PortSpec { protocol: Some("icmp".into()), host_ip: None, host_port: 80, container_port: 80 }];
-        assert_eq!(attach_request(n.clone(), &b).unwrap_err().field.as_deref(), Some("ports.protocol"));
+        b.ports = vec![PortSpec {
+            protocol: Some("icmp".into()),
+            host_ip: None,
+            host_port: 80,
+            container_port: 80,
+        }];
+        assert_eq!(
+            attach_request(n.clone(), &b).unwrap_err().field.as_deref(),
+            Some("ports.protocol")
+        );
         b.ports[0].protocol = None;
         b.ports[0].host_port = 0;
-        assert_eq!(attach_request(n, &b).unwrap_err().field.as_deref(), Some("ports.host_port"));
+        assert_eq!(
+            attach_request(n, &b).unwrap_err().field.as_deref(),
+            Some("ports.host_port")
+        );
     }
 
     #[test]
     fn unknown_json_field_is_named() {
-        let e = decode::<NetworkCreate>(br#"{"name":"a","subnet":"10.0.0.0/24","subnett":1}"#).unwrap_err();
+        let e = decode::<NetworkCreate>(br#"{"name":"a","subnet":"10.0.0.0/24","subnett":1}"#)
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("subnett"), "{e:?}");
         let e = decode::<NetworkCreate>(br#"{"name":"a"}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("subnet"), "{e:?}");

@@ -81,6 +81,13 @@ impl RestApi {
                 let s = e.status().await?;
                 ok(&serde_json::json!({"version": VERSION, "status": s}))
             }
+            ["v1", "features"] => {
+                only(m, &[Method::GET], &path)?;
+                let f = tokio::task::spawn_blocking(runtime_net::features::probe)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("feature probe: {e}")))?;
+                ok(&f)
+            }
             ["v1", "reconcile"] => {
                 only(m, &[Method::POST], &path)?;
                 ok(&e.reconcile().await?)
@@ -117,7 +124,11 @@ impl RestApi {
                     Method::POST => {
                         let b: EndpointAttach = convert::decode(&read_body(body).await?)?;
                         let (rec, created) = e.attach(convert::attach_request(name, &b)?).await?;
-                        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                        let status = if created {
+                            StatusCode::CREATED
+                        } else {
+                            StatusCode::OK
+                        };
                         Ok(json_response(status, &rec))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
@@ -139,7 +150,9 @@ impl RestApi {
             }
             ["v1", "endpoints"] => {
                 only(m, &[Method::GET], &path)?;
-                let net = q("network").map(|n| convert::field::<NetworkName>("network", &n)).transpose()?;
+                let net = q("network")
+                    .map(|n| convert::field::<NetworkName>("network", &n))
+                    .transpose()?;
                 ok(&e.endpoints(net.as_ref()).await?)
             }
             _ => Err(ApiError::not_found(format!("no such API path: {path}"))),
@@ -197,7 +210,10 @@ mod tests {
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param("ifname=eth1&force=true", "force").as_deref(), Some("true"));
+        assert_eq!(
+            query_param("ifname=eth1&force=true", "force").as_deref(),
+            Some("true")
+        );
         assert_eq!(query_param("ifname=eth1", "force"), None);
         assert_eq!(query_param("force", "force").as_deref(), Some(""));
     }

@@ -106,3 +106,13 @@ pub fn detect(preferred: Option<BackendKind>) -> Result<Box<dyn Firewall>, Firew
     let _ = preferred;
     unimplemented!("firewall helper")
 }
+
+/// Whether nftables works here (for the feature report).
+pub fn probe_nftables() -> Result<String, String> {
+    unimplemented!("firewall helper")
+}
+
+/// Whether iptables works here (for the feature report).
+pub fn probe_iptables() -> Result<String, String> {
+    unimplemented!("firewall helper")
+}

@@ -1,0 +1,148 @@
+//! shimnetd configuration: TOML file or the embedded default, overridden by command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use runtime_net::firewall::BackendKind;
+use serde::Deserialize;
+use shimnet_api::wire::NetworkCreate;
+
+/// The embedded default configuration (also shipped as `packaging/shimnetd.toml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../packaging/shimnetd.toml");
+
+/// Default config file path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/shimnet/shimnetd.toml";
+
+/// Firewall choice in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallChoice {
+    /// nftables where it works, else iptables.
+    #[default]
+    Auto,
+    /// nftables only.
+    Nftables,
+    /// iptables only.
+    Iptables,
+}
+
+impl FirewallChoice {
+    /// The engine's preference.
+    pub fn preference(self) -> Option<BackendKind> {
+        match self {
+            FirewallChoice::Auto => None,
+            FirewallChoice::Nftables => Some(BackendKind::Nftables),
+            FirewallChoice::Iptables => Some(BackendKind::Iptables),
+        }
+    }
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// REST API socket path.
+    pub api_socket: PathBuf,
+    /// Docker plugin socket folder.
+    pub plugin_dir: PathBuf,
+    /// Firewall backend.
+    #[serde(default)]
+    pub firewall: FirewallChoice,
+    /// Seconds between reconciliation passes (0 = never periodically).
+    #[serde(default = "default_interval")]
+    pub reconcile_interval_secs: u64,
+    /// Networks declared by the configuration (created at start and on reload if missing).
+    #[serde(default)]
+    pub networks: Vec<NetworkCreate>,
+}
+
+fn default_interval() -> u64 {
+    30
+}
+
+/// Loading the configuration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// File path or "embedded default".
+        origin: String,
+        /// Parser message (names the key and line).
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads `path`; when `path` is the default location and does not exist, the embedded default.
+    pub fn load(path: &Path, explicit: bool) -> Result<(Self, String), ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((
+                Self::parse(&text, &path.display().to_string())?,
+                path.display().to_string(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((
+                Self::parse(EMBEDDED_DEFAULT, "embedded default")?,
+                "embedded default".to_string(),
+            )),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_avoids_docker_and_podman() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(c.networks.len(), 1);
+        let n = &c.networks[0];
+        assert_eq!(n.name, "shimnet0");
+        let subnet: ipnetwork::Ipv4Network = n.subnet.parse().unwrap();
+        for other in ["172.17.0.0/16", "10.88.0.0/16"] {
+            let o: ipnetwork::Ipv4Network = other.parse().unwrap();
+            assert!(!subnet.overlaps(o), "{subnet} overlaps {o}");
+        }
+        assert_eq!(c.firewall, FirewallChoice::Auto);
+        assert_eq!(c.api_socket, PathBuf::from("/run/shimnet/shimnetd.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = EMBEDDED_DEFAULT.replace("firewall = \"auto\"", "firewal = \"auto\"");
+        let e = Config::parse(&text, "x").unwrap_err().to_string();
+        assert!(e.contains("firewal"), "{e}");
+        let text = EMBEDDED_DEFAULT.replace("firewall = \"auto\"", "firewall = \"pf\"");
+        assert!(Config::parse(&text, "x").is_err());
+    }
+
+    #[test]
+    fn missing_default_path_falls_back_but_explicit_does_not() {
+        let (_, origin) = Config::load(Path::new("/nonexistent/shimnetd.toml"), false).unwrap();
+        assert_eq!(origin, "embedded default");
+        assert!(Config::load(Path::new("/nonexistent/shimnetd.toml"), true).is_err());
+    }
+}
