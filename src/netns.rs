@@ -22,6 +22,7 @@ impl NamedNetns {
     /// Creates a new empty namespace bound at `/run/netns/<name>`; fails if it exists.
     pub fn create(name: &str) -> io::Result<Self> {
         std::fs::create_dir_all(NETNS_DIR)?;
+        make_dir_shared()?;
         let path = Path::new(NETNS_DIR).join(name);
         std::fs::OpenOptions::new()
             .write(true)
@@ -72,6 +73,22 @@ impl Drop for NamedNetns {
         let _ = umount2(&self.path, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that namespaces bound
+/// there later are visible in mount namespaces copied from this one (e.g. `ip netns exec`).
+fn make_dir_shared() -> io::Result<()> {
+    let flags = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if mount(None::<&str>, NETNS_DIR, None::<&str>, flags, None::<&str>).is_ok() {
+        return Ok(());
+    }
+    // Not a mount point yet: bind it onto itself first.
+    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    match mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, bind, None::<&str>) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+        Err(e) => return Err(e.into()),
+    }
+    mount(None::<&str>, NETNS_DIR, None::<&str>, flags, None::<&str>).map_err(io::Error::from)
 }
 
 /// Runs `f` on a scoped thread that first enters the network namespace at `path`.
