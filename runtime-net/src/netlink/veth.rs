@@ -1,10 +1,11 @@
 //! Endpoint veth pairs: the per-container hot path.
 //!
 //! One RTM_NEWLINK creates the pair with the peer born inside the container namespace under its
-//! final name, MAC and MTU, already up, and the host end already enslaved and up. Then, in
-//! parallel: the host end gets its alias and bridge-port flags over the daemon's socket, and the
-//! container end gets addresses, `lo` up and default routes over a socket opened inside the
-//! container namespace.
+//! final name, MAC and MTU, and the host end already enslaved and up. Then, in parallel: the host
+//! end gets its alias and bridge-port flags over the daemon's socket, and the container end is
+//! brought up and gets addresses, `lo` up and default routes over a socket opened inside the
+//! container namespace. (The peer cannot be created up: veth refuses to open a device whose
+//! peer is not linked yet, ENOTCONN.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,13 +20,12 @@ use super::{bridge, errno, netns, query, request_error, NetlinkError, VethConfig
 
 /// The RTM_NEWLINK message creating the pair (pure).
 ///
-/// Host end: name, MTU, master, up. Peer: final name, MAC, MTU, target namespace (by fd), up.
+/// Host end: name, MTU, master, up. Peer: final name, MAC, MTU, target namespace (by fd).
 pub(crate) fn create_message(cfg: &VethConfig, bridge_index: u32, netns_fd: RawFd) -> LinkMessage {
     let peer = LinkUnspec::new_with_name(cfg.container_ifname.as_str())
         .address(cfg.mac.0.to_vec())
         .mtu(cfg.mtu)
         .setns_by_fd(netns_fd)
-        .up()
         .build();
     LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(cfg.host_ifname.as_str())
@@ -100,7 +100,7 @@ pub(crate) async fn attach(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkEr
     Ok(())
 }
 
-/// Inside the container namespace: addresses, `lo` up, default routes.
+/// Inside the container namespace: link up, addresses, `lo` up, default routes.
 async fn configure_container(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkError> {
     let name = cfg.container_ifname.as_str();
     let object = format!("{name} in {}", cfg.netns.display());
@@ -112,6 +112,13 @@ async fn configure_container(h: &Handle, cfg: &VethConfig) -> Result<(), Netlink
             object: object.clone(),
             msg: "link missing right after creation".into(),
         })?;
+    let link_up = async {
+        h.link()
+            .change(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| request_error("set up", object.clone(), e))
+    };
     let lo_up = async {
         h.link()
             .change(LinkUnspec::new_with_name("lo").up().build())
@@ -126,8 +133,9 @@ async fn configure_container(h: &Handle, cfg: &VethConfig) -> Result<(), Netlink
             None => Ok(()),
         }
     };
-    let (a, b, c) = futures::join!(lo_up, v4, v6);
-    a.and(b).and(c)?;
+    // Requests on one socket are handled in order: the link is up before routes are added.
+    let (a, b, c, d) = futures::join!(link_up, lo_up, v4, v6);
+    a.and(b).and(c).and(d)?;
     let r4 = async {
         match cfg.gateway {
             Some(gw) => add_default_route(h, index, IpAddr::V4(gw), &object).await,
@@ -225,7 +233,10 @@ mod tests {
         assert_eq!(query::name(peer).as_deref(), Some("eth0"));
         assert_eq!(query::mac(peer), Some(vec![2, 0x42, 10, 88, 0, 2]));
         assert_eq!(query::mtu(peer), Some(1450));
-        assert!(query::is_up(peer));
+        assert!(
+            !query::is_up(peer),
+            "veth refuses to open a peer before the pair is linked"
+        );
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(42)));
     }
 
