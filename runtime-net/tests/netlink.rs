@@ -455,7 +455,7 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-fn bench(n: usize) {
+fn bench(n: usize, ipv6: bool) {
     let Some(host) = Ns::new("h") else { return };
     let nss: Vec<Ns> = (0..n).filter_map(|i| Ns::new(&format!("b{i}"))).collect();
     assert_eq!(nss.len(), n);
@@ -470,6 +470,10 @@ fn bench(n: usize) {
             c.ipv4 = ipnetwork::Ipv4Network::new(ip.into(), 16).unwrap();
             c.mac = MacAddr::from_ipv4_docker(ip.into());
             c.ipv6 = Some(format!("fd00:88::{:x}/64", i + 2).parse().unwrap());
+            if !ipv6 {
+                c.ipv6 = None;
+                c.gateway6 = None;
+            }
             c
         })
         .collect();
@@ -498,7 +502,7 @@ fn bench(n: usize) {
     });
     let (am, dm) = (median(&mut att), median(&mut del));
     eprintln!(
-        "{n} endpoints: attach_veth median {am:?} (p90 {:?}, max {:?}); delete_link median {dm:?} (p90 {:?}, max {:?})",
+        "{n} endpoints (ipv6 {ipv6}): attach_veth median {am:?} (p90 {:?}, max {:?}); delete_link median {dm:?} (p90 {:?}, max {:?})",
         att[n * 9 / 10],
         att[n - 1],
         del[n * 9 / 10],
@@ -509,11 +513,17 @@ fn bench(n: usize) {
 #[test]
 #[ignore = "benchmark: prints median attach/delete durations"]
 fn bench_100_endpoints() {
-    bench(100);
+    bench(100, true);
 }
 
 #[test]
 #[ignore = "benchmark: prints median attach/delete durations"]
 fn bench_1000_endpoints() {
-    bench(1000);
+    bench(1000, true);
+}
+
+#[test]
+#[ignore = "benchmark: prints median attach/delete durations"]
+fn bench_1000_endpoints_ipv4_only() {
+    bench(1000, false);
 }
