@@ -1,6 +1,15 @@
 //! Netlink executor: bridges, veth pairs, namespaces, addresses and routes through one long-lived
 //! rtnetlink handle (plus a short-lived socket inside each container namespace).
-//! (Contract stub: the netlink helper replaces bodies; signatures are fixed.)
+//!
+//! Submodules each own one job: [`query`] reads links/addresses/routes, [`bridge`] creates and
+//! repairs bridges, [`veth`] builds endpoints, [`check`] compares an endpoint with the kernel and
+//! [`netns`] opens sockets inside container namespaces. No process is ever executed.
+
+mod bridge;
+mod check;
+mod netns;
+mod query;
+mod veth;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -93,27 +102,35 @@ pub struct LinkInfo {
 }
 
 /// Long-lived netlink handle in the daemon's namespace.
-pub struct Netlink {}
+///
+/// Cheap to share (`Send + Sync`); every method may run concurrently with the others.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
 
 impl Netlink {
     /// Opens a netlink connection in the current namespace (needs a tokio runtime).
     pub async fn connect() -> Result<Self, NetlinkError> {
-        unimplemented!("netlink helper")
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetlinkError::Request {
+            op: "open netlink socket",
+            object: "current namespace".into(),
+            msg: e.to_string(),
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
     }
     /// Creates or repairs a bridge: alias, MTU, addresses, up. Returns its index.
     pub async fn ensure_bridge(&self, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
-        let _ = cfg;
-        unimplemented!("netlink helper")
+        bridge::ensure(&self.handle, cfg).await
     }
     /// Deletes a link by name; `Ok(false)` if it did not exist.
     pub async fn delete_link(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        let _ = name;
-        unimplemented!("netlink helper")
+        query::delete_by_name(&self.handle, name.as_str()).await
     }
     /// Creates and configures an endpoint's veth pair (idempotent: replaces a stale pair).
     pub async fn attach_veth(&self, cfg: &VethConfig) -> Result<(), NetlinkError> {
-        let _ = cfg;
-        unimplemented!("netlink helper")
+        veth::attach(&self.handle, cfg).await
     }
     /// True if a link of that name exists.
     pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
@@ -122,11 +139,84 @@ impl Netlink {
     }
     /// Links whose alias marks them as shimnet's.
     pub async fn owned_links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
-        unimplemented!("netlink helper")
+        let links = query::dump_links(&self.handle).await?;
+        Ok(links
+            .iter()
+            .map(query::link_info)
+            .filter(|l| {
+                l.alias
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+            })
+            .collect())
     }
     /// Differences between the kernel and `cfg` (empty when all is in place).
     pub async fn check_veth(&self, cfg: &VethConfig) -> Result<Vec<String>, NetlinkError> {
-        let _ = cfg;
-        unimplemented!("netlink helper")
+        check::check(&self.handle, cfg).await
+    }
+    /// Whether a link of that name exists in the daemon's namespace.
+    pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
+        Ok(query::link_by_name(&self.handle, name.as_str())
+            .await?
+            .is_some())
+    }
+    /// Names of the links enslaved to bridge `bridge` (empty if the bridge does not exist).
+    pub async fn bridge_ports(&self, bridge: &IfName) -> Result<Vec<String>, NetlinkError> {
+        let Some(br) = query::link_by_name(&self.handle, bridge.as_str()).await? else {
+            return Ok(Vec::new());
+        };
+        let links = query::dump_links(&self.handle).await?;
+        Ok(links
+            .iter()
+            .filter(|l| query::master(l) == Some(br.header.index))
+            .filter_map(query::name)
+            .collect())
+    }
+}
+
+/// Builds a [`NetlinkError::Request`] from an rtnetlink error.
+pub(crate) fn request_error(
+    op: &'static str,
+    object: impl Into<String>,
+    err: rtnetlink::Error,
+) -> NetlinkError {
+    let msg = match &err {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    };
+    NetlinkError::Request {
+        op,
+        object: object.into(),
+        msg,
+    }
+}
+
+/// The errno of a kernel NACK (positive, e.g. `libc::ENODEV`), if that is what `err` is.
+pub(crate) fn errno(err: &rtnetlink::Error) -> Option<i32> {
+    match err {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Netlink>();
+    }
+
+    #[test]
+    fn errors_name_the_object() {
+        let mut m = rtnetlink::packet_core::ErrorMessage::default();
+        m.code = std::num::NonZeroI32::new(-libc::ENODEV);
+        let e = rtnetlink::Error::NetlinkError(m);
+        assert_eq!(errno(&e), Some(libc::ENODEV));
+        let text = request_error("delete link", "snv0", e).to_string();
+        assert!(text.starts_with("delete link snv0: "), "{text}");
+        assert_eq!(errno(&rtnetlink::Error::RequestFailed), None);
     }
 }

@@ -1,0 +1,197 @@
+//! Bridges: create if missing, otherwise repair alias, MTU, addresses and admin state.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+use sha2::{Digest, Sha256};
+
+use super::{errno, query, request_error, BridgeConfig, LinkKind, NetlinkError};
+
+/// What must change on an existing bridge to match its config.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BridgeRepair {
+    /// New alias, if the current one differs.
+    pub alias: Option<String>,
+    /// New MTU, if the current one differs.
+    pub mtu: Option<u32>,
+    /// Bring the link up.
+    pub up: bool,
+    /// Addresses to add.
+    pub add_addrs: Vec<IpNetwork>,
+}
+
+impl BridgeRepair {
+    fn link_change_needed(&self) -> bool {
+        self.alias.is_some() || self.mtu.is_some() || self.up
+    }
+}
+
+/// Compares a bridge as seen in the kernel with its config (pure).
+pub(crate) fn plan_repair(
+    link: &LinkMessage,
+    addrs: &[(IpAddr, u8)],
+    cfg: &BridgeConfig,
+) -> BridgeRepair {
+    BridgeRepair {
+        alias: (query::alias(link).as_deref() != Some(cfg.alias.as_str()))
+            .then(|| cfg.alias.clone()),
+        mtu: (query::mtu(link) != Some(cfg.mtu)).then_some(cfg.mtu),
+        up: !query::is_up(link),
+        add_addrs: cfg
+            .addrs
+            .iter()
+            .filter(|n| !addrs.contains(&(n.ip(), n.prefix())))
+            .copied()
+            .collect(),
+    }
+}
+
+/// A stable, locally administered unicast MAC for a bridge, derived from its name.
+///
+/// Set at creation so that the gateway's MAC does not follow the lowest port MAC (which would
+/// change as containers come and go and leave stale ARP entries behind).
+pub(crate) fn bridge_mac(name: &str) -> [u8; 6] {
+    let digest = Sha256::digest(format!("shimnet-bridge\0{name}").as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
+
+/// Creates or repairs the bridge; returns its index.
+pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
+    let name = cfg.name.as_str();
+    let link = match query::link_by_name(h, name).await? {
+        Some(l) => l,
+        None => {
+            let msg = LinkBridge::new(name)
+                .mtu(cfg.mtu)
+                .address(bridge_mac(name).to_vec())
+                .build();
+            match h.link().add(msg).execute().await {
+                Ok(()) => {}
+                // Created concurrently by someone else: repair that one.
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(request_error("create bridge", name, e)),
+            }
+            query::link_by_name(h, name)
+                .await?
+                .ok_or_else(|| NetlinkError::Request {
+                    op: "create bridge",
+                    object: name.to_string(),
+                    msg: "bridge vanished right after creation".into(),
+                })?
+        }
+    };
+    if query::kind(&link) != LinkKind::Bridge {
+        return Err(NetlinkError::Request {
+            op: "ensure bridge",
+            object: name.to_string(),
+            msg: "a link of that name exists and is not a bridge".into(),
+        });
+    }
+    let index = link.header.index;
+    let addrs = query::addresses(h, index, name).await?;
+    let repair = plan_repair(&link, &addrs, cfg);
+    if repair.link_change_needed() {
+        let mut b = LinkUnspec::new_with_index(index);
+        if let Some(a) = &repair.alias {
+            b = b.alias(a.clone());
+        }
+        if let Some(m) = repair.mtu {
+            b = b.mtu(m);
+        }
+        if repair.up {
+            b = b.up();
+        }
+        h.link()
+            .change(b.build())
+            .execute()
+            .await
+            .map_err(|e| request_error("configure bridge", name, e))?;
+    }
+    for net in &repair.add_addrs {
+        add_address(h, index, *net, name).await?;
+    }
+    Ok(index)
+}
+
+/// Adds `net` to link `index` (IPv6 without duplicate address detection); an address that is
+/// already there is fine.
+pub(crate) async fn add_address(
+    h: &Handle,
+    index: u32,
+    net: IpNetwork,
+    object: &str,
+) -> Result<(), NetlinkError> {
+    let mut req = h.address().add(index, net.ip(), net.prefix());
+    if net.is_ipv6() {
+        let m = req.message_mut();
+        m.header.flags |= AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(request_error(
+            "add address",
+            format!("{net} on {object}"),
+            e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::IfName;
+
+    fn cfg() -> BridgeConfig {
+        BridgeConfig {
+            name: IfName::new("snbr0").unwrap(),
+            alias: "shimnet:net=a".into(),
+            mtu: 1500,
+            addrs: vec![
+                "10.88.0.1/24".parse().unwrap(),
+                "fd00::1/64".parse().unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn repair_nothing_when_in_place() {
+        let link = LinkBridge::new("snbr0")
+            .alias("shimnet:net=a")
+            .mtu(1500)
+            .build();
+        let addrs = [
+            ("10.88.0.1".parse().unwrap(), 24),
+            ("fd00::1".parse().unwrap(), 64),
+            ("fe80::1".parse().unwrap(), 64),
+        ];
+        assert_eq!(plan_repair(&link, &addrs, &cfg()), BridgeRepair::default());
+    }
+
+    #[test]
+    fn repair_everything_that_drifted() {
+        let link = LinkUnspec::new_with_name("snbr0").mtu(9000).build();
+        let addrs = [("10.88.0.1".parse().unwrap(), 16)];
+        let r = plan_repair(&link, &addrs, &cfg());
+        assert_eq!(r.alias.as_deref(), Some("shimnet:net=a"));
+        assert_eq!(r.mtu, Some(1500));
+        assert!(r.up);
+        assert_eq!(r.add_addrs, cfg().addrs);
+    }
+
+    #[test]
+    fn bridge_mac_is_stable_local_unicast() {
+        let a = bridge_mac("snbr0");
+        assert_eq!(a, bridge_mac("snbr0"));
+        assert_ne!(a, bridge_mac("snbr1"));
+        assert_eq!(a[0] & 0x03, 0x02);
+    }
+}

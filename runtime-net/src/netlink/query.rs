@@ -1,0 +1,253 @@
+//! Reading links, addresses and routes over an rtnetlink handle, plus pure accessors that pull
+//! the fields shimnet cares about out of kernel messages.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkUnspec};
+
+use super::{errno, request_error, LinkInfo, LinkKind, NetlinkError};
+
+/// The link called `name`, or `None` if there is none.
+pub(crate) async fn link_by_name(
+    h: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, NetlinkError> {
+    let mut s = h.link().get().match_name(name).execute();
+    match s.try_next().await {
+        Ok(m) => Ok(m),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(request_error("get link", name, e)),
+    }
+}
+
+/// Every link in the handle's namespace.
+pub(crate) async fn dump_links(h: &Handle) -> Result<Vec<LinkMessage>, NetlinkError> {
+    h.link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| request_error("dump links", "all", e))
+}
+
+/// Deletes the link called `name`; `Ok(false)` if it did not exist.
+pub(crate) async fn delete_by_name(h: &Handle, name: &str) -> Result<bool, NetlinkError> {
+    let msg = LinkUnspec::new_with_name(name).build();
+    match h.link().del_with_message(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(request_error("delete link", name, e)),
+    }
+}
+
+/// Addresses (with prefix length) on link `index`.
+pub(crate) async fn addresses(
+    h: &Handle,
+    index: u32,
+    object: &str,
+) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+    let msgs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| request_error("list addresses of", object, e))?;
+    Ok(msgs.iter().filter_map(address_of).collect())
+}
+
+/// Default-route gateways in the main table of the handle's namespace (IPv4 and IPv6).
+pub(crate) async fn default_gateways(
+    h: &Handle,
+    object: &str,
+) -> Result<Vec<IpAddr>, NetlinkError> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut req = RouteMessage::default();
+        req.header.address_family = family;
+        let routes: Vec<RouteMessage> = h
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| request_error("list routes of", object, e))?;
+        out.extend(routes.iter().filter_map(default_gateway));
+    }
+    Ok(out)
+}
+
+/// The address an address message carries (local address for IPv4, address for IPv6).
+pub(crate) fn address_of(m: &AddressMessage) -> Option<(IpAddr, u8)> {
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let addr = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or(addr).map(|ip| (ip, m.header.prefix_len))
+}
+
+/// The gateway of a default route in the main table, if `m` is one.
+pub(crate) fn default_gateway(m: &RouteMessage) -> Option<IpAddr> {
+    if m.header.destination_prefix_length != 0 {
+        return None;
+    }
+    let table = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(m.header.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })
+}
+
+/// Name of a link.
+pub(crate) fn name(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Alias (IFLA_IFALIAS) of a link.
+pub(crate) fn alias(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Index of the link's master (bridge), if enslaved.
+pub(crate) fn master(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(i) if *i != 0 => Some(*i),
+        _ => None,
+    })
+}
+
+/// MTU of a link.
+pub(crate) fn mtu(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(v) => Some(*v),
+        _ => None,
+    })
+}
+
+/// Hardware address of a link.
+pub(crate) fn mac(m: &LinkMessage) -> Option<Vec<u8>> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(v) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// Whether the link is administratively up.
+pub(crate) fn is_up(m: &LinkMessage) -> bool {
+    m.header.flags.contains(LinkFlags::Up)
+}
+
+/// Link kind from IFLA_LINKINFO.
+pub(crate) fn kind(m: &LinkMessage) -> LinkKind {
+    let k = m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            NlLinkInfo::Kind(k) => Some(k.clone()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    match k {
+        Some(InfoKind::Bridge) => LinkKind::Bridge,
+        Some(InfoKind::Veth) => LinkKind::Veth,
+        _ => LinkKind::Other,
+    }
+}
+
+/// The public summary of a link message.
+pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
+    LinkInfo {
+        name: name(m).unwrap_or_default(),
+        index: m.header.index,
+        alias: alias(m),
+        kind: kind(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::route::RouteProtocol;
+    use rtnetlink::{LinkBridge, RouteMessageBuilder};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn link_accessors() {
+        let m = LinkBridge::new("br0")
+            .alias("shimnet:net=a")
+            .mtu(1400)
+            .controller(7)
+            .build();
+        assert_eq!(name(&m).as_deref(), Some("br0"));
+        assert_eq!(alias(&m).as_deref(), Some("shimnet:net=a"));
+        assert_eq!(mtu(&m), Some(1400));
+        assert_eq!(master(&m), Some(7));
+        assert!(is_up(&m));
+        let info = link_info(&m);
+        assert_eq!(info.kind, LinkKind::Bridge);
+        let plain = LinkUnspec::new_with_name("x").build();
+        assert_eq!(kind(&plain), LinkKind::Other);
+        assert_eq!(master(&plain), None);
+        assert!(!is_up(&plain));
+    }
+
+    #[test]
+    fn default_gateway_only_for_default_main_routes() {
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+        assert_eq!(default_gateway(&r), Some(IpAddr::V4(gw)));
+        let r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::new(10, 1, 0, 0), 16)
+            .gateway(gw)
+            .build();
+        assert_eq!(default_gateway(&r), None);
+        let r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(100)
+            .gateway(gw)
+            .protocol(RouteProtocol::Static)
+            .build();
+        assert_eq!(default_gateway(&r), None);
+        let gw6: Ipv6Addr = "fd00::1".parse().unwrap();
+        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw6).build();
+        assert_eq!(default_gateway(&r), Some(IpAddr::V6(gw6)));
+    }
+
+    #[test]
+    fn address_prefers_local() {
+        let mut m = AddressMessage::default();
+        m.header.prefix_len = 24;
+        m.attributes = vec![
+            AddressAttribute::Address("10.0.0.9".parse().unwrap()),
+            AddressAttribute::Local("10.0.0.2".parse().unwrap()),
+        ];
+        assert_eq!(address_of(&m), Some(("10.0.0.2".parse().unwrap(), 24)));
+    }
+}

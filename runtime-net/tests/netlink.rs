@@ -1,0 +1,529 @@
+//! Kernel tests of the netlink executor (run as root). Each test builds its own "host" namespace
+//! and container namespaces with `ip netns add`, runs the library on a thread inside the host
+//! namespace and inspects the result with `ip -j`. Guards delete every namespace, even on panic.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use runtime_net::netlink::{BridgeConfig, LinkKind, Netlink, NetlinkError, VethConfig};
+use runtime_net::types::{IfName, MacAddr};
+use serde_json::Value;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    /// `None` (after a loud SKIPPED) if namespaces cannot be made here.
+    fn new(tag: &str) -> Option<Ns> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("snt-nl-{}-{n}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: cannot create network namespace {name} (not root?)");
+            return None;
+        }
+        Some(Ns { name })
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+    /// Runs `ip -n <ns> <args>`; panics on failure.
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    /// `ip -n <ns> -j <args>` parsed.
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j"])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} -j {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ip json")
+    }
+    /// One ping from this namespace to `dst`; true if answered.
+    fn ping(&self, dst: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c1", "-W1", dst])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs `f` on a fresh thread inside `ns` with a current-thread tokio runtime.
+fn in_ns<F, Fut, T>(ns: &Ns, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let path = ns.path();
+    let t = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(f())
+    });
+    match t.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+fn ifname(s: &str) -> IfName {
+    IfName::new(s).unwrap()
+}
+
+fn bridge_cfg() -> BridgeConfig {
+    BridgeConfig {
+        name: ifname("snbr0"),
+        alias: "shimnet:net=test".into(),
+        mtu: 1450,
+        addrs: vec![
+            "10.88.0.1/24".parse().unwrap(),
+            "fd00:88::1/64".parse().unwrap(),
+        ],
+    }
+}
+
+fn veth_cfg(n: u8, ns: &Ns) -> VethConfig {
+    VethConfig {
+        bridge: ifname("snbr0"),
+        host_ifname: ifname(&format!("snvtest{n:08}")),
+        host_alias: format!("shimnet:ep=test/c{n}/eth0"),
+        netns: ns.path(),
+        container_ifname: ifname("eth0"),
+        mac: MacAddr([0x02, 0x42, 10, 88, 0, n]),
+        ipv4: format!("10.88.0.{n}/24").parse().unwrap(),
+        ipv6: Some(format!("fd00:88::{n:x}/64").parse().unwrap()),
+        gateway: Some("10.88.0.1".parse().unwrap()),
+        gateway6: Some("fd00:88::1".parse().unwrap()),
+        mtu: 1450,
+        hairpin: true,
+        isolated: false,
+    }
+}
+
+fn link(ns: &Ns, dev: &str) -> Value {
+    ns.ip_json(&["-d", "link", "show", "dev", dev])[0].clone()
+}
+
+fn has_addr(ns: &Ns, dev: &str, ip: &str, prefix: u64) -> bool {
+    let v = ns.ip_json(&["addr", "show", "dev", dev]);
+    v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["local"] == ip && a["prefixlen"] == prefix)
+}
+
+fn default_gw(ns: &Ns, v6: bool) -> Option<String> {
+    let fam = if v6 { "-6" } else { "-4" };
+    let v = ns.ip_json(&[fam, "route", "show", "default"]);
+    v.as_array()?
+        .first()
+        .and_then(|r| r["gateway"].as_str().map(String::from))
+}
+
+fn is_up(l: &Value) -> bool {
+    l["flags"].as_array().unwrap().iter().any(|f| f == "UP")
+}
+
+#[test]
+fn bridge_create_idempotent_and_repair() {
+    let Some(host) = Ns::new("h") else { return };
+    let (i1, i2) = in_ns(&host, || async {
+        let nl = Netlink::connect().await.unwrap();
+        let i1 = nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        let i2 = nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        (i1, i2)
+    });
+    assert_eq!(i1, i2);
+    let l = link(&host, "snbr0");
+    assert_eq!(l["ifindex"], i1);
+    assert_eq!(l["linkinfo"]["info_kind"], "bridge");
+    assert_eq!(l["ifalias"], "shimnet:net=test");
+    assert_eq!(l["mtu"], 1450);
+    assert!(is_up(&l));
+    assert!(has_addr(&host, "snbr0", "10.88.0.1", 24));
+    assert!(has_addr(&host, "snbr0", "fd00:88::1", 64));
+    let v6 = host.ip_json(&["-6", "addr", "show", "dev", "snbr0"]);
+    let a6 = v6[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["local"] == "fd00:88::1")
+        .unwrap()
+        .clone();
+    assert_eq!(a6["nodad"], true, "{a6}");
+
+    // Drift by hand: address gone, alias changed, MTU changed, link down.
+    host.ip(&["addr", "del", "10.88.0.1/24", "dev", "snbr0"]);
+    host.ip(&["addr", "del", "fd00:88::1/64", "dev", "snbr0"]);
+    host.ip(&[
+        "link",
+        "set",
+        "snbr0",
+        "down",
+        "mtu",
+        "1400",
+        "alias",
+        "someone-else",
+    ]);
+    assert!(!has_addr(&host, "snbr0", "10.88.0.1", 24));
+    let i3 = in_ns(&host, || async {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap()
+    });
+    assert_eq!(i3, i1);
+    let l = link(&host, "snbr0");
+    assert_eq!(l["ifalias"], "shimnet:net=test");
+    assert_eq!(l["mtu"], 1450);
+    assert!(is_up(&l));
+    assert!(has_addr(&host, "snbr0", "10.88.0.1", 24));
+    assert!(has_addr(&host, "snbr0", "fd00:88::1", 64));
+
+    // A non-bridge link under the bridge's name is refused.
+    host.ip(&[
+        "link", "add", "snbr1", "type", "veth", "peer", "name", "snbr1p",
+    ]);
+    let err = in_ns(&host, || async {
+        let nl = Netlink::connect().await.unwrap();
+        let mut c = bridge_cfg();
+        c.name = ifname("snbr1");
+        nl.ensure_bridge(&c).await.unwrap_err().to_string()
+    });
+    assert!(
+        err.contains("snbr1") && err.contains("not a bridge"),
+        "{err}"
+    );
+}
+
+#[test]
+fn attach_two_endpoints_configures_and_carries_traffic() {
+    let (Some(host), Some(c1), Some(c2)) = (Ns::new("h"), Ns::new("c1"), Ns::new("c2")) else {
+        return;
+    };
+    let (v1, v2) = (veth_cfg(2, &c1), veth_cfg(3, &c2));
+    let (a, b) = (v1.clone(), v2.clone());
+    let (problems, ports, owned) = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        nl.attach_veth(&a).await.unwrap();
+        let mut b = b;
+        b.hairpin = false;
+        nl.attach_veth(&b).await.unwrap();
+        let p = nl.check_veth(&a).await.unwrap();
+        let ports = nl.bridge_ports(&ifname("snbr0")).await.unwrap();
+        let owned = nl.owned_links().await.unwrap();
+        (p, ports, owned)
+    });
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut ports = ports;
+    ports.sort();
+    assert_eq!(ports, vec!["snvtest00000002", "snvtest00000003"]);
+    let mut owned: Vec<(String, LinkKind)> = owned.into_iter().map(|l| (l.name, l.kind)).collect();
+    owned.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        owned,
+        vec![
+            ("snbr0".to_string(), LinkKind::Bridge),
+            ("snvtest00000002".to_string(), LinkKind::Veth),
+            ("snvtest00000003".to_string(), LinkKind::Veth),
+        ]
+    );
+
+    // Host ends.
+    let br_index = link(&host, "snbr0")["ifindex"].clone();
+    for (v, hairpin) in [(&v1, true), (&v2, false)] {
+        let l = link(&host, v.host_ifname.as_str());
+        assert_eq!(l["master"], "snbr0");
+        assert_eq!(l["ifalias"], v.host_alias.as_str());
+        assert_eq!(l["mtu"], 1450);
+        assert!(is_up(&l));
+        assert_eq!(l["linkinfo"]["info_kind"], "veth");
+        let port = &l["linkinfo"]["info_slave_data"];
+        assert_eq!(port["hairpin"], hairpin, "{port}");
+        assert_eq!(port["isolated"], false, "{port}");
+        assert_ne!(l["ifindex"], br_index);
+    }
+    // Container ends.
+    for (ns, v) in [(&c1, &v1), (&c2, &v2)] {
+        let l = link(ns, "eth0");
+        assert_eq!(l["address"], v.mac.to_string());
+        assert_eq!(l["mtu"], 1450);
+        assert!(is_up(&l));
+        assert_eq!(l["linkinfo"]["info_kind"], "veth");
+        assert!(has_addr(ns, "eth0", &v.ipv4.ip().to_string(), 24));
+        assert!(has_addr(ns, "eth0", &v.ipv6.unwrap().ip().to_string(), 64));
+        assert!(is_up(&link(ns, "lo")));
+        assert_eq!(default_gw(ns, false).as_deref(), Some("10.88.0.1"));
+        assert_eq!(default_gw(ns, true).as_deref(), Some("fd00:88::1"));
+        // No temporary peer left in the host namespace.
+        let all = host.ip_json(&["link", "show"]);
+        assert!(!all.to_string().contains("snptest"), "{all}");
+    }
+    // Real traffic.
+    assert!(c1.ping("10.88.0.3"), "c1 -> c2");
+    assert!(c2.ping("10.88.0.2"), "c2 -> c1");
+    assert!(c1.ping("10.88.0.1"), "c1 -> gateway");
+    assert!(c1.ping("fd00:88::1"), "c1 -> gateway6");
+    assert!(c1.ping("fd00:88::3"), "c1 -> c2 over IPv6");
+
+    // Drift inside the container is reported; delete_link is idempotent.
+    c1.ip(&["addr", "del", "10.88.0.2/24", "dev", "eth0"]);
+    c1.ip(&["-6", "route", "del", "default"]);
+    let a = v1.clone();
+    let (p, d1, d2, exists, ports) = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        let p = nl.check_veth(&a).await.unwrap();
+        let d1 = nl.delete_link(&a.host_ifname).await.unwrap();
+        let d2 = nl.delete_link(&a.host_ifname).await.unwrap();
+        let exists = nl.link_exists(&a.host_ifname).await.unwrap();
+        let ports = nl.bridge_ports(&ifname("snbr0")).await.unwrap();
+        (p, d1, d2, exists, ports)
+    });
+    let all = p.join("\n");
+    assert!(all.contains("address 10.88.0.2/24 missing"), "{all}");
+    assert!(
+        all.contains("default route via fd00:88::1 missing"),
+        "{all}"
+    );
+    // Removing the address also made the kernel drop the IPv4 default route through it.
+    assert!(all.contains("default route via 10.88.0.1 missing"), "{all}");
+    assert_eq!(p.len(), 3, "{all}");
+    assert!(d1);
+    assert!(!d2);
+    assert!(!exists);
+    assert_eq!(ports, vec!["snvtest00000003"]);
+    // Deleting the host end took the container end with it.
+    let links = c1.ip_json(&["link", "show"]);
+    assert!(!links.to_string().contains("eth0"), "{links}");
+}
+
+#[test]
+fn isolated_ports_reach_gateway_but_not_each_other() {
+    let (Some(host), Some(c1), Some(c2)) = (Ns::new("h"), Ns::new("c1"), Ns::new("c2")) else {
+        return;
+    };
+    let (mut v1, mut v2) = (veth_cfg(2, &c1), veth_cfg(3, &c2));
+    v1.isolated = true;
+    v2.isolated = true;
+    let (a, b) = (v1.clone(), v2.clone());
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        nl.attach_veth(&a).await.unwrap();
+        nl.attach_veth(&b).await.unwrap();
+    });
+    let port = &link(&host, v1.host_ifname.as_str())["linkinfo"]["info_slave_data"];
+    assert_eq!(port["isolated"], true, "{port}");
+    assert!(c1.ping("10.88.0.1"), "c1 -> gateway");
+    assert!(c2.ping("10.88.0.1"), "c2 -> gateway");
+    assert!(!c1.ping("10.88.0.3"), "isolated c1 reached c2");
+    assert!(!c2.ping("10.88.0.2"), "isolated c2 reached c1");
+}
+
+#[test]
+fn attach_into_missing_or_invalid_netns_leaves_nothing() {
+    let (Some(host), Some(c)) = (Ns::new("h"), Ns::new("gone")) else {
+        return;
+    };
+    let v = veth_cfg(2, &c);
+    drop(c); // the namespace is deleted before the attach
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut w = veth_cfg(3, &host);
+    w.netns = file.path().to_path_buf();
+    let (a, b) = (v.clone(), w.clone());
+    let (e1, e2, problems) = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        let e1 = nl.attach_veth(&a).await.unwrap_err();
+        let e2 = nl.attach_veth(&b).await.unwrap_err();
+        let p = nl.check_veth(&a).await.unwrap();
+        (e1, e2, p)
+    });
+    for (e, v) in [(&e1, &v), (&e2, &w)] {
+        match e {
+            NetlinkError::Netns { path, .. } => assert_eq!(path, &v.netns),
+            other => panic!("expected a netns error, got {other}"),
+        }
+        assert!(e.to_string().contains(&v.netns.display().to_string()));
+    }
+    assert!(problems
+        .iter()
+        .any(|p| p.contains("host end") && p.contains("missing")));
+    assert!(
+        problems.iter().any(|p| p.starts_with("netns")),
+        "{problems:?}"
+    );
+    let links = host.ip_json(&["link", "show"]).to_string();
+    assert!(!links.contains("snvtest"), "left behind: {links}");
+}
+
+#[test]
+fn attach_replaces_stale_pair() {
+    let (Some(host), Some(c)) = (Ns::new("h"), Ns::new("c")) else {
+        return;
+    };
+    let v = veth_cfg(2, &c);
+    // A stale pair from a crashed attach: host end exists, peer still in the host namespace.
+    host.ip(&[
+        "link",
+        "add",
+        "snvtest00000002",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "snptest00000002",
+    ]);
+    let a = v.clone();
+    let problems = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        nl.attach_veth(&a).await.unwrap();
+        // And again over a complete, healthy pair.
+        nl.attach_veth(&a).await.unwrap();
+        nl.check_veth(&a).await.unwrap()
+    });
+    assert!(problems.is_empty(), "{problems:?}");
+    let links = host.ip_json(&["link", "show"]).to_string();
+    assert!(!links.contains("snptest"), "{links}");
+    assert_eq!(link(&host, "snvtest00000002")["master"], "snbr0");
+    assert!(has_addr(&c, "eth0", "10.88.0.2", 24));
+    assert!(c.ping("10.88.0.1"));
+}
+
+#[test]
+fn owned_links_ignores_foreign_links() {
+    let Some(host) = Ns::new("h") else { return };
+    host.ip(&["link", "add", "vx0", "type", "veth", "peer", "name", "vx1"]);
+    host.ip(&["link", "set", "vx1", "alias", "not-shimnet"]);
+    host.ip(&["link", "add", "br9", "type", "bridge"]);
+    let owned = in_ns(&host, || async {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        nl.owned_links().await.unwrap()
+    });
+    assert_eq!(owned.len(), 1, "{owned:?}");
+    assert_eq!(owned[0].name, "snbr0");
+    assert_eq!(owned[0].kind, LinkKind::Bridge);
+    assert_eq!(owned[0].alias.as_deref(), Some("shimnet:net=test"));
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench(n: usize, ipv6: bool) {
+    let Some(host) = Ns::new("h") else { return };
+    let nss: Vec<Ns> = (0..n).filter_map(|i| Ns::new(&format!("b{i}"))).collect();
+    assert_eq!(nss.len(), n);
+    let cfgs: Vec<VethConfig> = nss
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let mut c = veth_cfg(2, ns);
+            c.host_ifname = ifname(&format!("snvb{i:011}"));
+            c.host_alias = format!("shimnet:ep=test/b{i}/eth0");
+            let ip = 0x0a58_0002u32 + i as u32; // 10.88.0.2 upwards in a /16
+            c.ipv4 = ipnetwork::Ipv4Network::new(ip.into(), 16).unwrap();
+            c.mac = MacAddr::from_ipv4_docker(ip.into());
+            c.ipv6 = Some(format!("fd00:88::{:x}/64", i + 2).parse().unwrap());
+            if !ipv6 {
+                c.ipv6 = None;
+                c.gateway6 = None;
+            }
+            c
+        })
+        .collect();
+    let (mut att, mut del) = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        let mut b = bridge_cfg();
+        b.addrs[0] = "10.88.0.1/16".parse().unwrap();
+        nl.ensure_bridge(&b).await.unwrap();
+        let mut att = Vec::new();
+        for c in &cfgs {
+            let t = Instant::now();
+            nl.attach_veth(c).await.unwrap();
+            att.push(t.elapsed());
+        }
+        assert_eq!(
+            nl.bridge_ports(&ifname("snbr0")).await.unwrap().len(),
+            cfgs.len()
+        );
+        let mut del = Vec::new();
+        for c in &cfgs {
+            let t = Instant::now();
+            assert!(nl.delete_link(&c.host_ifname).await.unwrap());
+            del.push(t.elapsed());
+        }
+        (att, del)
+    });
+    let (am, dm) = (median(&mut att), median(&mut del));
+    eprintln!(
+        "{n} endpoints (ipv6 {ipv6}): attach_veth median {am:?} (p90 {:?}, max {:?}); delete_link median {dm:?} (p90 {:?}, max {:?})",
+        att[n * 9 / 10],
+        att[n - 1],
+        del[n * 9 / 10],
+        del[n - 1]
+    );
+}
+
+#[test]
+#[ignore = "benchmark: prints median attach/delete durations"]
+fn bench_100_endpoints() {
+    bench(100, true);
+}
+
+#[test]
+#[ignore = "benchmark: prints median attach/delete durations"]
+fn bench_1000_endpoints() {
+    bench(1000, true);
+}
+
+#[test]
+#[ignore = "benchmark: prints median attach/delete durations"]
+fn bench_1000_endpoints_ipv4_only() {
+    bench(1000, false);
+}
