@@ -41,8 +41,8 @@ fn attach_ping_detach() {
     assert_eq!(h.detach("n1", c1.name())["released"]["ipv4"], e1["ipv4"]);
     assert!(h.detach("n1", c1.name())["released"].is_null());
     h.call("DELETE", &format!("/v1/networks/n1/endpoints/{}?ifname=net0", c2.name()), None);
-    assert!(!links_in(h.ns.name()).iter().any(|l| l.starts_with("snv")), "host veths removed");
-    assert!(!links_in(c1.name()).contains(&"eth0".to_string()));
+    eventually("host veths removed", || !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv")));
+    eventually("container end removed", || !links_in(c1.name()).contains(&"eth0".to_string()));
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
 }
 
@@ -205,7 +205,7 @@ fn detach_after_namespace_vanished_releases_everything() {
     drop(c1);
     let r = h.detach("n1", &id);
     assert_eq!(r["released"]["ipv4"], e["ipv4"]);
-    assert!(!links_in(h.ns.name()).contains(&e["host_ifname"].as_str().unwrap().to_string()));
+    eventually("veth removed", || !links_in(h.ns.name()).contains(&e["host_ifname"].as_str().unwrap().to_string()));
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
 }
 
@@ -221,7 +221,9 @@ fn restart_reclaims_endpoints_whose_namespace_is_gone() {
     let eps = h.call("GET", "/v1/endpoints", None);
     assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
     assert_eq!(eps[0]["key"]["container_id"], c2.name());
-    assert!(!links_in(h.ns.name()).contains(&e1["host_ifname"].as_str().unwrap().to_string()));
+    eventually("reclaimed veth removed", || {
+        !links_in(h.ns.name()).contains(&e1["host_ifname"].as_str().unwrap().to_string())
+    });
 }
 
 #[test]
@@ -251,7 +253,7 @@ fn network_lifecycle_leaves_nothing_behind() {
     assert!(matches!(err, shimnet_api::client::ClientError::Api { status: 409, .. }), "{err}");
     h.detach("lc", c.name());
     h.call("DELETE", "/v1/networks/lc", None);
-    assert_eq!(links_in(h.ns.name()), before_links, "links left behind");
+    eventually("no links left behind", || links_in(h.ns.name()) == before_links);
     let rules = h.nft_ruleset();
     assert!(!rules.contains("\"lc\"") && !rules.contains(&ip_of(&e)), "nft rules left behind:\n{rules}");
     assert!(!h.iptables_save().contains("shimnet:lc"), "iptables rules left behind");

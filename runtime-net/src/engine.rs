@@ -535,7 +535,7 @@ impl Engine {
                 errors.push(e);
             }
         }
-        if let Err(e) = self.nl.delete_link(&rec.host_ifname).await {
+        if let Err(e) = self.nl.detach_veth(&rec.host_ifname).await {
             errors.push(e.into());
         }
         collect(errors)
@@ -554,14 +554,14 @@ impl Engine {
         let k = key.clone();
         let Some(rec) = self.store(move |s| s.endpoint(&k)).await? else {
             // Nothing recorded; still remove a veth a crashed attach may have left behind.
-            self.nl.delete_link(&naming::host_veth_name(key)).await?;
+            self.nl.detach_veth(&naming::host_veth_name(key)).await?;
             return Ok(None);
         };
         let n = key.network.clone();
         match self.store(move |s| s.network(&n)).await? {
             Some(spec) => self.teardown_endpoint(&spec, &rec).await?,
             None => {
-                self.nl.delete_link(&rec.host_ifname).await?;
+                self.nl.detach_veth(&rec.host_ifname).await?;
             }
         }
         let k = key.clone();

@@ -271,3 +271,12 @@ pub fn links_in(ns: &str) -> Vec<String> {
         .map(|n| n.split('@').next().unwrap().to_string())
         .collect()
 }
+
+/// Polls `cond` for up to 3 s (detached veths are deleted in the background).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within 3 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

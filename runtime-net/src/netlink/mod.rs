@@ -9,12 +9,14 @@ mod bridge;
 mod check;
 mod netns;
 mod query;
+mod reaper;
 mod veth;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use rtnetlink::LinkUnspec;
 
 use crate::types::{IfName, MacAddr};
 
@@ -107,6 +109,7 @@ pub struct LinkInfo {
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    reaper: reaper::Reaper,
 }
 
 impl Netlink {
@@ -118,7 +121,12 @@ impl Netlink {
             msg: e.to_string(),
         })?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        let reaper = reaper::Reaper::start().map_err(|e| NetlinkError::Request {
+            op: "start link reaper",
+            object: "current namespace".into(),
+            msg: e.to_string(),
+        })?;
+        Ok(Netlink { handle, reaper })
     }
     /// Creates or repairs a bridge: alias, MTU, addresses, up. Returns its index.
     pub async fn ensure_bridge(&self, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
@@ -128,14 +136,29 @@ impl Netlink {
     pub async fn delete_link(&self, name: &IfName) -> Result<bool, NetlinkError> {
         query::delete_by_name(&self.handle, name.as_str()).await
     }
+    /// Detaches an endpoint's veth at once — off the bridge and down, so no traffic flows — and
+    /// deletes it in the background (see [`reaper`]). `Ok(false)` if there was no such link.
+    pub async fn detach_veth(&self, name: &IfName) -> Result<bool, NetlinkError> {
+        let Some(link) = query::link_by_name(&self.handle, name.as_str()).await? else {
+            return Ok(false);
+        };
+        let index = link.header.index;
+        let msg = LinkUnspec::new_with_index(index).down().nocontroller().build();
+        match self.handle.link().set(msg).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
+            Err(e) => return Err(request_error("detach link", name.as_str(), e)),
+        }
+        self.reaper.delete(index);
+        Ok(true)
+    }
+    /// Background deletions not finished yet.
+    pub fn pending_deletions(&self) -> usize {
+        self.reaper.pending()
+    }
     /// Creates and configures an endpoint's veth pair (idempotent: replaces a stale pair).
     pub async fn attach_veth(&self, cfg: &VethConfig) -> Result<(), NetlinkError> {
         veth::attach(&self.handle, cfg).await
-    }
-    /// True if a link of that name exists.
-    pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        let _ = name;
-        unimplemented!("netlink helper")
     }
     /// Links whose alias marks them as shimnet's.
     pub async fn owned_links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
