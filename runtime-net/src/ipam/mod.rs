@@ -16,7 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnetwork::IpNetwork;
 
 use crate::types::{MacAddr, NetworkSpec};
-use span::{is_structural, Family, Span};
+pub(crate) use span::Family;
+use span::{is_structural, Span};
 
 /// An address pool: a subnet with optional allocation range and reserved addresses.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,6 +50,25 @@ impl Pool {
     pub fn with_range(mut self, first: IpAddr, last: IpAddr) -> Self {
         self.range = Some((first, last));
         self
+    }
+
+    /// The IPv4 pool of a network: its subnet with the gateway reserved.
+    pub fn ipv4_of(spec: &NetworkSpec) -> Self {
+        Pool::new(IpNetwork::V4(spec.subnet)).with_reserved(IpAddr::V4(spec.gateway))
+    }
+
+    /// The IPv6 pool of a network, if it has IPv6: its subnet with the gateway reserved.
+    pub fn ipv6_of(spec: &NetworkSpec) -> Option<Self> {
+        let pool = Pool::new(IpNetwork::V6(spec.subnet6?));
+        Some(match spec.gateway6 {
+            Some(gw) => pool.with_reserved(IpAddr::V6(gw)),
+            None => pool,
+        })
+    }
+
+    /// Address family of the subnet.
+    pub(crate) fn family(&self) -> Family {
+        Family::of_net(&self.subnet)
     }
 }
 
