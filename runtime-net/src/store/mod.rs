@@ -1,0 +1,417 @@
+//! Crash-safe state: networks, endpoint records and IPAM allocations in one redb database.
+//!
+//! Everything lives in `<state dir>/shimnet.redb`. Each mutating call is one write transaction
+//! committed with immediate durability (fsync before returning), so an acknowledged call survives
+//! `kill -9` and power loss, and a call interrupted half-way leaves no trace. redb serialises
+//! write transactions, so concurrent callers never see each other's half-done allocations.
+
+mod alloc;
+mod pools;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::ipam::{default_mac, Family, IpamError, Pool};
+use crate::types::{
+    EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
+};
+use alloc::{pool_rows, PoolTables};
+use schema::{
+    endpoint_key, from_json, net4_pool, net6_pool, net_ipam, network_endpoint_range, to_json, Fail,
+    ALLOCATIONS, CURSORS, ENDPOINTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
+};
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "shimnet.redb";
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption).
+    #[error("state store {path}: {msg}")]
+    Db { path: PathBuf, msg: String },
+    /// A network of that name is already recorded.
+    #[error("network {0} already exists")]
+    NetworkExists(NetworkName),
+    /// No network of that name.
+    #[error("network {0} not found")]
+    NoSuchNetwork(NetworkName),
+    /// The network still has endpoints.
+    #[error("network {0} still has {1} endpoint(s)")]
+    NetworkInUse(NetworkName, usize),
+    /// IPAM refused the request.
+    #[error("network {network}: {source}")]
+    Ipam {
+        network: NetworkName,
+        #[source]
+        source: IpamError,
+    },
+    /// An IPv6 address was requested on a network without an IPv6 subnet.
+    #[error("network {0} has no IPv6 subnet")]
+    NoIpv6(NetworkName),
+    /// No endpoint with that key.
+    #[error("endpoint {0} not found")]
+    NoSuchEndpoint(EndpointKey),
+    /// An update tried to change an endpoint's addresses (release and allocate instead).
+    #[error("endpoint {0}: addresses cannot be changed by an update")]
+    EndpointAddressChanged(EndpointKey),
+    /// A pool id that cannot be stored (empty, over 1024 bytes, or containing NUL).
+    #[error("invalid address pool id {0:?}")]
+    InvalidPoolId(String),
+    /// A generic pool of that id is already recorded.
+    #[error("address pool {0} already exists")]
+    PoolExists(String),
+    /// No generic pool of that id.
+    #[error("address pool {0} not found")]
+    NoSuchPool(String),
+    /// IPAM refused a request on a generic pool.
+    #[error("address pool {pool}: {source}")]
+    PoolIpam {
+        pool: String,
+        #[source]
+        source: IpamError,
+    },
+}
+
+/// What an endpoint asks for; the store fills in the rest from the network spec.
+#[derive(Debug, Clone)]
+pub struct AllocRequest {
+    /// Identity of the endpoint.
+    pub key: EndpointKey,
+    /// Namespace path.
+    pub netns: PathBuf,
+    /// Host-side veth name.
+    pub host_ifname: IfName,
+    /// Static IPv4 address, if requested.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Static IPv6 address, if requested.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Requested MAC.
+    pub mac: Option<MacAddr>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+}
+
+/// The redb-backed store. `Send + Sync`: share it through an `Arc`.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/shimnet.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db {
+            path: dir.to_path_buf(),
+            msg: format!("cannot create state directory: {e}"),
+        })?;
+        let db = Database::builder()
+            .set_cache_size(64 * 1024 * 1024)
+            .create(&path)
+            .map_err(|e| StoreError::Db {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+        let store = Store { db, path };
+        store.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get("schema")?.map(|g| g.value());
+            match version {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(Fail::Corrupt(format!(
+                        "schema version {v} is not supported (expected {SCHEMA_VERSION})"
+                    )))
+                }
+            }
+            for def in [NETWORKS, ENDPOINTS, POOLS] {
+                txn.open_table(def)?;
+            }
+            txn.open_table(ALLOCATIONS)?;
+            txn.open_table(CURSORS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `body` in one write transaction and commits it durably; on error nothing is written.
+    fn write<T>(
+        &self,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, Fail> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            let out = body(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        };
+        run().map_err(|f| self.fail(f))
+    }
+
+    /// Runs `body` on a consistent snapshot.
+    fn read<T>(
+        &self,
+        body: impl FnOnce(&redb::ReadTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, Fail> {
+            let txn = self.db.begin_read()?;
+            body(&txn)
+        };
+        run().map_err(|f| self.fail(f))
+    }
+
+    fn fail(&self, f: Fail) -> StoreError {
+        match f {
+            Fail::Refused(e) => e,
+            Fail::Db(e) => StoreError::Db {
+                path: self.path.clone(),
+                msg: e.to_string(),
+            },
+            Fail::Corrupt(msg) => StoreError::Db {
+                path: self.path.clone(),
+                msg: format!("bad stored value: {msg}"),
+            },
+        }
+    }
+
+    /// Records a new network; fails if the name exists.
+    pub fn insert_network(&self, spec: &NetworkSpec) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut nets = txn.open_table(NETWORKS)?;
+            if nets.get(spec.name.as_str())?.is_some() {
+                return Err(StoreError::NetworkExists(spec.name.clone()).into());
+            }
+            nets.insert(spec.name.as_str(), to_json("network", spec)?.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// One network by name.
+    pub fn network(&self, name: &NetworkName) -> Result<Option<NetworkSpec>, StoreError> {
+        self.read(|txn| {
+            let nets = txn.open_table(NETWORKS)?;
+            let got = nets.get(name.as_str())?;
+            got.map(|g| from_json("network", name.as_str(), g.value()))
+                .transpose()
+        })
+    }
+
+    /// All networks, by name.
+    pub fn networks(&self) -> Result<Vec<NetworkSpec>, StoreError> {
+        self.read(|txn| {
+            let nets = txn.open_table(NETWORKS)?;
+            let mut out = Vec::new();
+            for row in nets.iter()? {
+                let (k, v) = row?;
+                out.push(from_json("network", k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a network with no endpoints; `Ok(None)` if absent. Its allocation cursors go too.
+    pub fn remove_network(&self, name: &NetworkName) -> Result<Option<NetworkSpec>, StoreError> {
+        self.write(|txn| {
+            let mut nets = txn.open_table(NETWORKS)?;
+            let spec: NetworkSpec = match nets.get(name.as_str())? {
+                Some(g) => from_json("network", name.as_str(), g.value())?,
+                None => return Ok(None),
+            };
+            let eps = txn.open_table(ENDPOINTS)?;
+            let (lo, hi) = network_endpoint_range(name);
+            let in_use = eps.range(lo.as_str()..hi.as_str())?.count();
+            if in_use > 0 {
+                return Err(StoreError::NetworkInUse(name.clone(), in_use).into());
+            }
+            let mut pools = PoolTables::open(txn)?;
+            pools.drop_pool(&net4_pool(name))?;
+            pools.drop_pool(&net6_pool(name))?;
+            nets.remove(name.as_str())?;
+            Ok(Some(spec))
+        })
+    }
+
+    /// Allocates addresses and records the endpoint in one durable transaction. If the key is
+    /// already recorded, returns the existing record and `false` (the request is not compared:
+    /// a retry gets what the first call got).
+    pub fn allocate_endpoint(
+        &self,
+        req: &AllocRequest,
+    ) -> Result<(EndpointRecord, bool), StoreError> {
+        let net = &req.key.network;
+        self.write(|txn| {
+            let spec: NetworkSpec = {
+                let nets = txn.open_table(NETWORKS)?;
+                let got = nets.get(net.as_str())?;
+                match got {
+                    Some(g) => from_json("network", net.as_str(), g.value())?,
+                    None => return Err(StoreError::NoSuchNetwork(net.clone()).into()),
+                }
+            };
+            let ekey = endpoint_key(&req.key);
+            let mut eps = txn.open_table(ENDPOINTS)?;
+            if let Some(g) = eps.get(ekey.as_str())? {
+                return Ok((from_json("endpoint", &ekey, g.value())?, false));
+            }
+            let mut pools = PoolTables::open(txn)?;
+
+            let ip4 = pools
+                .allocate(
+                    &net4_pool(net),
+                    &Pool::ipv4_of(&spec),
+                    &ekey,
+                    req.ipv4.map(IpAddr::V4),
+                )?
+                .map_err(|e| net_ipam(net, e))?;
+            let IpAddr::V4(ip4) = ip4 else {
+                return Err(Fail::Corrupt(format!("IPv4 pool of {net} gave {ip4}")));
+            };
+            let ipv4 = Ipv4Network::new(ip4, spec.subnet.prefix())
+                .map_err(|e| Fail::Corrupt(format!("network {net}: {e}")))?;
+
+            let ipv6 = match (Pool::ipv6_of(&spec), req.ipv6) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(StoreError::NoIpv6(net.clone()).into()),
+                (Some(pool6), want) => {
+                    let got = pools
+                        .allocate(&net6_pool(net), &pool6, &ekey, want.map(IpAddr::V6))?
+                        .map_err(|e| net_ipam(net, e))?;
+                    let IpAddr::V6(ip6) = got else {
+                        return Err(Fail::Corrupt(format!("IPv6 pool of {net} gave {got}")));
+                    };
+                    let prefix = pool6.subnet.prefix();
+                    Some(
+                        Ipv6Network::new(ip6, prefix)
+                            .map_err(|e| Fail::Corrupt(format!("network {net}: {e}")))?,
+                    )
+                }
+            };
+
+            let rec = EndpointRecord {
+                key: req.key.clone(),
+                netns: req.netns.clone(),
+                host_ifname: req.host_ifname.clone(),
+                ipv4,
+                ipv6,
+                mac: req.mac.unwrap_or_else(|| default_mac(&spec, ip4)),
+                gateway: spec.gateway,
+                gateway6: spec.gateway6,
+                mtu: spec.mtu,
+                ports: req.ports.clone(),
+            };
+            eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
+            Ok((rec, true))
+        })
+    }
+
+    /// Replaces the record of an existing endpoint (e.g. new port list). Its addresses must stay
+    /// the same, since they are what the allocation rows record.
+    pub fn update_endpoint(&self, rec: &EndpointRecord) -> Result<(), StoreError> {
+        let ekey = endpoint_key(&rec.key);
+        self.write(|txn| {
+            let mut eps = txn.open_table(ENDPOINTS)?;
+            let old: EndpointRecord = match eps.get(ekey.as_str())? {
+                Some(g) => from_json("endpoint", &ekey, g.value())?,
+                None => return Err(StoreError::NoSuchEndpoint(rec.key.clone()).into()),
+            };
+            if old.ipv4 != rec.ipv4 || old.ipv6 != rec.ipv6 {
+                return Err(StoreError::EndpointAddressChanged(rec.key.clone()).into());
+            }
+            eps.insert(ekey.as_str(), to_json("endpoint", rec)?.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// One endpoint.
+    pub fn endpoint(&self, key: &EndpointKey) -> Result<Option<EndpointRecord>, StoreError> {
+        let ekey = endpoint_key(key);
+        self.read(|txn| {
+            let eps = txn.open_table(ENDPOINTS)?;
+            let got = eps.get(ekey.as_str())?;
+            got.map(|g| from_json("endpoint", &ekey, g.value()))
+                .transpose()
+        })
+    }
+
+    /// All endpoints, or those of one network, ordered by key.
+    pub fn endpoints(
+        &self,
+        network: Option<&NetworkName>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.read(|txn| {
+            let eps = txn.open_table(ENDPOINTS)?;
+            let rows = match network {
+                Some(net) => {
+                    let (lo, hi) = network_endpoint_range(net);
+                    eps.range(lo.as_str()..hi.as_str())?
+                }
+                None => eps.iter()?,
+            };
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, v) = row?;
+                out.push(from_json("endpoint", k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes the endpoint record and frees its addresses; `Ok(None)` if absent.
+    pub fn release_endpoint(
+        &self,
+        key: &EndpointKey,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let ekey = endpoint_key(key);
+        let net = &key.network;
+        self.write(|txn| {
+            let mut eps = txn.open_table(ENDPOINTS)?;
+            let rec: EndpointRecord = match eps.remove(ekey.as_str())? {
+                Some(g) => from_json("endpoint", &ekey, g.value())?,
+                None => return Ok(None),
+            };
+            let mut pools = PoolTables::open(txn)?;
+            let v4 = IpAddr::V4(rec.ipv4.ip());
+            pools.release(&net4_pool(net), Family::V4, v4, Some(&ekey))?;
+            if let Some(v6) = rec.ipv6 {
+                let v6 = IpAddr::V6(v6.ip());
+                pools.release(&net6_pool(net), Family::V6, v6, Some(&ekey))?;
+            }
+            Ok(Some(rec))
+        })
+    }
+
+    /// Every address allocated on a network (IPv4 then IPv6) with its owner's endpoint key.
+    pub fn network_allocations(
+        &self,
+        name: &NetworkName,
+    ) -> Result<Vec<(IpAddr, String)>, StoreError> {
+        self.read(|txn| {
+            let allocs = txn.open_table(ALLOCATIONS)?;
+            let mut out = pool_rows(&allocs, &net4_pool(name), Family::V4)?;
+            out.extend(pool_rows(&allocs, &net6_pool(name), Family::V6)?);
+            Ok(out)
+        })
+    }
+}
