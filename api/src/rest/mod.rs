@@ -109,6 +109,13 @@ impl RestApi {
                         let eps = e.endpoints(Some(&name)).await?;
                         ok(&serde_json::json!({"network": spec, "endpoints": eps.len()}))
                     }
+                    Method::PUT => {
+                        let b: NetworkCreate = convert::decode(&read_body(body).await?)?;
+                        if b.name != name.as_str() {
+                            return Err(ApiError::invalid("name", format!("{:?} differs from the path's {name:?}", b.name)));
+                        }
+                        ok(&e.ensure_network(convert::network_request(&b)?).await?)
+                    }
                     Method::DELETE => {
                         let force = matches!(q("force").as_deref(), Some("true" | "1"));
                         let spec = e.delete_network(&name, force).await?;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shimnet needs to build, run and be tested. Idempotent.
+# Usage: scripts/deps.sh [run|test]
+set -euo pipefail
+what=${1:-run}
+run_pkgs=(iproute2 nftables libnftables-dev iptables pkg-config)
+test_pkgs=(iputils-ping busybox-static procps)
+pkgs=("${run_pkgs[@]}")
+[[ $what == test ]] && pkgs+=("${test_pkgs[@]}")
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs the whole suite: formatting, lints, unit tests and the
+# end-to-end tests against the real kernel (network namespaces, veth, bridges, nftables/iptables).
+# Run as root. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) == 0 ]] || { echo "test: run as root (the end-to-end tests build network namespaces)" >&2; exit 1; }
+scripts/deps.sh test
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked -- --show-output 2>&1 | tee target/test.log
+# Loud summary of skips: a skip is never a pass.
+if grep -q "SKIPPED" target/test.log; then
+  echo "=== tests that SKIPPED part of their checks (missing kernel features) ==="
+  grep "SKIPPED" target/test.log | sort | uniq -c
+fi
