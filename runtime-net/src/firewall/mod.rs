@@ -1,6 +1,22 @@
 //! Firewall: one trait, two backends (nftables, iptables), auto-detection.
-//! (Contract stub: the firewall helper replaces bodies and adds backend modules; the trait and
-//! value types are fixed.)
+//!
+//! - [`nft`]: table `inet shimnet` through libnftables, in process (preferred).
+//! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
+//! - [`compat`]: iptables `FORWARD` coexistence (dockerd's policy DROP) for the nftables backend.
+//! - [`detect()`]: picks one.
+//!
+//! Both backends act on the network namespace of the thread that creates them (nftables) or
+//! calls them (iptables).
+
+pub mod compat;
+mod detect;
+mod ipt;
+pub mod iptables;
+pub mod nft;
+#[cfg(test)]
+mod tests;
+
+pub use detect::detect;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -88,19 +104,18 @@ pub trait Firewall: Send + Sync {
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError>;
     /// Networks that have rules installed.
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
-    /// Installs or replaces the published ports of one endpoint.
+    /// Installs the published ports of one endpoint (idempotent: re-adding the same ports is a
+    /// no-op). A host port already published to another target is refused by the nftables
+    /// backend; to change an endpoint's ports, `remove_ports` the old record first.
     fn add_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
-    /// Removes the published ports of one endpoint; succeeds if there are none.
-    fn remove_ports(&self, id: &IfName) -> Result<(), FirewallError>;
+    /// Removes exactly the published ports in `rules` (the engine's record); succeeds for those
+    /// that are absent.
+    fn remove_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
+    /// Removes every published port owned by endpoint `id`, whatever it maps (for orphans with no
+    /// record left).
+    fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError>;
     /// Endpoint ids that have port rules installed.
     fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError>;
     /// Removes everything the backend ever installed.
     fn remove_all(&self) -> Result<(), FirewallError>;
-}
-
-/// Picks a backend: `preferred` if given (error if unusable), else nftables where it works, else
-/// iptables.
-pub fn detect(preferred: Option<BackendKind>) -> Result<Box<dyn Firewall>, FirewallError> {
-    let _ = preferred;
-    unimplemented!("firewall helper")
 }
