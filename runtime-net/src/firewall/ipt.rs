@@ -18,8 +18,7 @@ fn err(e: Box<dyn std::error::Error>) -> String {
 impl Ipt {
     /// Finds the binary; `Err` when it is missing or does not run.
     pub fn new(v6: bool) -> Result<Self, String> {
-        let mut inner = iptables::new(v6).map_err(err)?;
-        inner.set_numeric(true);
+        let inner = iptables::new(v6).map_err(err)?;
         Ok(Self { inner, v6 })
     }
 
@@ -39,7 +38,7 @@ impl Ipt {
 
     /// Creates `chain` in `table` unless it exists.
     pub fn ensure_chain(&self, table: &str, chain: &str) -> Result<(), String> {
-        if !self.inner.chain_exists(table, chain).map_err(err)? {
+        if !self.chain_exists(table, chain)? {
             self.inner.new_chain(table, chain).map_err(err)?;
         }
         Ok(())
@@ -71,19 +70,34 @@ impl Ipt {
 
     /// Whether `chain` exists in `table`.
     pub fn chain_exists(&self, table: &str, chain: &str) -> Result<bool, String> {
-        self.inner.chain_exists(table, chain).map_err(err)
+        Ok(self.list_s(table, chain)?.is_some())
+    }
+
+    /// `-S chain` output lines, `None` when the chain does not exist. (`-S` never resolves
+    /// names, unlike `-L`, and the crate's numeric mode adds a `-n` that `-S` refuses.)
+    fn list_s(&self, table: &str, chain: &str) -> Result<Option<Vec<String>>, String> {
+        let out = self
+            .inner
+            .execute(table, &format!("-S {chain}"))
+            .map_err(err)?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from)
+                .collect(),
+        ))
     }
 
     /// Rule specs of `chain` (the text after `-A <chain> `); empty when the chain is absent.
     pub fn rules(&self, table: &str, chain: &str) -> Result<Vec<String>, String> {
-        if !self.chain_exists(table, chain)? {
+        let Some(lines) = self.list_s(table, chain)? else {
             return Ok(Vec::new());
-        }
+        };
         let prefix = format!("-A {chain} ");
-        Ok(self
-            .inner
-            .list(table, chain)
-            .map_err(err)?
+        Ok(lines
             .into_iter()
             .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
             .collect())

@@ -109,6 +109,7 @@ pub fn network_rules(r: &NetworkRules) -> Vec<Rule> {
     let mut out = Vec::new();
     let br = &r.bridge;
     let c = format!("-m comment --comment {}", net_tag(&r.name));
+    let mut front = Vec::new();
     let mut fams = vec![(false, IpNetwork::V4(r.subnet4))];
     if let Some(s6) = r.subnet6 {
         fams.push((true, IpNetwork::V6(s6)));
@@ -150,20 +151,24 @@ pub fn network_rules(r: &NetworkRules) -> Vec<Rule> {
         let out_verdict = if r.internal { "DROP" } else { "ACCEPT" };
         add("filter", FWD_OUT, format!("-i {br} {c} -j {out_verdict}"));
 
+        // Traffic into a shimnet bridge is never masqueraded except hairpin/localhost; these
+        // rules must precede every network's masquerade (allow_from traffic between networks
+        // keeps its source), so they are inserted at position 1 (see the end of this function).
         let s = prefix(&sub);
-        add(
-            "nat",
-            POSTROUTING,
-            format!("-s {s} -o {br} -m conntrack --ctstate DNAT {c} -j MASQUERADE"),
-        );
+        let mut to_bridge = vec![format!(
+            "-s {s} -o {br} -m conntrack --ctstate DNAT {c} -j MASQUERADE"
+        )];
         if !v6 {
-            add(
-                "nat",
-                POSTROUTING,
-                format!("-s 127.0.0.0/8 -o {br} {c} -j MASQUERADE"),
-            );
+            to_bridge.push(format!("-s 127.0.0.0/8 -o {br} {c} -j MASQUERADE"));
         }
-        add("nat", POSTROUTING, format!("-s {s} -o {br} {c} -j RETURN"));
+        to_bridge.push(format!("-o {br} {c} -j RETURN"));
+        front.extend(to_bridge.into_iter().map(|spec| Rule {
+            v6,
+            table: "nat",
+            chain: POSTROUTING,
+            spec,
+            first: true,
+        }));
         if r.masquerade && !r.internal {
             for d in r.no_masquerade_to.iter().filter(|d| d.is_ipv6() == v6) {
                 add(
@@ -175,6 +180,8 @@ pub fn network_rules(r: &NetworkRules) -> Vec<Rule> {
             add("nat", POSTROUTING, format!("-s {s} {c} -j MASQUERADE"));
         }
     }
+    // Each insert at position 1 goes before the previous one: insert in reverse.
+    out.extend(front.into_iter().rev());
     out
 }
 
@@ -256,11 +263,11 @@ mod tests {
                 format!("filter SHIMNET-FWD-IN -s 10.99.0.0/16 -o br-n1 {c} -j ACCEPT"),
                 format!("filter SHIMNET-FWD-IN -o br-n1 {c} -j DROP"),
                 format!("filter SHIMNET-FWD-OUT -i br-n1 {c} -j ACCEPT"),
-                format!("nat SHIMNET-POSTROUTING -s 10.88.0.0/24 -o br-n1 -m conntrack --ctstate DNAT {c} -j MASQUERADE"),
-                format!("nat SHIMNET-POSTROUTING -s 127.0.0.0/8 -o br-n1 {c} -j MASQUERADE"),
-                format!("nat SHIMNET-POSTROUTING -s 10.88.0.0/24 -o br-n1 {c} -j RETURN"),
                 format!("nat SHIMNET-POSTROUTING -s 10.88.0.0/24 -d 10.0.0.0/8 {c} -j RETURN"),
                 format!("nat SHIMNET-POSTROUTING -s 10.88.0.0/24 {c} -j MASQUERADE"),
+                format!("nat SHIMNET-POSTROUTING -o br-n1 {c} -j RETURN"),
+                format!("nat SHIMNET-POSTROUTING -s 127.0.0.0/8 -o br-n1 {c} -j MASQUERADE"),
+                format!("nat SHIMNET-POSTROUTING -s 10.88.0.0/24 -o br-n1 -m conntrack --ctstate DNAT {c} -j MASQUERADE"),
             ]
         );
         assert!(network_rules(&net()).iter().all(|r| !r.v6));

@@ -189,7 +189,8 @@ pub fn network_body(r: &NetworkRules) -> String {
         l(format!(
             "add rule {t} {c} oifname \"{br}\" ct status dnat masquerade"
         ));
-        l(format!("add rule {t} {c} oifname \"{br}\" return"));
+        // Never masquerade into a shimnet bridge (own or, with allow_from, another network's).
+        l(format!("add rule {t} {c} oifname @bridges return"));
         if r.masquerade && !r.internal {
             if let Some(set) = anon_set(&r.no_masquerade_to, v6) {
                 l(format!("add rule {t} {c} {fam} daddr {set} return"));
@@ -399,7 +400,7 @@ mod tests {
              add rule inet shimnet fwdin/n1 drop\n\
              add rule inet shimnet fwdout/n1 accept\n\
              add rule inet shimnet nat4/n1 oifname \"br-n1\" ct status dnat masquerade\n\
-             add rule inet shimnet nat4/n1 oifname \"br-n1\" return\n\
+             add rule inet shimnet nat4/n1 oifname @bridges return\n\
              add rule inet shimnet nat4/n1 ip daddr { 10.0.0.0/8 } return\n\
              add rule inet shimnet nat4/n1 masquerade\n\
              add element inet shimnet fwd_in { \"br-n1\" comment \"n1\" : jump fwdin/n1 }\n\
@@ -420,9 +421,9 @@ mod tests {
              add rule inet shimnet fwdin/n1 drop\n\
              add rule inet shimnet fwdout/n1 drop\n\
              add rule inet shimnet nat4/n1 oifname \"br-n1\" ct status dnat masquerade\n\
-             add rule inet shimnet nat4/n1 oifname \"br-n1\" return\n\
+             add rule inet shimnet nat4/n1 oifname @bridges return\n\
              add rule inet shimnet nat6/n1 oifname \"br-n1\" ct status dnat masquerade\n\
-             add rule inet shimnet nat6/n1 oifname \"br-n1\" return\n\
+             add rule inet shimnet nat6/n1 oifname @bridges return\n\
              add element inet shimnet fwd_in { \"br-n1\" comment \"n1\" : jump fwdin/n1 }\n\
              add element inet shimnet fwd_out { \"br-n1\" comment \"n1\" : jump fwdout/n1 }\n\
              add element inet shimnet bridges { \"br-n1\" comment \"n1\" }\n\
