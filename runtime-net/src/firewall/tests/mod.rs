@@ -302,7 +302,7 @@ fn isolation(kind: BackendKind) {
         owned.sort();
         assert_eq!(owned, [n1.name.clone(), n2.name.clone()]);
         fw.remove_network(&n1.name).unwrap();
-        assert_eq!(fw.owned_networks().unwrap(), [n2.name.clone()]);
+        assert_eq!(fw.owned_networks().unwrap(), std::slice::from_ref(&n2.name));
         fw.remove_network(&n2.name).unwrap();
         assert_no_leftovers(t, kind);
         fw.remove_all().unwrap();
@@ -354,7 +354,7 @@ fn ports(kind: BackendKind) {
         };
         fw.add_ports(&pr).expect("add_ports");
         fw.add_ports(&pr).expect("add_ports twice");
-        assert_eq!(fw.owned_ports().unwrap(), [pr.id.clone()]);
+        assert_eq!(fw.owned_ports().unwrap(), std::slice::from_ref(&pr.id));
         let h = t.host_out;
         assert_eq!(
             probe(a, sa(any, 80), &t.outside, sa(h, 8080)),
