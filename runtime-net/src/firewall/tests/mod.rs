@@ -150,6 +150,31 @@ fn masquerade(kind: BackendKind) {
         assert_eq!(seen, Some(ip(&format!("{p}.2"))), "no_masquerade_to v4");
         let seen = probe(&t.outside, sa(o6, 7003), c, sa(o6, 7003));
         assert_eq!(seen, Some(ip(&format!("{p6}::2"))), "no_masquerade_to v6");
+        // IPv6 published port.
+        let pr = PortRules {
+            id: IfName::new("snvv6").unwrap(),
+            network: n.name.clone(),
+            bridge: n.bridge.clone(),
+            subnet4: n.subnet4,
+            ip4: format!("{p}.2").parse().unwrap(),
+            ip6: Some(format!("{p6}::2").parse().unwrap()),
+            ports: vec![PortMapping {
+                protocol: Protocol::Tcp,
+                host_ip: None,
+                host_port: 8080,
+                container_port: 80,
+            }],
+        };
+        fw.add_ports(&pr).expect("add v6 ports");
+        let any6 = ip("::");
+        let seen = probe(c, sa(any6, 80), &t.outside, sa(h6, 8080));
+        assert_eq!(seen, Some(o6), "v6 published port");
+        fw.remove_ports(&pr).expect("remove v6 ports");
+        assert_eq!(
+            probe(c, sa(any6, 80), &t.outside, sa(h6, 8080)),
+            None,
+            "v6 port removed"
+        );
         fw.remove_network(&n.name).expect("remove");
         fw.remove_network(&n.name).expect("remove twice");
         assert!(fw.owned_networks().unwrap().is_empty());
@@ -457,6 +482,20 @@ fn forward_policy_drop(kind: BackendKind) {
         fw.remove_all().unwrap();
         assert_removed_all(t);
     });
+}
+
+/// Auto-detection picks nftables where libnftables works.
+#[test]
+fn detect_prefers_nftables() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = Arc::new(Topo::new("detect", "10.208.0", &[], None));
+    let kind = in_ns(&t.host, || detect(None).map(|fw| fw.kind()));
+    assert_eq!(kind.expect("detect"), BackendKind::Nftables);
+    // Nothing is created by detection alone.
+    let tables = t.host_sh(&["nft", "list", "tables"]);
+    assert!(!tables.contains("shimnet"), "{tables}");
 }
 
 /// Timing figures (run with `--ignored --nocapture`).
