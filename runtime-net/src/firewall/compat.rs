@@ -33,9 +33,27 @@ pub fn accept_rules(net: &NetworkName, bridge: &IfName) -> [String; 2] {
     ]
 }
 
+/// The iptables binaries found when the nftables backend started (looked up once: each lookup
+/// is an exec).
+pub struct Compat {
+    fams: Vec<Ipt>,
+}
+
+impl Compat {
+    /// Finds `iptables` and `ip6tables`; either may be missing.
+    pub fn find() -> Self {
+        Self {
+            fams: [false, true]
+                .into_iter()
+                .filter_map(|v6| Ipt::new(v6).ok())
+                .collect(),
+        }
+    }
+}
+
 /// Does table `filter` of this family have a `FORWARD` chain (without creating it)?
 fn forward_present(ipt: &Ipt, nft: &NftContext) -> bool {
-    if ipt.is_nft_variant() {
+    if ipt.nft_variant {
         let fam = if ipt.v6 { "ip6" } else { "ip" };
         nft.run(&format!("list chain {fam} filter FORWARD"), false)
             .is_ok()
@@ -52,17 +70,17 @@ fn forward_present(ipt: &Ipt, nft: &NftContext) -> bool {
 /// Ensures the accept rules of one network (v4, and v6 when `v6`), if an iptables FORWARD chain
 /// exists. Idempotent.
 pub fn ensure_network(
+    c: &Compat,
     nft: &NftContext,
     net: &NetworkName,
     bridge: &IfName,
     v6: bool,
 ) -> Result<(), String> {
-    for fam in [false, true] {
-        if fam && !v6 {
+    for ipt in &c.fams {
+        if ipt.v6 && !v6 {
             continue;
         }
-        let Ok(ipt) = Ipt::new(fam) else { continue };
-        if !forward_present(&ipt, nft) {
+        if !forward_present(ipt, nft) {
             continue;
         }
         ipt.ensure_chain("filter", CHAIN)?;
@@ -91,11 +109,10 @@ fn same_rule(a: &str, b: &str) -> bool {
 }
 
 /// Removes the accept rules of one network (both families); removes the chain when it is empty.
-pub fn remove_network(net: &NetworkName) -> Result<(), String> {
+pub fn remove_network(c: &Compat, net: &NetworkName) -> Result<(), String> {
     let t = tag(net);
     let mut errors = Vec::new();
-    for fam in [false, true] {
-        let Ok(ipt) = Ipt::new(fam) else { continue };
+    for ipt in &c.fams {
         let r = ipt
             .delete_commented("filter", CHAIN, |c| c == t)
             .and_then(|_| {
@@ -116,10 +133,9 @@ pub fn remove_network(net: &NetworkName) -> Result<(), String> {
 }
 
 /// Removes the chain and its jump (both families).
-pub fn remove_all() -> Result<(), String> {
+pub fn remove_all(c: &Compat) -> Result<(), String> {
     let mut errors = Vec::new();
-    for fam in [false, true] {
-        let Ok(ipt) = Ipt::new(fam) else { continue };
+    for ipt in &c.fams {
         match ipt.chain_exists("filter", CHAIN) {
             Ok(false) => {}
             Ok(true) => {

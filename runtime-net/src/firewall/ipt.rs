@@ -9,6 +9,8 @@ pub struct Ipt {
     inner: iptables::IPTables,
     /// True for ip6tables.
     pub v6: bool,
+    /// True for the nf_tables variant (`iptables -V` says `nf_tables`), false for legacy.
+    pub nft_variant: bool,
 }
 
 fn err(e: Box<dyn std::error::Error>) -> String {
@@ -19,21 +21,21 @@ impl Ipt {
     /// Finds the binary; `Err` when it is missing or does not run.
     pub fn new(v6: bool) -> Result<Self, String> {
         let inner = iptables::new(v6).map_err(err)?;
-        Ok(Self { inner, v6 })
+        let nft_variant = Command::new(inner.cmd)
+            .arg("-V")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"))
+            .unwrap_or(false);
+        Ok(Self {
+            inner,
+            v6,
+            nft_variant,
+        })
     }
 
     /// Binary name.
     pub fn cmd(&self) -> &'static str {
         self.inner.cmd
-    }
-
-    /// True when the binary is the nf_tables variant (`iptables -V` says `nf_tables`).
-    pub fn is_nft_variant(&self) -> bool {
-        Command::new(self.inner.cmd)
-            .arg("-V")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"))
-            .unwrap_or(false)
     }
 
     /// Creates `chain` in `table` unless it exists.

@@ -19,6 +19,9 @@ use crate::types::{IfName, NetworkName};
 /// The nftables backend.
 pub struct NftBackend {
     ctx: NftContext,
+    compat: compat::Compat,
+    /// Serialises the read-then-write operations (listing, then one batch).
+    op: std::sync::Mutex<()>,
 }
 
 fn fail(op: &str, msg: impl Into<String>) -> FirewallError {
@@ -36,7 +39,11 @@ impl NftBackend {
         let ctx = NftContext::new().map_err(|e| fail("open", e))?;
         ctx.run("list tables", false)
             .map_err(|e| fail("probe", e))?;
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            compat: compat::Compat::find(),
+            op: std::sync::Mutex::new(()),
+        })
     }
 
     fn run(&self, op: &str, cmds: &str) -> Result<String, FirewallError> {
@@ -111,6 +118,7 @@ impl Firewall for NftBackend {
 
     fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {
         let op = format!("apply network {}", r.name);
+        let _op = self.op.lock().unwrap_or_else(|p| p.into_inner());
         let l = self.listing_with_base(&op)?;
         let chains = rules::network_chains(r);
         let mut cmds = Self::teardown_cmds(&l, &r.name, &chains);
@@ -121,12 +129,19 @@ impl Firewall for NftBackend {
         }
         cmds.push_str(&rules::network_body(r));
         self.run(&op, &cmds)?;
-        compat::ensure_network(&self.ctx, &r.name, &r.bridge, r.subnet6.is_some())
-            .map_err(|e| fail(&format!("{op}: iptables FORWARD coexistence"), e))
+        compat::ensure_network(
+            &self.compat,
+            &self.ctx,
+            &r.name,
+            &r.bridge,
+            r.subnet6.is_some(),
+        )
+        .map_err(|e| fail(&format!("{op}: iptables FORWARD coexistence"), e))
     }
 
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError> {
         let op = format!("remove network {name}");
+        let _op = self.op.lock().unwrap_or_else(|p| p.into_inner());
         let mut errors = Vec::new();
         match self.listing(&op) {
             Ok(Some(l)) => {
@@ -137,7 +152,7 @@ impl Firewall for NftBackend {
             Ok(None) => {}
             Err(e) => errors.push(e.to_string()),
         }
-        if let Err(e) = compat::remove_network(name) {
+        if let Err(e) = compat::remove_network(&self.compat, name) {
             errors.push(format!("iptables FORWARD coexistence: {e}"));
         }
         if errors.is_empty() {
@@ -174,6 +189,7 @@ impl Firewall for NftBackend {
 
     fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError> {
         let op = format!("purge ports of {id}");
+        let _op = self.op.lock().unwrap_or_else(|p| p.into_inner());
         let Some(l) = self.listing(&op)? else {
             return Ok(());
         };
@@ -208,7 +224,7 @@ impl Firewall for NftBackend {
         if let Err(e) = self.run("remove all", &rules::delete_table()) {
             errors.push(e.to_string());
         }
-        if let Err(e) = compat::remove_all() {
+        if let Err(e) = compat::remove_all(&self.compat) {
             errors.push(format!("iptables FORWARD coexistence: {e}"));
         }
         if errors.is_empty() {
