@@ -48,7 +48,15 @@ pub fn probe(srv_ns: &str, bind: SocketAddr, cli_ns: &str, to: SocketAddr) -> Op
     let server = std::thread::spawn(move || {
         let fd = File::open(&srv_path).expect("open netns");
         setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-        let l = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        // A previous probe's connection on the same port may linger for a moment.
+        let start = Instant::now();
+        let l = loop {
+            match TcpListener::bind(bind) {
+                Ok(l) => break l,
+                Err(e) if start.elapsed() > Duration::from_secs(5) => panic!("bind {bind}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
         l.set_nonblocking(true).expect("nonblocking");
         ready_tx.send(()).expect("ready");
         let mut last_chance = None;
