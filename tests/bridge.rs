@@ -31,7 +31,9 @@ fn attach_ping_detach() {
     assert!(links_in(c2.name()).contains(&"net0".to_string()));
     // Host side: deterministic veth enslaved to the bridge.
     let host_veth = e1["host_ifname"].as_str().unwrap();
-    assert!(h.ip(&["-o", "link", "show", host_veth]).contains("master n1"));
+    assert!(h
+        .ip(&["-o", "link", "show", host_veth])
+        .contains("master n1"));
     assert!(ping(&c1, &ip_of(&e2)), "container to container");
     assert!(ping(&c1, "10.10.0.1"), "container to gateway");
     // Listing.
@@ -40,9 +42,17 @@ fn attach_ping_detach() {
     // Detach is idempotent.
     assert_eq!(h.detach("n1", c1.name())["released"]["ipv4"], e1["ipv4"]);
     assert!(h.detach("n1", c1.name())["released"].is_null());
-    h.call("DELETE", &format!("/v1/networks/n1/endpoints/{}?ifname=net0", c2.name()), None);
-    eventually("host veths removed", || !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv")));
-    eventually("container end removed", || !links_in(c1.name()).contains(&"eth0".to_string()));
+    h.call(
+        "DELETE",
+        &format!("/v1/networks/n1/endpoints/{}?ifname=net0", c2.name()),
+        None,
+    );
+    eventually("host veths removed", || {
+        !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv"))
+    });
+    eventually("container end removed", || {
+        !links_in(c1.name()).contains(&"eth0".to_string())
+    });
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
 }
 
@@ -61,17 +71,31 @@ fn released_address_is_not_handed_straight_back() {
 fn static_ip_and_mac() {
     let h = TestHost::new(NET);
     let (c1, c2) = (container("a"), container("b"));
-    let e = h.attach("n1", &c1, json!({"ip": "10.10.0.77", "mac": "02:00:00:00:00:77"}));
+    let e = h.attach(
+        "n1",
+        &c1,
+        json!({"ip": "10.10.0.77", "mac": "02:00:00:00:00:77"}),
+    );
     assert_eq!(e["ipv4"], "10.10.0.77/24");
     assert_eq!(e["mac"], "02:00:00:00:00:77");
     assert!(sh(&["ip", "-n", c1.name(), "link", "show", "eth0"]).contains("02:00:00:00:00:77"));
     // The same static address for another container is refused and changes nothing.
     let err = h
-        .try_call("POST", "/v1/networks/n1/endpoints", Some(json!({"container_id": c2.name(), "netns": c2.path(), "ip": "10.10.0.77"})))
+        .try_call(
+            "POST",
+            "/v1/networks/n1/endpoints",
+            Some(json!({"container_id": c2.name(), "netns": c2.path(), "ip": "10.10.0.77"})),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("10.10.0.77"), "{err}");
     assert!(!links_in(c2.name()).contains(&"eth0".to_string()));
-    assert_eq!(h.call("GET", "/v1/endpoints", None).as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.call("GET", "/v1/endpoints", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -80,9 +104,16 @@ fn nat_to_outside_shows_host_address() {
     let c1 = container("a");
     h.attach("n1", &c1, json!({}));
     let seen = spawn_listener(h.outside.path(), h.outside_ip, 8080);
-    assert!(connect_from(c1.path(), h.outside_ip, 8080), "container reaches the outside");
+    assert!(
+        connect_from(c1.path(), h.outside_ip, 8080),
+        "container reaches the outside"
+    );
     let peer = seen.recv().unwrap().expect("outside saw a connection");
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(h.host_ip), "masqueraded to the host's address");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(h.host_ip),
+        "masqueraded to the host's address"
+    );
 }
 
 #[test]
@@ -90,7 +121,16 @@ fn no_masquerade_to_listed_destination() {
     let h = TestHost::new(
         "[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\nno_masquerade_to = [\"198.18.0.0/16\"]\n",
     );
-    sh(&["ip", "-n", h.outside.name(), "route", "add", "10.10.0.0/24", "via", &h.host_ip.to_string()]);
+    sh(&[
+        "ip",
+        "-n",
+        h.outside.name(),
+        "route",
+        "add",
+        "10.10.0.0/24",
+        "via",
+        &h.host_ip.to_string(),
+    ]);
     let c1 = container("a");
     let e = h.attach("n1", &c1, json!({}));
     let seen = spawn_listener(h.outside.path(), h.outside_ip, 8081);
@@ -105,7 +145,10 @@ fn icc_off_blocks_containers_but_not_gateway_or_outside() {
     let (c1, c2) = (container("a"), container("b"));
     h.attach("n1", &c1, json!({}));
     let e2 = h.attach("n1", &c2, json!({}));
-    assert!(!ping(&c1, &ip_of(&e2)), "icc=false must block container to container");
+    assert!(
+        !ping(&c1, &ip_of(&e2)),
+        "icc=false must block container to container"
+    );
     assert!(ping(&c1, "10.10.0.1"), "gateway still reachable");
     let seen = spawn_listener(h.outside.path(), h.outside_ip, 8082);
     assert!(connect_from(c1.path(), h.outside_ip, 8082));
@@ -128,13 +171,20 @@ fn two_networks_are_isolated() {
 
 #[test]
 fn internal_network_has_no_outside_access() {
-    let h = TestHost::new("[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\ninternal = true\n");
+    let h =
+        TestHost::new("[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\ninternal = true\n");
     let (c1, c2) = (container("a"), container("b"));
     h.attach("n1", &c1, json!({}));
     let e2 = h.attach("n1", &c2, json!({}));
-    assert!(ping(&c1, &ip_of(&e2)), "containers on an internal network still talk");
+    assert!(
+        ping(&c1, &ip_of(&e2)),
+        "containers on an internal network still talk"
+    );
     let _seen = spawn_listener(h.outside.path(), h.outside_ip, 8083);
-    assert!(!connect_from(c1.path(), h.outside_ip, 8083), "internal network reached the outside");
+    assert!(
+        !connect_from(c1.path(), h.outside_ip, 8083),
+        "internal network reached the outside"
+    );
     assert!(!ping(&c1, &h.outside_ip.to_string()));
 }
 
@@ -143,10 +193,20 @@ fn forwarding_survives_docker_style_forward_drop_and_br_netfilter() {
     let h = TestHost::new(NET);
     // What dockerd does on start, here inside the test's host namespace only.
     let ns = h.ns.name().to_string();
-    sh(&["ip", "netns", "exec", &ns, "iptables", "-P", "FORWARD", "DROP"]);
+    sh(&[
+        "ip", "netns", "exec", &ns, "iptables", "-P", "FORWARD", "DROP",
+    ]);
     let brnf = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists();
     if brnf {
-        sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.bridge.bridge-nf-call-iptables=1",
+        ]);
     } else {
         eprintln!("SKIPPED PART: bridge netfilter absent; testing FORWARD DROP only");
     }
@@ -157,7 +217,10 @@ fn forwarding_survives_docker_style_forward_drop_and_br_netfilter() {
     let e2 = h.attach("n1", &c2, json!({}));
     assert!(ping(&c1, &ip_of(&e2)), "bridged traffic with FORWARD DROP");
     let seen = spawn_listener(h.outside.path(), h.outside_ip, 8084);
-    assert!(connect_from(c1.path(), h.outside_ip, 8084), "routed traffic with FORWARD DROP");
+    assert!(
+        connect_from(c1.path(), h.outside_ip, 8084),
+        "routed traffic with FORWARD DROP"
+    );
     assert!(seen.recv().unwrap().is_some());
 }
 
@@ -172,11 +235,21 @@ fn kill9_and_restart_keeps_allocations() {
     h.start();
     let after = h.call("GET", "/v1/endpoints", None);
     for b in &before {
-        assert!(after.as_array().unwrap().iter().any(|a| a["ipv4"] == b["ipv4"] && a["key"] == b["key"]), "{b} lost");
+        assert!(
+            after
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["ipv4"] == b["ipv4"] && a["key"] == b["key"]),
+            "{b} lost"
+        );
     }
     let c = container("new");
     let e = h.attach("n1", &c, json!({}));
-    assert!(before.iter().all(|b| b["ipv4"] != e["ipv4"]), "address handed out twice");
+    assert!(
+        before.iter().all(|b| b["ipv4"] != e["ipv4"]),
+        "address handed out twice"
+    );
     assert!(ping(&c, &ip_of(&before[0])));
 }
 
@@ -188,7 +261,10 @@ fn sigterm_keeps_networking_and_restart_detaches() {
     let e2 = h.attach("n1", &c2, json!({}));
     h.stop_with(Signal::SIGTERM);
     assert!(!h.socket.exists(), "socket removed on clean shutdown");
-    assert!(ping(&c1, &ip_of(&e2)), "containers keep networking after SIGTERM");
+    assert!(
+        ping(&c1, &ip_of(&e2)),
+        "containers keep networking after SIGTERM"
+    );
     h.start();
     assert!(ping(&c1, &ip_of(&e2)), "and after restart");
     h.detach("n1", c1.name());
@@ -205,7 +281,9 @@ fn detach_after_namespace_vanished_releases_everything() {
     drop(c1);
     let r = h.detach("n1", &id);
     assert_eq!(r["released"]["ipv4"], e["ipv4"]);
-    eventually("veth removed", || !links_in(h.ns.name()).contains(&e["host_ifname"].as_str().unwrap().to_string()));
+    eventually("veth removed", || {
+        !links_in(h.ns.name()).contains(&e["host_ifname"].as_str().unwrap().to_string())
+    });
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
 }
 
@@ -234,8 +312,14 @@ fn restart_removes_owned_links_without_record() {
     // Forget the network behind the daemon's back: a fresh state dir, same kernel.
     std::fs::remove_dir_all(h.dir.path().join("state")).unwrap();
     h.start();
-    assert!(!links_in(h.ns.name()).contains(&"tmp".to_string()), "orphan bridge removed");
-    assert!(links_in(h.ns.name()).contains(&"n1".to_string()), "declared network rebuilt");
+    assert!(
+        !links_in(h.ns.name()).contains(&"tmp".to_string()),
+        "orphan bridge removed"
+    );
+    assert!(
+        links_in(h.ns.name()).contains(&"n1".to_string()),
+        "declared network rebuilt"
+    );
 }
 
 #[test]
@@ -246,17 +330,35 @@ fn network_lifecycle_leaves_nothing_behind() {
     assert!(h.ip(&["link", "show", "lc"]).contains("mtu 1400"));
     assert!(h.nft_ruleset().contains("lc") || h.iptables_save().contains("shimnet:lc"));
     let c = container("a");
-    let e = h.attach("lc", &c, json!({"ports": [{"host_port": 18080, "container_port": 80}]}));
+    let e = h.attach(
+        "lc",
+        &c,
+        json!({"ports": [{"host_port": 18080, "container_port": 80}]}),
+    );
     assert!(sh(&["ip", "-n", c.name(), "link", "show", "eth0"]).contains("mtu 1400"));
     // A network with endpoints is not deleted without force.
     let err = h.try_call("DELETE", "/v1/networks/lc", None).unwrap_err();
-    assert!(matches!(err, shimnet_api::client::ClientError::Api { status: 409, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            shimnet_api::client::ClientError::Api { status: 409, .. }
+        ),
+        "{err}"
+    );
     h.detach("lc", c.name());
     h.call("DELETE", "/v1/networks/lc", None);
-    eventually("no links left behind", || links_in(h.ns.name()) == before_links);
+    eventually("no links left behind", || {
+        links_in(h.ns.name()) == before_links
+    });
     let rules = h.nft_ruleset();
-    assert!(!rules.contains("\"lc\"") && !rules.contains(&ip_of(&e)), "nft rules left behind:\n{rules}");
-    assert!(!h.iptables_save().contains("shimnet:lc"), "iptables rules left behind");
+    assert!(
+        !rules.contains("\"lc\"") && !rules.contains(&ip_of(&e)),
+        "nft rules left behind:\n{rules}"
+    );
+    assert!(
+        !h.iptables_save().contains("shimnet:lc"),
+        "iptables rules left behind"
+    );
     assert_eq!(h.call("GET", "/v1/networks", None), json!([]));
 }
 
@@ -264,17 +366,42 @@ fn network_lifecycle_leaves_nothing_behind() {
 fn bad_input_gets_clear_errors_and_changes_nothing() {
     let h = TestHost::new(NET);
     let cases = [
-        (json!({"name": "x", "subnet": "10.20.0.0/33"}), 400, Some("subnet")),
-        (json!({"name": "x", "subnet": "10.20.0.0/24", "gateway": "10.21.0.1"}), 400, Some("gateway")),
-        (json!({"name": "bad name", "subnet": "10.20.0.0/24"}), 400, Some("name")),
-        (json!({"name": "x", "subnet": "10.20.0.0/24", "mtu": 10}), 400, Some("mtu")),
-        (json!({"name": "x", "subnet": "10.20.0.0/24", "colour": "red"}), 400, Some("colour")),
+        (
+            json!({"name": "x", "subnet": "10.20.0.0/33"}),
+            400,
+            Some("subnet"),
+        ),
+        (
+            json!({"name": "x", "subnet": "10.20.0.0/24", "gateway": "10.21.0.1"}),
+            400,
+            Some("gateway"),
+        ),
+        (
+            json!({"name": "bad name", "subnet": "10.20.0.0/24"}),
+            400,
+            Some("name"),
+        ),
+        (
+            json!({"name": "x", "subnet": "10.20.0.0/24", "mtu": 10}),
+            400,
+            Some("mtu"),
+        ),
+        (
+            json!({"name": "x", "subnet": "10.20.0.0/24", "colour": "red"}),
+            400,
+            Some("colour"),
+        ),
         (json!({"name": "n1", "subnet": "10.20.0.0/24"}), 409, None),
         (json!({"name": "y", "subnet": "10.10.0.128/25"}), 409, None),
     ];
     for (body, status, field) in cases {
         match h.try_call("POST", "/v1/networks", Some(body.clone())) {
-            Err(shimnet_api::client::ClientError::Api { status: s, field: f, code, .. }) => {
+            Err(shimnet_api::client::ClientError::Api {
+                status: s,
+                field: f,
+                code,
+                ..
+            }) => {
                 assert_eq!(s, status, "{body}");
                 assert_eq!(f.as_deref(), field, "{body}");
                 assert!(!code.is_empty());
@@ -284,24 +411,54 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     }
     let c = container("a");
     let bad_attach = [
-        (json!({"container_id": c.name(), "netns": "/run/netns/does-not-exist"}), 400, "netns"),
-        (json!({"container_id": c.name(), "netns": c.path(), "ip": "10.99.0.5"}), 400, "ip"),
-        (json!({"container_id": c.name(), "netns": c.path(), "ifname": "x/y"}), 400, "ifname"),
-        (json!({"container_id": "", "netns": c.path()}), 400, "container_id"),
+        (
+            json!({"container_id": c.name(), "netns": "/run/netns/does-not-exist"}),
+            400,
+            "netns",
+        ),
+        (
+            json!({"container_id": c.name(), "netns": c.path(), "ip": "10.99.0.5"}),
+            400,
+            "ip",
+        ),
+        (
+            json!({"container_id": c.name(), "netns": c.path(), "ifname": "x/y"}),
+            400,
+            "ifname",
+        ),
+        (
+            json!({"container_id": "", "netns": c.path()}),
+            400,
+            "container_id",
+        ),
     ];
     for (body, status, field) in bad_attach {
         match h.try_call("POST", "/v1/networks/n1/endpoints", Some(body.clone())) {
-            Err(shimnet_api::client::ClientError::Api { status: s, field: f, .. }) => {
+            Err(shimnet_api::client::ClientError::Api {
+                status: s,
+                field: f,
+                ..
+            }) => {
                 assert_eq!((s, f.as_deref()), (status, Some(field)), "{body}");
             }
             other => panic!("{body}: {other:?}"),
         }
     }
-    match h.try_call("POST", "/v1/networks/nope/endpoints", Some(json!({"container_id": "c", "netns": c.path()}))) {
+    match h.try_call(
+        "POST",
+        "/v1/networks/nope/endpoints",
+        Some(json!({"container_id": "c", "netns": c.path()})),
+    ) {
         Err(shimnet_api::client::ClientError::Api { status: 404, .. }) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.call("GET", "/v1/networks", None).as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.call("GET", "/v1/networks", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
     assert_eq!(links_in(c.name()), vec!["lo".to_string()]);
     let r = h.client().request("PUT", "/v1/networks", None).unwrap();
@@ -312,9 +469,14 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
 
 #[test]
 fn published_port_reachable_from_outside_host_and_sibling() {
-    let h = TestHost::new("[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\nhairpin = true\n");
+    let h =
+        TestHost::new("[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\nhairpin = true\n");
     let (srv, sib) = (container("srv"), container("sib"));
-    let e = h.attach("n1", &srv, json!({"ports": [{"host_port": 18090, "container_port": 8080}]}));
+    let e = h.attach(
+        "n1",
+        &srv,
+        json!({"ports": [{"host_port": 18090, "container_port": 8080}]}),
+    );
     h.attach("n1", &sib, json!({}));
     let srv_ip: Ipv4Addr = ip_of(&e).parse().unwrap();
     for (from, target, what) in [
@@ -324,7 +486,10 @@ fn published_port_reachable_from_outside_host_and_sibling() {
         (sib.path(), h.host_ip, "sibling (hairpin)"),
     ] {
         let seen = spawn_listener(srv.path(), srv_ip, 8080);
-        assert!(connect_from(from, target, 18090), "published port not reachable from {what}");
+        assert!(
+            connect_from(from, target, 18090),
+            "published port not reachable from {what}"
+        );
         assert!(seen.recv().unwrap().is_some(), "{what}");
     }
     // A second container cannot claim the same host port.
@@ -332,10 +497,19 @@ fn published_port_reachable_from_outside_host_and_sibling() {
     let err = h
         .try_call("POST", "/v1/networks/n1/endpoints", Some(json!({"container_id": other.name(), "netns": other.path(), "ports": [{"host_port": 18090, "container_port": 80}]})))
         .unwrap_err();
-    assert!(matches!(err, shimnet_api::client::ClientError::Api { status: 409, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            shimnet_api::client::ClientError::Api { status: 409, .. }
+        ),
+        "{err}"
+    );
     h.detach("n1", srv.name());
     let _seen = spawn_listener(srv.path(), srv_ip, 8080);
-    assert!(!connect_from(h.outside.path(), h.host_ip, 18090), "port still published after detach");
+    assert!(
+        !connect_from(h.outside.path(), h.host_ip, 18090),
+        "port still published after detach"
+    );
 }
 
 #[test]
@@ -348,7 +522,11 @@ fn sighup_reload_creates_new_declared_network() {
     nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while h.try_call("GET", "/v1/networks/n2", None).is_err() {
-        assert!(std::time::Instant::now() < deadline, "n2 not created on SIGHUP: {}", h.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2 not created on SIGHUP: {}",
+            h.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     h.stop_with(Signal::SIGTERM);
@@ -361,27 +539,47 @@ fn iptables_backend_end_to_end() {
         return;
     }
     let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
-    assert_eq!(h.call("GET", "/v1/status", None)["status"]["firewall"], "iptables");
+    assert_eq!(
+        h.call("GET", "/v1/status", None)["status"]["firewall"],
+        "iptables"
+    );
     let (c1, c2) = (container("a"), container("b"));
     h.attach("n1", &c1, json!({}));
-    let e2 = h.attach("n1", &c2, json!({"ports": [{"host_port": 18095, "container_port": 8080}]}));
+    let e2 = h.attach(
+        "n1",
+        &c2,
+        json!({"ports": [{"host_port": 18095, "container_port": 8080}]}),
+    );
     assert!(ping(&c1, &ip_of(&e2)));
     let seen = spawn_listener(h.outside.path(), h.outside_ip, 8085);
     assert!(connect_from(c1.path(), h.outside_ip, 8085));
-    assert_eq!(seen.recv().unwrap().unwrap().ip(), std::net::IpAddr::V4(h.host_ip));
+    assert_eq!(
+        seen.recv().unwrap().unwrap().ip(),
+        std::net::IpAddr::V4(h.host_ip)
+    );
     let srv = spawn_listener(c2.path(), ip_of(&e2).parse().unwrap(), 8080);
-    assert!(connect_from(h.outside.path(), h.host_ip, 18095), "published port via iptables");
+    assert!(
+        connect_from(h.outside.path(), h.host_ip, 18095),
+        "published port via iptables"
+    );
     assert!(srv.recv().unwrap().is_some());
     h.detach("n1", c1.name());
     h.detach("n1", c2.name());
     h.call("DELETE", "/v1/networks/n1", None);
-    assert!(!h.iptables_save().contains("shimnet:"), "iptables rules left:\n{}", h.iptables_save());
+    assert!(
+        !h.iptables_save().contains("shimnet:"),
+        "iptables rules left:\n{}",
+        h.iptables_save()
+    );
 }
 
 #[test]
 fn embedded_default_configuration_and_cli_check() {
     if std::path::Path::new(shimnet::config::DEFAULT_CONFIG_PATH).exists() {
-        panic!("{} exists on this machine; this test needs the embedded default", shimnet::config::DEFAULT_CONFIG_PATH);
+        panic!(
+            "{} exists on this machine; this test needs the embedded default",
+            shimnet::config::DEFAULT_CONFIG_PATH
+        );
     }
     let mut h = TestHost::new("");
     h.stop_with(Signal::SIGKILL);
@@ -389,7 +587,13 @@ fn embedded_default_configuration_and_cli_check() {
     let state = h.dir.path().join("state2");
     let plugins = h.dir.path().join("plugins").display().to_string();
     let child = std::process::Command::new("ip")
-        .args(["netns", "exec", h.ns.name(), env!("CARGO_BIN_EXE_shimnetd"), "--state-dir"])
+        .args([
+            "netns",
+            "exec",
+            h.ns.name(),
+            env!("CARGO_BIN_EXE_shimnetd"),
+            "--state-dir",
+        ])
         .arg(&state)
         .arg("--api-socket")
         .arg(&h.socket)
@@ -400,7 +604,10 @@ fn embedded_default_configuration_and_cli_check() {
     h.daemon = Some(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while h.try_call("GET", "/v1/networks/shimnet0", None).is_err() {
-        assert!(std::time::Instant::now() < deadline, "default network not created");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "default network not created"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let n = h.call("GET", "/v1/networks/shimnet0", None);
@@ -413,8 +620,23 @@ fn embedded_default_configuration_and_cli_check() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "check failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("ping peer") && text.contains("ping gateway"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("bridge") && l.contains("yes")), "{text}");
-    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]), "probe cleaned up");
+    assert!(
+        out.status.success(),
+        "check failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ping peer") && text.contains("ping gateway"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bridge") && l.contains("yes")),
+        "{text}"
+    );
+    assert_eq!(
+        h.call("GET", "/v1/endpoints", None),
+        json!([]),
+        "probe cleaned up"
+    );
 }

@@ -17,12 +17,19 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique short tag for names in this test process.
 pub fn tag(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -34,7 +41,12 @@ pub fn sh(args: &[&str]) -> String {
 
 /// Runs a command and tells whether it succeeded.
 pub fn try_sh(args: &[&str]) -> bool {
-    Command::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `ip netns exec NS ping -c1 -W2 IP` succeeded.
@@ -71,14 +83,55 @@ impl TestHost {
         let host_ip = Ipv4Addr::new(198, 18, n, 1);
         let outside_ip = Ipv4Addr::new(198, 18, n, 2);
         let (a, b) = (format!("up{t}"), format!("dn{t}"));
-        sh(&["ip", "link", "add", &a, "netns", ns.name(), "type", "veth", "peer", "name", &b, "netns", outside.name()]);
-        sh(&["ip", "-n", ns.name(), "addr", "add", &format!("{host_ip}/30"), "dev", &a]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &a,
+            "netns",
+            ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            outside.name(),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            ns.name(),
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &a,
+        ]);
         sh(&["ip", "-n", ns.name(), "link", "set", &a, "up"]);
         sh(&["ip", "-n", ns.name(), "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", outside.name(), "addr", "add", &format!("{outside_ip}/30"), "dev", &b]);
+        sh(&[
+            "ip",
+            "-n",
+            outside.name(),
+            "addr",
+            "add",
+            &format!("{outside_ip}/30"),
+            "dev",
+            &b,
+        ]);
         sh(&["ip", "-n", outside.name(), "link", "set", &b, "up"]);
         sh(&["ip", "-n", outside.name(), "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", ns.name(), "route", "add", "default", "via", &outside_ip.to_string()]);
+        sh(&[
+            "ip",
+            "-n",
+            ns.name(),
+            "route",
+            "add",
+            "default",
+            "via",
+            &outside_ip.to_string(),
+        ]);
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let config = dir.path().join("shimnetd.toml");
@@ -117,7 +170,13 @@ impl TestHost {
             .open(self.dir.path().join("shimnetd.log"))
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), env!("CARGO_BIN_EXE_shimnetd"), "--config"])
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                env!("CARGO_BIN_EXE_shimnetd"),
+                "--config",
+            ])
             .arg(&self.config)
             .args(&self.extra_args)
             .env("SHIMNET_LOG", "info,runtime_net=debug")
@@ -128,13 +187,21 @@ impl TestHost {
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self.client().request("GET", "/v1/health", None).is_ok_and(|r| r.status == 200) {
+            if self
+                .client()
+                .request("GET", "/v1/health", None)
+                .is_ok_and(|r| r.status == 200)
+            {
                 return;
             }
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("shimnetd exited with {st}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "shimnetd did not become ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "shimnetd did not become ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -159,11 +226,17 @@ impl TestHost {
 
     /// JSON call that must succeed.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
     }
 
     /// JSON call.
-    pub fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         self.client().call(method, path, body.as_ref())
     }
 
@@ -174,7 +247,8 @@ impl TestHost {
 
     /// Attaches a container namespace.
     pub fn attach(&self, net: &str, c: &NamedNetns, extra: Value) -> Value {
-        let mut body = serde_json::json!({"container_id": c.name(), "netns": c.path().display().to_string()});
+        let mut body =
+            serde_json::json!({"container_id": c.name(), "netns": c.path().display().to_string()});
         if let Value::Object(m) = extra {
             body.as_object_mut().unwrap().extend(m);
         }
@@ -183,7 +257,11 @@ impl TestHost {
 
     /// Detaches a container.
     pub fn detach(&self, net: &str, id: &str) -> Value {
-        self.call("DELETE", &format!("/v1/networks/{net}/endpoints/{id}"), None)
+        self.call(
+            "DELETE",
+            &format!("/v1/networks/{net}/endpoints/{id}"),
+            None,
+        )
     }
 
     /// `ip -n host ...` output.
@@ -228,12 +306,22 @@ pub fn container(prefix: &str) -> NamedNetns {
 
 /// The address part of an endpoint's `ipv4` (`10.0.0.2/24` → `10.0.0.2`).
 pub fn ip_of(ep: &Value) -> String {
-    ep["ipv4"].as_str().unwrap().split('/').next().unwrap().to_string()
+    ep["ipv4"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Listens on `port` in namespace `ns` and returns the source address of the first connection
 /// (None after `timeout`).
-pub fn spawn_listener(ns: &Path, addr: Ipv4Addr, port: u16) -> std::sync::mpsc::Receiver<Option<SocketAddr>> {
+pub fn spawn_listener(
+    ns: &Path,
+    addr: Ipv4Addr,
+    port: u16,
+) -> std::sync::mpsc::Receiver<Option<SocketAddr>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let path = ns.to_path_buf();
@@ -253,14 +341,18 @@ pub fn spawn_listener(ns: &Path, addr: Ipv4Addr, port: u16) -> std::sync::mpsc::
             let _ = tx.send(None);
         });
     });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("listener ready");
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("listener ready");
     rx
 }
 
 /// Connects from namespace `ns` to `addr:port`; true on success within 2 s.
 pub fn connect_from(ns: &Path, addr: Ipv4Addr, port: u16) -> bool {
-    run_in(ns, move || TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2)).is_ok())
-        .unwrap_or(false)
+    run_in(ns, move || {
+        TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2)).is_ok()
+    })
+    .unwrap_or(false)
 }
 
 /// Names of links in a namespace (`ip -n NS -o link`).

@@ -112,7 +112,10 @@ impl RestApi {
                     Method::PUT => {
                         let b: NetworkCreate = convert::decode(&read_body(body).await?)?;
                         if b.name != name.as_str() {
-                            return Err(ApiError::invalid("name", format!("{:?} differs from the path's {name:?}", b.name)));
+                            return Err(ApiError::invalid(
+                                "name",
+                                format!("{:?} differs from the path's {name:?}", b.name),
+                            ));
                         }
                         ok(&e.ensure_network(convert::network_request(&b)?).await?)
                     }

@@ -1,6 +1,22 @@
 //! Firewall: one trait, two backends (nftables, iptables), auto-detection.
-//! (Contract stub: the firewall helper replaces bodies and adds backend modules; the trait and
-//! value types are fixed.)
+//!
+//! - [`nft`]: table `inet shimnet` through libnftables, in process (preferred).
+//! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
+//! - [`compat`]: iptables `FORWARD` coexistence (dockerd's policy DROP) for the nftables backend.
+//! - [`detect()`]: picks one.
+//!
+//! Both backends act on the network namespace of the thread that creates them (nftables) or
+//! calls them (iptables).
+
+pub mod compat;
+mod detect;
+mod ipt;
+pub mod iptables;
+pub mod nft;
+#[cfg(test)]
+mod tests;
+
+pub use detect::detect;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -88,11 +104,15 @@ pub trait Firewall: Send + Sync {
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError>;
     /// Networks that have rules installed.
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
-    /// Installs or replaces the published ports of one endpoint.
+    /// Installs the published ports of one endpoint (idempotent: re-adding the same ports is a
+    /// no-op). A host port already published to another target is refused by the nftables
+    /// backend; to change an endpoint's ports, `remove_ports` the old record first.
     fn add_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
-    /// Removes exactly these published ports; succeeds if they are absent.
+    /// Removes exactly the published ports in `rules` (the engine's record); succeeds for those
+    /// that are absent.
     fn remove_ports(&self, rules: &PortRules) -> Result<(), FirewallError>;
-    /// Removes every published port owned by `id` (orphans found by reconciliation).
+    /// Removes every published port owned by endpoint `id`, whatever it maps (for orphans with no
+    /// record left).
     fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError>;
     /// Endpoint ids that have port rules installed.
     fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError>;
@@ -100,19 +120,16 @@ pub trait Firewall: Send + Sync {
     fn remove_all(&self) -> Result<(), FirewallError>;
 }
 
-/// Picks a backend: `preferred` if given (error if unusable), else nftables where it works, else
-/// iptables.
-pub fn detect(preferred: Option<BackendKind>) -> Result<Box<dyn Firewall>, FirewallError> {
-    let _ = preferred;
-    unimplemented!("firewall helper")
-}
-
 /// Whether nftables works here (for the feature report).
 pub fn probe_nftables() -> Result<String, String> {
-    unimplemented!("firewall helper")
+    nft::NftBackend::new()
+        .map(|_| "libnftables lists tables".to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether iptables works here (for the feature report).
 pub fn probe_iptables() -> Result<String, String> {
-    unimplemented!("firewall helper")
+    iptables::IptablesBackend::new()
+        .map(|_| "iptables lists filter FORWARD".to_string())
+        .map_err(|e| e.to_string())
 }

@@ -143,7 +143,10 @@ impl Netlink {
             return Ok(false);
         };
         let index = link.header.index;
-        let msg = LinkUnspec::new_with_index(index).down().nocontroller().build();
+        let msg = LinkUnspec::new_with_index(index)
+            .down()
+            .nocontroller()
+            .build();
         match self.handle.link().set(msg).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),

@@ -30,27 +30,32 @@ impl Reaper {
         let pending = Arc::new(AtomicUsize::new(0));
         let count = pending.clone();
         let (conn, handle, _) = rtnetlink::new_connection()?;
-        std::thread::Builder::new().name("shimnet-reaper".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("reaper runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                tokio::spawn(conn);
-                while let Some(index) = rx.recv().await {
-                    let msg = LinkUnspec::new_with_index(index).build();
-                    match handle.link().del_with_message(msg).execute().await {
-                        Ok(()) => {}
-                        Err(e) if errno(&e) == Some(libc::ENODEV) => {}
-                        Err(e) => tracing::warn!(index, "deleting detached link: {e}"),
+        std::thread::Builder::new()
+            .name("shimnet-reaper".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("reaper runtime: {e}");
+                        return;
                     }
-                    count.fetch_sub(1, Ordering::AcqRel);
-                }
-            });
-        })?;
+                };
+                rt.block_on(async move {
+                    tokio::spawn(conn);
+                    while let Some(index) = rx.recv().await {
+                        let msg = LinkUnspec::new_with_index(index).build();
+                        match handle.link().del_with_message(msg).execute().await {
+                            Ok(()) => {}
+                            Err(e) if errno(&e) == Some(libc::ENODEV) => {}
+                            Err(e) => tracing::warn!(index, "deleting detached link: {e}"),
+                        }
+                        count.fetch_sub(1, Ordering::AcqRel);
+                    }
+                });
+            })?;
         Ok(Reaper { tx, pending })
     }
 

@@ -1,0 +1,239 @@
+//! iptables backend (fallback where nftables is unusable): chains `SHIMNET-*` driven through the
+//! `iptables` crate, which execs `iptables`/`ip6tables` per rule. Every rule carries an owner
+//! comment; removal and ownership queries list our chains and match comments.
+
+pub mod rules;
+
+use std::collections::BTreeSet;
+
+use self::rules::{Rule, CHAINS, DNAT, FORWARD, FORWARD_RULES};
+use super::ipt::{comment_of, Ipt};
+use super::{BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
+use crate::types::{IfName, NetworkName};
+
+/// The iptables backend.
+pub struct IptablesBackend {
+    v4: Ipt,
+    v6: Option<Ipt>,
+}
+
+fn fail(op: &str, msg: impl Into<String>) -> FirewallError {
+    FirewallError::Backend {
+        backend: BackendKind::Iptables,
+        op: op.to_string(),
+        msg: msg.into(),
+    }
+}
+
+impl IptablesBackend {
+    /// Finds `iptables` (required) and `ip6tables` (optional) and checks that `iptables` can
+    /// list table `filter` in the calling thread's namespace.
+    pub fn new() -> Result<Self, FirewallError> {
+        let v4 = Ipt::new(false).map_err(|e| fail("probe iptables", e))?;
+        v4.chain_exists("filter", "FORWARD")
+            .map_err(|e| fail("probe iptables", e))
+            .and_then(|ok| {
+                ok.then_some(())
+                    .ok_or_else(|| fail("probe iptables", "cannot list filter FORWARD"))
+            })?;
+        let v6 = Ipt::new(true).ok();
+        Ok(Self { v4, v6 })
+    }
+
+    fn fams(&self) -> impl Iterator<Item = &Ipt> {
+        std::iter::once(&self.v4).chain(self.v6.as_ref())
+    }
+
+    fn ipt(&self, v6: bool) -> Option<&Ipt> {
+        if v6 {
+            self.v6.as_ref()
+        } else {
+            Some(&self.v4)
+        }
+    }
+
+    fn ensure_base_in(ipt: &Ipt) -> Result<(), String> {
+        for c in CHAINS {
+            ipt.ensure_chain(c.table, c.name)?;
+        }
+        for r in FORWARD_RULES {
+            ipt.ensure_appended("filter", FORWARD, r)?;
+        }
+        for c in CHAINS {
+            for (from, rule) in c.jumps {
+                ipt.ensure_first(c.table, from, rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the rules whose comment satisfies `owned` from every chain of every family;
+    /// keeps going on errors and reports them all.
+    fn delete_owned(&self, owned: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut errors = Vec::new();
+        for ipt in self.fams() {
+            for c in CHAINS {
+                if let Err(e) = ipt.delete_commented(c.table, c.name, owned) {
+                    errors.push(format!("{} -t {} {}: {e}", ipt.cmd(), c.table, c.name));
+                }
+            }
+        }
+        errors
+    }
+
+    fn add_rule(&self, op: &str, r: &Rule) -> Result<(), FirewallError> {
+        let ipt = self
+            .ipt(r.v6)
+            .ok_or_else(|| fail(op, "ip6tables is not available for an IPv6 rule"))?;
+        let res = if r.first {
+            ipt.ensure_first(r.table, r.chain, &r.spec)
+        } else {
+            ipt.ensure_appended(r.table, r.chain, &r.spec)
+        };
+        res.map_err(|e| {
+            fail(
+                op,
+                format!(
+                    "{} -t {} -A {} {}: {e}",
+                    ipt.cmd(),
+                    r.table,
+                    r.chain,
+                    r.spec
+                ),
+            )
+        })
+    }
+
+    /// Comments found in our chains.
+    fn comments(&self, op: &str) -> Result<BTreeSet<String>, FirewallError> {
+        let mut out = BTreeSet::new();
+        for ipt in self.fams() {
+            for c in CHAINS {
+                for spec in ipt.rules(c.table, c.name).map_err(|e| fail(op, e))? {
+                    if let Some(t) = comment_of(&spec) {
+                        out.insert(t.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Firewall for IptablesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Iptables
+    }
+
+    fn ensure_base(&self) -> Result<(), FirewallError> {
+        for ipt in self.fams() {
+            Self::ensure_base_in(ipt)
+                .map_err(|e| fail(&format!("ensure base ({})", ipt.cmd()), e))?;
+        }
+        Ok(())
+    }
+
+    fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {
+        let op = format!("apply network {}", r.name);
+        self.ensure_base()?;
+        let tag = rules::net_tag(&r.name);
+        let errors = self.delete_owned(&|c| c == tag);
+        if !errors.is_empty() {
+            return Err(fail(&op, errors.join("; ")));
+        }
+        for rule in rules::network_rules(r) {
+            self.add_rule(&op, &rule)?;
+        }
+        Ok(())
+    }
+
+    fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError> {
+        let tag = rules::net_tag(name);
+        let errors = self.delete_owned(&|c| c == tag);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(&format!("remove network {name}"), errors.join("; ")))
+        }
+    }
+
+    fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError> {
+        Ok(self
+            .comments("list networks")?
+            .iter()
+            .filter_map(|c| c.strip_prefix("shimnet:"))
+            .filter_map(|n| NetworkName::new(n).ok())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+
+    fn add_ports(&self, r: &PortRules) -> Result<(), FirewallError> {
+        let op = format!("add ports of {}", r.id);
+        for rule in rules::port_rules(r) {
+            self.add_rule(&op, &rule)?;
+        }
+        Ok(())
+    }
+
+    fn remove_ports(&self, r: &PortRules) -> Result<(), FirewallError> {
+        let op = format!("remove ports of {}", r.id);
+        let mut errors = Vec::new();
+        for rule in rules::port_rules(r) {
+            let Some(ipt) = self.ipt(rule.v6) else {
+                continue;
+            };
+            if let Err(e) = ipt.delete_if_present(rule.table, rule.chain, &rule.spec) {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(&op, errors.join("; ")))
+        }
+    }
+
+    fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError> {
+        let tag = rules::port_tag(id.as_str());
+        let mut errors = Vec::new();
+        for ipt in self.fams() {
+            if let Err(e) = ipt.delete_commented("nat", DNAT, |c| c == tag) {
+                errors.push(format!("{}: {e}", ipt.cmd()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(&format!("purge ports of {id}"), errors.join("; ")))
+        }
+    }
+
+    fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError> {
+        Ok(self
+            .comments("list ports")?
+            .iter()
+            .filter_map(|c| c.strip_prefix("shimnet-port:"))
+            .filter_map(|n| IfName::new(n).ok())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+
+    fn remove_all(&self) -> Result<(), FirewallError> {
+        let mut errors = Vec::new();
+        for ipt in self.fams() {
+            // Entry chains first (drops the jumps into sub-chains), then the sub-chains.
+            for c in CHAINS.iter().rev() {
+                if let Err(e) = ipt.remove_chain(c.table, c.name, c.jumps) {
+                    errors.push(format!("{} -t {} {}: {e}", ipt.cmd(), c.table, c.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(fail("remove all", errors.join("; ")))
+        }
+    }
+}
