@@ -505,7 +505,11 @@ fn published_port_reachable_from_outside_host_and_sibling() {
         "{err}"
     );
     h.detach("n1", srv.name());
-    let _seen = spawn_listener(srv.path(), srv_ip, 8080);
+    let ruleset = h.nft_ruleset();
+    assert!(
+        !ruleset.contains(&srv_ip.to_string()),
+        "port rule left after detach:\n{ruleset}"
+    );
     assert!(
         !connect_from(h.outside.path(), h.host_ip, 18090),
         "port still published after detach"
