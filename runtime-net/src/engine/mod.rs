@@ -2,6 +2,8 @@
 //! netlink/firewall/sysctl executors and recorded in the [`Store`] in crash-safe order
 //! (allocate and persist first, then build; tear down first, then release).
 
+pub mod docker;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 mod bridge;
 mod check;
 mod netns;
+mod prepare;
 mod query;
 mod reaper;
 mod veth;
