@@ -55,6 +55,37 @@ pub struct Config {
     /// Networks declared by the configuration (created at start and on reload if missing).
     #[serde(default)]
     pub networks: Vec<NetworkCreate>,
+    /// Docker plugin settings (`[docker]`).
+    #[serde(default)]
+    pub docker: DockerConfig,
+}
+
+/// `[docker]`: the Docker plugin socket and the docker0-compatible mode.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Serve `<plugin_dir>/shimnet.sock`.
+    pub enabled: bool,
+    /// Reproduce docker0 (bridge `docker0`, docker's subnet, MAC scheme) for a dockerd started
+    /// with `--bridge=none`; a Docker network created with
+    /// `-o com.docker.network.bridge.name=docker0` is mapped onto it.
+    pub docker0_compat: bool,
+    /// dockerd's daemon.json (read for `bip`, `fixed-cidr`, `mtu`, `icc`, `ip-masq`,
+    /// `iptables`, `default-address-pools`).
+    pub daemon_json: PathBuf,
+    /// Longest time a plugin call waits for the engine before answering an error.
+    pub call_timeout_secs: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            docker0_compat: false,
+            daemon_json: PathBuf::from("/etc/docker/daemon.json"),
+            call_timeout_secs: 20,
+        }
+    }
 }
 
 fn default_interval() -> u64 {
@@ -128,6 +159,8 @@ mod tests {
         }
         assert_eq!(c.firewall, FirewallChoice::Auto);
         assert_eq!(c.api_socket, PathBuf::from("/run/shimnet/shimnetd.sock"));
+        assert!(c.docker.enabled);
+        assert!(!c.docker.docker0_compat);
     }
 
     #[test]
@@ -137,6 +170,18 @@ mod tests {
         assert!(e.contains("firewal"), "{e}");
         let text = EMBEDDED_DEFAULT.replace("firewall = \"auto\"", "firewall = \"pf\"");
         assert!(Config::parse(&text, "x").is_err());
+    }
+
+    #[test]
+    fn docker_section_parses_and_names_unknown_keys() {
+        let text = format!("{EMBEDDED_DEFAULT}\n[docker]\ndocker0_compat = true\ndaemon_json = \"/tmp/d.json\"\n");
+        let c = Config::parse(&text, "x").unwrap();
+        assert!(c.docker.docker0_compat && c.docker.enabled);
+        assert_eq!(c.docker.daemon_json, PathBuf::from("/tmp/d.json"));
+        assert_eq!(c.docker.call_timeout_secs, 20);
+        let text = format!("{EMBEDDED_DEFAULT}\n[docker]\ndocker0 = true\n");
+        let e = Config::parse(&text, "x").unwrap_err().to_string();
+        assert!(e.contains("docker0"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `shimnetd`: the shimnet daemon. Serves the REST API on a unix socket over one engine,
+//! `shimnetd`: the shimnet daemon. Serves the REST API and the Docker plugin (remote network
+//! driver and IPAM, `<plugin_dir>/shimnet.sock`) on unix sockets over one engine,
 //! reconciles the kernel with its records at start, on SIGHUP and periodically, and exits on
 //! SIGTERM without touching containers' networking.
 
@@ -10,7 +11,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
+use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::rest::{convert, RestApi};
+use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
 use shimnet_api::server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -82,6 +85,41 @@ async fn ensure_declared(engine: &Engine, cfg: &Config) {
     }
 }
 
+/// Reads dockerd's daemon.json (absent = docker's defaults).
+fn docker_settings(cfg: &Config) -> Result<Docker0Settings> {
+    let path = &cfg.docker.daemon_json;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    docker0_settings(text.as_deref()).with_context(|| format!("{}", path.display()))
+}
+
+/// The docker0-compatible network, if configured: created from daemon.json unless present.
+async fn ensure_docker0(engine: &Engine, cfg: &Config, s: &Docker0Settings) -> Option<Docker0Adoption> {
+    if !cfg.docker.docker0_compat {
+        return None;
+    }
+    if let Some(f) = s.fixed_cidr {
+        tracing::warn!(fixed_cidr = %f, "docker0: fixed-cidr is not enforced by shimnet (addresses come from the whole subnet)");
+    }
+    match engine.ensure_network(s.network.clone()).await {
+        Ok(spec) => {
+            tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "docker0-compatible network ready");
+            Some(Docker0Adoption {
+                network: spec.name.clone(),
+                bridge: spec.bridge.to_string(),
+                id_file: cfg.state_dir.join("docker0.network-id"),
+            })
+        }
+        Err(e) => {
+            tracing::error!("docker0-compatible network not created: {e}");
+            None
+        }
+    }
+}
+
 async fn reconcile(engine: &Engine, why: &str) {
     match engine.reconcile().await {
         Ok(r) if r.errors.is_empty() => tracing::info!(
@@ -132,6 +170,33 @@ async fn main() -> Result<()> {
         stopped(stop_rx.clone()),
         Duration::from_secs(10),
     ));
+    let plugin = if cfg.docker.enabled {
+        let settings = docker_settings(&cfg).unwrap_or_else(|e| {
+            tracing::error!("daemon.json ignored: {e:#}");
+            docker0_settings(None).expect("defaults parse")
+        });
+        let docker0 = ensure_docker0(&engine, &cfg, &settings).await;
+        let path = cfg.plugin_dir.join(SOCKET_NAME);
+        let listener = server::bind(&path, 0o660)?;
+        let api = PluginApi::new(
+            engine.clone(),
+            PluginConfig {
+                call_timeout: Duration::from_secs(cfg.docker.call_timeout_secs.max(1)),
+                default_pools: settings.default_pools.clone(),
+                docker0,
+            },
+        );
+        tracing::info!(socket = %path.display(), "docker plugin ready");
+        Some(tokio::spawn(server::serve(
+            listener,
+            path,
+            Arc::new(api),
+            stopped(stop_rx.clone()),
+            Duration::from_secs(10),
+        )))
+    } else {
+        None
+    };
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
 
     if cfg.reconcile_interval_secs > 0 {
@@ -176,5 +241,8 @@ async fn main() -> Result<()> {
     tracing::info!("shutting down; containers keep their networking");
     let _ = stop_tx.send(true);
     let _ = api.await;
+    if let Some(p) = plugin {
+        let _ = p.await;
+    }
     Ok(())
 }
