@@ -1,0 +1,232 @@
+//! End-to-end tests against a real dockerd (Debian `docker.io` 20.10): shimnetd serves the plugin
+//! socket in a test "host" namespace and dockerd runs in the same namespace with its own mount
+//! namespace (see `dockerd/mod.rs`). Containers are real docker containers (busybox). Run as root.
+
+mod common;
+mod dockerd;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dockerd::{Dockerd, IMAGE};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+/// dockerd flags for a daemon whose only bridge networks are shimnet's.
+const SHIMNET_ONLY: &[&str] = &["--bridge=none", "--iptables=false"];
+
+fn skip() -> bool {
+    if let Some(why) = dockerd::unavailable() {
+        eprintln!("SKIPPED: dockerd cannot run here: {why}");
+        return true;
+    }
+    false
+}
+
+fn setup(dockerd_args: &[&str]) -> (TestHost, Dockerd) {
+    let h = TestHost::new("");
+    let d = Dockerd::start(h.ns.name(), &h.dir.path().join("plugins"), dockerd_args);
+    (h, d)
+}
+
+/// `GET /` over busybox nc from namespace `ns`; the body's last line.
+fn http_get(ns: &str, ip: &str, port: u16) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg(format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {ip} {port}"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Links of the host namespace that shimnet or docker made for containers/networks.
+fn leftovers(h: &TestHost) -> Vec<String> {
+    links_in(h.ns.name())
+        .into_iter()
+        .filter(|l| l.starts_with("br-") || l.starts_with("snv") || l.starts_with("snp"))
+        .collect()
+}
+
+const HELLO: &str = "hello from shimnet";
+
+#[test]
+fn networks_containers_nat_ports_and_cleanup() {
+    if skip() {
+        return;
+    }
+    let (h, d) = setup(SHIMNET_ONLY);
+    // shimnet IPAM, options translated.
+    d.ok(&[
+        "network", "create", "-d", "shimnet", "--ipam-driver", "shimnet",
+        "--subnet", "10.230.0.0/24", "-o", "com.docker.network.driver.mtu=1400", "snet",
+    ]);
+    // docker's default IPAM with a gateway and an aux address.
+    d.ok(&[
+        "network", "create", "-d", "shimnet", "--subnet", "10.231.0.0/24",
+        "--gateway", "10.231.0.254", "--aux-address", "r=10.231.0.2",
+        "-o", "com.docker.network.bridge.name=dnet0", "dnet",
+    ]);
+    assert!(h.ip(&["-o", "addr", "show", "dnet0"]).contains("10.231.0.254/24"));
+    let nets = h.call("GET", "/v1/networks", None);
+    assert_eq!(nets.as_array().unwrap().len(), 2, "{nets}");
+
+    for (net, gw) in [("snet", "10.230.0.1"), ("dnet", "10.231.0.254")] {
+        let c1 = format!("{net}-c1");
+        d.ok(&["run", "-d", "--name", &c1, "--network", net, IMAGE, "sleep", "600"]);
+        let ip1 = d.ip_of(&c1);
+        // eth0 with docker's MAC scheme, the network MTU, default route via the gateway.
+        let link = d.ok(&["exec", &c1, "ip", "-o", "link", "show", "eth0"]);
+        let octets: Vec<u8> = ip1.split('.').map(|o| o.parse().unwrap()).collect();
+        let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3]);
+        assert!(link.contains(&mac), "{link}");
+        if net == "snet" {
+            assert!(link.contains("mtu 1400"), "{link}");
+        }
+        let routes = d.ok(&["exec", &c1, "ip", "route"]);
+        assert!(routes.contains(&format!("default via {gw}")), "{routes}");
+        if net == "dnet" {
+            assert_ne!(ip1, "10.231.0.2", "aux address handed out");
+        }
+        // Two containers ping each other and the gateway; NAT to the outside namespace.
+        let c2 = format!("{net}-c2");
+        d.ok(&["run", "-d", "--name", &c2, "--network", net, IMAGE, "sleep", "600"]);
+        d.ok(&["exec", &c2, "ping", "-c1", "-W2", &ip1]);
+        d.ok(&["exec", &c2, "ping", "-c1", "-W2", gw]);
+        d.ok(&["exec", &c2, "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
+        d.ok(&["rm", "-f", &c1, &c2]);
+    }
+    // MTU on the host end too (docker does not apply it): every veth on the snet bridge.
+    d.ok(&["run", "-d", "--name", "mtu1", "--network", "snet", IMAGE, "sleep", "600"]);
+    let veths = h.ip(&["-o", "link", "show", "type", "veth"]);
+    assert!(
+        veths.lines().any(|l| l.contains("mtu 1400") && l.contains("snv")),
+        "{veths}"
+    );
+    d.ok(&["rm", "-f", "mtu1"]);
+
+    // Published ports: from outside, from the host (own address and 127.0.0.1), from a sibling.
+    d.ok(&[
+        "run", "-d", "--name", "web", "--network", "snet", "-p", "18090:8080",
+        "-p", "18100-18101:9000-9001", IMAGE, "httpd", "-f", "-p", "8080", "-h", "/www",
+    ]);
+    let host_ip = h.host_ip.to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(h.outside.name(), &host_ip, 18090) != HELLO {
+        assert!(Instant::now() < deadline, "port not reachable from outside\n{}", h.nft_ruleset());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(h.ns.name(), &host_ip, 18090), HELLO, "from the host");
+    assert_eq!(http_get(h.ns.name(), "127.0.0.1", 18090), HELLO, "from host loopback");
+    let sib = d.ok(&[
+        "run", "--rm", "--network", "snet", IMAGE, "sh", "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host_ip} 18090"),
+    ]);
+    assert!(sib.ends_with(HELLO), "from a sibling: {sib}");
+    let webip = d.ip_of("web");
+    let hairpin = d.ok(&[
+        "exec", "web", "sh", "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host_ip} 18090"),
+    ]);
+    assert!(hairpin.ends_with(HELLO), "hairpin from {webip}: {hairpin}");
+    // Nobody else gets the same host port.
+    let clash = d.docker(&[
+        "run", "-d", "--name", "web2", "--network", "snet", "-p", "18090:8080", IMAGE,
+        "sleep", "600",
+    ]);
+    assert!(!clash.status.success(), "second claim of host port 18090 succeeded");
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(err.contains("18090"), "{err}");
+    let _ = d.docker(&["rm", "-f", "web2"]);
+    // Revoke removes exactly the ports.
+    d.ok(&["rm", "-f", "web"]);
+    assert_ne!(http_get(h.outside.name(), &host_ip, 18090), HELLO);
+    eventually("no published ports left", || !h.nft_ruleset().contains("18090"));
+
+    // Removing everything leaves nothing behind.
+    d.ok(&["network", "rm", "snet", "dnet"]);
+    eventually("no links left", || leftovers(&h).is_empty());
+    assert_eq!(h.call("GET", "/v1/networks", None), json!([]));
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    let rules = h.nft_ruleset();
+    assert!(!rules.contains("br-") && !rules.contains("dnet0"), "{rules}");
+}
+
+#[test]
+fn internal_and_icc_off() {
+    if skip() {
+        return;
+    }
+    let (h, d) = setup(SHIMNET_ONLY);
+    d.ok(&["network", "create", "-d", "shimnet", "--ipam-driver", "shimnet", "--internal",
+        "--subnet", "10.232.0.0/24", "inet"]);
+    d.ok(&["run", "-d", "--name", "i1", "--network", "inet", IMAGE, "sleep", "600"]);
+    d.ok(&["run", "-d", "--name", "i2", "--network", "inet", IMAGE, "sleep", "600"]);
+    let i1 = d.ip_of("i1");
+    d.ok(&["exec", "i2", "ping", "-c1", "-W2", &i1]);
+    let routes = d.ok(&["exec", "i2", "ip", "route"]);
+    assert!(!routes.contains("default"), "internal network has a default route: {routes}");
+    let out = d.docker(&["exec", "i2", "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
+    assert!(!out.status.success(), "internal network reached the outside");
+
+    d.ok(&["network", "create", "-d", "shimnet", "--subnet", "10.233.0.0/24",
+        "-o", "com.docker.network.bridge.enable_icc=false", "noicc"]);
+    d.ok(&["run", "-d", "--name", "n1", "--network", "noicc", IMAGE, "sleep", "600"]);
+    d.ok(&["run", "-d", "--name", "n2", "--network", "noicc", IMAGE, "sleep", "600"]);
+    let n1 = d.ip_of("n1");
+    let out = d.docker(&["exec", "n2", "ping", "-c1", "-W1", &n1]);
+    assert!(!out.status.success(), "icc=false let containers talk");
+    d.ok(&["exec", "n2", "ping", "-c1", "-W2", "10.233.0.1"]);
+    d.ok(&["exec", "n2", "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
+    d.ok(&["rm", "-f", "i1", "i2", "n1", "n2"]);
+    d.ok(&["network", "rm", "inet", "noicc"]);
+    eventually("no links left", || leftovers(&h).is_empty());
+}
+
+#[test]
+fn shimnetd_and_dockerd_restarts() {
+    if skip() {
+        return;
+    }
+    let (mut h, mut d) = setup(SHIMNET_ONLY);
+    d.ok(&["network", "create", "-d", "shimnet", "--ipam-driver", "shimnet",
+        "--subnet", "10.234.0.0/24", "rnet"]);
+    d.ok(&["run", "-d", "--name", "r1", "--network", "rnet", "-p", "18190:8080", IMAGE,
+        "httpd", "-f", "-p", "8080", "-h", "/www"]);
+    d.ok(&["run", "-d", "--name", "r2", "--network", "rnet", IMAGE, "sleep", "600"]);
+    let r1 = d.ip_of("r1");
+    let host_ip = h.host_ip.to_string();
+    // shimnetd restart: running containers keep talking, ports stay, dockerd keeps working.
+    h.stop_with(Signal::SIGTERM);
+    d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1]);
+    h.start();
+    d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1]);
+    assert_eq!(http_get(h.outside.name(), &host_ip, 18190), HELLO);
+    d.ok(&["run", "--rm", "--network", "rnet", IMAGE, "ping", "-c1", "-W2", &r1]);
+    // kill -9 as well: records and kernel state survive.
+    h.stop_with(Signal::SIGKILL);
+    h.start();
+    d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1]);
+    // dockerd restart: containers stop (no live-restore), start again on the same network.
+    d.restart();
+    d.ok(&["start", "r1", "r2"]);
+    let r1b = d.ip_of("r1");
+    d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1b]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(h.outside.name(), &host_ip, 18190) != HELLO {
+        assert!(Instant::now() < deadline, "port lost after dockerd restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let eps = h.call("GET", "/v1/endpoints", None);
+    assert_eq!(eps.as_array().unwrap().len(), 2, "stale endpoints after restarts: {eps}");
+    d.ok(&["rm", "-f", "r1", "r2"]);
+    d.ok(&["network", "rm", "rnet"]);
+    eventually("no links left", || leftovers(&h).is_empty());
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+}
