@@ -232,6 +232,29 @@ impl Engine {
         self.store(move |s| s.update_endpoint(&rec)).await
     }
 
+    /// Docker endpoints whose sandbox path this daemon cannot see (e.g. dockerd runs in another
+    /// mount namespace) but that are still in use: the host veth exists and its container end
+    /// is not back in the daemon's namespace (libnetwork moves it back on Leave). When the
+    /// sandbox dies the kernel deletes the pair, so a live host veth means a live sandbox.
+    pub(crate) async fn docker_endpoints_alive(
+        &self,
+        endpoints: &[EndpointRecord],
+    ) -> std::collections::HashSet<EndpointKey> {
+        let mut alive = std::collections::HashSet::new();
+        for ep in endpoints.iter().filter(|e| e.key.ifname.as_str() == DOCKER_IFNAME) {
+            if super::netns_alive(&ep.netns) {
+                continue;
+            }
+            let peer = naming::peer_temp_name(&ep.host_ifname);
+            let host = self.nl.link_exists(&ep.host_ifname).await.unwrap_or(false);
+            let peer_here = self.nl.link_exists(&peer).await.unwrap_or(true);
+            if host && !peer_here {
+                alive.insert(ep.key.clone());
+            }
+        }
+        alive
+    }
+
     /// Subnets in use by networks and pools (for choosing a free pool).
     pub async fn taken_subnets(&self) -> Result<Vec<IpNetwork>> {
         self.store(|s| {

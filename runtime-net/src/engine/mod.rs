@@ -599,9 +599,10 @@ impl Engine {
         let links = self.nl.owned_links().await?;
         let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
         let fw_ports = self.fw(|fw| fw.owned_ports()).await?;
+        let docker_alive = self.docker_endpoints_alive(&endpoints).await;
         let plan: ReconcilePlan =
             plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| {
-                netns_alive(&ep.netns)
+                netns_alive(&ep.netns) || docker_alive.contains(&ep.key)
             });
         for key in &plan.reclaim {
             match self.detach_locked(key).await {
