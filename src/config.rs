@@ -174,7 +174,9 @@ mod tests {
 
     #[test]
     fn docker_section_parses_and_names_unknown_keys() {
-        let text = format!("{EMBEDDED_DEFAULT}\n[docker]\ndocker0_compat = true\ndaemon_json = \"/tmp/d.json\"\n");
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[docker]\ndocker0_compat = true\ndaemon_json = \"/tmp/d.json\"\n"
+        );
         let c = Config::parse(&text, "x").unwrap();
         assert!(c.docker.docker0_compat && c.docker.enabled);
         assert_eq!(c.docker.daemon_json, PathBuf::from("/tmp/d.json"));

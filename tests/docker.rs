@@ -64,27 +64,61 @@ fn networks_containers_nat_ports_and_cleanup() {
     let (h, d) = setup(SHIMNET_ONLY);
     // shimnet IPAM, options translated.
     d.ok(&[
-        "network", "create", "-d", "shimnet", "--ipam-driver", "shimnet",
-        "--subnet", "10.230.0.0/24", "-o", "com.docker.network.driver.mtu=1400", "snet",
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--ipam-driver",
+        "shimnet",
+        "--subnet",
+        "10.230.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "snet",
     ]);
     // docker's default IPAM with a gateway and an aux address.
     d.ok(&[
-        "network", "create", "-d", "shimnet", "--subnet", "10.231.0.0/24",
-        "--gateway", "10.231.0.254", "--aux-address", "r=10.231.0.2",
-        "-o", "com.docker.network.bridge.name=dnet0", "dnet",
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--subnet",
+        "10.231.0.0/24",
+        "--gateway",
+        "10.231.0.254",
+        "--aux-address",
+        "r=10.231.0.2",
+        "-o",
+        "com.docker.network.bridge.name=dnet0",
+        "dnet",
     ]);
-    assert!(h.ip(&["-o", "addr", "show", "dnet0"]).contains("10.231.0.254/24"));
+    assert!(h
+        .ip(&["-o", "addr", "show", "dnet0"])
+        .contains("10.231.0.254/24"));
     let nets = h.call("GET", "/v1/networks", None);
     assert_eq!(nets.as_array().unwrap().len(), 2, "{nets}");
 
     for (net, gw) in [("snet", "10.230.0.1"), ("dnet", "10.231.0.254")] {
         let c1 = format!("{net}-c1");
-        d.ok(&["run", "-d", "--name", &c1, "--network", net, IMAGE, "sleep", "600"]);
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &c1,
+            "--network",
+            net,
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
         let ip1 = d.ip_of(&c1);
         // eth0 with docker's MAC scheme, the network MTU, default route via the gateway.
         let link = d.ok(&["exec", &c1, "ip", "-o", "link", "show", "eth0"]);
         let octets: Vec<u8> = ip1.split('.').map(|o| o.parse().unwrap()).collect();
-        let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3]);
+        let mac = format!(
+            "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+            octets[0], octets[1], octets[2], octets[3]
+        );
         assert!(link.contains(&mac), "{link}");
         if net == "snet" {
             assert!(link.contains("mtu 1400"), "{link}");
@@ -96,58 +130,130 @@ fn networks_containers_nat_ports_and_cleanup() {
         }
         // Two containers ping each other and the gateway; NAT to the outside namespace.
         let c2 = format!("{net}-c2");
-        d.ok(&["run", "-d", "--name", &c2, "--network", net, IMAGE, "sleep", "600"]);
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &c2,
+            "--network",
+            net,
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
         d.ok(&["exec", &c2, "ping", "-c1", "-W2", &ip1]);
         d.ok(&["exec", &c2, "ping", "-c1", "-W2", gw]);
         d.ok(&["exec", &c2, "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
         d.ok(&["rm", "-f", &c1, &c2]);
     }
     // MTU on the host end too (docker does not apply it): every veth on the snet bridge.
-    d.ok(&["run", "-d", "--name", "mtu1", "--network", "snet", IMAGE, "sleep", "600"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "mtu1",
+        "--network",
+        "snet",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
     let veths = h.ip(&["-o", "link", "show", "type", "veth"]);
     assert!(
-        veths.lines().any(|l| l.contains("mtu 1400") && l.contains("snv")),
+        veths
+            .lines()
+            .any(|l| l.contains("mtu 1400") && l.contains("snv")),
         "{veths}"
     );
     d.ok(&["rm", "-f", "mtu1"]);
 
     // Published ports: from outside, from the host (own address and 127.0.0.1), from a sibling.
     d.ok(&[
-        "run", "-d", "--name", "web", "--network", "snet", "-p", "18090:8080",
-        "-p", "18100-18101:9000-9001", IMAGE, "httpd", "-f", "-p", "8080", "-h", "/www",
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "snet",
+        "-p",
+        "18090:8080",
+        "-p",
+        "18100-18101:9000-9001",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
     ]);
     let host_ip = h.host_ip.to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     while http_get(h.outside.name(), &host_ip, 18090) != HELLO {
-        assert!(Instant::now() < deadline, "port not reachable from outside\n{}", h.nft_ruleset());
+        assert!(
+            Instant::now() < deadline,
+            "port not reachable from outside\n{}",
+            h.nft_ruleset()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http_get(h.ns.name(), &host_ip, 18090), HELLO, "from the host");
-    assert_eq!(http_get(h.ns.name(), "127.0.0.1", 18090), HELLO, "from host loopback");
+    assert_eq!(
+        http_get(h.ns.name(), &host_ip, 18090),
+        HELLO,
+        "from the host"
+    );
+    assert_eq!(
+        http_get(h.ns.name(), "127.0.0.1", 18090),
+        HELLO,
+        "from host loopback"
+    );
     let sib = d.ok(&[
-        "run", "--rm", "--network", "snet", IMAGE, "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        "snet",
+        IMAGE,
+        "sh",
+        "-c",
         &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host_ip} 18090"),
     ]);
     assert!(sib.ends_with(HELLO), "from a sibling: {sib}");
     let webip = d.ip_of("web");
     let hairpin = d.ok(&[
-        "exec", "web", "sh", "-c",
+        "exec",
+        "web",
+        "sh",
+        "-c",
         &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host_ip} 18090"),
     ]);
     assert!(hairpin.ends_with(HELLO), "hairpin from {webip}: {hairpin}");
     // Nobody else gets the same host port.
     let clash = d.docker(&[
-        "run", "-d", "--name", "web2", "--network", "snet", "-p", "18090:8080", IMAGE,
-        "sleep", "600",
+        "run",
+        "-d",
+        "--name",
+        "web2",
+        "--network",
+        "snet",
+        "-p",
+        "18090:8080",
+        IMAGE,
+        "sleep",
+        "600",
     ]);
-    assert!(!clash.status.success(), "second claim of host port 18090 succeeded");
+    assert!(
+        !clash.status.success(),
+        "second claim of host port 18090 succeeded"
+    );
     let err = String::from_utf8_lossy(&clash.stderr);
     assert!(err.contains("18090"), "{err}");
     let _ = d.docker(&["rm", "-f", "web2"]);
     // Revoke removes exactly the ports.
     d.ok(&["rm", "-f", "web"]);
     assert_ne!(http_get(h.outside.name(), &host_ip, 18090), HELLO);
-    eventually("no published ports left", || !h.nft_ruleset().contains("18090"));
+    eventually("no published ports left", || {
+        !h.nft_ruleset().contains("18090")
+    });
 
     // Removing everything leaves nothing behind.
     d.ok(&["network", "rm", "snet", "dnet"]);
@@ -155,7 +261,10 @@ fn networks_containers_nat_ports_and_cleanup() {
     assert_eq!(h.call("GET", "/v1/networks", None), json!([]));
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
     let rules = h.nft_ruleset();
-    assert!(!rules.contains("br-") && !rules.contains("dnet0"), "{rules}");
+    assert!(
+        !rules.contains("br-") && !rules.contains("dnet0"),
+        "{rules}"
+    );
 }
 
 #[test]
@@ -164,26 +273,105 @@ fn internal_and_icc_off() {
         return;
     }
     let (h, d) = setup(SHIMNET_ONLY);
-    d.ok(&["network", "create", "-d", "shimnet", "--ipam-driver", "shimnet", "--internal",
-        "--subnet", "10.232.0.0/24", "inet"]);
-    d.ok(&["run", "-d", "--name", "i1", "--network", "inet", IMAGE, "sleep", "600"]);
-    d.ok(&["run", "-d", "--name", "i2", "--network", "inet", IMAGE, "sleep", "600"]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--ipam-driver",
+        "shimnet",
+        "--internal",
+        "--subnet",
+        "10.232.0.0/24",
+        "inet",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "i1",
+        "--network",
+        "inet",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "i2",
+        "--network",
+        "inet",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
     let i1 = d.ip_of("i1");
     d.ok(&["exec", "i2", "ping", "-c1", "-W2", &i1]);
     let routes = d.ok(&["exec", "i2", "ip", "route"]);
-    assert!(!routes.contains("default"), "internal network has a default route: {routes}");
-    let out = d.docker(&["exec", "i2", "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
-    assert!(!out.status.success(), "internal network reached the outside");
+    assert!(
+        !routes.contains("default"),
+        "internal network has a default route: {routes}"
+    );
+    let out = d.docker(&[
+        "exec",
+        "i2",
+        "ping",
+        "-c1",
+        "-W2",
+        &h.outside_ip.to_string(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "internal network reached the outside"
+    );
 
-    d.ok(&["network", "create", "-d", "shimnet", "--subnet", "10.233.0.0/24",
-        "-o", "com.docker.network.bridge.enable_icc=false", "noicc"]);
-    d.ok(&["run", "-d", "--name", "n1", "--network", "noicc", IMAGE, "sleep", "600"]);
-    d.ok(&["run", "-d", "--name", "n2", "--network", "noicc", IMAGE, "sleep", "600"]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--subnet",
+        "10.233.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "noicc",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n1",
+        "--network",
+        "noicc",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n2",
+        "--network",
+        "noicc",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
     let n1 = d.ip_of("n1");
     let out = d.docker(&["exec", "n2", "ping", "-c1", "-W1", &n1]);
     assert!(!out.status.success(), "icc=false let containers talk");
     d.ok(&["exec", "n2", "ping", "-c1", "-W2", "10.233.0.1"]);
-    d.ok(&["exec", "n2", "ping", "-c1", "-W2", &h.outside_ip.to_string()]);
+    d.ok(&[
+        "exec",
+        "n2",
+        "ping",
+        "-c1",
+        "-W2",
+        &h.outside_ip.to_string(),
+    ]);
     d.ok(&["rm", "-f", "i1", "i2", "n1", "n2"]);
     d.ok(&["network", "rm", "inet", "noicc"]);
     eventually("no links left", || leftovers(&h).is_empty());
@@ -195,11 +383,45 @@ fn shimnetd_and_dockerd_restarts() {
         return;
     }
     let (mut h, mut d) = setup(SHIMNET_ONLY);
-    d.ok(&["network", "create", "-d", "shimnet", "--ipam-driver", "shimnet",
-        "--subnet", "10.234.0.0/24", "rnet"]);
-    d.ok(&["run", "-d", "--name", "r1", "--network", "rnet", "-p", "18190:8080", IMAGE,
-        "httpd", "-f", "-p", "8080", "-h", "/www"]);
-    d.ok(&["run", "-d", "--name", "r2", "--network", "rnet", IMAGE, "sleep", "600"]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--ipam-driver",
+        "shimnet",
+        "--subnet",
+        "10.234.0.0/24",
+        "rnet",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--network",
+        "rnet",
+        "-p",
+        "18190:8080",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r2",
+        "--network",
+        "rnet",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
     let r1 = d.ip_of("r1");
     let host_ip = h.host_ip.to_string();
     // shimnetd restart: running containers keep talking, ports stay, dockerd keeps working.
@@ -208,7 +430,17 @@ fn shimnetd_and_dockerd_restarts() {
     h.start();
     d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1]);
     assert_eq!(http_get(h.outside.name(), &host_ip, 18190), HELLO);
-    d.ok(&["run", "--rm", "--network", "rnet", IMAGE, "ping", "-c1", "-W2", &r1]);
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "rnet",
+        IMAGE,
+        "ping",
+        "-c1",
+        "-W2",
+        &r1,
+    ]);
     // kill -9 as well: records and kernel state survive.
     h.stop_with(Signal::SIGKILL);
     h.start();
@@ -224,9 +456,271 @@ fn shimnetd_and_dockerd_restarts() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let eps = h.call("GET", "/v1/endpoints", None);
-    assert_eq!(eps.as_array().unwrap().len(), 2, "stale endpoints after restarts: {eps}");
+    assert_eq!(
+        eps.as_array().unwrap().len(),
+        2,
+        "stale endpoints after restarts: {eps}"
+    );
     d.ok(&["rm", "-f", "r1", "r2"]);
     d.ok(&["network", "rm", "rnet"]);
     eventually("no links left", || leftovers(&h).is_empty());
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    format!(
+        "n={} median={:.0}ms mean={:.0}ms min={:.0}ms max={:.0}ms",
+        v.len(),
+        v[v.len() / 2],
+        mean,
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
+/// `docker run --rm` start-to-exit on a shimnet network and on docker's own bridge, same dockerd,
+/// interleaved. `cargo test --test docker -- --ignored --nocapture bench`
+#[test]
+#[ignore]
+fn bench_docker_run_shimnet_vs_docker_bridge() {
+    if skip() {
+        return;
+    }
+    let (_h, d) = setup(&["--iptables=true"]);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--ipam-driver",
+        "shimnet",
+        "--subnet",
+        "10.235.0.0/24",
+        "bnet",
+    ]);
+    let n: usize = std::env::var("SHIMNET_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let run = |net: &str| {
+        let t = Instant::now();
+        d.ok(&["run", "--rm", "--network", net, IMAGE, "true"]);
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let none = (0..3).map(|_| run("none")).last();
+    let _ = (run("bnet"), run("bridge"), none);
+    let (mut s, mut b, mut z) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        s.push(run("bnet"));
+        b.push(run("bridge"));
+        z.push(run("none"));
+    }
+    eprintln!("docker run --rm start-to-exit:");
+    eprintln!("  shimnet network : {}", summary(s));
+    eprintln!("  docker bridge   : {}", summary(b));
+    eprintln!("  --network none  : {}", summary(z));
+}
+
+/// What a container sees of its network: address, MAC, MTU, default route.
+fn container_view(d: &Dockerd, c: &str) -> (String, String, String, String) {
+    let link = d.ok(&["exec", c, "ip", "-o", "link", "show", "eth0"]);
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let mtu = link
+        .split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let addr = d.ok(&["exec", c, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    let addr = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let route = d.ok(&["exec", c, "ip", "route"]);
+    let gw = route
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .to_string();
+    (addr, mac, mtu, gw)
+}
+
+#[test]
+fn docker0_compatible_mode_matches_dockers_own_bridge() {
+    if skip() {
+        return;
+    }
+    // Docker's own docker0.
+    let (ha, da) = setup(&["--iptables=true"]);
+    da.ok(&["run", "-d", "--name", "ref", IMAGE, "sleep", "600"]);
+    let reference = container_view(&da, "ref");
+    assert!(ha
+        .ip(&["-o", "addr", "show", "docker0"])
+        .contains("172.17.0.1/16"));
+    drop(da);
+
+    // shimnet's docker0 for a dockerd with --bridge=none.
+    let h = TestHost::new(
+        "[docker]\ndocker0_compat = true\ndaemon_json = \"/nonexistent/daemon.json\"\n",
+    );
+    assert!(h
+        .ip(&["-o", "addr", "show", "docker0"])
+        .contains("172.17.0.1/16"));
+    // dockerd --bridge=none deletes any link called docker0 when it starts ...
+    let d = Dockerd::start(h.ns.name(), &h.dir.path().join("plugins"), SHIMNET_ONLY);
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--subnet",
+        "172.17.0.0/16",
+        "--gateway",
+        "172.17.0.1",
+        "-o",
+        "com.docker.network.bridge.name=docker0",
+        "bridge0",
+    ]);
+    // ... a moment after its API is up; shimnet puts it back within a second.
+    std::thread::sleep(Duration::from_millis(500));
+    eventually("docker0 is back", || {
+        links_in(h.ns.name()).contains(&"docker0".to_string())
+    });
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "bridge0",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let twin = container_view(&d, "twin");
+    assert_eq!(
+        twin, reference,
+        "(address, MAC, MTU, gateway) differ from docker's docker0"
+    );
+    let nets = h.call("GET", "/v1/networks", None);
+    assert_eq!(
+        nets.as_array().unwrap().len(),
+        1,
+        "adopted, not a second network: {nets}"
+    );
+    d.ok(&[
+        "exec",
+        "twin",
+        "ping",
+        "-c1",
+        "-W2",
+        &h.outside_ip.to_string(),
+    ]);
+
+    // docker's chain layout: admin rules in DOCKER-USER filter container traffic.
+    let forward = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        h.ns.name(),
+        "iptables",
+        "-S",
+        "FORWARD",
+    ]);
+    let first = forward
+        .lines()
+        .find(|l| l.starts_with("-A FORWARD"))
+        .unwrap_or("");
+    assert_eq!(first, "-A FORWARD -j DOCKER-USER", "{forward}");
+    let out = h.outside_ip.to_string();
+    let rule = ["-s", "172.17.0.2", "-d", out.as_str(), "-j", "DROP"];
+    let ipt = |op: &str| {
+        let mut a = vec![
+            "ip",
+            "netns",
+            "exec",
+            h.ns.name(),
+            "iptables",
+            op,
+            "DOCKER-USER",
+        ];
+        if op == "-I" {
+            a.push("1");
+        }
+        a.extend(rule);
+        sh(&a);
+    };
+    ipt("-I");
+    assert!(
+        !d.docker(&["exec", "twin", "ping", "-c1", "-W1", &out])
+            .status
+            .success(),
+        "DOCKER-USER DROP was ignored"
+    );
+    ipt("-D");
+    d.ok(&["exec", "twin", "ping", "-c1", "-W2", &out]);
+
+    // Removing the Docker network leaves shimnet's docker0 in place; a new one adopts it again.
+    d.ok(&["rm", "-f", "twin"]);
+    d.ok(&["network", "rm", "bridge0"]);
+    assert!(h
+        .ip(&["-o", "addr", "show", "docker0"])
+        .contains("172.17.0.1/16"));
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        "shimnet",
+        "--subnet",
+        "172.17.0.0/16",
+        "-o",
+        "com.docker.network.bridge.name=docker0",
+        "bridge1",
+    ]);
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge1",
+        IMAGE,
+        "ping",
+        "-c1",
+        "-W2",
+        "172.17.0.1",
+    ]);
+}
+
+#[test]
+fn docker0_compatible_mode_reads_daemon_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("daemon.json");
+    std::fs::write(
+        &json,
+        r#"{"bip": "10.240.7.1/24", "mtu": 1400, "icc": false}"#,
+    )
+    .unwrap();
+    let h = TestHost::new(&format!(
+        "[docker]\ndocker0_compat = true\ndaemon_json = \"{}\"\n",
+        json.display()
+    ));
+    let link = h.ip(&["-o", "link", "show", "docker0"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    assert!(h
+        .ip(&["-o", "addr", "show", "docker0"])
+        .contains("10.240.7.1/24"));
+    let net = h.call("GET", "/v1/networks/docker0", None)["network"].clone();
+    assert_eq!(net["icc"], json!(false));
+    assert_eq!(net["docker_mac"], json!(true));
 }

@@ -13,8 +13,8 @@ use runtime_net::engine::{Engine, EngineConfig};
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
 use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::rest::{convert, RestApi};
-use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
 use shimnet_api::server;
+use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -97,7 +97,11 @@ fn docker_settings(cfg: &Config) -> Result<Docker0Settings> {
 }
 
 /// The docker0-compatible network, if configured: created from daemon.json unless present.
-async fn ensure_docker0(engine: &Engine, cfg: &Config, s: &Docker0Settings) -> Option<Docker0Adoption> {
+async fn ensure_docker0(
+    engine: &Engine,
+    cfg: &Config,
+    s: &Docker0Settings,
+) -> Option<Docker0Adoption> {
     if !cfg.docker.docker0_compat {
         return None;
     }
@@ -107,10 +111,17 @@ async fn ensure_docker0(engine: &Engine, cfg: &Config, s: &Docker0Settings) -> O
     match engine.ensure_network(s.network.clone()).await {
         Ok(spec) => {
             tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "docker0-compatible network ready");
+            if s.iptables {
+                match engine.ensure_docker_chains().await {
+                    Ok(()) => tracing::info!("docker0: DOCKER-USER is jumped first from FORWARD"),
+                    Err(e) => tracing::error!("docker0: docker chain layout not installed: {e}"),
+                }
+            }
             Some(Docker0Adoption {
                 network: spec.name.clone(),
                 bridge: spec.bridge.to_string(),
                 id_file: cfg.state_dir.join("docker0.network-id"),
+                docker_chains: s.iptables,
             })
         }
         Err(e) => {
@@ -176,6 +187,32 @@ async fn main() -> Result<()> {
             docker0_settings(None).expect("defaults parse")
         });
         let docker0 = ensure_docker0(&engine, &cfg, &settings).await;
+        if let Some(d) = &docker0 {
+            // dockerd --bridge=none deletes any link called docker0 shortly after it starts.
+            let (e, net, stop) = (engine.clone(), d.network.clone(), stopped(stop_rx.clone()));
+            let chains = d.docker_chains;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            match e.ensure_bridge_present(&net).await {
+                                Ok(true) if chains => {
+                                    // Re-applying the network put shimnet's FORWARD jump first.
+                                    if let Err(err) = e.ensure_docker_chains().await {
+                                        tracing::warn!("docker chain layout: {err}");
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(err) => tracing::warn!(network = %net, "docker0 repair failed: {err}"),
+                            }
+                        }
+                        () = &mut stop => break,
+                    }
+                }
+            });
+        }
         let path = cfg.plugin_dir.join(SOCKET_NAME);
         let listener = server::bind(&path, 0o660)?;
         let api = PluginApi::new(

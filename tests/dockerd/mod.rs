@@ -16,12 +16,22 @@ pub const IMAGE: &str = "snt-busybox:latest";
 
 /// Why dockerd cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    for bin in ["dockerd", "docker", "containerd", "runc", "nsenter", "unshare", "busybox"] {
+    for bin in [
+        "dockerd",
+        "docker",
+        "containerd",
+        "runc",
+        "nsenter",
+        "unshare",
+        "busybox",
+    ] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
             .unwrap_or(false);
         if !found {
-            return Some(format!("{bin} not found (install docker.io and busybox-static)"));
+            return Some(format!(
+                "{bin} not found (install docker.io and busybox-static)"
+            ));
         }
     }
     if !Path::new("/sys/fs/cgroup").exists() {
@@ -32,7 +42,11 @@ pub fn unavailable() -> Option<String> {
 
 fn which(bin: &str) -> PathBuf {
     std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|c| c.is_file()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .find(|c| c.is_file())
+        })
         .unwrap_or_else(|| panic!("{bin} not in PATH"))
 }
 
@@ -46,7 +60,10 @@ fn image_tar() -> &'static Path {
         std::fs::create_dir_all(root.join("www")).unwrap();
         std::fs::write(root.join("www/index.html"), "hello from shimnet\n").unwrap();
         std::fs::copy(which("busybox"), root.join("bin/busybox")).unwrap();
-        for a in ["sh", "ping", "nc", "httpd", "ip", "cat", "echo", "sleep", "true", "printf", "grep", "ifconfig"] {
+        for a in [
+            "sh", "ping", "nc", "httpd", "ip", "cat", "echo", "sleep", "true", "printf", "grep",
+            "ifconfig",
+        ] {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
         }
         let tar = dir.join("rootfs.tar");
@@ -77,7 +94,10 @@ impl Dockerd {
     /// given extra flags, and imports [`IMAGE`].
     pub fn start(netns: &str, plugins: &Path, args: &[&str]) -> Self {
         let mut d = Dockerd {
-            dir: tempfile::Builder::new().prefix("snt-dockerd").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("snt-dockerd")
+                .tempdir()
+                .unwrap(),
             plugins: plugins.to_path_buf(),
             netns: netns.to_string(),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -113,7 +133,15 @@ impl Dockerd {
             .unwrap();
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
-            .args(["unshare", "-m", "--propagation", "private", "sh", "-c", &script])
+            .args([
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -122,13 +150,21 @@ impl Dockerd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.docker(&["version", "--format", "{{.Server.Version}}"]).status.success() {
+            if self
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+            {
                 return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("dockerd exited with {st}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "dockerd not ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "dockerd not ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -90,7 +90,14 @@ async fn create_network(
             };
         }
     }
-    match e.ensure_network(req).await {
+    let created = e.ensure_network(req).await;
+    if created.is_ok() && ctx.docker0.as_ref().is_some_and(|d| d.docker_chains) {
+        // shimnet's FORWARD jump may have just been inserted above DOCKER-USER.
+        if let Err(err) = e.ensure_docker_chains().await {
+            tracing::warn!("docker chain layout: {err}");
+        }
+    }
+    match created {
         Ok(_) => (Ok(json!({})), None),
         Err(err) => (Err(err.into()), None),
     }

@@ -51,6 +51,9 @@ pub struct Docker0Adoption {
     pub bridge: String,
     /// File holding the adopting Docker network id.
     pub id_file: PathBuf,
+    /// Keep docker's iptables chain layout (`DOCKER-USER` first in `FORWARD`) after each
+    /// network creation (daemon.json `iptables`, default true).
+    pub docker_chains: bool,
 }
 
 /// A failed call: status and message for `{"Err": ...}`.

@@ -7,6 +7,8 @@
 //! name to libnetwork; ProgramExternalConnectivity publishes ports; DeleteEndpoint is the
 //! ordinary [`Engine::detach`]. Docker's IPAM calls map onto the store's generic pools.
 
+pub mod chains;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -131,6 +133,10 @@ impl Engine {
                 rec.ipv4.ip()
             )));
         }
+        if !self.nl.link_exists(&spec.bridge).await? {
+            tracing::warn!(network = %spec.name, bridge = %spec.bridge, "bridge was deleted behind shimnet's back; re-creating it");
+            self.apply_network(&spec).await?;
+        }
         let cfg = Self::veth_config(&spec, &rec);
         if let Err(e) = self.nl.prepare_veth(&cfg, &peer).await {
             let k = key.clone();
@@ -142,6 +148,25 @@ impl Engine {
         }
         tracing::debug!(endpoint = %key, ip = %rec.ipv4, "docker endpoint prepared");
         Ok((rec, peer))
+    }
+
+    /// Re-applies a network whose bridge has vanished (dockerd `--bridge=none` deletes any link
+    /// called `docker0` when it starts) and puts its endpoints' host ends back on it; a no-op
+    /// when the bridge exists. Returns whether it had to repair.
+    pub async fn ensure_bridge_present(&self, name: &NetworkName) -> Result<bool> {
+        let spec = self.network(name).await?;
+        if !self.nl.link_exists(&spec.bridge).await? {
+            tracing::warn!(network = %name, bridge = %spec.bridge, "bridge was deleted behind shimnet's back; re-creating it");
+            self.apply_network(&spec).await?;
+            let n = name.clone();
+            for rec in self.store(move |s| s.endpoints(Some(&n))).await? {
+                self.nl
+                    .reattach_host_end(&Self::veth_config(&spec, &rec))
+                    .await?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Join: records the sandbox path; rebuilds the pair if the host end went missing. Returns
@@ -182,6 +207,9 @@ impl Engine {
         let _p = PORT_CHOICE.lock().await;
         let spec = self.network(&key.network).await?;
         let mut rec = self.endpoint(key).await?;
+        if wishes.is_empty() && rec.ports.is_empty() {
+            return Ok(Vec::new());
+        }
         if !rec.ports.is_empty() {
             let old = Self::port_rules(&spec, &rec);
             self.fw(move |fw| fw.remove_ports(&old)).await?;
@@ -241,7 +269,10 @@ impl Engine {
         endpoints: &[EndpointRecord],
     ) -> std::collections::HashSet<EndpointKey> {
         let mut alive = std::collections::HashSet::new();
-        for ep in endpoints.iter().filter(|e| e.key.ifname.as_str() == DOCKER_IFNAME) {
+        for ep in endpoints
+            .iter()
+            .filter(|e| e.key.ifname.as_str() == DOCKER_IFNAME)
+        {
             if super::netns_alive(&ep.netns) {
                 continue;
             }
@@ -253,6 +284,34 @@ impl Engine {
             }
         }
         alive
+    }
+
+    /// docker0-compatible mode: docker's `DOCKER-USER`/`DOCKER` chains, the jump to
+    /// `DOCKER-USER` first in `FORWARD` (IPv4, and IPv6 where ip6tables works). Call after
+    /// networks are created: shimnet's own FORWARD jump is inserted at the top too.
+    pub async fn ensure_docker_chains(&self) -> Result<()> {
+        let r = tokio::task::spawn_blocking(|| {
+            chains::ensure(false)?;
+            if iptables::new(true).is_ok() {
+                // IPv6 is best effort: ip6tables may lack the nat table here.
+                if let Err(e) = chains::ensure(true) {
+                    tracing::debug!("ip6tables DOCKER-USER: {e}");
+                }
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EngineError::Firewall(
+                crate::firewall::FirewallError::Backend {
+                    backend: crate::firewall::BackendKind::Iptables,
+                    op: "docker chain layout".into(),
+                    msg: e,
+                },
+            )),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// Subnets in use by networks and pools (for choosing a free pool).

@@ -60,6 +60,41 @@ impl Netlink {
         Ok(())
     }
 
+    /// Puts an existing host end back on its bridge (after the bridge was deleted and
+    /// re-created) with its port flags; `Ok(false)` if the host end does not exist.
+    pub async fn reattach_host_end(&self, cfg: &VethConfig) -> Result<bool, NetlinkError> {
+        let h = &self.handle;
+        let host = cfg.host_ifname.as_str();
+        let Some(link) = query::link_by_name(h, host).await? else {
+            return Ok(false);
+        };
+        let bridge = query::link_by_name(h, cfg.bridge.as_str())
+            .await?
+            .map(|l| l.header.index)
+            .ok_or_else(|| NetlinkError::Request {
+                op: "attach veth to bridge",
+                object: cfg.bridge.to_string(),
+                msg: "no such bridge".into(),
+            })?;
+        if query::master(&link) != Some(bridge) {
+            let msg = LinkUnspec::new_with_index(link.header.index)
+                .controller(bridge)
+                .up()
+                .build();
+            h.link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(|e| request_error("attach veth to bridge", host, e))?;
+            h.link()
+                .set_port(host_port_message(cfg))
+                .execute()
+                .await
+                .map_err(|e| request_error("configure bridge port", host, e))?;
+        }
+        Ok(true)
+    }
+
     /// Problems of a prepared pair: host end missing, not on `cfg.bridge`, wrong MTU (empty when
     /// intact). The container end is not checked: libnetwork owns it after Join.
     pub async fn check_prepared(&self, cfg: &VethConfig) -> Result<Vec<String>, NetlinkError> {
