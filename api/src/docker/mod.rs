@@ -196,26 +196,12 @@ impl PluginApi {
             docker0: self.cfg.docker0.clone(),
             docker0_id: self.docker0_id.lock().expect("docker0 id lock").clone(),
         };
-        let task = tokio::spawn(async move { calls::run(&engine, &ctx, call).await });
-        match tokio::time::timeout(self.cfg.call_timeout, task).await {
-            Ok(Ok((result, adopted))) => {
-                if let Some(change) = adopted {
-                    self.remember_docker0(change);
-                }
-                result
-            }
-            Ok(Err(join)) => Err(PluginError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("shimnet: {path} failed: {join}"),
-            }),
-            Err(_) => Err(PluginError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: format!(
-                    "shimnet: {path} did not finish within {:?}; it keeps running in the background, retry later",
-                    self.cfg.call_timeout
-                ),
-            }),
+        let work = async move { calls::run(&engine, &ctx, call).await };
+        let (result, adopted) = time_boxed(path, self.cfg.call_timeout, work).await?;
+        if let Some(change) = adopted {
+            self.remember_docker0(change);
         }
+        result
     }
 
     fn remember_docker0(&self, change: Option<String>) {
@@ -234,6 +220,28 @@ impl PluginApi {
             tracing::error!(file = %d.id_file.display(), "cannot record the docker0 adoption: {e}");
         }
         *self.docker0_id.lock().expect("docker0 id lock") = change;
+    }
+}
+
+/// Runs `work` as its own task and waits for it at most `limit`: on time-out the caller gets a
+/// 503 while the task still finishes (so engine state is never left half-built).
+pub async fn time_boxed<T: Send + 'static>(
+    path: &str,
+    limit: Duration,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, PluginError> {
+    match tokio::time::timeout(limit, tokio::spawn(work)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(join)) => Err(PluginError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("shimnet: {path} failed: {join}"),
+        }),
+        Err(_) => Err(PluginError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "shimnet: {path} did not finish within {limit:?}; it keeps running in the background, retry later"
+            ),
+        }),
     }
 }
 

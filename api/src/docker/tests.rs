@@ -231,3 +231,38 @@ fn oper_info_reports_chosen_ports() {
         json!({"Address": "10.230.0.1/24", "Data": {}})
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn slow_engine_work_is_answered_in_time_and_still_finishes() {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let start = std::time::Instant::now();
+    let r = time_boxed(
+        "/NetworkDriver.Join",
+        Duration::from_millis(50),
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        },
+    )
+    .await;
+    let e = r.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        e.message.contains("/NetworkDriver.Join") && e.message.contains("did not finish"),
+        "{}",
+        e.message
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        "the work was cancelled"
+    );
+    let ok = time_boxed("/x", Duration::from_secs(1), async { 7 }).await;
+    assert_eq!(ok, Ok(7));
+}

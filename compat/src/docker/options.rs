@@ -45,8 +45,8 @@ pub fn default_bridge(network_id: &str) -> Result<IfName, WireError> {
     IfName::new(&format!("br-{short}")).map_err(|e| WireError::new("NetworkID", e.to_string()))
 }
 
-fn generic_str<'a>(
-    generic: Option<&'a Map<String, Value>>,
+fn generic_str(
+    generic: Option<&Map<String, Value>>,
     key: &str,
 ) -> Result<Option<String>, WireError> {
     match generic.and_then(|g| g.get(key)) {
