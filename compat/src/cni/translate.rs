@@ -18,7 +18,7 @@ pub const DEFAULT_BRIDGE: &str = "cni0";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkTarget {
     /// Ensure this network exists (created from the configuration if missing).
-    Ensure(NetworkCreate),
+    Ensure(Box<NetworkCreate>),
     /// Attach to an existing network of this name (the `network` key).
     Existing(String),
 }
@@ -205,7 +205,7 @@ pub fn network_target(
             }
         }
     }
-    Ok(NetworkTarget::Ensure(NetworkCreate {
+    Ok(NetworkTarget::Ensure(Box::new(NetworkCreate {
         name: conf.name.clone(),
         subnet: v4.subnet.clone(),
         gateway: v4.gateway.clone(),
@@ -217,7 +217,7 @@ pub fn network_target(
         icc: conf.port_isolation.map(|iso| !iso),
         hairpin: Some(conf.hairpin_mode.unwrap_or(false)),
         ..NetworkCreate::default()
-    }))
+    })))
 }
 
 /// The address part of `ip` or `ip/len`.
