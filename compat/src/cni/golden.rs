@@ -181,3 +181,22 @@ fn nerdctl_default_conflist() {
         (Some("nerdctl0"), "10.4.0.0/24")
     );
 }
+
+/// The example conflists shipped in `packaging/cni/` translate without error.
+#[test]
+fn packaged_conflists_translate() {
+    let dir = format!("{}/../packaging/cni", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let list: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut plugin = list["plugins"][0].clone();
+        assert_eq!(plugin["type"], "shimnet", "{}", path.display());
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        let c = NetConf::from_value(&plugin).unwrap();
+        network_target(&c, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}
