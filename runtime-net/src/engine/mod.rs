@@ -570,11 +570,31 @@ impl Engine {
         Ok(released)
     }
 
-    /// Differences between the kernel and an endpoint's record (empty when intact).
+    /// Differences between the kernel and an endpoint's record (empty when intact): links,
+    /// addresses and routes, and the firewall state of its network and published ports.
     pub async fn check_endpoint(&self, key: &EndpointKey) -> Result<Vec<String>> {
         let rec = self.endpoint(key).await?;
         let spec = self.network(&key.network).await?;
-        Ok(self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?)
+        let mut problems = self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?;
+        if !self
+            .fw(|fw| fw.owned_networks())
+            .await?
+            .contains(&spec.name)
+        {
+            problems.push(format!("firewall rules of network {} missing", spec.name));
+        }
+        if !rec.ports.is_empty()
+            && !self
+                .fw(|fw| fw.owned_ports())
+                .await?
+                .contains(&rec.host_ifname)
+        {
+            problems.push(format!(
+                "published port rules of {} ({}) missing",
+                rec.key, rec.host_ifname
+            ));
+        }
+        Ok(problems)
     }
 
     /// Brings the kernel in line with the records: re-applies every network, reclaims endpoints
