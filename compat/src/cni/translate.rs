@@ -404,6 +404,21 @@ mod tests {
     }
 
     #[test]
+    fn ip_ranges_capability_replaces_ipam_ranges() {
+        let c = conf(
+            r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24"}]]},
+                "runtimeConfig":{"ipRanges":[[{"subnet":"10.6.0.0/24","gateway":"10.6.0.9"}]]}}"#,
+        );
+        let NetworkTarget::Ensure(n) = network_target(&c, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (n.subnet.as_str(), n.gateway.as_deref()),
+            ("10.6.0.0/24", Some("10.6.0.9"))
+        );
+    }
+
+    #[test]
     fn accepted_routes_and_existing_network() {
         let c = conf(
             r#"{"name":"n","ipam":{"subnet":"10.5.0.0/24","routes":[{"dst":"0.0.0.0/0"},{"dst":"10.9.0.0/16","gw":"10.5.0.1"}]}}"#,
