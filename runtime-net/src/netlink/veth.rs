@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(query::name(&m).as_deref(), Some("snv0123456789ab"));
         assert_eq!(query::master(&m), Some(7));
         assert_eq!(query::mtu(&m), Some(1450));
-        assert!(query::is_up(&m));
+        assert!(
+            !query::is_up(&m),
+            "host end comes up after addrgenmode is set"
+        );
         let peer = infos(&m)
             .iter()
             .find_map(|i| match i {
@@ -282,5 +285,19 @@ mod tests {
             .expect("port data");
         assert!(port.contains(&InfoBridgePort::HairpinMode(true)));
         assert!(port.contains(&InfoBridgePort::Isolated(true)));
+        assert!(query::is_up(&m));
+        assert!(m.attributes.contains(&no_ipv6_link_local()));
+    }
+
+    #[test]
+    fn container_end_has_ipv6_only_on_ipv6_networks() {
+        let mut c = cfg();
+        let m = container_up_message(&c, 9);
+        assert!(query::is_up(&m));
+        assert!(m.attributes.contains(&no_ipv6_link_local()));
+        c.ipv6 = Some("fd00::2/64".parse().unwrap());
+        assert!(!container_up_message(&c, 9)
+            .attributes
+            .contains(&no_ipv6_link_local()));
     }
 }
