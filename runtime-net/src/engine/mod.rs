@@ -259,6 +259,8 @@ impl Engine {
         let _w = self.topology.write().await;
         let existing = self.networks().await?;
         plan::check_clash(&spec, &existing).map_err(|c| EngineError::Conflict(c.to_string()))?;
+        plan::check_host_overlap(&spec, &self.nl.host_addresses().await?)
+            .map_err(|f| EngineError::Conflict(f.to_string()))?;
         if self.nl.link_exists(&spec.bridge).await? {
             let owned = self.nl.owned_links().await?;
             let ours = owned.iter().any(|l| {
