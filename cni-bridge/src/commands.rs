@@ -36,7 +36,7 @@ pub fn dispatch(env: Result<Env, CniError>, stdin: &[u8]) -> Result<Option<Value
             "supportedVersions": SUPPORTED_VERSIONS,
         })));
     }
-    let (raw, conf) = NetConf::parse(stdin).map_err(|e| (e, label.clone()))?;
+    let (_raw, conf) = NetConf::parse(stdin).map_err(|e| (e, label.clone()))?;
     let version = shimnet_compat::cni::negotiate(conf.cni_version.as_deref(), &conf.cni_versions)
         .map_err(|e| (e, label.clone()))?;
     let label = version.as_str().to_string();
@@ -48,7 +48,6 @@ pub fn dispatch(env: Result<Env, CniError>, stdin: &[u8]) -> Result<Option<Value
         Command::Gc => gc(&conf, version).map(|()| None),
         Command::Version => unreachable!("handled above"),
     };
-    let _ = raw;
     out.map_err(|e| (e, label))
 }
 

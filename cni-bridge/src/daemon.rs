@@ -70,14 +70,14 @@ impl Daemon {
             )
             .with_details(m),
             ClientError::Api { status, code: c, message, field } => {
-                let (code, what) = match status {
-                    400 => (code::INVALID_CONFIG, "shimnetd refused the configuration"),
-                    404 => (code::NOT_FOUND, "shimnetd does not know it"),
-                    409 => (code::CONFLICT, "shimnetd refused: it conflicts with existing state"),
-                    _ => (code::DAEMON_FAILED, "shimnetd failed"),
+                let (code, what, fix) = match status {
+                    400 => (code::INVALID_CONFIG, "shimnetd refused the configuration", "fix that value in the network configuration"),
+                    404 => (code::NOT_FOUND, "shimnetd does not know it", "check the network name"),
+                    409 => (code::CONFLICT, "shimnetd refused: it conflicts with existing state", "free the address, port or name, or choose another"),
+                    _ => (code::DAEMON_FAILED, "shimnetd failed", "see shimnetd's log (journalctl -u shimnetd) and retry"),
                 };
                 let field = field.map(|f| format!(" (field {f})")).unwrap_or_default();
-                CniError::new(code, format!("{what}: {message}{field}"))
+                CniError::new(code, format!("{what}: {message}{field}; {fix}"))
                     .with_details(format!("{method} {path}: HTTP {status} {c}"))
             }
         }
