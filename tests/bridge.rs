@@ -644,3 +644,44 @@ fn embedded_default_configuration_and_cli_check() {
         "probe cleaned up"
     );
 }
+
+#[test]
+fn dual_stack_network() {
+    let h = TestHost::new(
+        "[[networks]]\nname = \"n6\"\nsubnet = \"10.15.0.0/24\"\nsubnet6 = \"fd00:15::/64\"\n",
+    );
+    let (c1, c2) = (container("a"), container("b"));
+    let e1 = h.attach("n6", &c1, json!({}));
+    let e2 = h.attach("n6", &c2, json!({"ip6": "fd00:15::99"}));
+    assert_eq!(e2["ipv6"], "fd00:15::99/64");
+    assert_eq!(e1["gateway6"], "fd00:15::1");
+    let ip6 = e1["ipv6"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(sh(&["ip", "-n", c1.name(), "-6", "route"]).contains("default via fd00:15::1"));
+    assert!(ping(&c2, &ip6), "IPv6 container to container");
+    assert!(ping(&c2, "fd00:15::1"), "IPv6 container to gateway");
+    assert!(ping(&c2, &ip_of(&e1)), "IPv4 still works");
+}
+
+#[test]
+fn subnet_overlapping_a_host_interface_is_refused() {
+    let h = TestHost::new("");
+    // The host's uplink carries 198.18.x.1/30.
+    let err = h
+        .try_call(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "clash", "subnet": "198.18.0.0/16"})),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, shimnet_api::client::ClientError::Api { status: 409, message, .. } if message.contains("host interface")),
+        "{err}"
+    );
+    assert!(!links_in(h.ns.name()).contains(&"clash".to_string()));
+}

@@ -3,14 +3,11 @@
 //! - [`wire`]: JSON request bodies of the REST API, shared by server and clients.
 //! - [`client`]: a small blocking HTTP/1.1 client over a unix socket (CLI, CNI plugin).
 //! - `rest` (feature `server`): the REST API handler, mapping requests to engine calls.
-//! - `docker` (feature `server`): the Docker plugin handler (remote network driver and IPAM).
 //! - `server` (feature `server`): the unix-socket listener around any handler.
 
 pub mod client;
 pub mod wire;
 
-#[cfg(feature = "server")]
-pub mod docker;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]

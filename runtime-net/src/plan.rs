@@ -261,6 +261,43 @@ pub fn check_clash(spec: &NetworkSpec, existing: &[NetworkSpec]) -> Result<(), C
     Ok(())
 }
 
+/// Checks a new spec against the addresses already on the host (other than on its own bridge):
+/// a subnet that overlaps another interface's network (docker0, Podman's bridge, the uplink...)
+/// would break routing for one of them.
+pub fn check_host_overlap(
+    spec: &NetworkSpec,
+    host: &[(String, IpNetwork)],
+) -> Result<(), FieldError> {
+    let mine: Vec<(&'static str, IpNetwork)> =
+        std::iter::once(("subnet", IpNetwork::V4(spec.subnet)))
+            .chain(spec.subnet6.map(|s| ("subnet6", IpNetwork::V6(s))))
+            .collect();
+    for (link, addr) in host.iter().filter(|(l, _)| l != spec.bridge.as_str()) {
+        let Ok(theirs) = IpNetwork::new(addr.network(), addr.prefix()) else {
+            continue;
+        };
+        if theirs.prefix() == 0 || addr.ip().is_loopback() || is_link_local(addr.ip()) {
+            continue;
+        }
+        for (field, m) in &mine {
+            if overlaps(*m, theirs) {
+                return Err(FieldError::new(
+                    field,
+                    format!("{m} overlaps {addr} on host interface {link}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 /// True when two specs describe the same kernel state (used to decide whether a declared
 /// network must be rebuilt).
 pub fn same_network(a: &NetworkSpec, b: &NetworkSpec) -> bool {
@@ -398,6 +435,22 @@ mod tests {
         let b = default_bridge_name(&name("a-very-long-network-name"));
         assert!(b.as_str().starts_with("snb"));
         assert_eq!(b, default_bridge_name(&name("a-very-long-network-name")));
+    }
+
+    #[test]
+    fn host_overlap_detected_except_own_bridge_and_link_local() {
+        let s = build_spec(req("a", "10.88.0.0/24")).unwrap();
+        let host = |l: &str, a: &str| vec![(l.to_string(), a.parse::<IpNetwork>().unwrap())];
+        let e = check_host_overlap(&s, &host("cni-podman0", "10.88.0.1/16")).unwrap_err();
+        assert_eq!(e.field, "subnet");
+        assert!(e.message.contains("cni-podman0"), "{}", e.message);
+        assert!(
+            check_host_overlap(&s, &host("a", "10.88.0.1/24")).is_ok(),
+            "own bridge"
+        );
+        assert!(check_host_overlap(&s, &host("lo", "127.0.0.1/8")).is_ok());
+        assert!(check_host_overlap(&s, &host("eth0", "fe80::1/64")).is_ok());
+        assert!(check_host_overlap(&s, &host("eth0", "192.168.1.5/24")).is_ok());
     }
 
     #[test]

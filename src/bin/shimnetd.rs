@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
-use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
+use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::rest::{convert, RestApi};
 use shimnet_api::server;
 use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
@@ -147,14 +147,17 @@ async fn reconcile(engine: &Engine, why: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("SHIMNET_LOG_FORMAT").as_deref() == Ok("json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let args = Args::parse();
     let cfg = load_config(&args)?;
     let engine = Arc::new(

@@ -261,6 +261,8 @@ impl Engine {
         let _w = self.topology.write().await;
         let existing = self.networks().await?;
         plan::check_clash(&spec, &existing).map_err(|c| EngineError::Conflict(c.to_string()))?;
+        plan::check_host_overlap(&spec, &self.nl.host_addresses().await?)
+            .map_err(|f| EngineError::Conflict(f.to_string()))?;
         if self.nl.link_exists(&spec.bridge).await? {
             let owned = self.nl.owned_links().await?;
             let ours = owned.iter().any(|l| {
@@ -572,11 +574,31 @@ impl Engine {
         Ok(released)
     }
 
-    /// Differences between the kernel and an endpoint's record (empty when intact).
+    /// Differences between the kernel and an endpoint's record (empty when intact): links,
+    /// addresses and routes, and the firewall state of its network and published ports.
     pub async fn check_endpoint(&self, key: &EndpointKey) -> Result<Vec<String>> {
         let rec = self.endpoint(key).await?;
         let spec = self.network(&key.network).await?;
-        Ok(self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?)
+        let mut problems = self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?;
+        if !self
+            .fw(|fw| fw.owned_networks())
+            .await?
+            .contains(&spec.name)
+        {
+            problems.push(format!("firewall rules of network {} missing", spec.name));
+        }
+        if !rec.ports.is_empty()
+            && !self
+                .fw(|fw| fw.owned_ports())
+                .await?
+                .contains(&rec.host_ifname)
+        {
+            problems.push(format!(
+                "published port rules of {} ({}) missing",
+                rec.key, rec.host_ifname
+            ));
+        }
+        Ok(problems)
     }
 
     /// Brings the kernel in line with the records: re-applies every network, reclaims endpoints

@@ -181,6 +181,30 @@ impl Netlink {
     pub async fn check_veth(&self, cfg: &VethConfig) -> Result<Vec<String>, NetlinkError> {
         check::check(&self.handle, cfg).await
     }
+    /// Every address in the daemon's namespace as (link name, address/prefix).
+    pub async fn host_addresses(&self) -> Result<Vec<(String, IpNetwork)>, NetlinkError> {
+        let (addrs, links) = futures::try_join!(
+            query::all_addresses(&self.handle),
+            query::dump_links(&self.handle)
+        )?;
+        let names: std::collections::HashMap<u32, String> = links
+            .iter()
+            .filter_map(|l| query::name(l).map(|n| (l.header.index, n)))
+            .collect();
+        Ok(addrs
+            .into_iter()
+            .filter_map(|(index, ip, prefix)| {
+                let net = IpNetwork::new(ip, prefix).ok()?;
+                Some((
+                    names
+                        .get(&index)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{index}")),
+                    net,
+                ))
+            })
+            .collect())
+    }
     /// Whether a link of that name exists in the daemon's namespace.
     pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
         Ok(query::link_by_name(&self.handle, name.as_str())

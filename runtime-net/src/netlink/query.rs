@@ -48,6 +48,22 @@ pub(crate) async fn delete_by_name(h: &Handle, name: &str) -> Result<bool, Netli
 }
 
 /// Addresses (with prefix length) on link `index`.
+/// Every address in the handle's namespace with the index of its link.
+pub(crate) async fn all_addresses(h: &Handle) -> Result<Vec<(u32, IpAddr, u8)>, NetlinkError> {
+    let msgs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| request_error("list addresses", "all links", e))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| address_of(m).map(|(ip, p)| (m.header.index, ip, p)))
+        .collect())
+}
+
+/// Addresses of one link.
 pub(crate) async fn addresses(
     h: &Handle,
     index: u32,

@@ -11,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkMessage,
+};
 use rtnetlink::{
     Handle, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -27,19 +30,32 @@ pub(crate) fn create_message(cfg: &VethConfig, bridge_index: u32, netns_fd: RawF
         .mtu(cfg.mtu)
         .setns_by_fd(netns_fd)
         .build();
+    // Created down: the kernel takes `addrgenmode` only on an existing link, and it must be set
+    // before the link comes up (see `host_port_message`).
     LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(cfg.host_ifname.as_str())
         .mtu(cfg.mtu)
         .controller(bridge_index)
-        .up()
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build()
+}
+
+/// `addrgenmode none`: no IPv6 link-local address, hence no DAD, router solicitation or MLD
+/// traffic. Host ends are bridge ports and need no address; without this every new port's
+/// IPv6 chatter is flooded to every other port, which makes attaching cost O(ports). Container
+/// ends of IPv4-only networks get it too (docker disables IPv6 there likewise).
+pub(crate) fn no_ipv6_link_local() -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])])
 }
 
 /// The message setting the host end's alias and bridge-port flags, addressed by name (pure).
 pub(crate) fn host_port_message(cfg: &VethConfig) -> LinkMessage {
     LinkBridgePort::new(0)
         .name(cfg.host_ifname.as_str())
+        .append_extra_attribute(no_ipv6_link_local())
+        .up()
         .alias(cfg.host_alias.clone())
         .hairpin(cfg.hairpin)
         .isolated(cfg.isolated)
@@ -101,6 +117,15 @@ pub(crate) async fn attach(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkEr
 }
 
 /// Inside the container namespace: link up, addresses, `lo` up, default routes.
+/// Brings the container end up; IPv4-only networks get no IPv6 link-local (pure).
+pub(crate) fn container_up_message(cfg: &VethConfig, index: u32) -> LinkMessage {
+    let mut b = LinkUnspec::new_with_index(index);
+    if cfg.ipv6.is_none() {
+        b = b.append_extra_attribute(no_ipv6_link_local());
+    }
+    b.up().build()
+}
+
 async fn configure_container(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkError> {
     let name = cfg.container_ifname.as_str();
     let object = format!("{name} in {}", cfg.netns.display());
@@ -114,7 +139,7 @@ async fn configure_container(h: &Handle, cfg: &VethConfig) -> Result<(), Netlink
         })?;
     let link_up = async {
         h.link()
-            .change(LinkUnspec::new_with_index(index).up().build())
+            .change(container_up_message(cfg, index))
             .execute()
             .await
             .map_err(|e| request_error("set up", object.clone(), e))
@@ -222,7 +247,10 @@ mod tests {
         assert_eq!(query::name(&m).as_deref(), Some("snv0123456789ab"));
         assert_eq!(query::master(&m), Some(7));
         assert_eq!(query::mtu(&m), Some(1450));
-        assert!(query::is_up(&m));
+        assert!(
+            !query::is_up(&m),
+            "host end comes up after addrgenmode is set"
+        );
         let peer = infos(&m)
             .iter()
             .find_map(|i| match i {
@@ -257,5 +285,19 @@ mod tests {
             .expect("port data");
         assert!(port.contains(&InfoBridgePort::HairpinMode(true)));
         assert!(port.contains(&InfoBridgePort::Isolated(true)));
+        assert!(query::is_up(&m));
+        assert!(m.attributes.contains(&no_ipv6_link_local()));
+    }
+
+    #[test]
+    fn container_end_has_ipv6_only_on_ipv6_networks() {
+        let mut c = cfg();
+        let m = container_up_message(&c, 9);
+        assert!(query::is_up(&m));
+        assert!(m.attributes.contains(&no_ipv6_link_local()));
+        c.ipv6 = Some("fd00::2/64".parse().unwrap());
+        assert!(!container_up_message(&c, 9)
+            .attributes
+            .contains(&no_ipv6_link_local()));
     }
 }

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
+use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use ipnetwork::Ipv4Network;
 use runtime_net::engine::{Engine, EngineError};
@@ -162,7 +162,7 @@ impl PluginApi {
     {
         let path = req.uri().path().to_string();
         let start = std::time::Instant::now();
-        let reply = match crate::rest::read_body(req.into_body()).await {
+        let reply = match shimnet_api::rest::read_body(req.into_body()).await {
             Err(e) => error_response(&PluginError {
                 status: e.status,
                 message: e.message,
@@ -245,7 +245,7 @@ pub async fn time_boxed<T: Send + 'static>(
     }
 }
 
-impl crate::server::Handler for PluginApi {
+impl shimnet_api::server::Handler for PluginApi {
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         self.respond(req).await
     }

@@ -8,7 +8,7 @@ use runtime_net::{
 
 fn fixtures() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../compat/tests/fixtures/docker-20.10-remote-driver");
+        .join("compat/tests/fixtures/docker-20.10-remote-driver");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
