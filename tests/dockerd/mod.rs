@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Image name every test daemon imports (a static busybox rootfs).
@@ -50,11 +49,9 @@ fn which(bin: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{bin} not in PATH"))
 }
 
-/// A busybox-static rootfs tarball, built once per test process.
-fn image_tar() -> &'static Path {
-    static TAR: OnceLock<PathBuf> = OnceLock::new();
-    TAR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("snt-busybox-{}", std::process::id()));
+/// A busybox-static rootfs tarball, built in `dir`.
+fn image_tar(dir: &Path) -> PathBuf {
+    {
         let root = dir.join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::create_dir_all(root.join("www")).unwrap();
@@ -77,7 +74,7 @@ fn image_tar() -> &'static Path {
             .unwrap();
         assert!(st.success(), "tar failed");
         tar
-    })
+    }
 }
 
 /// A running dockerd.
@@ -106,7 +103,8 @@ impl Dockerd {
         std::fs::create_dir_all(plugins).unwrap();
         std::fs::write(d.dir.path().join("daemon.json"), "{}").unwrap();
         d.spawn();
-        d.ok(&["import", &image_tar().display().to_string(), IMAGE]);
+        let tar = image_tar(d.dir.path());
+        d.ok(&["import", &tar.display().to_string(), IMAGE]);
         d
     }
 
