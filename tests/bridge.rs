@@ -602,7 +602,12 @@ fn embedded_default_configuration_and_cli_check() {
         .arg("--api-socket")
         .arg(&h.socket)
         .args(["--plugin-dir", &plugins])
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(h.dir.path().join("shimnetd.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     h.daemon = Some(child);
@@ -610,7 +615,8 @@ fn embedded_default_configuration_and_cli_check() {
     while h.try_call("GET", "/v1/networks/shimnet0", None).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
-            "default network not created"
+            "default network not created: {}",
+            h.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
