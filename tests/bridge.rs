@@ -57,6 +57,28 @@ fn attach_ping_detach() {
 }
 
 #[test]
+fn dynamic_addresses_come_from_the_range_static_from_the_subnet() {
+    let h = TestHost::new(
+        "[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\nrange_start = \"10.10.0.200\"\nrange_end = \"10.10.0.201\"\n",
+    );
+    let cs: Vec<_> = (0..3).map(|i| container(&format!("r{i}"))).collect();
+    assert_eq!(ip_of(&h.attach("n1", &cs[0], json!({}))), "10.10.0.200");
+    assert_eq!(ip_of(&h.attach("n1", &cs[1], json!({}))), "10.10.0.201");
+    let err = h
+        .try_call(
+            "POST",
+            "/v1/networks/n1/endpoints",
+            Some(json!({"container_id": cs[2].name(), "netns": cs[2].path()})),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("exhausted"), "{err}");
+    assert_eq!(
+        ip_of(&h.attach("n1", &cs[2], json!({"ip": "10.10.0.5"}))),
+        "10.10.0.5"
+    );
+}
+
+#[test]
 fn released_address_is_not_handed_straight_back() {
     let h = TestHost::new(NET);
     let c1 = container("a");
