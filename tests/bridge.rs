@@ -57,6 +57,28 @@ fn attach_ping_detach() {
 }
 
 #[test]
+fn dynamic_addresses_come_from_the_range_static_from_the_subnet() {
+    let h = TestHost::new(
+        "[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\nrange_start = \"10.10.0.200\"\nrange_end = \"10.10.0.201\"\n",
+    );
+    let cs: Vec<_> = (0..3).map(|i| container(&format!("r{i}"))).collect();
+    assert_eq!(ip_of(&h.attach("n1", &cs[0], json!({}))), "10.10.0.200");
+    assert_eq!(ip_of(&h.attach("n1", &cs[1], json!({}))), "10.10.0.201");
+    let err = h
+        .try_call(
+            "POST",
+            "/v1/networks/n1/endpoints",
+            Some(json!({"container_id": cs[2].name(), "netns": cs[2].path()})),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("exhausted"), "{err}");
+    assert_eq!(
+        ip_of(&h.attach("n1", &cs[2], json!({"ip": "10.10.0.5"}))),
+        "10.10.0.5"
+    );
+}
+
+#[test]
 fn released_address_is_not_handed_straight_back() {
     let h = TestHost::new(NET);
     let c1 = container("a");
@@ -602,7 +624,12 @@ fn embedded_default_configuration_and_cli_check() {
         .arg("--api-socket")
         .arg(&h.socket)
         .args(["--plugin-dir", &plugins])
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(h.dir.path().join("shimnetd.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     h.daemon = Some(child);
@@ -610,7 +637,8 @@ fn embedded_default_configuration_and_cli_check() {
     while h.try_call("GET", "/v1/networks/shimnet0", None).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
-            "default network not created"
+            "default network not created: {}",
+            h.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

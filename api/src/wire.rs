@@ -17,6 +17,12 @@ pub struct NetworkCreate {
     /// IPv4 gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// First IPv4 address handed out dynamically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<String>,
+    /// Last IPv4 address handed out dynamically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
     /// Bridge device name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,

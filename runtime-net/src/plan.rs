@@ -42,6 +42,10 @@ pub struct NetworkRequest {
     pub subnet: Ipv4Network,
     /// Gateway; first host address of the subnet by default.
     pub gateway: Option<Ipv4Addr>,
+    /// First address handed out dynamically (default: first host).
+    pub range_start: Option<Ipv4Addr>,
+    /// Last address handed out dynamically (default: last host).
+    pub range_end: Option<Ipv4Addr>,
     /// Bridge name; derived from the name by default.
     pub bridge: Option<IfName>,
     /// IPv6 subnet.
@@ -75,6 +79,8 @@ impl NetworkRequest {
             name,
             subnet,
             gateway: None,
+            range_start: None,
+            range_end: None,
             bridge: None,
             subnet6: None,
             gateway6: None,
@@ -113,6 +119,44 @@ fn first_host_v4(net: Ipv4Network) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from(net.network()) + 1))
 }
 
+/// The dynamic allocation range: both ends inside the subnet's host addresses, start <= end.
+fn build_range4(
+    subnet: Ipv4Network,
+    start: Option<Ipv4Addr>,
+    end: Option<Ipv4Addr>,
+) -> Result<Option<(Ipv4Addr, Ipv4Addr)>, FieldError> {
+    if start.is_none() && end.is_none() {
+        return Ok(None);
+    }
+    let first = first_host_v4(subnet).expect("prefix checked by the caller");
+    let last = Ipv4Addr::from(u32::from(subnet.broadcast()) - 1);
+    let check = |field: &'static str, ip: Ipv4Addr| {
+        if ip < first || ip > last {
+            Err(FieldError::new(
+                field,
+                format!("{ip} is not a host address of subnet {subnet}"),
+            ))
+        } else {
+            Ok(ip)
+        }
+    };
+    let s = start
+        .map(|ip| check("range_start", ip))
+        .transpose()?
+        .unwrap_or(first);
+    let e = end
+        .map(|ip| check("range_end", ip))
+        .transpose()?
+        .unwrap_or(last);
+    if s > e {
+        return Err(FieldError::new(
+            "range_end",
+            format!("{e} comes before range_start {s}"),
+        ));
+    }
+    Ok(Some((s, e)))
+}
+
 /// Validates a request and fills in defaults.
 pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
     let subnet = Ipv4Network::new(req.subnet.network(), req.subnet.prefix())
@@ -141,6 +185,7 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
         }
         None => first_host_v4(subnet).expect("prefix checked above"),
     };
+    let range4 = build_range4(subnet, req.range_start, req.range_end)?;
     let (subnet6, gateway6) = match req.subnet6 {
         Some(s6) => {
             let s6 = Ipv6Network::new(s6.network(), s6.prefix())
@@ -189,6 +234,7 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
         bridge,
         subnet,
         gateway,
+        range4,
         subnet6,
         gateway6,
         mtu,
@@ -420,6 +466,25 @@ mod tests {
         r.subnet6 = Some("fd00:1::/64".parse().unwrap());
         r.gateway6 = Some("fd00:2::1".parse().unwrap());
         assert_eq!(build_spec(r).unwrap_err().field, "gateway6");
+    }
+
+    #[test]
+    fn allocation_range() {
+        let mut r = req("n", "10.1.0.0/24");
+        r.range_start = Some("10.1.0.100".parse().unwrap());
+        let s = build_spec(r.clone()).unwrap();
+        assert_eq!(
+            s.range4,
+            Some(("10.1.0.100".parse().unwrap(), "10.1.0.254".parse().unwrap()))
+        );
+        r.range_end = Some("10.1.0.50".parse().unwrap());
+        assert_eq!(build_spec(r.clone()).unwrap_err().field, "range_end");
+        r.range_end = Some("10.1.1.5".parse().unwrap());
+        assert_eq!(build_spec(r.clone()).unwrap_err().field, "range_end");
+        r.range_end = None;
+        r.range_start = Some("10.1.0.0".parse().unwrap());
+        assert_eq!(build_spec(r).unwrap_err().field, "range_start");
+        assert_eq!(build_spec(req("n", "10.1.0.0/24")).unwrap().range4, None);
     }
 
     #[test]

@@ -268,6 +268,11 @@ pub struct NetworkSpec {
     pub subnet: Ipv4Network,
     /// IPv4 gateway address, set on the bridge.
     pub gateway: Ipv4Addr,
+    /// First and last IPv4 address handed out dynamically (inclusive); the whole subnet when
+    /// `None` (docker's `--ip-range`, host-local's `rangeStart`/`rangeEnd`). Static requests may
+    /// use any address of the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range4: Option<(Ipv4Addr, Ipv4Addr)>,
     /// Optional IPv6 subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Network>,

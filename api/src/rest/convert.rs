@@ -55,6 +55,8 @@ pub fn network_request(b: &NetworkCreate) -> Result<NetworkRequest, ApiError> {
         field("subnet", &b.subnet)?,
     );
     r.gateway = opt("gateway", &b.gateway)?;
+    r.range_start = opt("range_start", &b.range_start)?;
+    r.range_end = opt("range_end", &b.range_end)?;
     r.bridge = opt::<IfName>("bridge", &b.bridge)?;
     r.subnet6 = opt("subnet6", &b.subnet6)?;
     r.gateway6 = opt("gateway6", &b.gateway6)?;

@@ -98,9 +98,9 @@ fn ranges(conf: &NetConf) -> Result<(Option<Range>, Option<Range>), CniError> {
             .subnet
             .parse()
             .map_err(|e| CniError::config(format!("ipam range subnet {:?}: {e}", range.subnet)))?;
-        if range.range_start.is_some() || range.range_end.is_some() {
+        if net.is_ipv6() && (range.range_start.is_some() || range.range_end.is_some()) {
             return Err(CniError::config(format!(
-                "ipam range {}: rangeStart/rangeEnd are not supported by shimnet's IPAM (it hands out the whole subnet); remove them or use a smaller subnet",
+                "ipam range {}: rangeStart/rangeEnd are supported for IPv4 ranges only; remove them from the IPv6 range",
                 range.subnet
             )));
         }
@@ -209,6 +209,8 @@ pub fn network_target(
         name: conf.name.clone(),
         subnet: v4.subnet.clone(),
         gateway: v4.gateway.clone(),
+        range_start: v4.range_start.clone(),
+        range_end: v4.range_end.clone(),
         bridge: Some(conf.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.into())),
         subnet6: v6.as_ref().map(|r| r.subnet.clone()),
         gateway6: v6.and_then(|r| r.gateway),
@@ -379,8 +381,8 @@ mod tests {
                 "one range per set",
             ),
             (
-                r#"{"name":"n","ipam":{"subnet":"10.5.0.0/24","rangeStart":"10.5.0.10"}}"#,
-                "rangeStart",
+                r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24"}],[{"subnet":"fd00::/64","rangeStart":"fd00::5"}]]}}"#,
+                "IPv4 ranges only",
             ),
             (r#"{"name":"n","ipam":{"subnet":"fd00::/64"}}"#, "IPv4"),
             (r#"{"name":"n"}"#, "IPv4"),
@@ -401,6 +403,18 @@ mod tests {
             assert_eq!(e.code, 7, "{json}");
             assert!(e.msg.contains(needle), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn range_start_and_end_reach_the_daemon() {
+        let c = conf(
+            r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24","rangeStart":"10.5.0.100","rangeEnd":"10.5.0.150"}]]}}"#,
+        );
+        let NetworkTarget::Ensure(n) = network_target(&c, None).unwrap() else {
+            panic!("expected Ensure");
+        };
+        assert_eq!(n.range_start.as_deref(), Some("10.5.0.100"));
+        assert_eq!(n.range_end.as_deref(), Some("10.5.0.150"));
     }
 
     #[test]

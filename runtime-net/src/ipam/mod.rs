@@ -54,7 +54,11 @@ impl Pool {
 
     /// The IPv4 pool of a network: its subnet with the gateway reserved.
     pub fn ipv4_of(spec: &NetworkSpec) -> Self {
-        Pool::new(IpNetwork::V4(spec.subnet)).with_reserved(IpAddr::V4(spec.gateway))
+        let pool = Pool::new(IpNetwork::V4(spec.subnet)).with_reserved(IpAddr::V4(spec.gateway));
+        match spec.range4 {
+            Some((first, last)) => pool.with_range(IpAddr::V4(first), IpAddr::V4(last)),
+            None => pool,
+        }
     }
 
     /// The IPv6 pool of a network, if it has IPv6: its subnet with the gateway reserved.

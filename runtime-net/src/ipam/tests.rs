@@ -337,6 +337,7 @@ fn spec(docker_mac: bool) -> NetworkSpec {
         bridge: IfName::new("br-n1").unwrap(),
         subnet: "10.88.0.0/16".parse().unwrap(),
         gateway: "10.88.0.1".parse().unwrap(),
+        range4: None,
         subnet6: None,
         gateway6: None,
         mtu: 1500,

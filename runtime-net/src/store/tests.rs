@@ -17,6 +17,7 @@ pub(super) fn spec(name: &str, subnet: &str, gateway: &str) -> NetworkSpec {
         bridge: IfName::new(&format!("br-{name}")).unwrap(),
         subnet: subnet.parse().unwrap(),
         gateway: gateway.parse().unwrap(),
+        range4: None,
         subnet6: None,
         gateway6: None,
         mtu: 1500,
