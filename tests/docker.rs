@@ -710,7 +710,7 @@ fn docker0_compatible_mode_reads_daemon_json() {
     let json = dir.path().join("daemon.json");
     std::fs::write(
         &json,
-        r#"{"bip": "10.240.7.1/24", "mtu": 1400, "icc": false}"#,
+        r#"{"bip": "10.240.7.1/24", "fixed-cidr": "10.240.7.128/25", "mtu": 1400, "icc": false}"#,
     )
     .unwrap();
     let h = TestHost::new(&format!(
@@ -725,4 +725,16 @@ fn docker0_compatible_mode_reads_daemon_json() {
     let net = h.call("GET", "/v1/networks/docker0", None)["network"].clone();
     assert_eq!(net["icc"], json!(false));
     assert_eq!(net["docker_mac"], json!(true));
+    assert_eq!(net["range4"], json!(["10.240.7.128", "10.240.7.254"]));
+    let c = container("fx");
+    let ep = h.attach("docker0", &c, json!({}));
+    assert_eq!(
+        ip_of(&ep),
+        "10.240.7.128",
+        "fixed-cidr is the allocation range"
+    );
+    assert!(
+        ep["mac"].as_str().unwrap().starts_with("02:42:0a:f0:07:80"),
+        "{ep}"
+    );
 }

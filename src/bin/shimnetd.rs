@@ -105,9 +105,6 @@ async fn ensure_docker0(
     if !cfg.docker.docker0_compat {
         return None;
     }
-    if let Some(f) = s.fixed_cidr {
-        tracing::warn!(fixed_cidr = %f, "docker0: fixed-cidr is not enforced by shimnet (addresses come from the whole subnet)");
-    }
     match engine.ensure_network(s.network.clone()).await {
         Ok(spec) => {
             tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "docker0-compatible network ready");

@@ -161,6 +161,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         allow_from: vec![],
         host_binding_ipv4: None,
         docker_mac: true,
+        range4: None,
     };
     let rec = EndpointRecord {
         key: EndpointKey {

@@ -24,8 +24,8 @@ pub const DEFAULT_BIP: &str = "172.17.0.1/16";
 pub struct Docker0Settings {
     /// The `docker0` network request.
     pub network: NetworkRequest,
-    /// `fixed-cidr`: the part of the subnet containers get addresses from (docker's IPAM
-    /// restricts itself to it; shimnet records it and reports it, see `docs/docker.md`).
+    /// `fixed-cidr`: the part of the subnet containers get addresses from (also set as the
+    /// network's allocation range).
     pub fixed_cidr: Option<Ipv4Network>,
     /// `iptables`: when false dockerd installs no rules, and neither does the docker-style chain
     /// layout.
@@ -65,6 +65,19 @@ pub fn docker0_settings(text: Option<&str>) -> Result<Docker0Settings, WireError
         subnet,
     );
     req.gateway = Some(bip.ip());
+    if let Some(f) = fixed_cidr {
+        // Host addresses of the fixed CIDR that are also host addresses of the subnet.
+        let first = u32::from(f.network()).max(u32::from(subnet.network()).saturating_add(1));
+        let last = u32::from(f.broadcast()).min(u32::from(subnet.broadcast()).saturating_sub(1));
+        if first > last {
+            return Err(WireError::new(
+                "fixed-cidr",
+                format!("{f} has no host addresses"),
+            ));
+        }
+        req.range_start = Some(Ipv4Addr::from(first));
+        req.range_end = Some(Ipv4Addr::from(last));
+    }
     req.bridge = Some(IfName::new("docker0").expect("valid name"));
     req.docker_mac = true;
     req.hairpin = Some(true);
@@ -156,6 +169,8 @@ mod tests {
         assert_eq!(s.network.subnet.to_string(), "10.50.0.0/24");
         assert_eq!(s.network.gateway, Some("10.50.0.1".parse().unwrap()));
         assert_eq!(s.fixed_cidr, Some("10.50.0.128/25".parse().unwrap()));
+        assert_eq!(s.network.range_start, Some("10.50.0.128".parse().unwrap()));
+        assert_eq!(s.network.range_end, Some("10.50.0.254".parse().unwrap()));
         assert_eq!(s.network.mtu, Some(1400));
         assert_eq!(s.network.icc, Some(false));
         assert_eq!(s.network.masquerade, Some(false));
