@@ -579,7 +579,13 @@ impl Engine {
     pub async fn check_endpoint(&self, key: &EndpointKey) -> Result<Vec<String>> {
         let rec = self.endpoint(key).await?;
         let spec = self.network(&key.network).await?;
-        let mut problems = self.nl.check_veth(&Self::veth_config(&spec, &rec)).await?;
+        let cfg = Self::veth_config(&spec, &rec);
+        let mut problems = if key.ifname.as_str() == docker::DOCKER_IFNAME {
+            // libnetwork owns the container end of a Docker endpoint.
+            self.nl.check_prepared(&cfg).await?
+        } else {
+            self.nl.check_veth(&cfg).await?
+        };
         if !self
             .fw(|fw| fw.owned_networks())
             .await?
