@@ -399,6 +399,8 @@ fn shimnetd_and_dockerd_restarts() {
         "-d",
         "--name",
         "r1",
+        "--restart",
+        "always",
         "--network",
         "rnet",
         "-p",
@@ -447,7 +449,13 @@ fn shimnetd_and_dockerd_restarts() {
     d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1]);
     // dockerd restart: containers stop (no live-restore), start again on the same network.
     d.restart();
-    d.ok(&["start", "r1", "r2"]);
+    // r1 (--restart always) comes back by itself, r2 by hand.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.ok(&["inspect", "-f", "{{.State.Running}}", "r1"]) != "true" {
+        assert!(Instant::now() < deadline, "r1 not restarted by dockerd\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.ok(&["start", "r2"]);
     let r1b = d.ip_of("r1");
     d.ok(&["exec", "r2", "ping", "-c1", "-W2", &r1b]);
     let deadline = Instant::now() + Duration::from_secs(5);
