@@ -452,7 +452,11 @@ fn shimnetd_and_dockerd_restarts() {
     // r1 (--restart always) comes back by itself, r2 by hand.
     let deadline = Instant::now() + Duration::from_secs(20);
     while d.ok(&["inspect", "-f", "{{.State.Running}}", "r1"]) != "true" {
-        assert!(Instant::now() < deadline, "r1 not restarted by dockerd\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "r1 not restarted by dockerd\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     d.ok(&["start", "r2"]);
