@@ -333,6 +333,8 @@ pub fn spawn_listener(
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok((_, peer)) = l.accept() {
+                    // Close the listener before reporting, so the caller may bind the port again.
+                    drop(l);
                     let _ = tx.send(Some(peer));
                     return;
                 }
