@@ -36,18 +36,11 @@ impl Netlink {
         let (a, b, bridge) = futures::join!(
             query::delete_by_name(h, host),
             query::delete_by_name(h, peer.as_str()),
-            query::link_by_name(h, cfg.bridge.as_str()),
+            query::bridge_index(h, cfg.bridge.as_str()),
         );
         a?;
         b?;
-        let bridge_index =
-            bridge?
-                .map(|l| l.header.index)
-                .ok_or_else(|| NetlinkError::Request {
-                    op: "attach veth to bridge",
-                    object: cfg.bridge.to_string(),
-                    msg: "no such bridge".into(),
-                })?;
+        let bridge_index = bridge?;
         h.link()
             .add(prepare_message(cfg, bridge_index, peer))
             .execute()
@@ -68,14 +61,7 @@ impl Netlink {
         let Some(link) = query::link_by_name(h, host).await? else {
             return Ok(false);
         };
-        let bridge = query::link_by_name(h, cfg.bridge.as_str())
-            .await?
-            .map(|l| l.header.index)
-            .ok_or_else(|| NetlinkError::Request {
-                op: "attach veth to bridge",
-                object: cfg.bridge.to_string(),
-                msg: "no such bridge".into(),
-            })?;
+        let bridge = query::bridge_index(h, cfg.bridge.as_str()).await?;
         if query::master(&link) != Some(bridge) {
             let msg = LinkUnspec::new_with_index(link.header.index)
                 .controller(bridge)

@@ -27,6 +27,18 @@ pub(crate) async fn link_by_name(
     }
 }
 
+/// Index of the bridge called `name`; an error naming it if there is none.
+pub(crate) async fn bridge_index(h: &Handle, name: &str) -> Result<u32, NetlinkError> {
+    link_by_name(h, name)
+        .await?
+        .map(|l| l.header.index)
+        .ok_or_else(|| NetlinkError::Request {
+            op: "attach veth to bridge",
+            object: name.to_string(),
+            msg: "no such bridge".into(),
+        })
+}
+
 /// Every link in the handle's namespace.
 pub(crate) async fn dump_links(h: &Handle) -> Result<Vec<LinkMessage>, NetlinkError> {
     h.link()

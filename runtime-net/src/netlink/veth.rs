@@ -70,16 +70,7 @@ pub(crate) async fn attach(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkEr
     // looks up the bridge.
     let (ns_handle, bridge_index, stale) = futures::join!(
         netns::connect_in(&ns, &cfg.netns),
-        async {
-            query::link_by_name(h, cfg.bridge.as_str())
-                .await?
-                .map(|l| l.header.index)
-                .ok_or_else(|| NetlinkError::Request {
-                    op: "attach veth to bridge",
-                    object: cfg.bridge.to_string(),
-                    msg: "no such bridge".into(),
-                })
-        },
+        query::bridge_index(h, cfg.bridge.as_str()),
         query::delete_by_name(h, host),
     );
     // Results are checked after the join so that every branch has finished.
