@@ -206,6 +206,10 @@ fn main() {
         "shimnetd RSS with {n} endpoints: {:.1} MiB",
         rss as f64 / 1024.0
     );
+    if let Ok(path) = std::env::var("SHIMNET_BENCH_LOG") {
+        std::fs::write(&path, h.log()).expect("write daemon log");
+        println!("daemon log (per-call alloc_us/build_us) written to {path}");
+    }
     drop(cs);
 
     println!("\n== peers, 100 containers each, same machine, same run ==");

@@ -468,7 +468,9 @@ impl Engine {
             mac: req.mac,
             ports: req.ports.clone(),
         };
+        let t0 = std::time::Instant::now();
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
+        let allocated = t0.elapsed();
         if !created {
             if rec.netns != req.netns {
                 return Err(EngineError::Conflict(format!(
@@ -498,7 +500,13 @@ impl Engine {
             }
             return Err(collect(errors).expect_err("at least one error"));
         }
-        tracing::debug!(endpoint = %key, ip = %rec.ipv4, "attached");
+        tracing::debug!(
+            endpoint = %key,
+            ip = %rec.ipv4,
+            alloc_us = allocated.as_micros() as u64,
+            build_us = (t0.elapsed() - allocated).as_micros() as u64,
+            "attached"
+        );
         Ok((rec, created))
     }
 
