@@ -1,6 +1,6 @@
 //! Reference `bridge` + `host-local` configuration → REST API requests (`PUT /v1/networks/{name}`
 //! and `POST .../endpoints`). Keys shimnet cannot honour are refused here with code 7; keys it
-//! accepts without effect are listed in `docs/cni.md`.
+//! accepts without effect are listed in the README ("Use with Podman / CNI").
 
 use std::net::IpAddr;
 
