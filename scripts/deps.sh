@@ -4,7 +4,7 @@
 set -euo pipefail
 what=${1:-run}
 run_pkgs=(iproute2 nftables libnftables-dev iptables pkg-config)
-test_pkgs=(iputils-ping busybox-static procps podman containernetworking-plugins conmon runc uidmap tar docker.io)
+test_pkgs=(iputils-ping busybox-static procps podman containernetworking-plugins conmon runc uidmap tar docker.io netavark)
 pkgs=("${run_pkgs[@]}")
 [[ $what == test ]] && pkgs+=("${test_pkgs[@]}")
 missing=()
@@ -15,5 +15,13 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Never let a package start its service (dockerd, containerd) in the host's namespace: the
+  # tests start their own instances inside test namespaces.
+  guard=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
+  trap '[[ -n $guard ]] && rm -f "$guard"' EXIT
+  apt-get install -y -q "${missing[@]}"
 fi
