@@ -22,6 +22,6 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     guard=/usr/sbin/policy-rc.d
   fi
-  trap '[[ -n $guard ]] && rm -f "$guard"' EXIT
+  trap 'if [[ -n $guard ]]; then rm -f "$guard"; fi' EXIT
   apt-get install -y -q "${missing[@]}"
 fi
