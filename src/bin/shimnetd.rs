@@ -173,14 +173,6 @@ async fn main() -> Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let listener = server::bind(&cfg.api_socket, 0o660)?;
-    let api = tokio::spawn(server::serve(
-        listener,
-        cfg.api_socket.clone(),
-        Arc::new(RestApi::new(engine.clone())),
-        stopped(stop_rx.clone()),
-        Duration::from_secs(10),
-    ));
     let plugin = if cfg.docker.enabled {
         let settings = docker_settings(&cfg).unwrap_or_else(|e| {
             tracing::error!("daemon.json ignored: {e:#}");
@@ -234,6 +226,16 @@ async fn main() -> Result<()> {
     } else {
         None
     };
+    // The REST API comes up last: once it answers, every declared network (docker0 included)
+    // exists.
+    let listener = server::bind(&cfg.api_socket, 0o660)?;
+    let api = tokio::spawn(server::serve(
+        listener,
+        cfg.api_socket.clone(),
+        Arc::new(RestApi::new(engine.clone())),
+        stopped(stop_rx.clone()),
+        Duration::from_secs(10),
+    ));
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
 
     if cfg.reconcile_interval_secs > 0 {
