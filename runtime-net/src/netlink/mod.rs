@@ -183,10 +183,9 @@ impl Netlink {
     }
     /// Every address in the daemon's namespace as (link name, address/prefix).
     pub async fn host_addresses(&self) -> Result<Vec<(String, IpNetwork)>, NetlinkError> {
-        let (addrs, links) = futures::try_join!(
-            query::all_addresses(&self.handle),
-            query::dump_links(&self.handle)
-        )?;
+        // One dump after the other: a netlink socket serves one dump at a time.
+        let addrs = query::all_addresses(&self.handle).await?;
+        let links = query::dump_links(&self.handle).await?;
         let names: std::collections::HashMap<u32, String> = links
             .iter()
             .filter_map(|l| query::name(l).map(|n| (l.header.index, n)))

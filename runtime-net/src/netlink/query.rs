@@ -41,12 +41,33 @@ pub(crate) async fn bridge_index(h: &Handle, name: &str) -> Result<u32, NetlinkE
 
 /// Every link in the handle's namespace.
 pub(crate) async fn dump_links(h: &Handle) -> Result<Vec<LinkMessage>, NetlinkError> {
-    h.link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| request_error("dump links", "all", e))
+    dump("dump links", "all", || h.link().get().execute()).await
+}
+
+/// Runs a netlink dump to the end. A socket serves one dump at a time and the daemon's socket is
+/// shared by concurrent tasks, so a dump refused with EBUSY is retried (with a short backoff, for
+/// about a second) instead of failing the caller.
+async fn dump<T, S>(
+    op: &'static str,
+    object: &str,
+    mut start: impl FnMut() -> S,
+) -> Result<Vec<T>, NetlinkError>
+where
+    S: futures::Stream<Item = Result<T, rtnetlink::Error>>,
+{
+    let mut delay = std::time::Duration::from_micros(200);
+    let mut attempts = 0;
+    loop {
+        match start().try_collect::<Vec<T>>().await {
+            Ok(v) => return Ok(v),
+            Err(e) if errno(&e) == Some(libc::EBUSY) && attempts < 60 => {
+                attempts += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(request_error(op, object, e)),
+        }
+    }
 }
 
 /// Deletes the link called `name`; `Ok(false)` if it did not exist.
@@ -62,13 +83,10 @@ pub(crate) async fn delete_by_name(h: &Handle, name: &str) -> Result<bool, Netli
 /// Addresses (with prefix length) on link `index`.
 /// Every address in the handle's namespace with the index of its link.
 pub(crate) async fn all_addresses(h: &Handle) -> Result<Vec<(u32, IpAddr, u8)>, NetlinkError> {
-    let msgs: Vec<AddressMessage> = h
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| request_error("list addresses", "all links", e))?;
+    let msgs: Vec<AddressMessage> = dump("list addresses", "all links", || {
+        h.address().get().execute()
+    })
+    .await?;
     Ok(msgs
         .iter()
         .filter_map(|m| address_of(m).map(|(ip, p)| (m.header.index, ip, p)))
@@ -81,14 +99,10 @@ pub(crate) async fn addresses(
     index: u32,
     object: &str,
 ) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
-    let msgs: Vec<AddressMessage> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| request_error("list addresses of", object, e))?;
+    let msgs: Vec<AddressMessage> = dump("list addresses of", object, || {
+        h.address().get().set_link_index_filter(index).execute()
+    })
+    .await?;
     Ok(msgs.iter().filter_map(address_of).collect())
 }
 
@@ -99,15 +113,12 @@ pub(crate) async fn default_gateways(
 ) -> Result<Vec<IpAddr>, NetlinkError> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut req = RouteMessage::default();
-        req.header.address_family = family;
-        let routes: Vec<RouteMessage> = h
-            .route()
-            .get(req)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| request_error("list routes of", object, e))?;
+        let routes: Vec<RouteMessage> = dump("list routes of", object, || {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            h.route().get(req).execute()
+        })
+        .await?;
         out.extend(routes.iter().filter_map(default_gateway));
     }
     Ok(out)
