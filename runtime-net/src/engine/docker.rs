@@ -273,7 +273,7 @@ impl Engine {
             .iter()
             .filter(|e| e.key.ifname.as_str() == DOCKER_IFNAME)
         {
-            if super::netns_alive(&ep.netns) {
+            if super::reconcile::netns_alive(&ep.netns) {
                 continue;
             }
             let peer = naming::peer_temp_name(&ep.host_ifname);

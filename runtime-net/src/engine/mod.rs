@@ -3,10 +3,16 @@
 //! (allocate and persist first, then build; tear down first, then release).
 
 pub mod docker;
+mod error;
+mod reconcile;
+
+use error::collect;
+pub use error::{EngineError, Result};
+pub use reconcile::ReconcileReport;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
@@ -14,75 +20,15 @@ use ipnetwork::IpNetwork;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::firewall::{self, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
-use crate::ipam::IpamError;
 use crate::naming;
-use crate::netlink::{BridgeConfig, Netlink, NetlinkError, VethConfig};
-use crate::plan::{self, FieldError, NetworkRequest, ReconcilePlan};
+use crate::netlink::{BridgeConfig, Netlink, VethConfig};
+use crate::plan::{self, FieldError, NetworkRequest};
 use crate::store::{AllocRequest, Store, StoreError};
-use crate::sysctl::{self, SysctlError};
+use crate::sysctl;
 use crate::types::{
     ContainerId, EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
     PortMapping,
 };
-
-/// Engine failures, grouped by what the caller did wrong (or not).
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// A request field is invalid.
-    #[error("{0}")]
-    Invalid(#[from] FieldError),
-    /// Something named does not exist.
-    #[error("{what} {name} not found")]
-    NotFound { what: &'static str, name: String },
-    /// The request conflicts with existing state.
-    #[error("{0}")]
-    Conflict(String),
-    /// The state store failed.
-    #[error(transparent)]
-    Store(StoreError),
-    /// A netlink operation failed.
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
-    /// A firewall operation failed.
-    #[error(transparent)]
-    Firewall(#[from] FirewallError),
-    /// A sysctl write failed.
-    #[error(transparent)]
-    Sysctl(#[from] SysctlError),
-    /// Several teardown steps failed (teardown keeps going and reports all).
-    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Many(Vec<EngineError>),
-}
-
-impl From<StoreError> for EngineError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NoSuchNetwork(n) => EngineError::NotFound {
-                what: "network",
-                name: n.to_string(),
-            },
-            StoreError::NetworkExists(n) => {
-                EngineError::Conflict(format!("network {n} already exists"))
-            }
-            StoreError::NetworkInUse(n, c) => EngineError::Conflict(format!(
-                "network {n} still has {c} endpoint(s); detach them first"
-            )),
-            StoreError::Ipam { network, source } => match source {
-                IpamError::InUse(_) | IpamError::Exhausted(_) => {
-                    EngineError::Conflict(format!("network {network}: {source}"))
-                }
-                other => EngineError::Invalid(FieldError::new(
-                    "ip",
-                    format!("network {network}: {other}"),
-                )),
-            },
-            other => EngineError::Store(other),
-        }
-    }
-}
-
-/// Result alias.
-pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// A request to attach a container to a network.
 #[derive(Debug, Clone)]
@@ -123,21 +69,6 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     /// Firewall backend; auto-detected when `None`.
     pub firewall: Option<BackendKind>,
-}
-
-/// What a reconciliation pass did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReconcileReport {
-    /// Networks re-applied.
-    pub networks: usize,
-    /// Endpoints reclaimed because their namespace is gone.
-    pub reclaimed: usize,
-    /// Owned links removed because nothing records them.
-    pub links_removed: usize,
-    /// Firewall networks removed.
-    pub firewall_removed: usize,
-    /// Errors met on the way (reconciliation keeps going).
-    pub errors: Vec<String>,
 }
 
 /// Counts for the status endpoint.
@@ -614,69 +545,6 @@ impl Engine {
         }
         Ok(problems)
     }
-
-    /// Brings the kernel in line with the records: re-applies every network, reclaims endpoints
-    /// whose namespace is gone, removes owned objects nothing records. Keeps going past errors.
-    pub async fn reconcile(&self) -> Result<ReconcileReport> {
-        let _w = self.topology.write().await;
-        let mut report = ReconcileReport::default();
-        let fw = self.fw.clone();
-        if let Err(e) = blocking(move || fw.ensure_base()).await {
-            report.errors.push(e.to_string());
-        }
-        let networks = self.store(|s| s.networks()).await?;
-        for spec in &networks {
-            match self.apply_network(spec).await {
-                Ok(()) => report.networks += 1,
-                Err(e) => report.errors.push(format!("network {}: {e}", spec.name)),
-            }
-        }
-        let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let links = self.nl.owned_links().await?;
-        let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
-        let fw_ports = self.fw(|fw| fw.owned_ports()).await?;
-        let docker_alive = self.docker_endpoints_alive(&endpoints).await;
-        let plan: ReconcilePlan =
-            plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| {
-                netns_alive(&ep.netns) || docker_alive.contains(&ep.key)
-            });
-        for key in &plan.reclaim {
-            match self.detach_locked(key).await {
-                Ok(_) => report.reclaimed += 1,
-                Err(e) => report.errors.push(format!("reclaim {key}: {e}")),
-            }
-        }
-        for name in &plan.delete_links {
-            match IfName::new(name) {
-                Ok(n) => match self.nl.delete_link(&n).await {
-                    Ok(_) => report.links_removed += 1,
-                    Err(e) => report.errors.push(e.to_string()),
-                },
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        for n in plan.delete_fw_networks {
-            match self.fw(move |fw| fw.remove_network(&n)).await {
-                Ok(()) => report.firewall_removed += 1,
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        for id in plan.purge_ports {
-            if let Err(e) = self.fw(move |fw| fw.purge_ports(&id)).await {
-                report.errors.push(e.to_string());
-            }
-        }
-        let by_name: HashMap<&str, &NetworkSpec> =
-            networks.iter().map(|n| (n.name.as_str(), n)).collect();
-        for ep in endpoints.iter().filter(|e| !plan.reclaim.contains(&e.key)) {
-            if let Some(spec) = by_name.get(ep.key.network.as_str()) {
-                if let Err(e) = self.install_ports(spec, ep).await {
-                    report.errors.push(format!("ports of {}: {e}", ep.key));
-                }
-            }
-        }
-        Ok(report)
-    }
 }
 
 fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
@@ -686,20 +554,6 @@ fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => true,
         }
-}
-
-/// True if a namespace path still exists and is a namespace (not a stale empty file).
-fn netns_alive(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-}
-
-fn collect(mut errors: Vec<EngineError>) -> Result<()> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => Err(EngineError::Many(errors)),
-    }
 }
 
 async fn blocking<T, E>(f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static) -> Result<T>
@@ -749,13 +603,5 @@ mod tests {
             &pm(None, 80, Protocol::Tcp),
             &pm(None, 81, Protocol::Tcp)
         ));
-    }
-
-    #[test]
-    fn missing_netns_is_not_alive() {
-        assert!(!netns_alive(Path::new("/nonexistent/netns")));
-        let f = tempfile::NamedTempFile::new().unwrap();
-        assert!(!netns_alive(f.path()), "a plain file is not a namespace");
-        assert!(netns_alive(Path::new("/proc/self/ns/net")));
     }
 }
