@@ -10,3 +10,4 @@
 pub mod cni;
 #[cfg(feature = "engine")]
 pub mod docker;
+pub mod net;

@@ -270,7 +270,8 @@ pub enum Clash {
     },
 }
 
-fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+/// True when two networks share any address (networks of different families never do).
+pub fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 

@@ -9,9 +9,9 @@ use runtime_net::engine::{Engine, EngineError};
 use runtime_net::ipam::Pool;
 use runtime_net::{ContainerId, EndpointKey, NetworkName};
 use serde_json::{json, Value};
-use shimnet_compat::docker::daemon_json::first_host;
 use shimnet_compat::docker::options::{self, pick_subnet};
 use shimnet_compat::docker::wire::{Call, EndpointRef, RequestAddress, RequestPool, WireError};
+use shimnet_compat::net::first_host;
 
 use super::{reply, Docker0Adoption, PluginError};
 

@@ -10,6 +10,7 @@ use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec};
 use crate::cni::args::CniArgs;
 use crate::cni::config::{NetConf, Range};
 use crate::cni::error::CniError;
+use crate::net::first_host;
 
 /// Bridge name when the configuration names none (as the reference plugin).
 pub const DEFAULT_BRIDGE: &str = "cni0";
@@ -116,14 +117,6 @@ fn ranges(conf: &NetConf) -> Result<(Option<Range>, Option<Range>), CniError> {
     Ok((v4, v6))
 }
 
-/// First host address of a subnet (the default gateway).
-fn first_host(net: IpNetwork) -> IpAddr {
-    match net {
-        IpNetwork::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
-        IpNetwork::V6(n) => IpAddr::V6((u128::from(n.network()) + 1).into()),
-    }
-}
-
 fn gateway_of(range: &Range) -> Result<IpAddr, CniError> {
     let net: IpNetwork = range
         .subnet
@@ -133,7 +126,11 @@ fn gateway_of(range: &Range) -> Result<IpAddr, CniError> {
         Some(g) => g
             .parse()
             .map_err(|e| CniError::config(format!("ipam gateway {g:?}: {e}"))),
-        None => Ok(first_host(net)),
+        None => first_host(net).ok_or_else(|| {
+            CniError::config(format!(
+                "ipam subnet {net} has no room for a gateway; use a larger subnet or set \"gateway\""
+            ))
+        }),
     }
 }
 

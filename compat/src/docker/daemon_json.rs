@@ -4,7 +4,7 @@
 //! Keys used: `bip`, `fixed-cidr`, `mtu`, `icc`, `ip-masq`, `iptables`, `default-address-pools`.
 //! Every other key is dockerd's business and is ignored.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use runtime_net::plan::NetworkRequest;
@@ -128,19 +128,6 @@ pub fn docker0_settings(text: Option<&str>) -> Result<Docker0Settings, WireError
         iptables,
         default_pools,
     })
-}
-
-/// The gateway address docker would give a network carved from `subnet`: its first host.
-pub fn first_host(subnet: IpNetwork) -> Option<IpAddr> {
-    match subnet {
-        IpNetwork::V4(n) if n.prefix() < 31 => {
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + 1)))
-        }
-        IpNetwork::V6(n) if n.prefix() < 127 => Some(IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(n.network()) + 1,
-        ))),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

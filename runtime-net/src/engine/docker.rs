@@ -334,7 +334,7 @@ impl Engine {
         let pools = self.store(|s| s.pools()).await?;
         if let Some((other, _)) = pools
             .iter()
-            .find(|(_, p)| overlaps(&p.subnet, &pool.subnet))
+            .find(|(_, p)| crate::plan::overlaps(p.subnet, pool.subnet))
         {
             return Err(EngineError::Conflict(format!(
                 "Pool: {} overlaps pool {other} already in use",
@@ -401,14 +401,6 @@ impl Engine {
             Err(EngineError::Store(crate::store::StoreError::NoSuchPool(_))) => Ok(false),
             other => other,
         }
-    }
-}
-
-fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
-    match (a, b) {
-        (IpNetwork::V4(x), IpNetwork::V4(y)) => x.overlaps(*y),
-        (IpNetwork::V6(x), IpNetwork::V6(y)) => x.overlaps(*y),
-        _ => false,
     }
 }
 
