@@ -125,11 +125,7 @@ pub fn remove_network(c: &Compat, net: &NetworkName) -> Result<(), String> {
             errors.push(format!("{}: {e}", ipt.cmd()));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    super::joined(errors)
 }
 
 /// Removes the chain and its jump (both families).
@@ -146,11 +142,7 @@ pub fn remove_all(c: &Compat) -> Result<(), String> {
             Err(e) => errors.push(format!("{}: {e}", ipt.cmd())),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    super::joined(errors)
 }
 
 #[cfg(test)]

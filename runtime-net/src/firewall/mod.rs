@@ -120,6 +120,16 @@ pub trait Firewall: Send + Sync {
     fn remove_all(&self) -> Result<(), FirewallError>;
 }
 
+/// Teardown keeps going and reports every failure: `Ok` when `errors` is empty, else all of them
+/// joined.
+pub(crate) fn joined(errors: Vec<String>) -> Result<(), String> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Whether nftables works here (for the feature report).
 pub fn probe_nftables() -> Result<String, String> {
     nft::NftBackend::new()

@@ -138,9 +138,7 @@ impl Firewall for IptablesBackend {
         self.ensure_base()?;
         let tag = rules::net_tag(&r.name);
         let errors = self.delete_owned(&|c| c == tag);
-        if !errors.is_empty() {
-            return Err(fail(&op, errors.join("; ")));
-        }
+        super::joined(errors).map_err(|m| fail(&op, m))?;
         for rule in rules::network_rules(r) {
             self.add_rule(&op, &rule)?;
         }
@@ -150,11 +148,7 @@ impl Firewall for IptablesBackend {
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError> {
         let tag = rules::net_tag(name);
         let errors = self.delete_owned(&|c| c == tag);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail(&format!("remove network {name}"), errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail(&format!("remove network {name}"), m))
     }
 
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError> {
@@ -187,11 +181,7 @@ impl Firewall for IptablesBackend {
                 errors.push(e);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail(&op, errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail(&op, m))
     }
 
     fn purge_ports(&self, id: &IfName) -> Result<(), FirewallError> {
@@ -202,11 +192,7 @@ impl Firewall for IptablesBackend {
                 errors.push(format!("{}: {e}", ipt.cmd()));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail(&format!("purge ports of {id}"), errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail(&format!("purge ports of {id}"), m))
     }
 
     fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError> {
@@ -230,10 +216,6 @@ impl Firewall for IptablesBackend {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail("remove all", errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail("remove all", m))
     }
 }

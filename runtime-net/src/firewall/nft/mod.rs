@@ -155,11 +155,7 @@ impl Firewall for NftBackend {
         if let Err(e) = compat::remove_network(&self.compat, name) {
             errors.push(format!("iptables FORWARD coexistence: {e}"));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail(&op, errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail(&op, m))
     }
 
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError> {
@@ -227,10 +223,6 @@ impl Firewall for NftBackend {
         if let Err(e) = compat::remove_all(&self.compat) {
             errors.push(format!("iptables FORWARD coexistence: {e}"));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(fail("remove all", errors.join("; ")))
-        }
+        super::joined(errors).map_err(|m| fail("remove all", m))
     }
 }
