@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use runtime_net::firewall::BackendKind;
 use serde::Deserialize;
+use shimnet_api::server::Limits;
 use shimnet_api::wire::NetworkCreate;
+use std::time::Duration;
 
 /// The embedded default configuration (also shipped as `packaging/shimnetd.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../packaging/shimnetd.toml");
@@ -58,6 +60,81 @@ pub struct Config {
     /// Docker plugin settings (`[docker]`).
     #[serde(default)]
     pub docker: DockerConfig,
+    /// Socket ownership and server limits of both sockets (`[api]`).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: who may use the sockets and the limits that protect the daemon from slow or hostile
+/// clients (both the REST and the Docker plugin socket).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Group owning the sockets (mode 0660); unset = root's group.
+    pub socket_group: Option<String>,
+    /// Open connections per socket at most; more wait to be accepted.
+    pub max_connections: usize,
+    /// Requests handled at once per socket; more queue in arrival order.
+    pub max_concurrent_requests: usize,
+    /// Largest request body in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Seconds for a request's headers to arrive.
+    pub header_timeout_secs: u64,
+    /// Seconds for a request's body to arrive.
+    pub body_timeout_secs: u64,
+    /// Seconds an idle connection stays open.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        let d = Limits::default();
+        ApiConfig {
+            socket_group: None,
+            max_connections: d.max_connections,
+            max_concurrent_requests: d.max_concurrent_requests,
+            max_body_bytes: d.max_body_bytes,
+            header_timeout_secs: d.header_read_timeout.as_secs(),
+            body_timeout_secs: d.body_read_timeout.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The server limits (zero values are raised to the smallest that works).
+    pub fn limits(&self) -> Limits {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        Limits {
+            max_connections: self.max_connections.max(1),
+            max_concurrent_requests: self.max_concurrent_requests.max(1),
+            max_body_bytes: self.max_body_bytes.max(1024),
+            header_read_timeout: secs(self.header_timeout_secs),
+            body_read_timeout: secs(self.body_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+        }
+    }
+
+    /// The group id of `socket_group` (a name or a number).
+    pub fn socket_gid(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(g) = &self.socket_group else {
+            return Ok(None);
+        };
+        if let Ok(n) = g.parse::<u32>() {
+            return Ok(Some(n));
+        }
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(grp)) => Ok(Some(grp.gid.as_raw())),
+            Ok(None) => Err(ConfigError::Parse {
+                origin: "[api]".into(),
+                message: format!("socket_group: no group named {g:?}"),
+            }),
+            Err(e) => Err(ConfigError::Parse {
+                origin: "[api]".into(),
+                message: format!("socket_group: looking up {g:?}: {e}"),
+            }),
+        }
+    }
 }
 
 /// `[docker]`: the Docker plugin socket and the docker0-compatible mode.

@@ -37,6 +37,9 @@ struct Args {
     /// Firewall backend: auto, nftables or iptables (overrides the config).
     #[arg(long, value_parser = ["auto", "nftables", "iptables"])]
     firewall: Option<String>,
+    /// Group owning the sockets, name or number (overrides `[api] socket_group`).
+    #[arg(long)]
+    socket_group: Option<String>,
 }
 
 fn load_config(args: &Args) -> Result<Config> {
@@ -54,6 +57,9 @@ fn load_config(args: &Args) -> Result<Config> {
     }
     if let Some(p) = &args.plugin_dir {
         cfg.plugin_dir = p.clone();
+    }
+    if let Some(g) = &args.socket_group {
+        cfg.api.socket_group = Some(g.clone());
     }
     if let Some(f) = &args.firewall {
         cfg.firewall = match f.as_str() {
@@ -157,6 +163,8 @@ async fn main() -> Result<()> {
     }
     let args = Args::parse();
     let cfg = load_config(&args)?;
+    let gid = cfg.api.socket_gid()?;
+    let limits = cfg.api.limits();
     let engine = Arc::new(
         Engine::new(&EngineConfig {
             state_dir: cfg.state_dir.clone(),
@@ -206,7 +214,7 @@ async fn main() -> Result<()> {
             });
         }
         let path = cfg.plugin_dir.join(SOCKET_NAME);
-        let listener = server::bind(&path, 0o660)?;
+        let listener = server::bind(&path, 0o660, gid)?;
         let api = PluginApi::new(
             engine.clone(),
             PluginConfig {
@@ -220,6 +228,7 @@ async fn main() -> Result<()> {
             listener,
             path,
             Arc::new(api),
+            limits,
             stopped(stop_rx.clone()),
             Duration::from_secs(10),
         )))
@@ -228,11 +237,12 @@ async fn main() -> Result<()> {
     };
     // The REST API comes up last: once it answers, every declared network (docker0 included)
     // exists.
-    let listener = server::bind(&cfg.api_socket, 0o660)?;
+    let listener = server::bind(&cfg.api_socket, 0o660, gid)?;
     let api = tokio::spawn(server::serve(
         listener,
         cfg.api_socket.clone(),
         Arc::new(RestApi::new(engine.clone())),
+        limits,
         stopped(stop_rx.clone()),
         Duration::from_secs(10),
     ));

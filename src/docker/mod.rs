@@ -246,7 +246,14 @@ pub async fn time_boxed<T: Send + 'static>(
 }
 
 impl shimnet_api::server::Handler for PluginApi {
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
         self.respond(req).await
+    }
+
+    fn reject(&self, status: StatusCode, message: String) -> Response<Full<Bytes>> {
+        error_response(&PluginError {
+            status,
+            message: format!("shimnet: {message}"),
+        })
     }
 }

@@ -171,8 +171,24 @@ impl RestApi {
 }
 
 impl crate::server::Handler for RestApi {
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
         self.respond(req).await
+    }
+
+    fn reject(&self, status: StatusCode, message: String) -> Response<Full<Bytes>> {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::BAD_REQUEST => "invalid_argument",
+            _ => "unavailable",
+        };
+        ApiError {
+            status,
+            code,
+            message,
+            field: Some("body".into()),
+        }
+        .into_response()
     }
 }
 

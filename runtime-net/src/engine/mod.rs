@@ -380,12 +380,8 @@ impl Engine {
         let lock = self.key_lock(&key);
         let _k = lock.lock().await;
         let spec = self.network(&req.network).await?;
-        if !req.netns.exists() {
-            return Err(FieldError::new(
-                "netns",
-                format!("{} does not exist", req.netns.display()),
-            )
-            .into());
+        if let Err(e) = crate::nspath::check_netns(&req.netns) {
+            return Err(FieldError::new("netns", e.to_string()).into());
         }
         if !req.ports.is_empty() {
             self.check_port_conflicts(&key, &req.ports).await?;

@@ -1,0 +1,78 @@
+//! Checks that a path from a request names a network namespace (a bind mount or `/proc/PID/ns/net`
+//! file of the nsfs file system whose namespace type is "network") before anything enters it.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// `ioctl(fd, NS_GET_NSTYPE)` (linux/nsfs.h: `_IO(0xb7, 0x3)`).
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Why a path is not a usable network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetnsPathError {
+    /// Not an absolute path.
+    #[error("{0} is not an absolute path")]
+    NotAbsolute(String),
+    /// The path cannot be opened.
+    #[error("{0} does not exist or cannot be opened: {1}")]
+    Missing(String, String),
+    /// The file is not a namespace file (not on nsfs).
+    #[error("{0} is not a namespace file")]
+    NotNamespace(String),
+    /// A namespace of another kind (mount, pid, ...).
+    #[error("{0} is a namespace but not a network namespace")]
+    NotNetwork(String),
+}
+
+/// Ok if `path` is an absolute path to a network namespace.
+pub fn check_netns(path: &Path) -> Result<(), NetnsPathError> {
+    let shown = path.display().to_string();
+    if !path.is_absolute() {
+        return Err(NetnsPathError::NotAbsolute(shown));
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| NetnsPathError::Missing(shown.clone(), e.to_string()))?;
+    let fs = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| NetnsPathError::Missing(shown.clone(), e.to_string()))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(NetnsPathError::NotNamespace(shown));
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open descriptor, which lives
+    // for the duration of the call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(NetnsPathError::NotNetwork(shown));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_namespaces_pass() {
+        assert_eq!(check_netns(Path::new("/proc/self/ns/net")), Ok(()));
+        assert!(matches!(
+            check_netns(Path::new("/proc/self/ns/mnt")),
+            Err(NetnsPathError::NotNetwork(_))
+        ));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(
+            check_netns(f.path()),
+            Err(NetnsPathError::NotNamespace(_))
+        ));
+        assert!(matches!(
+            check_netns(Path::new("/nonexistent/ns")),
+            Err(NetnsPathError::Missing(..))
+        ));
+        assert!(matches!(
+            check_netns(Path::new("run/netns/x")),
+            Err(NetnsPathError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            check_netns(Path::new("/proc")),
+            Err(NetnsPathError::NotNamespace(_))
+        ));
+    }
+}
