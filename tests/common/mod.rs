@@ -14,6 +14,17 @@ use shimnet::netns::{run_in, NamedNetns};
 use shimnet_api::client::{Client, ClientError};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+static PREFIX: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sets the prefix of every namespace this test process creates (default `snt`); call first.
+pub fn use_prefix(prefix: &'static str) {
+    let _ = PREFIX.set(prefix);
+}
+
+/// The namespace name prefix of this test process.
+pub fn prefix() -> &'static str {
+    PREFIX.get().copied().unwrap_or("snt")
+}
 
 /// A unique short tag for names in this test process.
 pub fn tag(prefix: &str) -> String {
@@ -77,8 +88,8 @@ impl TestHost {
     /// Like [`TestHost::new`] with extra daemon flags (e.g. `--firewall iptables`).
     pub fn with_args(config_networks: &str, extra: &[&str]) -> Self {
         let t = tag("h");
-        let ns = NamedNetns::create(&format!("snt-{t}")).expect("host netns");
-        let outside = NamedNetns::create(&format!("snt-{t}-out")).expect("outside netns");
+        let ns = NamedNetns::create(&format!("{}-{t}", prefix())).expect("host netns");
+        let outside = NamedNetns::create(&format!("{}-{t}-out", prefix())).expect("outside netns");
         let n = (SEQ.fetch_add(1, Ordering::Relaxed) % 250) as u8;
         let host_ip = Ipv4Addr::new(198, 18, n, 1);
         let outside_ip = Ipv4Addr::new(198, 18, n, 2);
@@ -161,29 +172,33 @@ impl TestHost {
         h
     }
 
-    /// Starts shimnetd in the host namespace and waits until it answers.
-    pub fn start(&mut self) {
-        assert!(self.daemon.is_none(), "daemon already running");
+    /// A command that runs shimnetd in the host namespace (log appended to `shimnetd.log`).
+    pub fn daemon_command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("shimnetd.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns.name(),
-                env!("CARGO_BIN_EXE_shimnetd"),
-                "--config",
-            ])
-            .arg(&self.config)
-            .args(&self.extra_args)
-            .env("SHIMNET_LOG", "info,runtime_net=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shimnetd");
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            self.ns.name(),
+            env!("CARGO_BIN_EXE_shimnetd"),
+            "--config",
+        ])
+        .arg(&self.config)
+        .args(&self.extra_args)
+        .env("SHIMNET_LOG", "info,runtime_net=debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+        cmd
+    }
+
+    /// Starts shimnetd in the host namespace and waits until it answers.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let child = self.daemon_command().spawn().expect("spawn shimnetd");
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -301,7 +316,7 @@ impl Drop for TestHost {
 
 /// A container: a fresh named namespace.
 pub fn container(prefix: &str) -> NamedNetns {
-    NamedNetns::create(&format!("snt-{}", tag(prefix))).expect("container netns")
+    NamedNetns::create(&format!("{}-{}", self::prefix(), tag(prefix))).expect("container netns")
 }
 
 /// The address part of an endpoint's `ipv4` (`10.0.0.2/24` → `10.0.0.2`).
