@@ -1,0 +1,375 @@
+//! The daemon's own protection and its behaviour under concurrency, against a real shimnetd:
+//! socket mode and group, no TCP listener, slowloris and huge-body clients on both sockets do not
+//! stop normal clients, and hundreds of parallel attach/detach requests through the three front
+//! doors get distinct addresses with no request starved. Run as root.
+
+mod cni_support;
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cni_support::{conf, shimnet, Call};
+use common::*;
+use serde_json::{json, Value};
+use shimnet_api::client::Client;
+
+/// Small limits so the test sees them act within seconds.
+const LIMITS: &str = "[api]\nsocket_group = \"nogroup\"\nmax_connections = 32\nmax_concurrent_requests = 4\nmax_body_bytes = 65536\nheader_timeout_secs = 2\nbody_timeout_secs = 2\nidle_timeout_secs = 3\n";
+
+fn host() -> TestHost {
+    use_prefix("snr");
+    TestHost::new(LIMITS)
+}
+
+fn plugin_socket(h: &TestHost) -> PathBuf {
+    h.dir.path().join("plugins/shimnet.sock")
+}
+
+/// Sends raw bytes and returns the connection (kept open by the caller).
+fn raw(socket: &Path, bytes: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.write_all(bytes).expect("write");
+    s
+}
+
+/// Reads a reply until the server closes (or `wait` passes); returns status line and body.
+fn read_reply(s: &mut UnixStream, wait: Duration) -> (String, String) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// True if the server closes the connection within `wait`.
+fn closed_within(s: &mut UnixStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 512];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// A normal client's request must be answered within `limit`.
+fn served_within(socket: &Path, path: &str, limit: Duration) -> Duration {
+    let t = Instant::now();
+    let r = Client::new(socket)
+        .with_timeout(Duration::from_secs(30))
+        .request(
+            if path.starts_with("/v1") {
+                "GET"
+            } else {
+                "POST"
+            },
+            path,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let took = t.elapsed();
+    assert!(took < limit, "{path} took {took:?}");
+    took
+}
+
+#[test]
+fn sockets_are_0660_with_the_configured_group_and_there_is_no_tcp_listener() {
+    let h = host();
+    for s in [h.socket.clone(), plugin_socket(&h)] {
+        let md = std::fs::metadata(&s).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o660, "{}", s.display());
+        assert_eq!(md.gid(), 65534, "{} group nogroup", s.display());
+    }
+    let listeners = sh(&["ip", "netns", "exec", h.ns.name(), "ss", "-Hltnp"]);
+    assert_eq!(
+        listeners.trim(),
+        "",
+        "TCP listeners in the daemon's namespace"
+    );
+    let udp = sh(&["ip", "netns", "exec", h.ns.name(), "ss", "-Hlunp"]);
+    assert_eq!(udp.trim(), "", "UDP sockets in the daemon's namespace");
+}
+
+#[test]
+fn unknown_socket_group_stops_the_daemon_with_a_clear_message() {
+    use_prefix("snr");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{0}/s\"\napi_socket = \"{0}/a.sock\"\nplugin_dir = \"{0}/p\"\n[api]\nsocket_group = \"snr-no-such-group\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let ns = container("g");
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            env!("CARGO_BIN_EXE_shimnetd"),
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("socket_group") && err.contains("snr-no-such-group"),
+        "{err}"
+    );
+}
+
+#[test]
+fn slowloris_and_idle_clients_do_not_stop_normal_clients() {
+    let h = host();
+    for socket in [h.socket.clone(), plugin_socket(&h)] {
+        let ok_path = if socket == h.socket {
+            "/v1/networks"
+        } else {
+            "/Plugin.Activate"
+        };
+        // Below the connection limit: half a request head each, and connections that send nothing.
+        let mut slow: Vec<UnixStream> = (0..20)
+            .map(|_| {
+                raw(
+                    &socket,
+                    b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nContent-Le",
+                )
+            })
+            .collect();
+        let mut idle: Vec<UnixStream> = (0..8).map(|_| raw(&socket, b"")).collect();
+        for _ in 0..10 {
+            served_within(&socket, ok_path, Duration::from_secs(5));
+        }
+        // The server closes them: header timeout 2 s, idle timeout 3 s.
+        for s in slow.iter_mut().chain(idle.iter_mut()) {
+            assert!(
+                closed_within(s, Duration::from_secs(15)),
+                "slow client not closed"
+            );
+        }
+        // Above the connection limit (32): normal clients still get through once the
+        // header timeout frees connections.
+        let _flood: Vec<UnixStream> = (0..64)
+            .map(|_| raw(&socket, b"GET /v1/health HTTP/1.1\r\nHo"))
+            .collect();
+        let took = served_within(&socket, ok_path, Duration::from_secs(20));
+        println!("limits: served past 64 slowloris connections in {took:?}");
+    }
+}
+
+#[test]
+fn huge_and_slow_bodies_get_413_and_408_in_each_front_doors_shape() {
+    let h = host();
+    // Declared too large: refused at once, without reading the body.
+    let mut s = raw(
+        &h.socket,
+        b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n{",
+    );
+    let (status, body) = read_reply(&mut s, Duration::from_secs(10));
+    assert!(status.contains("413"), "{status}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    assert_eq!(v["error"]["field"], "body");
+    assert!(v["error"]["message"].as_str().unwrap().contains("65536"));
+    // Chunked, growing past the limit.
+    let mut s = raw(
+        &h.socket,
+        b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let chunk = vec![b'a'; 16384];
+    for _ in 0..6 {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let (status, _) = read_reply(&mut s, Duration::from_secs(10));
+    assert!(status.contains("413"), "{status}");
+    // Docker plugin socket: same limit, docker's error shape.
+    let mut s = raw(
+        &plugin_socket(&h),
+        b"POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n",
+    );
+    let (status, body) = read_reply(&mut s, Duration::from_secs(10));
+    assert!(status.contains("413"), "{status}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["Err"].as_str().unwrap().contains("limit"), "{v}");
+    // A body that never finishes: 408 after the body timeout, and others are served meanwhile.
+    let mut slow = raw(
+        &h.socket,
+        b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"name\":",
+    );
+    served_within(&h.socket, "/v1/networks", Duration::from_secs(5));
+    let (status, body) = read_reply(&mut slow, Duration::from_secs(15));
+    assert!(status.contains("408"), "{status} {body}");
+    assert!(body.contains("request_timeout"), "{body}");
+    assert_eq!(h.call("GET", "/v1/networks", None), json!([]));
+}
+
+/// Several clients at once through every front door: all addresses distinct, every request
+/// answered, none starved (the daemon runs with at most 4 requests in its handler at once).
+#[test]
+fn hundreds_of_parallel_attach_and_detach_requests() {
+    let h = host();
+    let net = format!("snr{}", tag("p"));
+    let cni = conf("1.0.0", &net, &h.socket, &net, "10.79.0.0/22");
+    let warm = container("w");
+    let wc = Call::new("warm", &warm.path().display().to_string());
+    assert_eq!(shimnet("ADD", &wc, &cni).code, 0);
+    assert_eq!(shimnet("DEL", &wc, &cni).code, 0);
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 30;
+    let containers: Vec<Vec<_>> = (0..CLIENTS)
+        .map(|_| (0..PER_CLIENT).map(|_| container("p")).collect())
+        .collect();
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    let timed = |f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        assert!(f());
+        let d = t.elapsed();
+        let mut s = slowest.lock().unwrap();
+        *s = (*s).max(d);
+    };
+    let started = Instant::now();
+    let addresses: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, cs)| {
+                let (h, cni, net, timed) = (&h, &cni, &net, &timed);
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    for c in cs {
+                        let path = c.path().display().to_string();
+                        if i % 2 == 0 {
+                            let mut ip = String::new();
+                            timed(&|| {
+                                let body = json!({"container_id": c.name(), "netns": path});
+                                let e = h
+                                    .client()
+                                    .with_timeout(Duration::from_secs(120))
+                                    .call::<Value>(
+                                        "POST",
+                                        &format!("/v1/networks/{net}/endpoints"),
+                                        Some(&body),
+                                    );
+                                e.is_ok()
+                            });
+                            let e = h.call(
+                                "GET",
+                                &format!("/v1/networks/{net}/endpoints/{}", c.name()),
+                                None,
+                            );
+                            ip.push_str(&ip_of(&e));
+                            got.push(ip);
+                        } else {
+                            let call = Call::new(c.name(), &path);
+                            let out = std::cell::RefCell::new(Value::Null);
+                            timed(&|| {
+                                let o = shimnet("ADD", &call, cni);
+                                *out.borrow_mut() = o.out.clone();
+                                o.code == 0
+                            });
+                            let a = out.borrow()["ips"][0]["address"]
+                                .as_str()
+                                .unwrap()
+                                .to_string();
+                            got.push(a.split('/').next().unwrap().to_string());
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let attach_time = started.elapsed();
+    let distinct: std::collections::BTreeSet<_> = addresses.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        CLIENTS * PER_CLIENT,
+        "addresses handed out twice"
+    );
+    // Every kernel address matches and is distinct too.
+    let mut kernel = std::collections::BTreeSet::new();
+    for c in containers.iter().flatten() {
+        let a = sh(&[
+            "ip",
+            "-n",
+            c.name(),
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ]);
+        assert!(kernel.insert(a.split_whitespace().nth(3).unwrap().to_string()));
+    }
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for (i, cs) in containers.iter().enumerate() {
+            let (h, cni, net, timed) = (&h, &cni, &net, &timed);
+            scope.spawn(move || {
+                for c in cs {
+                    if i % 2 == 0 {
+                        timed(&|| {
+                            h.client()
+                                .with_timeout(Duration::from_secs(120))
+                                .call::<Value>(
+                                    "DELETE",
+                                    &format!("/v1/networks/{net}/endpoints/{}", c.name()),
+                                    None::<&Value>,
+                                )
+                                .is_ok()
+                        });
+                    } else {
+                        let call = Call::new(c.name(), &c.path().display().to_string());
+                        timed(&|| shimnet("DEL", &call, cni).code == 0);
+                    }
+                }
+            });
+        }
+    });
+    let detach_time = started.elapsed();
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    let slowest = *slowest.lock().unwrap();
+    println!(
+        "limits: {} parallel attaches in {attach_time:?}, {} detaches in {detach_time:?}, slowest request {slowest:?}",
+        CLIENTS * PER_CLIENT,
+        CLIENTS * PER_CLIENT
+    );
+    assert!(
+        slowest < Duration::from_secs(60),
+        "a request waited {slowest:?}"
+    );
+}
