@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use runtime_net::firewall::BackendKind;
+use runtime_net::plan;
 use serde::Deserialize;
+use shimnet_api::rest::convert;
 use shimnet_api::server::Limits;
 use shimnet_api::wire::NetworkCreate;
 use std::time::Duration;
@@ -194,10 +196,30 @@ pub enum ConfigError {
 impl Config {
     /// Parses TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
-        })
+        })?;
+        cfg.check_networks().map_err(|message| ConfigError::Parse {
+            origin: origin.to_string(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Every declared network is valid on its own and clashes with no other one; the message
+    /// names the key (`networks[1].gateway: ...`).
+    fn check_networks(&self) -> Result<(), String> {
+        let mut specs = Vec::new();
+        for (i, n) in self.networks.iter().enumerate() {
+            let req =
+                convert::network_request(n).map_err(|e| format!("networks[{i}].{}", e.message))?;
+            let spec = plan::build_spec(req)
+                .map_err(|e| format!("networks[{i}].{}: {}", e.field, e.message))?;
+            plan::check_clash(&spec, &specs).map_err(|c| format!("networks[{i}]: {c}"))?;
+            specs.push(spec);
+        }
+        Ok(())
     }
 
     /// Loads `path`; when `path` is the default location and does not exist, the embedded default.
@@ -222,6 +244,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_networks_are_checked_and_errors_name_the_key() {
+        let base = "state_dir = \"/s\"\napi_socket = \"/a\"\nplugin_dir = \"/p\"\n";
+        for (nets, key) in [
+            ("[[networks]]\nname = \"a\"\nsubnet = \"10.0.0.0/33\"\n", "networks[0].subnet"),
+            (
+                "[[networks]]\nname = \"a\"\nsubnet = \"10.0.0.0/24\"\ngateway = \"10.1.0.1\"\n",
+                "networks[0].gateway",
+            ),
+            (
+                "[[networks]]\nname = \"a\"\nsubnet = \"10.0.0.0/24\"\n[[networks]]\nname = \"b\"\nsubnet = \"10.0.0.128/25\"\n",
+                "networks[1]",
+            ),
+            ("[[networks]]\nname = \"a b\"\nsubnet = \"10.0.0.0/24\"\n", "networks[0].name"),
+        ] {
+            let e = Config::parse(&format!("{base}{nets}"), "t").unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
 
     #[test]
     fn embedded_default_is_valid_and_avoids_docker_and_podman() {

@@ -73,6 +73,10 @@ impl Env {
         if need_id && env.ifname.is_empty() {
             return Err(CniError::env("CNI_IFNAME is not set"));
         }
+        if need_id {
+            check_container_id(&env.container_id)?;
+            check_ifname(&env.ifname)?;
+        }
         if matches!(command, Command::Add | Command::Check) {
             if env.netns.is_empty() {
                 return Err(CniError::env(
@@ -90,6 +94,38 @@ impl Env {
     }
 }
 
+/// The CNI spec's container id: 1–255 characters of `[A-Za-z0-9_.-]`.
+fn check_container_id(id: &str) -> Result<(), CniError> {
+    let ok = id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::env(format!(
+            "CNI_CONTAINERID {id:?} is invalid: it must be 1 to 255 characters of letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
+/// A Linux interface name: 1–15 bytes of `[A-Za-z0-9_.-]`, not `.` or `..`.
+fn check_ifname(name: &str) -> Result<(), CniError> {
+    let ok = name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::env(format!(
+            "CNI_IFNAME {name:?} is invalid: it must be 1 to 15 characters of letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +137,30 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Env::read(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn container_id_and_ifname_are_checked() {
+        let base = |id: &'static str, ifname: &'static str| {
+            read(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_IFNAME", ifname),
+            ])
+        };
+        assert!(base("c-1_x.y", "eth0").is_ok());
+        for (id, ifname, field) in [
+            ("a/b", "eth0", "CNI_CONTAINERID"),
+            ("a b", "eth0", "CNI_CONTAINERID"),
+            ("c", "eth0123456789012", "CNI_IFNAME"),
+            ("c", "x/y", "CNI_IFNAME"),
+            ("c", "a b", "CNI_IFNAME"),
+            ("c", "..", "CNI_IFNAME"),
+        ] {
+            let e = base(id, ifname).unwrap_err();
+            assert_eq!(e.code, 4, "{id} {ifname}");
+            assert!(e.msg.contains(field), "{e:?}");
+        }
     }
 
     #[test]
