@@ -138,7 +138,8 @@ async fn run_plain(e: &Engine, ctx: &Context, call: Call) -> R {
                     ipv6,
                     mac: c.mac,
                 })
-                .await?;
+                .await
+                .map_err(interface_fields)?;
             Ok(reply::create_endpoint(
                 &rec,
                 c.address.is_some(),
@@ -286,4 +287,21 @@ async fn request_address(e: &Engine, r: &RequestAddress) -> R {
         .allocate_pool_address(&r.pool_id, owner, requested)
         .await?;
     Ok(reply::request_address(ip, pool.subnet.prefix()))
+}
+
+/// Names an engine field error by the CreateEndpoint field docker sent (`Interface.Address`
+/// rather than the engine's `ip`).
+fn interface_fields(e: EngineError) -> EngineError {
+    match e {
+        EngineError::Invalid(mut f) => {
+            f.field = match f.field {
+                "ip" => "Interface.Address",
+                "ip6" => "Interface.AddressIPv6",
+                "mac" => "Interface.MacAddress",
+                other => other,
+            };
+            EngineError::Invalid(f)
+        }
+        other => other,
+    }
 }

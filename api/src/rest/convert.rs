@@ -34,18 +34,32 @@ fn cidrs(name: &str, values: &[String]) -> Result<Vec<IpNetwork>, ApiError> {
     values.iter().map(|v| field(name, v)).collect()
 }
 
-/// Decodes a JSON body, naming the field serde complains about.
+/// Decodes a JSON body, naming the field at fault by its path (`ports[0].host_port`), or `body`
+/// when the JSON itself is broken.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("body")
-            .to_string();
-        ApiError::invalid(&field, format!("invalid JSON body: {msg}"))
-    })
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let broken = e.inner().is_syntax() || e.inner().is_eof();
+        let field = if broken {
+            "body".to_string()
+        } else if path == "." || path == "?" || path.is_empty() {
+            // An unknown or missing field names itself in serde's message.
+            inner
+                .split('`')
+                .nth(1)
+                .filter(|_| inner.contains("field"))
+                .unwrap_or("body")
+                .to_string()
+        } else {
+            path
+        };
+        ApiError::invalid(&field, format!("invalid JSON body: {inner}"))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }
 
 /// `NetworkCreate` → `NetworkRequest`.
@@ -142,6 +156,25 @@ pub fn endpoint_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_names_the_field_by_its_path() {
+        let e = decode::<NetworkCreate>(br#"{"name": 5, "subnet": "10.0.0.0/24"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = decode::<EndpointAttach>(
+            br#"{"container_id": "c", "netns": "/x", "ports": [{"host_port": 70000, "container_port": 80}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ports[0].host_port"), "{e:?}");
+        let e = decode::<NetworkCreate>(br#"{"name": "a", "subnet": "10.0.0.0/24", "colour": 1}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("colour"));
+        let e = decode::<NetworkCreate>(br#"{"name": "a""#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        let e =
+            decode::<NetworkCreate>(br#"{"name": "a", "subnet": "10.0.0.0/24"} x"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+    }
 
     #[test]
     fn network_fields_named() {

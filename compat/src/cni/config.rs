@@ -201,8 +201,12 @@ impl NetConf {
 
     /// Decodes an already parsed configuration object (code 7 on a mistyped key).
     pub fn from_value(raw: &Value) -> Result<NetConf, CniError> {
-        NetConf::deserialize(raw).map_err(|e| {
-            CniError::config(format!("invalid network configuration: {e}; fix that key"))
+        serde_path_to_error::deserialize(raw).map_err(|e| {
+            CniError::config(format!(
+                "invalid network configuration: key {}: {}; fix that key",
+                e.path(),
+                e.inner()
+            ))
         })
     }
 
