@@ -6,7 +6,7 @@
 mod commands;
 mod daemon;
 mod delegate;
-mod env;
+use shimnet_cni::env;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;

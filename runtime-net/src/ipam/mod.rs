@@ -5,6 +5,8 @@
 //! is bounded by the number of used and reserved addresses met, never by the size of the subnet,
 //! so huge IPv6 pools cost the same as small IPv4 ones.
 
+#[cfg(test)]
+mod proptests;
 mod span;
 #[cfg(test)]
 mod tests;
