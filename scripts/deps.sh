@@ -25,3 +25,8 @@ if ((${#missing[@]})); then
   trap 'if [[ -n $guard ]]; then rm -f "$guard"; fi' EXIT
   apt-get install -y -q "${missing[@]}"
 fi
+# cargo-fuzz for the short fuzz pass of scripts/test.sh (scripts/fuzz.sh).
+if [[ $what == test ]] && ! command -v cargo-fuzz >/dev/null; then
+  echo "deps: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi

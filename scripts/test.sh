@@ -9,6 +9,9 @@ scripts/deps.sh test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --show-output 2>&1 | tee target/test.log
+# A short fuzz pass over every target (the long one: scripts/fuzz.sh 300; the long chaos run:
+# scripts/chaos.sh; the short chaos run is part of cargo test).
+scripts/fuzz.sh 10
 # Loud summary of skips: a skip is never a pass.
 if grep -q "SKIPPED" target/test.log; then
   echo "=== tests that SKIPPED part of their checks (missing kernel features) ==="
