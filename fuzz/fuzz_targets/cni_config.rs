@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use shimnet_api::rest::convert;
 use shimnet_compat::cni::translate::AttachEnv;
-use shimnet_compat::cni::{args, attach_request, negotiate, network_target, NetConf, NetworkTarget};
+use shimnet_compat::cni::{
+    args, attach_request, negotiate, network_target, NetConf, NetworkTarget,
+};
 
 include!("common_spec.rs");
 
@@ -16,10 +18,16 @@ fuzz_target!(|data: &[u8]| {
         None => (&data[..0], data),
     };
     let cni_args = args::parse(&String::from_utf8_lossy(args_line)).unwrap_or_default();
-    let Ok((raw, conf)) = NetConf::parse(stdin) else { return };
+    let Ok((raw, conf)) = NetConf::parse(stdin) else {
+        return;
+    };
     let versions: Vec<String> = raw["cniVersions"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let _ = negotiate(raw["cniVersion"].as_str(), &versions);
     let _ = shimnet_compat::cni::CniResult::parse(&raw["prevResult"]);
@@ -30,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let env = AttachEnv { container_id: "c1", netns: "/run/netns/c1", ifname: "eth0" };
+    let env = AttachEnv {
+        container_id: "c1",
+        netns: "/run/netns/c1",
+        ifname: "eth0",
+    };
     if let Ok(a) = attach_request(&conf, env, &cni_args, &[]) {
         let _ = convert::attach_request(runtime_net::NetworkName::new("n").unwrap(), &a);
     }

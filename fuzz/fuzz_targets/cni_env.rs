@@ -16,8 +16,14 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     if let Ok(env) = Env::read(|k| vars.get(k).cloned()) {
         if matches!(env.command, Command::Add | Command::Del | Command::Check) {
-            assert!(!env.container_id.is_empty() && env.ifname.len() <= 15, "{env:?}");
-            assert!(!env.ifname.contains('/') && !env.container_id.contains('/'), "{env:?}");
+            assert!(
+                !env.container_id.is_empty() && env.ifname.len() <= 15,
+                "{env:?}"
+            );
+            assert!(
+                !env.ifname.contains('/') && !env.container_id.contains('/'),
+                "{env:?}"
+            );
         }
         if matches!(env.command, Command::Add | Command::Check) {
             assert!(env.netns.starts_with('/'), "{env:?}");

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use shimnet::config::Config;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(cfg) = Config::parse(text, "fuzz") {
         let l = cfg.api.limits();
         assert!(l.max_connections >= 1 && l.max_concurrent_requests >= 1);

@@ -26,7 +26,9 @@ const CALLS: &[&str] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, body)) = data.split_first() else { return };
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
     if usize::from(which) == CALLS.len() {
         let _ = daemon_json::docker0_settings(std::str::from_utf8(body).ok());
         return;

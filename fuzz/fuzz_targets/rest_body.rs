@@ -9,7 +9,9 @@ use shimnet_api::wire::{EndpointAttach, NetworkCreate};
 include!("common_spec.rs");
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, body)) = data.split_first() else { return };
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
     match which % 3 {
         0 => {
             if let Ok(b) = convert::decode::<NetworkCreate>(body) {
