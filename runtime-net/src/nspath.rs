@@ -2,6 +2,7 @@
 //! file of the nsfs file system whose namespace type is "network") before anything enters it.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// `ioctl(fd, NS_GET_NSTYPE)` (linux/nsfs.h: `_IO(0xb7, 0x3)`).
@@ -30,11 +31,20 @@ pub fn check_netns(path: &Path) -> Result<(), NetnsPathError> {
     if !path.is_absolute() {
         return Err(NetnsPathError::NotAbsolute(shown));
     }
-    let file = std::fs::File::open(path)
+    // statfs first, without opening: a FIFO or device named by a hostile request is never
+    // opened (opening a FIFO would block the caller).
+    let missing = |e: nix::Error| NetnsPathError::Missing(shown.clone(), e.desc().to_string());
+    let nsfs = |fs: nix::sys::statfs::Statfs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC;
+    if !nsfs(nix::sys::statfs::statfs(path).map_err(missing)?) {
+        return Err(NetnsPathError::NotNamespace(shown));
+    }
+    // Non-blocking, and checked again on the open descriptor (the path may have changed).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
         .map_err(|e| NetnsPathError::Missing(shown.clone(), e.to_string()))?;
-    let fs = nix::sys::statfs::fstatfs(&file)
-        .map_err(|e| NetnsPathError::Missing(shown.clone(), e.to_string()))?;
-    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+    if !nsfs(nix::sys::statfs::fstatfs(&file).map_err(missing)?) {
         return Err(NetnsPathError::NotNamespace(shown));
     }
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open descriptor, which lives
@@ -72,6 +82,14 @@ mod tests {
         ));
         assert!(matches!(
             check_netns(Path::new("/proc")),
+            Err(NetnsPathError::NotNamespace(_))
+        ));
+        // A FIFO is refused without being opened (opening it would block).
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(
+            check_netns(&fifo),
             Err(NetnsPathError::NotNamespace(_))
         ));
     }
