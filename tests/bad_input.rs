@@ -161,6 +161,9 @@ fn every_front_door_refuses_bad_input_clearly_and_changes_nothing() {
 
     let plain_file = h.dir.path().join("plain");
     std::fs::write(&plain_file, b"").unwrap();
+    // Opening a FIFO blocks until a writer comes: the daemon must refuse it without opening it.
+    let fifo = h.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let free_ns = free.path().display().to_string();
     let att = |extra: Value| {
         let mut b = json!({"container_id": "fresh", "netns": free_ns});
@@ -300,6 +303,12 @@ fn every_front_door_refuses_bad_input_clearly_and_changes_nothing() {
             Input::Rest("POST", eps.clone(), att(json!({"netns": plain_file}))),
             400,
             "netns",
+        ),
+        row(
+            "netns is a FIFO",
+            Input::Rest("POST", eps.clone(), att(json!({"netns": fifo}))),
+            400,
+            "not a namespace file",
         ),
         row(
             "netns is a mount namespace",
