@@ -162,6 +162,11 @@ async fn main() -> Result<()> {
             .init();
     }
     let args = Args::parse();
+    // Handlers first: a SIGHUP that arrives as soon as the API answers must reload, not kill
+    // (the default action of SIGHUP is to terminate).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let cfg = load_config(&args)?;
     let gid = cfg.api.socket_gid()?;
     let limits = cfg.api.limits();
@@ -265,9 +270,6 @@ async fn main() -> Result<()> {
         });
     }
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
