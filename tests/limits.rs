@@ -64,6 +64,21 @@ fn closed_within(s: &mut UnixStream, wait: Duration) -> bool {
     }
 }
 
+/// A Docker plugin call that must succeed.
+fn docker(h: &TestHost, path: &str, body: Value) -> Value {
+    let r = Client::new(plugin_socket(h))
+        .with_timeout(Duration::from_secs(120))
+        .request("POST", path, Some(body.to_string().as_bytes()))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
 /// A normal client's request must be answered within `limit`.
 fn served_within(socket: &Path, path: &str, limit: Duration) -> Duration {
     let t = Instant::now();
@@ -232,8 +247,9 @@ fn huge_and_slow_bodies_get_413_and_408_in_each_front_doors_shape() {
     assert_eq!(h.call("GET", "/v1/networks", None), json!([]));
 }
 
-/// Several clients at once through every front door: all addresses distinct, every request
-/// answered, none starved (the daemon runs with at most 4 requests in its handler at once).
+/// Several clients at once through every front door (REST, CNI, Docker network + IPAM driver):
+/// all addresses distinct, every request answered, none starved (the daemon runs with at most 4
+/// requests in its handler at once).
 #[test]
 fn hundreds_of_parallel_attach_and_detach_requests() {
     let h = host();
@@ -243,7 +259,26 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
     let wc = Call::new("warm", &warm.path().display().to_string());
     assert_eq!(shimnet("ADD", &wc, &cni).code, 0);
     assert_eq!(shimnet("DEL", &wc, &cni).code, 0);
-    const CLIENTS: usize = 6;
+    // Docker: shimnet's IPAM driver hands out the addresses, as with `--ipam-driver shimnet`.
+    let pool = docker(
+        &h,
+        "/IpamDriver.RequestPool",
+        json!({"AddressSpace": "x", "Pool": "10.80.0.0/22", "Options": {}, "V6": false}),
+    );
+    let pool_id = pool["PoolID"].as_str().unwrap().to_string();
+    let gw = docker(
+        &h,
+        "/IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    );
+    let dnet = "a".repeat(64);
+    docker(
+        &h,
+        "/NetworkDriver.CreateNetwork",
+        json!({"NetworkID": dnet, "IPv6Data": [], "Options": {},
+        "IPv4Data": [{"AddressSpace": "x", "Pool": "10.80.0.0/22", "Gateway": gw["Address"]}]}),
+    );
+    const CLIENTS: usize = 9;
     const PER_CLIENT: usize = 30;
     let containers: Vec<Vec<_>> = (0..CLIENTS)
         .map(|_| (0..PER_CLIENT).map(|_| container("p")).collect())
@@ -263,11 +298,38 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
             .enumerate()
             .map(|(i, cs)| {
                 let (h, cni, net, timed) = (&h, &cni, &net, &timed);
+                let (pool_id, dnet) = (&pool_id, &dnet);
                 scope.spawn(move || {
                     let mut got = Vec::new();
-                    for c in cs {
+                    for (k, c) in cs.iter().enumerate() {
                         let path = c.path().display().to_string();
-                        if i % 2 == 0 {
+                        if i % 3 == 2 {
+                            let ep = format!("{:064x}", i * 1000 + k + 1);
+                            let addr = std::cell::RefCell::new(String::new());
+                            let src = std::cell::RefCell::new(String::new());
+                            timed(&|| {
+                                let a = docker(h, "/IpamDriver.RequestAddress", json!({"PoolID": pool_id, "Address": "", "Options": {}}));
+                                *addr.borrow_mut() = a["Address"].as_str().unwrap().to_string();
+                                true
+                            });
+                            let addr = addr.into_inner();
+                            timed(&|| {
+                                docker(h, "/NetworkDriver.CreateEndpoint", json!({"NetworkID": dnet, "EndpointID": ep,
+                                    "Interface": {"Address": addr, "AddressIPv6": "", "MacAddress": ""}, "Options": {}}));
+                                true
+                            });
+                            timed(&|| {
+                                let j = docker(h, "/NetworkDriver.Join", json!({"NetworkID": dnet, "EndpointID": ep, "SandboxKey": c.path(), "Options": {}}));
+                                *src.borrow_mut() = j["InterfaceName"]["SrcName"].as_str().unwrap().to_string();
+                                true
+                            });
+                            let src = src.into_inner();
+                            // What libnetwork then does: the container end into the sandbox.
+                            sh(&["ip", "-n", h.ns.name(), "link", "set", &src, "netns", c.name()]);
+                            sh(&["ip", "-n", c.name(), "link", "set", &src, "name", "eth0"]);
+                            sh(&["ip", "-n", c.name(), "addr", "add", &addr, "dev", "eth0"]);
+                            got.push(addr.split('/').next().unwrap().to_string());
+                        } else if i % 3 == 0 {
                             let mut ip = String::new();
                             timed(&|| {
                                 let body = json!({"container_id": c.name(), "netns": path});
@@ -339,9 +401,44 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
     std::thread::scope(|scope| {
         for (i, cs) in containers.iter().enumerate() {
             let (h, cni, net, timed) = (&h, &cni, &net, &timed);
+            let (pool_id, dnet) = (&pool_id, &dnet);
             scope.spawn(move || {
-                for c in cs {
-                    if i % 2 == 0 {
+                for (k, c) in cs.iter().enumerate() {
+                    if i % 3 == 2 {
+                        let ep = format!("{:064x}", i * 1000 + k + 1);
+                        let addr = sh(&[
+                            "ip",
+                            "-n",
+                            c.name(),
+                            "-o",
+                            "-4",
+                            "addr",
+                            "show",
+                            "dev",
+                            "eth0",
+                        ]);
+                        let addr = addr
+                            .split_whitespace()
+                            .nth(3)
+                            .unwrap()
+                            .split('/')
+                            .next()
+                            .unwrap()
+                            .to_string();
+                        let body = json!({"NetworkID": dnet, "EndpointID": ep});
+                        timed(&|| !docker(h, "/NetworkDriver.Leave", body.clone()).is_null());
+                        timed(&|| {
+                            !docker(h, "/NetworkDriver.DeleteEndpoint", body.clone()).is_null()
+                        });
+                        timed(&|| {
+                            !docker(
+                                h,
+                                "/IpamDriver.ReleaseAddress",
+                                json!({"PoolID": pool_id, "Address": addr}),
+                            )
+                            .is_null()
+                        });
+                    } else if i % 3 == 0 {
                         timed(&|| {
                             h.client()
                                 .with_timeout(Duration::from_secs(120))
@@ -362,6 +459,30 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
     });
     let detach_time = started.elapsed();
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    // Detached veths are deleted in the background: allow for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = links_in(h.ns.name())
+            .into_iter()
+            .filter(|l| l.starts_with("snv") || l.starts_with("snp"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "veths left: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only the gateway is left in the Docker pool: the next address is the lowest host after it
+    // or a recycled one, never one still held.
+    let next = docker(
+        &h,
+        "/IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id, "Address": "10.80.0.2", "Options": {}}),
+    );
+    assert_eq!(
+        next["Address"], "10.80.0.2/22",
+        "released addresses are free again"
+    );
     let slowest = *slowest.lock().unwrap();
     println!(
         "limits: {} parallel attaches in {attach_time:?}, {} detaches in {detach_time:?}, slowest request {slowest:?}",
