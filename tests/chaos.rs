@@ -485,7 +485,7 @@ fn attach_detach_through_every_front_door_while_shimnetd_is_killed() {
         world.detach(s);
     }
     assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
-    eventually("host veths removed", || {
+    eventually_for("host veths removed", Duration::from_secs(30), || {
         !links_in(h.ns.name())
             .iter()
             .any(|l| l.starts_with("snv") || l.starts_with("snp"))

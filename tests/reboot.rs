@@ -129,6 +129,21 @@ fn simulated_reboot_reclaims_dead_endpoints_and_keeps_live_ones() {
     for e in std::fs::read_dir(h.dir.path().join("plugins")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
+    // After a real reboot no veth of a dead container exists; here the kernel destroys the
+    // deleted namespaces (and with them the veth pairs) in the background: wait for that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while links_in(h.ns.name())
+        .iter()
+        .filter(|l| l.starts_with("snv"))
+        .count()
+        > 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead containers' veths not destroyed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     h.start();
 
     let eps = h.call("GET", "/v1/endpoints", None);
@@ -144,10 +159,14 @@ fn simulated_reboot_reclaims_dead_endpoints_and_keeps_live_ones() {
     assert_eq!(ids, want, "only live endpoints kept: {eps}");
     assert!(ping(&live_rest, "10.14.0.1"), "live REST endpoint works");
     assert!(ping(&live_cni, "10.15.0.1"), "live CNI endpoint works");
-    eventually("dead host veths gone", || {
-        let links = links_in(h.ns.name());
-        dead_veths.iter().all(|v| !links.contains(v))
-    });
+    eventually_for(
+        "dead host veths gone",
+        std::time::Duration::from_secs(30),
+        || {
+            let links = links_in(h.ns.name());
+            dead_veths.iter().all(|v| !links.contains(v))
+        },
+    );
     let rules = format!("{}{}", h.nft_ruleset(), h.iptables_save());
     for ip in &dead_ips {
         assert!(
