@@ -62,6 +62,29 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    run(listener, path.clone(), Some(path), handler, shutdown, grace).await;
+}
+
+/// Like [`serve`] for a socket this process did not bind (socket activation): the socket file
+/// belongs to the service manager and is left in place. `path` only names it in logs.
+pub async fn serve_inherited<H: Handler>(
+    listener: UnixListener,
+    path: PathBuf,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    run(listener, path, None, handler, shutdown, grace).await;
+}
+
+async fn run<H: Handler>(
+    listener: UnixListener,
+    path: PathBuf,
+    unlink: Option<PathBuf>,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -92,7 +115,9 @@ pub async fn serve<H: Handler>(
         }
     }
     drop(listener);
-    let _ = std::fs::remove_file(&path);
+    if let Some(p) = unlink {
+        let _ = std::fs::remove_file(p);
+    }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

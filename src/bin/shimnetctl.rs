@@ -418,8 +418,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Status => {
-            let v: Value = c.call("GET", "/v1/status", none)?;
+            let mut v: Value = c.call("GET", "/v1/status", none)?;
+            let scrape = c.request("GET", "/metrics", None)?;
+            if scrape.status != 200 {
+                bail!("GET /metrics answered HTTP {}", scrape.status);
+            }
+            let text = String::from_utf8(scrape.body).context("/metrics is not UTF-8")?;
+            let summary = shimnet::status::summarize(&text).context("parsing /metrics")?;
             if cli.json {
+                v["metrics"] = serde_json::to_value(&summary)?;
                 print_json(&v);
                 return Ok(());
             }
@@ -431,6 +438,9 @@ fn run(cli: Cli) -> Result<()> {
                 s(&v, "status.endpoints"),
                 s(&v, "status.uptime_seconds")
             );
+            for line in shimnet::status::render(&summary) {
+                println!("{line}");
+            }
         }
         Cmd::Reconcile => {
             let v: Value = c.call("POST", "/v1/reconcile", none)?;

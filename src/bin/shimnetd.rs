@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
+use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
 use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
+use shimnet_api::metrics::Metrics;
 use shimnet_api::rest::{convert, RestApi};
 use shimnet_api::server;
 use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
@@ -128,8 +130,10 @@ async fn ensure_docker0(
     }
 }
 
-async fn reconcile(engine: &Engine, why: &str) {
-    match engine.reconcile().await {
+async fn reconcile(engine: &Engine, metrics: &Metrics, why: &str) {
+    let report = engine.reconcile().await;
+    metrics.record_reconcile(report.as_ref().ok());
+    match report {
         Ok(r) if r.errors.is_empty() => tracing::info!(
             why,
             networks = r.networks,
@@ -157,6 +161,9 @@ async fn main() -> Result<()> {
     }
     let args = Args::parse();
     let cfg = load_config(&args)?;
+    // Taken first so a bad descriptor fails the start before anything is built.
+    let inherited = activation::inherited_listener().context("socket activation")?;
+    let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(
         Engine::new(&EngineConfig {
             state_dir: cfg.state_dir.clone(),
@@ -166,7 +173,7 @@ async fn main() -> Result<()> {
         .context("starting the engine")?,
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
-    reconcile(&engine, "start").await;
+    reconcile(&engine, &metrics, "start").await;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -214,7 +221,8 @@ async fn main() -> Result<()> {
                 default_pools: settings.default_pools.clone(),
                 docker0,
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         tracing::info!(socket = %path.display(), "docker plugin ready");
         Some(tokio::spawn(server::serve(
             listener,
@@ -227,19 +235,49 @@ async fn main() -> Result<()> {
         None
     };
     // The REST API comes up last: once it answers, every declared network (docker0 included)
-    // exists.
-    let listener = server::bind(&cfg.api_socket, 0o660)?;
-    let api = tokio::spawn(server::serve(
-        listener,
-        cfg.api_socket.clone(),
-        Arc::new(RestApi::new(engine.clone())),
-        stopped(stop_rx.clone()),
-        Duration::from_secs(10),
-    ));
+    // exists. Under socket activation the service manager's socket is served instead (and left
+    // in place at exit); connections queued on it meanwhile are answered now.
+    let rest = Arc::new(RestApi::with_metrics(engine.clone(), metrics.clone()));
+    let grace = Duration::from_secs(10);
+    let api = match inherited {
+        Some(l) => {
+            let path = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(PathBuf::from))
+                .unwrap_or_else(|| cfg.api_socket.clone());
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            tracing::info!(socket = %path.display(), "API socket inherited (socket activation)");
+            tokio::spawn(server::serve_inherited(
+                listener,
+                path,
+                rest,
+                stopped(stop_rx.clone()),
+                grace,
+            ))
+        }
+        None => {
+            let listener = server::bind(&cfg.api_socket, 0o660)?;
+            tokio::spawn(server::serve(
+                listener,
+                cfg.api_socket.clone(),
+                rest,
+                stopped(stop_rx.clone()),
+                grace,
+            ))
+        }
+    };
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
+    // Every socket is listening and served: connections made from now on are answered.
+    activation::notify_ready(if plugin.is_some() {
+        "serving the REST API and the Docker plugin"
+    } else {
+        "serving the REST API"
+    });
 
     if cfg.reconcile_interval_secs > 0 {
         let e = engine.clone();
+        let m = metrics.clone();
         let every = Duration::from_secs(cfg.reconcile_interval_secs);
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
@@ -248,7 +286,7 @@ async fn main() -> Result<()> {
             tokio::pin!(stop);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => reconcile(&e, "periodic").await,
+                    _ = tick.tick() => reconcile(&e, &m, "periodic").await,
                     () = &mut stop => break,
                 }
             }
@@ -269,7 +307,7 @@ async fn main() -> Result<()> {
                         if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
                             tracing::warn!("api_socket and state_dir changes take effect at the next start");
                         }
-                        reconcile(&engine, "reload").await;
+                        reconcile(&engine, &metrics, "reload").await;
                         ensure_declared(&engine, &new).await;
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
@@ -278,6 +316,7 @@ async fn main() -> Result<()> {
         }
     }
     tracing::info!("shutting down; containers keep their networking");
+    activation::notify_stopping();
     let _ = stop_tx.send(true);
     let _ = api.await;
     if let Some(p) = plugin {

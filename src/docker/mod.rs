@@ -24,6 +24,7 @@ use ipnetwork::Ipv4Network;
 use runtime_net::engine::{Engine, EngineError};
 use runtime_net::NetworkName;
 use serde_json::{json, Value};
+use shimnet_api::metrics::{docker_operation, FrontDoor, Metrics};
 use shimnet_compat::docker::wire::{decode, Call, DecodeError};
 use shimnet_compat::docker::CONTENT_TYPE;
 
@@ -133,6 +134,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Step, PluginError> {
 /// The plugin handler over one engine.
 pub struct PluginApi {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     cfg: PluginConfig,
     /// Docker network id adopting the docker0 network (docker0-compatible mode).
     docker0_id: Mutex<Option<String>>,
@@ -149,9 +151,16 @@ impl PluginApi {
             .filter(|s| !s.is_empty());
         PluginApi {
             engine,
+            metrics: Arc::new(Metrics::new()),
             cfg,
             docker0_id: Mutex::new(adopted),
         }
+    }
+
+    /// Counts calls into `metrics` (`front_door="docker"`) instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers one request; never fails (errors become `{"Err": ...}` replies).
@@ -175,7 +184,14 @@ impl PluginApi {
                 }
             },
         };
-        tracing::debug!(call = %path, status = reply.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "docker");
+        let elapsed = start.elapsed();
+        self.metrics.record(
+            FrontDoor::Docker,
+            &docker_operation(&path),
+            reply.status().is_success(),
+            elapsed,
+        );
+        tracing::debug!(call = %path, status = reply.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "docker");
         reply
     }
 
