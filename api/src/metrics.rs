@@ -162,23 +162,6 @@ pub fn rest_operation(method: &str, path: &str) -> &'static str {
     }
 }
 
-/// Operation name of a Docker plugin call: the call itself (`NetworkDriver.Join`) when it is
-/// shaped like one, else `other` (bounded label values).
-pub fn docker_operation(path: &str) -> String {
-    let call = path.trim_start_matches('/');
-    let shaped = call.split_once('.').is_some_and(|(iface, method)| {
-        matches!(iface, "Plugin" | "NetworkDriver" | "IpamDriver")
-            && !method.is_empty()
-            && method.len() <= 40
-            && method.chars().all(|c| c.is_ascii_alphanumeric())
-    });
-    if shaped {
-        call.to_string()
-    } else {
-        "other".into()
-    }
-}
-
 /// The daemon's metrics registry.
 pub struct Metrics {
     registry: Registry,

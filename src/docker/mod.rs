@@ -24,8 +24,8 @@ use ipnetwork::Ipv4Network;
 use runtime_net::engine::{Engine, EngineError};
 use runtime_net::NetworkName;
 use serde_json::{json, Value};
-use shimnet_api::metrics::{docker_operation, FrontDoor, Metrics};
-use shimnet_compat::docker::wire::{decode, Call, DecodeError};
+use shimnet_api::metrics::{FrontDoor, Metrics};
+use shimnet_compat::docker::wire::{decode, is_known_call, Call, DecodeError};
 use shimnet_compat::docker::CONTENT_TYPE;
 
 /// Name of the plugin socket inside the plugin directory (`docker network create -d shimnet`).
@@ -88,6 +88,16 @@ impl From<EngineError> for PluginError {
             status,
             message: format!("shimnet: {e}"),
         }
+    }
+}
+
+/// Metrics label of a call: the call (`NetworkDriver.Join`) when known, else `other`, so label
+/// values stay a fixed set whatever is sent.
+pub fn operation_of(path: &str) -> &str {
+    if is_known_call(path) {
+        path.trim_start_matches('/')
+    } else {
+        "other"
     }
 }
 
@@ -187,7 +197,7 @@ impl PluginApi {
         let elapsed = start.elapsed();
         self.metrics.record(
             FrontDoor::Docker,
-            &docker_operation(&path),
+            operation_of(&path),
             reply.status().is_success(),
             elapsed,
         );

@@ -14,6 +14,17 @@ use shimnet::netns::{run_in, NamedNetns};
 use shimnet_api::client::{Client, ClientError};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+static PREFIX: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sets the name prefix of this test binary's namespaces (default `snt`); call before any host or
+/// container is made.
+pub fn use_prefix(prefix: &'static str) {
+    let _ = PREFIX.set(prefix);
+}
+
+fn prefix() -> &'static str {
+    PREFIX.get_or_init(|| "snt")
+}
 
 /// A unique short tag for names in this test process.
 pub fn tag(prefix: &str) -> String {
@@ -77,8 +88,8 @@ impl TestHost {
     /// Like [`TestHost::new`] with extra daemon flags (e.g. `--firewall iptables`).
     pub fn with_args(config_networks: &str, extra: &[&str]) -> Self {
         let t = tag("h");
-        let ns = NamedNetns::create(&format!("snt-{t}")).expect("host netns");
-        let outside = NamedNetns::create(&format!("snt-{t}-out")).expect("outside netns");
+        let ns = NamedNetns::create(&format!("{}-{t}", prefix())).expect("host netns");
+        let outside = NamedNetns::create(&format!("{}-{t}-out", prefix())).expect("outside netns");
         let n = (SEQ.fetch_add(1, Ordering::Relaxed) % 250) as u8;
         let host_ip = Ipv4Addr::new(198, 18, n, 1);
         let outside_ip = Ipv4Addr::new(198, 18, n, 2);
@@ -301,7 +312,7 @@ impl Drop for TestHost {
 
 /// A container: a fresh named namespace.
 pub fn container(prefix: &str) -> NamedNetns {
-    NamedNetns::create(&format!("snt-{}", tag(prefix))).expect("container netns")
+    NamedNetns::create(&format!("{}-{}", self::prefix(), tag(prefix))).expect("container netns")
 }
 
 /// The address part of an endpoint's `ipv4` (`10.0.0.2/24` → `10.0.0.2`).
