@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod config;
 pub mod docker;
+pub mod docs;
 pub mod netns;
 pub mod ping;
 pub mod status;

@@ -14,7 +14,7 @@ use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec, DEFAULT_API_SOC
 
 /// Control shimnetd.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "shimnetctl", version)]
 struct Cli {
     /// API socket of the daemon.
     #[arg(long, global = true, default_value = DEFAULT_API_SOCKET, env = "SHIMNET_SOCKET")]
@@ -48,6 +48,9 @@ enum Cmd {
         #[arg(long)]
         no_probe: bool,
     },
+    /// Write man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -447,6 +450,11 @@ fn run(cli: Cli) -> Result<()> {
             print_json(&v);
         }
         Cmd::Check { network, no_probe } => check(&c, cli.json, network, no_probe)?,
+        Cmd::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            shimnet::docs::generate(Cli::command(), &dir)
+                .with_context(|| format!("writing docs into {}", dir.display()))?;
+        }
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 /// shimnet daemon: docker0-style container networking for Docker, CNI and bare hosts.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "shimnetd", version)]
 struct Args {
     /// Config file; the embedded default is used when the default path does not exist.
     #[arg(long)]
@@ -39,6 +39,9 @@ struct Args {
     /// Firewall backend: auto, nftables or iptables (overrides the config).
     #[arg(long, value_parser = ["auto", "nftables", "iptables"])]
     firewall: Option<String>,
+    /// Write man pages and shell completions into DIR and exit (packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_docs: Option<PathBuf>,
 }
 
 fn load_config(args: &Args) -> Result<Config> {
@@ -160,6 +163,12 @@ async fn main() -> Result<()> {
             .init();
     }
     let args = Args::parse();
+    if let Some(dir) = &args.generate_docs {
+        use clap::CommandFactory;
+        shimnet::docs::generate(Args::command(), dir)
+            .with_context(|| format!("writing docs into {}", dir.display()))?;
+        return Ok(());
+    }
     let cfg = load_config(&args)?;
     // Taken first so a bad descriptor fails the start before anything is built.
     let inherited = activation::inherited_listener().context("socket activation")?;
