@@ -177,7 +177,7 @@ fn install_remove_purge_in_a_throwaway_root() {
     std::fs::write(r.join("var/lib/shimnet/state.redb"), "x").unwrap();
     run(dpkg_in(r).args(["-r", "shimnet"]));
     assert!(!r.join("usr/bin/shimnetd").exists());
-    assert!(!r.join("opt/cni/bin/shimnet").symlink_metadata().is_ok());
+    assert!(r.join("opt/cni/bin/shimnet").symlink_metadata().is_err());
     assert!(
         r.join("etc/shimnet/shimnetd.toml").exists(),
         "remove keeps the conffile"
