@@ -172,6 +172,16 @@ fn install_remove_purge_in_a_throwaway_root() {
     let v = run(Command::new(r.join("usr/bin/shimnetd")).arg("--version"));
     assert_eq!(v.trim(), format!("shimnetd {}", env!("CARGO_PKG_VERSION")));
 
+    // Reinstalling (the upgrade path of the maintainer scripts) keeps a locally edited conffile.
+    let conf = r.join("etc/shimnet/shimnetd.toml");
+    let edited = format!(
+        "{}\n# local edit\n",
+        std::fs::read_to_string(&conf).unwrap()
+    );
+    std::fs::write(&conf, &edited).unwrap();
+    run(dpkg_in(r).arg("--force-depends").arg("-i").arg(&deb));
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+
     // Remove keeps the conffile and the state; purge removes both.
     std::fs::create_dir_all(r.join("var/lib/shimnet")).unwrap();
     std::fs::write(r.join("var/lib/shimnet/state.redb"), "x").unwrap();

@@ -289,3 +289,102 @@ fn ready_is_notified_only_when_the_sockets_answer() {
         "a socket shimnetd bound itself is removed at exit"
     );
 }
+
+/// Starts shimnetd in `h`'s namespace on `listener` passed as descriptor 3 with `LISTEN_FDS=1`,
+/// as systemd does for `shimnetd.socket`.
+fn start_on_held_socket(h: &Host, listener: &std::os::unix::net::UnixListener) -> Daemon {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.path("shimnetd.log"))
+        .unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", h.ns.name(), "sh", "-c"])
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_shimnetd"))
+        .arg(h.path("shimnetd.toml"))
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: dup2 is async-signal-safe; the child only duplicates an open descriptor.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Daemon(Some(cmd.spawn().expect("spawn")))
+}
+
+#[test]
+fn restart_on_a_held_socket_keeps_containers_and_answers_queued_calls() {
+    use std::io::{Read, Write};
+    use_prefix("snk");
+    let h = Host::new();
+    let sock = h.path("held.sock");
+    // The socket outlives the daemon, as shimnetd.socket's does under systemd.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut d = start_on_held_socket(&h, &listener);
+    let client = Client::new(&sock);
+    wait_for("shimnetd answers", || {
+        client
+            .request("GET", "/v1/health", None)
+            .is_ok_and(|r| r.status == 200)
+    });
+    let net = tag("rk");
+    let c = container("r");
+    client
+        .call::<serde_json::Value>(
+            "POST",
+            "/v1/networks",
+            Some(&serde_json::json!({"name": net, "subnet": "10.77.0.0/24"})),
+        )
+        .unwrap();
+    client
+        .call::<serde_json::Value>(
+            "POST",
+            &format!("/v1/networks/{net}/endpoints"),
+            Some(&serde_json::json!({"container_id": c.name(), "netns": c.path()})),
+        )
+        .unwrap();
+    assert!(ping(&c, "10.77.0.1"));
+
+    // "Upgrade": the daemon stops. The container keeps its networking, the socket stays.
+    assert!(d.stop().success(), "{}", h.log());
+    assert!(sock.exists(), "the held socket must stay");
+    assert!(
+        ping(&c, "10.77.0.1"),
+        "container lost its network with the daemon stopped"
+    );
+    // A call made while no daemon runs waits in the socket's queue...
+    let mut queued = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    queued
+        .write_all(
+            format!(
+                "GET /v1/networks/{net}/endpoints/{}/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                c.name()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // ...and the new daemon answers it: the endpoint is intact.
+    let mut d2 = start_on_held_socket(&h, &listener);
+    queued.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reply = String::new();
+    queued.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}\n{}", h.log());
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert!(ping(&c, "10.77.0.1"));
+    client
+        .call::<serde_json::Value>(
+            "DELETE",
+            &format!("/v1/networks/{net}?force=true"),
+            None::<&serde_json::Value>,
+        )
+        .unwrap();
+    assert!(d2.stop().success(), "{}", h.log());
+}
