@@ -83,3 +83,29 @@ fn notify(state: &[NotifyState]) {
         tracing::warn!("NOTIFY_SOCKET: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn only_listening_unix_stream_sockets_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = UnixListener::bind(dir.path().join("l.sock")).unwrap();
+        assert!(check_unix_listener(l.as_raw_fd()).is_ok());
+        let d = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let e = check_unix_listener(d.as_raw_fd()).unwrap_err().to_string();
+        assert!(
+            e.contains("not a listening unix stream socket") && e.contains("type"),
+            "{e}"
+        );
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = check_unix_listener(a.as_raw_fd()).unwrap_err().to_string();
+        assert!(e.contains("not listening"), "{e}");
+        // An unbound IPv4 socket: refused for its domain before anything else.
+        let t = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let e = check_unix_listener(t.as_raw_fd()).unwrap_err().to_string();
+        assert!(e.contains("domain"), "{e}");
+    }
+}
