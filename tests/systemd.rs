@@ -311,7 +311,13 @@ fn start_on_held_socket(h: &Host, listener: &std::os::unix::net::UnixListener) -
     // SAFETY: dup2 is async-signal-safe; the child only duplicates an open descriptor.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec: clear the flag instead.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -331,6 +337,9 @@ fn restart_on_a_held_socket_keeps_containers_and_answers_queued_calls() {
     let mut d = start_on_held_socket(&h, &listener);
     let client = Client::new(&sock);
     wait_for("shimnetd answers", || {
+        if let Some(st) = d.0.as_mut().unwrap().try_wait().unwrap() {
+            panic!("shimnetd exited with {st}: {}", h.log());
+        }
         client
             .request("GET", "/v1/health", None)
             .is_ok_and(|r| r.status == 200)

@@ -149,6 +149,41 @@ async fn reconcile(engine: &Engine, metrics: &Metrics, why: &str) {
     }
 }
 
+/// Serves the REST API on the socket the service manager passed (left in place at exit), else on
+/// `path`, bound here (removed at exit).
+fn spawn_api(
+    inherited: Option<std::os::unix::net::UnixListener>,
+    path: &std::path::Path,
+    rest: Arc<RestApi>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let grace = Duration::from_secs(10);
+    Ok(match inherited {
+        Some(l) => {
+            let name = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(PathBuf::from))
+                .unwrap_or_else(|| path.to_path_buf());
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            tracing::info!(socket = %name.display(), "API socket inherited (socket activation)");
+            tokio::spawn(server::serve_inherited(
+                listener, name, rest, shutdown, grace,
+            ))
+        }
+        None => {
+            let listener = server::bind(path, 0o660)?;
+            tokio::spawn(server::serve(
+                listener,
+                path.to_path_buf(),
+                rest,
+                shutdown,
+                grace,
+            ))
+        }
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
@@ -247,35 +282,7 @@ async fn main() -> Result<()> {
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
     let rest = Arc::new(RestApi::with_metrics(engine.clone(), metrics.clone()));
-    let grace = Duration::from_secs(10);
-    let api = match inherited {
-        Some(l) => {
-            let path = l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(PathBuf::from))
-                .unwrap_or_else(|| cfg.api_socket.clone());
-            let listener = tokio::net::UnixListener::from_std(l)?;
-            tracing::info!(socket = %path.display(), "API socket inherited (socket activation)");
-            tokio::spawn(server::serve_inherited(
-                listener,
-                path,
-                rest,
-                stopped(stop_rx.clone()),
-                grace,
-            ))
-        }
-        None => {
-            let listener = server::bind(&cfg.api_socket, 0o660)?;
-            tokio::spawn(server::serve(
-                listener,
-                cfg.api_socket.clone(),
-                rest,
-                stopped(stop_rx.clone()),
-                grace,
-            ))
-        }
-    };
+    let api = spawn_api(inherited, &cfg.api_socket, rest, stopped(stop_rx.clone()))?;
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
     // Every socket is listening and served: connections made from now on are answered.
     activation::notify_ready(if plugin.is_some() {
