@@ -1,7 +1,10 @@
 //! Wiring shared by the `shimnetd` and `shimnetctl` binaries: configuration, namespace handles,
-//! the ICMP probe used by `shimnetctl check`, and the Docker plugin front door ([`docker`]).
+//! systemd socket activation and readiness ([`activation`]), the ICMP probe used by `shimnetctl check`, and the Docker plugin front door ([`docker`]).
 
+pub mod activation;
 pub mod config;
 pub mod docker;
+pub mod docs;
 pub mod netns;
 pub mod ping;
+pub mod status;

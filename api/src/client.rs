@@ -63,6 +63,7 @@ pub struct Reply {
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
+    user_agent: String,
 }
 
 impl Client {
@@ -71,7 +72,15 @@ impl Client {
         Client {
             socket: socket.as_ref().to_path_buf(),
             timeout: Duration::from_secs(60),
+            user_agent: format!("shimnet-client/{}", env!("CARGO_PKG_VERSION")),
         }
+    }
+
+    /// Changes the `User-Agent` header (the CNI plugin sends `shimnet-cni/<version>` so the
+    /// daemon counts its calls under `front_door="cni"`).
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
     }
 
     /// Changes the I/O timeout.
@@ -105,7 +114,8 @@ impl Client {
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let body = body.unwrap_or_default();
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: shimnetd\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: shimnetd\r\nUser-Agent: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.user_agent,
             body.len()
         );
         if !body.is_empty() {

@@ -223,6 +223,40 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    run(
+        listener,
+        path.clone(),
+        Some(path),
+        handler,
+        limits,
+        shutdown,
+        grace,
+    )
+    .await;
+}
+
+/// Like [`serve`] for a socket this process did not bind (socket activation): the socket file
+/// belongs to the service manager and is left in place. `path` only names it in logs.
+pub async fn serve_inherited<H: Handler>(
+    listener: UnixListener,
+    path: PathBuf,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    run(listener, path, None, handler, limits, shutdown, grace).await;
+}
+
+async fn run<H: Handler>(
+    listener: UnixListener,
+    path: PathBuf,
+    unlink: Option<PathBuf>,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let conns = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let requests = Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -294,7 +328,9 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    let _ = std::fs::remove_file(&path);
+    if let Some(p) = unlink {
+        let _ = std::fs::remove_file(p);
+    }
     let _ = stop_tx.send(true);
     let drained = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, drained).await.is_err() {

@@ -18,7 +18,10 @@ impl Daemon {
     /// ADD/DEL/CHECK/GC, 50 for STATUS).
     pub fn new(socket: &str, unreachable: u32) -> Self {
         Daemon {
-            client: Client::new(socket),
+            // The daemon counts calls with this agent under `front_door="cni"` (must start with
+            // `shimnet-cni/`, the server's `metrics::CNI_USER_AGENT_PREFIX`).
+            client: Client::new(socket)
+                .with_user_agent(concat!("shimnet-cni/", env!("CARGO_PKG_VERSION"))),
             unreachable,
         }
     }

@@ -1,4 +1,7 @@
 //! sysctl writes under /proc/sys (forwarding, per-interface settings).
+//!
+//! `SHIMNET_SYSCTL_DIR` replaces `/proc/sys` where that is read-only, e.g. inside the Docker
+//! managed plugin, which mounts the host's `/proc` elsewhere.
 
 use std::path::PathBuf;
 
@@ -13,10 +16,19 @@ pub struct SysctlError {
     pub source: std::io::Error,
 }
 
+/// Environment variable naming the sysctl folder (default `/proc/sys`).
+pub const DIR_ENV: &str = "SHIMNET_SYSCTL_DIR";
+
+fn dir() -> PathBuf {
+    std::env::var_os(DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("/proc/sys"), PathBuf::from)
+}
+
 /// Writes `value` to `/proc/sys/<key>` (slash-separated, e.g. `net/ipv4/ip_forward`) unless it
 /// already holds it.
 pub fn set(key: &str, value: &str) -> Result<(), SysctlError> {
-    let path = PathBuf::from("/proc/sys").join(key);
+    let path = dir().join(key);
     let io = |source| SysctlError {
         path: path.clone(),
         source,

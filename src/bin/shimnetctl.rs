@@ -14,7 +14,7 @@ use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec, DEFAULT_API_SOC
 
 /// Control shimnetd.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "shimnetctl", version)]
 struct Cli {
     /// API socket of the daemon.
     #[arg(long, global = true, default_value = DEFAULT_API_SOCKET, env = "SHIMNET_SOCKET")]
@@ -48,6 +48,9 @@ enum Cmd {
         #[arg(long)]
         no_probe: bool,
     },
+    /// Write man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,8 +421,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Status => {
-            let v: Value = c.call("GET", "/v1/status", none)?;
+            let mut v: Value = c.call("GET", "/v1/status", none)?;
+            let scrape = c.request("GET", "/metrics", None)?;
+            if scrape.status != 200 {
+                bail!("GET /metrics answered HTTP {}", scrape.status);
+            }
+            let text = String::from_utf8(scrape.body).context("/metrics is not UTF-8")?;
+            let summary = shimnet::status::summarize(&text).context("parsing /metrics")?;
             if cli.json {
+                v["metrics"] = serde_json::to_value(&summary)?;
                 print_json(&v);
                 return Ok(());
             }
@@ -431,12 +441,20 @@ fn run(cli: Cli) -> Result<()> {
                 s(&v, "status.endpoints"),
                 s(&v, "status.uptime_seconds")
             );
+            for line in shimnet::status::render(&summary) {
+                println!("{line}");
+            }
         }
         Cmd::Reconcile => {
             let v: Value = c.call("POST", "/v1/reconcile", none)?;
             print_json(&v);
         }
         Cmd::Check { network, no_probe } => check(&c, cli.json, network, no_probe)?,
+        Cmd::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            shimnet::docs::generate(Cli::command(), &dir)
+                .with_context(|| format!("writing docs into {}", dir.display()))?;
+        }
     }
     Ok(())
 }

@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
+use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
 use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
+use shimnet_api::metrics::Metrics;
 use shimnet_api::rest::{convert, RestApi};
 use shimnet_api::server;
 use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 
 /// shimnet daemon: docker0-style container networking for Docker, CNI and bare hosts.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "shimnetd", version)]
 struct Args {
     /// Config file; the embedded default is used when the default path does not exist.
     #[arg(long)]
@@ -40,6 +42,9 @@ struct Args {
     /// Group owning the sockets, name or number (overrides `[api] socket_group`).
     #[arg(long)]
     socket_group: Option<String>,
+    /// Write man pages and shell completions into DIR and exit (packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_docs: Option<PathBuf>,
 }
 
 fn load_config(args: &Args) -> Result<Config> {
@@ -134,8 +139,10 @@ async fn ensure_docker0(
     }
 }
 
-async fn reconcile(engine: &Engine, why: &str) {
-    match engine.reconcile().await {
+async fn reconcile(engine: &Engine, metrics: &Metrics, why: &str) {
+    let report = engine.reconcile().await;
+    metrics.record_reconcile(report.as_ref().ok());
+    match report {
         Ok(r) if r.errors.is_empty() => tracing::info!(
             why,
             networks = r.networks,
@@ -146,6 +153,44 @@ async fn reconcile(engine: &Engine, why: &str) {
         Ok(r) => tracing::warn!(why, errors = ?r.errors, "reconciled with errors"),
         Err(e) => tracing::error!(why, "reconciliation failed: {e}"),
     }
+}
+
+/// Serves the REST API on the socket the service manager passed (left in place at exit), else on
+/// `path`, bound here (removed at exit).
+fn spawn_api(
+    inherited: Option<std::os::unix::net::UnixListener>,
+    path: &std::path::Path,
+    gid: Option<u32>,
+    limits: server::Limits,
+    rest: Arc<RestApi>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let grace = Duration::from_secs(10);
+    Ok(match inherited {
+        Some(l) => {
+            let name = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(PathBuf::from))
+                .unwrap_or_else(|| path.to_path_buf());
+            let listener = tokio::net::UnixListener::from_std(l)?;
+            tracing::info!(socket = %name.display(), "API socket inherited (socket activation)");
+            tokio::spawn(server::serve_inherited(
+                listener, name, rest, limits, shutdown, grace,
+            ))
+        }
+        None => {
+            let listener = server::bind(path, 0o660, gid)?;
+            tokio::spawn(server::serve(
+                listener,
+                path.to_path_buf(),
+                rest,
+                limits,
+                shutdown,
+                grace,
+            ))
+        }
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -162,6 +207,12 @@ async fn main() -> Result<()> {
             .init();
     }
     let args = Args::parse();
+    if let Some(dir) = &args.generate_docs {
+        use clap::CommandFactory;
+        shimnet::docs::generate(Args::command(), dir)
+            .with_context(|| format!("writing docs into {}", dir.display()))?;
+        return Ok(());
+    }
     // Handlers first: a SIGHUP that arrives as soon as the API answers must reload, not kill
     // (the default action of SIGHUP is to terminate).
     let mut term = signal(SignalKind::terminate())?;
@@ -170,6 +221,9 @@ async fn main() -> Result<()> {
     let cfg = load_config(&args)?;
     let gid = cfg.api.socket_gid()?;
     let limits = cfg.api.limits();
+    // Taken first so a bad descriptor fails the start before anything is built.
+    let inherited = activation::inherited_listener().context("socket activation")?;
+    let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(
         Engine::new(&EngineConfig {
             state_dir: cfg.state_dir.clone(),
@@ -179,7 +233,7 @@ async fn main() -> Result<()> {
         .context("starting the engine")?,
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
-    reconcile(&engine, "start").await;
+    reconcile(&engine, &metrics, "start").await;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -227,7 +281,8 @@ async fn main() -> Result<()> {
                 default_pools: settings.default_pools.clone(),
                 docker0,
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         tracing::info!(socket = %path.display(), "docker plugin ready");
         Some(tokio::spawn(server::serve(
             listener,
@@ -241,20 +296,28 @@ async fn main() -> Result<()> {
         None
     };
     // The REST API comes up last: once it answers, every declared network (docker0 included)
-    // exists.
-    let listener = server::bind(&cfg.api_socket, 0o660, gid)?;
-    let api = tokio::spawn(server::serve(
-        listener,
-        cfg.api_socket.clone(),
-        Arc::new(RestApi::new(engine.clone())),
+    // exists. Under socket activation the service manager's socket is served instead (and left
+    // in place at exit); connections queued on it meanwhile are answered now.
+    let rest = Arc::new(RestApi::with_metrics(engine.clone(), metrics.clone()));
+    let api = spawn_api(
+        inherited,
+        &cfg.api_socket,
+        gid,
         limits,
+        rest,
         stopped(stop_rx.clone()),
-        Duration::from_secs(10),
-    ));
+    )?;
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
+    // Every socket is listening and served: connections made from now on are answered.
+    activation::notify_ready(if plugin.is_some() {
+        "serving the REST API and the Docker plugin"
+    } else {
+        "serving the REST API"
+    });
 
     if cfg.reconcile_interval_secs > 0 {
         let e = engine.clone();
+        let m = metrics.clone();
         let every = Duration::from_secs(cfg.reconcile_interval_secs);
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
@@ -263,7 +326,7 @@ async fn main() -> Result<()> {
             tokio::pin!(stop);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => reconcile(&e, "periodic").await,
+                    _ = tick.tick() => reconcile(&e, &m, "periodic").await,
                     () = &mut stop => break,
                 }
             }
@@ -281,7 +344,7 @@ async fn main() -> Result<()> {
                         if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
                             tracing::warn!("api_socket and state_dir changes take effect at the next start");
                         }
-                        reconcile(&engine, "reload").await;
+                        reconcile(&engine, &metrics, "reload").await;
                         ensure_declared(&engine, &new).await;
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
@@ -290,6 +353,7 @@ async fn main() -> Result<()> {
         }
     }
     tracing::info!("shutting down; containers keep their networking");
+    activation::notify_stopping();
     let _ = stop_tx.send(true);
     let _ = api.await;
     if let Some(p) = plugin {

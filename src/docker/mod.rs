@@ -24,7 +24,8 @@ use ipnetwork::Ipv4Network;
 use runtime_net::engine::{Engine, EngineError};
 use runtime_net::NetworkName;
 use serde_json::{json, Value};
-use shimnet_compat::docker::wire::{decode, Call, DecodeError};
+use shimnet_api::metrics::{FrontDoor, Metrics};
+use shimnet_compat::docker::wire::{decode, is_known_call, Call, DecodeError};
 use shimnet_compat::docker::CONTENT_TYPE;
 
 /// Name of the plugin socket inside the plugin directory (`docker network create -d shimnet`).
@@ -90,6 +91,16 @@ impl From<EngineError> for PluginError {
     }
 }
 
+/// Metrics label of a call: the call (`NetworkDriver.Join`) when known, else `other`, so label
+/// values stay a fixed set whatever is sent.
+pub fn operation_of(path: &str) -> &str {
+    if is_known_call(path) {
+        path.trim_start_matches('/')
+    } else {
+        "other"
+    }
+}
+
 /// A plugin reply with the plugin content type.
 pub fn plugin_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("serialisable reply");
@@ -133,6 +144,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Step, PluginError> {
 /// The plugin handler over one engine.
 pub struct PluginApi {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     cfg: PluginConfig,
     /// Docker network id adopting the docker0 network (docker0-compatible mode).
     docker0_id: Mutex<Option<String>>,
@@ -149,9 +161,16 @@ impl PluginApi {
             .filter(|s| !s.is_empty());
         PluginApi {
             engine,
+            metrics: Arc::new(Metrics::new()),
             cfg,
             docker0_id: Mutex::new(adopted),
         }
+    }
+
+    /// Counts calls into `metrics` (`front_door="docker"`) instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers one request; never fails (errors become `{"Err": ...}` replies).
@@ -175,7 +194,14 @@ impl PluginApi {
                 }
             },
         };
-        tracing::debug!(call = %path, status = reply.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "docker");
+        let elapsed = start.elapsed();
+        self.metrics.record(
+            FrontDoor::Docker,
+            operation_of(&path),
+            reply.status().is_success(),
+            elapsed,
+        );
+        tracing::debug!(call = %path, status = reply.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "docker");
         reply
     }
 

@@ -267,3 +267,17 @@ async fn slow_engine_work_is_answered_in_time_and_still_finishes() {
     let ok = time_boxed("/x", Duration::from_secs(1), async { 7 }).await;
     assert_eq!(ok, Ok(7));
 }
+
+#[test]
+fn metric_labels_are_known_calls_only() {
+    assert_eq!(
+        super::operation_of("/NetworkDriver.Join"),
+        "NetworkDriver.Join"
+    );
+    assert_eq!(
+        super::operation_of("/IpamDriver.RequestPool"),
+        "IpamDriver.RequestPool"
+    );
+    assert_eq!(super::operation_of("/NetworkDriver.Nope"), "other");
+    assert_eq!(super::operation_of("/etc/passwd"), "other");
+}

@@ -13,6 +13,7 @@ use runtime_net::NetworkName;
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::metrics::{self, FrontDoor, Metrics};
 use crate::wire::{EndpointAttach, NetworkCreate};
 
 /// Largest accepted request body.
@@ -34,12 +35,18 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Ful
 /// The REST API over one engine.
 pub struct RestApi {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
 }
 
 impl RestApi {
-    /// A REST API serving `engine`.
+    /// A REST API serving `engine`, with its own metrics registry.
     pub fn new(engine: Arc<Engine>) -> Self {
-        RestApi { engine }
+        Self::with_metrics(engine, Arc::new(Metrics::new()))
+    }
+
+    /// A REST API serving `engine` that counts into (and serves `/metrics` from) `metrics`.
+    pub fn with_metrics(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
+        RestApi { engine, metrics }
     }
 
     /// Answers one request; never fails (errors become JSON error replies).
@@ -50,13 +57,40 @@ impl RestApi {
     {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if path == "/metrics" {
+            return self.scrape(&method).await;
+        }
+        let door = FrontDoor::of_user_agent(
+            req.headers()
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        );
         let start = std::time::Instant::now();
         let reply = match self.route(req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
-        tracing::debug!(%method, %path, status = reply.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "api");
+        let elapsed = start.elapsed();
+        let operation = metrics::rest_operation(method.as_str(), &path);
+        let ok = reply.status().is_success();
+        self.metrics.record(door, operation, ok, elapsed);
+        tracing::debug!(%method, %path, status = reply.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "api");
         reply
+    }
+
+    /// `GET /metrics`: the exposition text.
+    async fn scrape(&self, method: &Method) -> Response<Full<Bytes>> {
+        if let Err(e) = only(method, &[Method::GET], "/metrics") {
+            return e.into_response();
+        }
+        match self.metrics.scrape(&self.engine).await {
+            Ok(text) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", metrics::CONTENT_TYPE)
+                .body(Full::new(Bytes::from(text)))
+                .expect("valid response"),
+            Err(e) => ApiError::from(e).into_response(),
+        }
     }
 
     async fn route<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
@@ -90,7 +124,9 @@ impl RestApi {
             }
             ["v1", "reconcile"] => {
                 only(m, &[Method::POST], &path)?;
-                ok(&e.reconcile().await?)
+                let report = e.reconcile().await;
+                self.metrics.record_reconcile(report.as_ref().ok());
+                ok(&report?)
             }
             ["v1", "networks"] => match *m {
                 Method::GET => ok(&e.networks().await?),

@@ -1,0 +1,182 @@
+//! `shimnetctl status` at a glance: a summary of the daemon's `/metrics` exposition (the one
+//! source of truth for counters), parsed with `prometheus-parse`.
+
+use std::collections::BTreeMap;
+
+use prometheus_parse::{Scrape, Value};
+use serde::Serialize;
+
+/// Usage of one network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NetworkLine {
+    /// Endpoints recorded.
+    pub endpoints: u64,
+    /// IPv4 addresses handed out.
+    pub ipv4_used: u64,
+    /// Assignable IPv4 addresses.
+    pub ipv4_capacity: u64,
+}
+
+/// Operation counts of one front door.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DoorLine {
+    /// Successful operations.
+    pub ok: u64,
+    /// Failed operations.
+    pub error: u64,
+}
+
+/// What `shimnetctl status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Per network (by name).
+    pub networks: BTreeMap<String, NetworkLine>,
+    /// Per front door (`rest`, `docker`, `cni`).
+    pub operations: BTreeMap<String, DoorLine>,
+    /// Reconciliation repairs by kind.
+    pub repairs: BTreeMap<String, u64>,
+    /// Peers up / down.
+    pub peers_up: u64,
+    /// Peers down.
+    pub peers_down: u64,
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Counter(x) | Value::Gauge(x) | Value::Untyped(x) => Some(*x),
+        _ => None,
+    }
+}
+
+/// Summarises an exposition text.
+pub fn summarize(text: &str) -> std::io::Result<Summary> {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+    let mut s = Summary::default();
+    for sample in &scrape.samples {
+        let Some(x) = number(&sample.value) else {
+            continue;
+        };
+        let n = x.max(0.0) as u64;
+        let label = |k: &str| sample.labels.get(k).unwrap_or("").to_string();
+        match sample.metric.as_str() {
+            "shimnet_operations_total" => {
+                let d = s.operations.entry(label("front_door")).or_default();
+                if sample.labels.get("result") == Some("ok") {
+                    d.ok += n;
+                } else {
+                    d.error += n;
+                }
+            }
+            "shimnet_endpoints" => s.networks.entry(label("network")).or_default().endpoints = n,
+            "shimnet_ipam_ipv4_addresses_used" => {
+                s.networks.entry(label("network")).or_default().ipv4_used = n
+            }
+            "shimnet_ipam_ipv4_addresses_capacity" => {
+                s.networks
+                    .entry(label("network"))
+                    .or_default()
+                    .ipv4_capacity = n
+            }
+            "shimnet_reconcile_repairs_total" => {
+                *s.repairs.entry(label("kind")).or_default() += n;
+            }
+            "shimnet_peer_up" if n > 0 => s.peers_up += 1,
+            "shimnet_peer_up" => s.peers_down += 1,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Human lines of a summary.
+pub fn render(s: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, n) in &s.networks {
+        let pct = if n.ipv4_capacity > 0 {
+            100.0 * n.ipv4_used as f64 / n.ipv4_capacity as f64
+        } else {
+            0.0
+        };
+        out.push(format!(
+            "network {name}: {} endpoint(s), IPv4 {}/{} used ({pct:.1}%)",
+            n.endpoints, n.ipv4_used, n.ipv4_capacity
+        ));
+    }
+    let ops: Vec<String> = s
+        .operations
+        .iter()
+        .map(|(door, d)| format!("{door} {} ok / {} error", d.ok, d.error))
+        .collect();
+    out.push(format!(
+        "operations: {}",
+        if ops.is_empty() {
+            "none yet".into()
+        } else {
+            ops.join(", ")
+        }
+    ));
+    let repairs: Vec<String> = s.repairs.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    out.push(format!(
+        "reconcile repairs: {}",
+        if repairs.is_empty() {
+            "none".into()
+        } else {
+            repairs.join(", ")
+        }
+    ));
+    out.push(format!("peers: {} up, {} down", s.peers_up, s.peers_down));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP shimnet_operations Operations served.
+# TYPE shimnet_operations counter
+shimnet_operations_total{front_door="cni",operation="endpoint_attach",result="ok"} 2
+shimnet_operations_total{front_door="cni",operation="endpoint_detach",result="ok"} 1
+shimnet_operations_total{front_door="rest",operation="network_create",result="error"} 1
+# HELP shimnet_endpoints Endpoints recorded per network.
+# TYPE shimnet_endpoints gauge
+shimnet_endpoints{network="web"} 2
+# TYPE shimnet_ipam_ipv4_addresses_used gauge
+shimnet_ipam_ipv4_addresses_used{network="web"} 2
+# TYPE shimnet_ipam_ipv4_addresses_capacity gauge
+shimnet_ipam_ipv4_addresses_capacity{network="web"} 253
+# TYPE shimnet_reconcile_repairs counter
+shimnet_reconcile_repairs_total{kind="endpoint_reclaimed"} 3
+# TYPE shimnet_peer_up gauge
+shimnet_peer_up{peer="a"} 1
+shimnet_peer_up{peer="b"} 0
+# EOF
+"#;
+
+    #[test]
+    fn summary_of_an_exposition() {
+        let s = summarize(TEXT).unwrap();
+        assert_eq!(
+            s.networks["web"],
+            NetworkLine {
+                endpoints: 2,
+                ipv4_used: 2,
+                ipv4_capacity: 253
+            }
+        );
+        assert_eq!(s.operations["cni"], DoorLine { ok: 3, error: 0 });
+        assert_eq!(s.operations["rest"], DoorLine { ok: 0, error: 1 });
+        assert_eq!(s.repairs["endpoint_reclaimed"], 3);
+        assert_eq!((s.peers_up, s.peers_down), (1, 1));
+        let lines = render(&s);
+        assert_eq!(
+            lines[0],
+            "network web: 2 endpoint(s), IPv4 2/253 used (0.8%)"
+        );
+        assert_eq!(
+            lines[1],
+            "operations: cni 3 ok / 0 error, rest 0 ok / 1 error"
+        );
+        assert_eq!(lines[2], "reconcile repairs: endpoint_reclaimed 3");
+        assert_eq!(lines[3], "peers: 1 up, 1 down");
+    }
+}
