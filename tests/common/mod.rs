@@ -15,6 +15,12 @@ use shimnet_api::client::{Client, ClientError};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// Prefix of every namespace this process creates: `snt`, or `SHIMNET_TEST_PREFIX` (the
+/// benchmark suite uses its own so that it never collides with a concurrent test run).
+pub fn prefix() -> String {
+    std::env::var("SHIMNET_TEST_PREFIX").unwrap_or_else(|_| "snt".into())
+}
+
 /// A unique short tag for names in this test process.
 pub fn tag(prefix: &str) -> String {
     format!(
@@ -77,8 +83,8 @@ impl TestHost {
     /// Like [`TestHost::new`] with extra daemon flags (e.g. `--firewall iptables`).
     pub fn with_args(config_networks: &str, extra: &[&str]) -> Self {
         let t = tag("h");
-        let ns = NamedNetns::create(&format!("snt-{t}")).expect("host netns");
-        let outside = NamedNetns::create(&format!("snt-{t}-out")).expect("outside netns");
+        let ns = NamedNetns::create(&format!("{}-{t}", prefix())).expect("host netns");
+        let outside = NamedNetns::create(&format!("{}-{t}-out", prefix())).expect("outside netns");
         let n = (SEQ.fetch_add(1, Ordering::Relaxed) % 250) as u8;
         let host_ip = Ipv4Addr::new(198, 18, n, 1);
         let outside_ip = Ipv4Addr::new(198, 18, n, 2);
@@ -301,7 +307,7 @@ impl Drop for TestHost {
 
 /// A container: a fresh named namespace.
 pub fn container(prefix: &str) -> NamedNetns {
-    NamedNetns::create(&format!("snt-{}", tag(prefix))).expect("container netns")
+    NamedNetns::create(&format!("{}-{}", self::prefix(), tag(prefix))).expect("container netns")
 }
 
 /// The address part of an endpoint's `ipv4` (`10.0.0.2/24` → `10.0.0.2`).
