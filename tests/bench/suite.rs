@@ -2,11 +2,13 @@
 //! peers (reference CNI `bridge` + `host-local` + `ipMasq`, netavark) measured in the same run on
 //! the same machine, each peer in its own "host" namespace; shimnetd's footprint; data-plane
 //! throughput with iperf3 next to its kernel floors. Prints one table, writes
-//! `target/bench/{results.txt,latency.csv,latency.png}`.
+//! `target/bench/{results.txt,latency.csv,latency.png,shimnetd.log}`.
 //!
 //! `cargo bench --bench suite` as root (see `scripts/bench.sh`). `SHIMNET_BENCH_SHORT=1`: 20
 //! containers, 2 s iperf3 runs (proves the suite works; figures are not meaningful).
-//! `SHIMNET_BENCH_N`: containers in the sequential runs (default 1000).
+//! `SHIMNET_BENCH_N`: containers in the sequential runs (default 1000). `SHIMNET_BENCH_DOORS`:
+//! comma-separated subset (e.g. `rest,cni`). `SHIMNET_BENCH_IPERF_SECS`: iperf3 run length
+//! (0 skips the data plane).
 
 #[path = "../cni_support/mod.rs"]
 mod cni_support;
@@ -35,6 +37,7 @@ struct Settings {
     idle: Duration,
     reconcile_secs: u64,
     iperf_secs: u32,
+    doors: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -48,9 +51,20 @@ impl Settings {
             n,
             parallel: n.min(if short { 10 } else { 100 }),
             block: (n / 2).min(100),
-            idle: Duration::from_secs(if short { 4 } else { 60 }),
+            idle: Duration::from_secs(
+                std::env::var("SHIMNET_BENCH_IDLE_SECS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(if short { 4 } else { 60 }),
+            ),
             reconcile_secs: if short { 1 } else { 10 },
-            iperf_secs: if short { 2 } else { 10 },
+            iperf_secs: std::env::var("SHIMNET_BENCH_IPERF_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if short { 2 } else { 10 }),
+            doors: std::env::var("SHIMNET_BENCH_DOORS")
+                .ok()
+                .map(|v| v.split(',').map(|d| d.trim().to_lowercase()).collect()),
         }
     }
 }
@@ -136,6 +150,10 @@ fn main() {
         doors.push((&netavark, false));
     } else {
         say!("SKIPPED: netavark absent (apt-get install netavark)");
+    }
+    if let Some(only) = &s.doors {
+        doors.retain(|(d, _)| only.iter().any(|o| d.name().to_lowercase().contains(o)));
+        say!("(only front doors and peers matching {only:?})");
     }
 
     // Warm-up: one setup/teardown each (network creation, page cache).
@@ -292,7 +310,10 @@ fn main() {
         s.iperf_secs
     );
     let mut results: Vec<(&str, f64)> = Vec::new();
-    for sc in dataplane::scenarios() {
+    for sc in dataplane::scenarios()
+        .into_iter()
+        .filter(|_| s.iperf_secs > 0)
+    {
         eprintln!("-- iperf3 {}", sc.name);
         let ends = (sc.build)();
         let gbps = dataplane::iperf3(&ends, s.iperf_secs);
@@ -339,5 +360,6 @@ fn main() {
     }
     let _ = std::fs::create_dir_all(out_dir());
     std::fs::write(out_dir().join("results.txt"), &report).expect("write results");
+    std::fs::write(out_dir().join("shimnetd.log"), h.log()).expect("write daemon log");
     println!("results: {}", out_dir().join("results.txt").display());
 }

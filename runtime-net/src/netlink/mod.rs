@@ -17,7 +17,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use rtnetlink::LinkUnspec;
 
 use crate::types::{IfName, MacAddr};
 
@@ -144,11 +143,13 @@ impl Netlink {
             return Ok(false);
         };
         let index = link.header.index;
-        let msg = LinkUnspec::new_with_index(index)
-            .down()
-            .nocontroller()
-            .build();
-        match self.handle.link().set(msg).execute().await {
+        match self
+            .handle
+            .link()
+            .set(reaper::detach_message(index))
+            .execute()
+            .await
+        {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
             Err(e) => return Err(request_error("detach link", name.as_str(), e)),
