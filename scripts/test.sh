@@ -9,8 +9,10 @@ scripts/deps.sh test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --show-output 2>&1 | tee target/test.log
+# The benchmark suite, short: proves it runs end to end (timings are not checked).
+scripts/bench.sh --short 2>&1 | tee target/bench-short.log
 # Loud summary of skips: a skip is never a pass.
-if grep -q "SKIPPED" target/test.log; then
+if grep -q "SKIPPED" target/test.log target/bench-short.log; then
   echo "=== tests that SKIPPED part of their checks (missing kernel features) ==="
-  grep "SKIPPED" target/test.log | sort | uniq -c
+  grep -h "SKIPPED" target/test.log target/bench-short.log | sort | uniq -c
 fi

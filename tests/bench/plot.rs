@@ -6,6 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// One colour per door (setup and teardown series of a door come in pairs).
+const COLORS: [&str; 6] = [
+    "#7b1fa2", "#00838f", "#1565c0", "#e65100", "#c62828", "#2e7d32",
+];
+
 /// One plotted series: label and the latency of operation i with `present(i)` endpoints there.
 pub struct Series {
     /// Label.
@@ -60,8 +65,9 @@ pub fn render(dir: &Path, series: &[Series]) -> Result<std::path::PathBuf, Strin
             .filter(|(_, s)| s.teardown == teardown)
             .map(|(k, s)| {
                 format!(
-                    "'{}' using 1:2 with points pt 7 ps 0.4 title '{}'",
+                    "'{}' using 1:2 with points pt 7 ps 0.5 lc rgb '{}' title '{}'",
                     dir.join(format!("series{k}.dat")).display(),
+                    COLORS[(k / 2) % COLORS.len()],
                     s.label
                 )
             })

@@ -69,6 +69,9 @@ impl Settings {
     }
 }
 
+/// Picks the samples of one table group from a run: setup (false) or teardown (true).
+type Pick<'a> = dyn Fn(&run::Run, bool) -> Vec<Duration> + 'a;
+
 /// One door's sequential and parallel runs.
 struct Measured {
     name: String,
@@ -198,7 +201,7 @@ fn main() {
     let k = s.block;
     let mut rows = Vec::new();
     let cni_name = cni.name();
-    let groups: [(String, &dyn Fn(&run::Run, bool) -> Vec<Duration>); 3] = [
+    let groups: [(String, &Pick<'_>); 3] = [
         (format!("seq 1..{k}"), &|r, td| {
             if td {
                 r.teardown[r.teardown.len() - k..].to_vec()
