@@ -388,3 +388,68 @@ impl Door for DockerPlugin {
         wait_no_veths(&ns_name(&self.host));
     }
 }
+
+/// A door whose operations also record the CPU time shimnetd (`pid`) had used when each one
+/// finished: CPU per operation does not depend on how busy the machine's other processes keep
+/// the CPUs, unlike latency. The `/proc` reads happen outside the timed window.
+pub struct Metered<'a> {
+    pub inner: &'a dyn Door,
+    pub pid: u32,
+    /// (setup, index, cumulative CPU) after each operation.
+    pub marks: Mutex<Vec<(bool, usize, Duration)>>,
+}
+
+impl<'a> Metered<'a> {
+    pub fn new(inner: &'a dyn Door, pid: u32) -> Self {
+        Metered {
+            inner,
+            pid,
+            marks: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn mark(&self, setup: bool, i: usize) {
+        let cpu = crate::footprint::cpu_time(self.pid);
+        self.marks.lock().unwrap().push((setup, i, cpu));
+    }
+
+    /// shimnetd CPU per operation, in ms, over the setups (or teardowns) `range` of the marks
+    /// recorded since [`Metered::reset`] (the sequential run comes first); `None` if too few.
+    pub fn cpu_per_op(&self, setup: bool, range: std::ops::Range<usize>) -> Option<f64> {
+        let m = self.marks.lock().unwrap();
+        let seq: Vec<Duration> = m.iter().filter(|x| x.0 == setup).map(|x| x.2).collect();
+        let (first, last) = (seq.get(range.start)?, seq.get(range.end.checked_sub(1)?)?);
+        let ops = range.len().checked_sub(1).filter(|&n| n > 0)?;
+        Some((*last - *first).as_secs_f64() * 1e3 / ops as f64)
+    }
+
+    /// Forgets the marks so far (warm-up).
+    pub fn reset(&self) {
+        self.marks.lock().unwrap().clear();
+    }
+}
+
+impl Door for Metered<'_> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn ops(&self) -> (&'static str, &'static str) {
+        self.inner.ops()
+    }
+    fn setup(&self, i: usize, c: &NamedNetns) -> Duration {
+        let d = self.inner.setup(i, c);
+        self.mark(true, i);
+        d
+    }
+    fn teardown(&self, i: usize, c: &NamedNetns) -> Duration {
+        let d = self.inner.teardown(i, c);
+        self.mark(false, i);
+        d
+    }
+    fn concurrent(&self) -> bool {
+        self.inner.concurrent()
+    }
+    fn drained(&self) {
+        self.inner.drained()
+    }
+}

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{container, TestHost};
-use doors::{peer_host, Cni, DockerPlugin, Door, Netavark, Rest};
+use doors::{peer_host, Cni, DockerPlugin, Door, Metered, Netavark, Rest};
 use shimnet::netns::NamedNetns;
 use stats::{growth, summarize, table, Row};
 
@@ -143,7 +143,13 @@ fn main() {
         host: nv_host.path().to_path_buf(),
         config: tempfile::tempdir().expect("tempdir"),
     };
-    let mut doors: Vec<(&dyn Door, bool)> = vec![(&rest, true), (&cni, true), (&docker, true)];
+    let metered = [
+        Metered::new(&rest, pid),
+        Metered::new(&cni, pid),
+        Metered::new(&docker, pid),
+    ];
+    let mut doors: Vec<(&dyn Door, bool)> =
+        metered.iter().map(|m| (m as &dyn Door, true)).collect();
     if reference.bin.is_file() {
         doors.push((&reference, false));
     } else {
@@ -163,6 +169,9 @@ fn main() {
     let warm = [container("bw")];
     for (d, _) in &doors {
         run::sequential(*d, &warm);
+    }
+    for m in &metered {
+        m.reset();
     }
 
     let mut measured = Vec::new();
@@ -285,6 +294,36 @@ fn main() {
             m.name,
             m.par.wall.0.as_secs_f64() * 1e3,
             m.par.wall.1.as_secs_f64() * 1e3
+        );
+    }
+    say!("\n-- shimnetd CPU time per operation (user+system, all threads; independent of load from other processes) --");
+    for m in metered
+        .iter()
+        .filter(|m| measured.iter().any(|x| x.name == m.name()))
+    {
+        let (a, b) = m.ops();
+        let f = |setup, r: std::ops::Range<usize>| {
+            m.cpu_per_op(setup, r)
+                .map_or("-".into(), |x| format!("{x:.2} ms"))
+        };
+        let ratio = |setup, r1: std::ops::Range<usize>, r2: std::ops::Range<usize>| match (
+            m.cpu_per_op(setup, r1),
+            m.cpu_per_op(setup, r2),
+        ) {
+            (Some(x), Some(y)) if x > 0.0 => format!("{:.2}x", y / x),
+            _ => "-".into(),
+        };
+        let n = s.n;
+        say!(
+            "{:<24} {a} {} at 1..{k}, {} at {}..{n} ({});  {b} {} with <= {k} present, {} with ~{n} ({})",
+            m.name(),
+            f(true, 0..k),
+            f(true, n - k..n),
+            n - k + 1,
+            ratio(true, 0..k, n - k..n),
+            f(false, n - k..n),
+            f(false, 0..k),
+            ratio(false, n - k..n, 0..k),
         );
     }
     say!("\n-- footprint (shimnetd) --");
