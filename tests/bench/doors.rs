@@ -53,6 +53,24 @@ pub fn wait_no_veths(host: &str) {
     }
 }
 
+/// Waits until shimnetd's background deletions in namespace `host` are done (no link left in its
+/// reap group).
+pub fn wait_reaped(host: &Path) {
+    let group = runtime_net::netlink::REAP_GROUP.to_string();
+    let ns = ns_name(host);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sh(&["ip", "-n", &ns, "-o", "link", "show", "group", &group])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "detached veths not deleted in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn ns_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }

@@ -10,6 +10,7 @@
 //! comma-separated subset (e.g. `rest,cni`). `SHIMNET_BENCH_IPERF_SECS`: iperf3 run length
 //! (0 skips the data plane).
 
+mod churn;
 #[path = "../cni_support/mod.rs"]
 mod cni_support;
 #[path = "../common/mod.rs"]
@@ -325,6 +326,32 @@ fn main() {
             f(false, 0..k),
             ratio(false, n - k..n, 0..k),
         );
+    }
+    if s.doors
+        .as_ref()
+        .is_none_or(|d| d.iter().any(|x| "shimnet rest".contains(x.as_str())))
+    {
+        eprintln!("-- interleaved churn");
+        let rounds = k;
+        let c = churn::interleaved(&h, k, s.n, rounds);
+        say!(
+            "\n-- shimnet REST, {rounds} rounds alternating between a network with {k} endpoints and one with {} (same moments, same load) --",
+            s.n
+        );
+        for (what, (small, large)) in [("attach", &c.attach), ("detach", &c.detach)] {
+            let (a, b) = (summarize(small), summarize(large));
+            if let (Some(a), Some(b)) = (a, b) {
+                say!(
+                    "{what}: median {:.2} ms with {k} present, {:.2} ms with {} present: {:.2}x (target <= 1.25); p90 {:.2} / {:.2} ms",
+                    a.median,
+                    b.median,
+                    s.n,
+                    b.median / a.median,
+                    a.p90,
+                    b.p90
+                );
+            }
+        }
     }
     say!("\n-- footprint (shimnetd) --");
     say!(

@@ -11,6 +11,7 @@ mod netns;
 mod prepare;
 mod query;
 mod reaper;
+pub use reaper::REAP_GROUP;
 mod veth;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -136,7 +137,7 @@ impl Netlink {
     pub async fn delete_link(&self, name: &IfName) -> Result<bool, NetlinkError> {
         query::delete_by_name(&self.handle, name.as_str()).await
     }
-    /// Detaches an endpoint's veth at once — off the bridge and down, so no traffic flows — and
+    /// Detaches an endpoint's veth at once — down, so no traffic flows — and
     /// deletes it in the background (see [`reaper`]). `Ok(false)` if there was no such link.
     pub async fn detach_veth(&self, name: &IfName) -> Result<bool, NetlinkError> {
         let Some(link) = query::link_by_name(&self.handle, name.as_str()).await? else {

@@ -1,8 +1,8 @@
 //! Background deletion of detached veths.
 //!
 //! Deleting a net device costs the caller ~15–20 ms on this kind of kernel (RCU barrier in
-//! `netdev_run_todo`), no matter how it is asked for. Detaching therefore first cuts the host end
-//! off the bridge and takes it down (sub-millisecond: no traffic can flow any more), then hands
+//! `netdev_run_todo`), no matter how it is asked for. Detaching therefore first takes the host end
+//! down (sub-millisecond: no traffic can flow any more), then hands
 //! its *index* — never its name, which a new endpoint may reuse — to this reaper, which deletes it
 //! on its own thread and netlink socket so no API call waits for the kernel's cleanup.
 //! Anything the reaper could not finish (daemon killed) is found by reconciliation: the link still
@@ -25,11 +25,12 @@ use tokio::sync::mpsc;
 /// the daemon's namespace.
 pub const REAP_GROUP: u32 = 0x534e_5250;
 
-/// Detaches link `index`: down, off its bridge, into [`REAP_GROUP`] (pure).
+/// Detaches link `index`: down (a port that is down forwards nothing) and into [`REAP_GROUP`]
+/// (pure). It stays enslaved: leaving the bridge (`br_del_if`: fdb walk, MTU, features and
+/// port-count passes over every port) is left to the background deletion, off the API path.
 pub(crate) fn detach_message(index: u32) -> LinkMessage {
     LinkUnspec::new_with_index(index)
         .down()
-        .nocontroller()
         .append_extra_attribute(LinkAttribute::Group(REAP_GROUP))
         .build()
 }
@@ -126,11 +127,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detach_moves_link_down_off_bridge_into_reap_group() {
+    fn detach_moves_link_down_into_reap_group() {
         let m = detach_message(42);
         assert_eq!(m.header.index, 42);
         assert!(!super::super::query::is_up(&m));
-        assert!(m.attributes.contains(&LinkAttribute::Controller(0)));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(_))));
         assert!(m.attributes.contains(&LinkAttribute::Group(REAP_GROUP)));
     }
 
