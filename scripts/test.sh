@@ -12,8 +12,10 @@ cargo test --workspace --locked -- --show-output 2>&1 | tee target/test.log
 # A short fuzz pass over every target (the long one: scripts/fuzz.sh 300; the long chaos run:
 # scripts/chaos.sh; the short chaos run is part of cargo test).
 scripts/fuzz.sh 10
+# The benchmark suite, short: proves it runs end to end (timings are not checked).
+scripts/bench.sh --short 2>&1 | tee target/bench-short.log
 # Loud summary of skips: a skip is never a pass.
-if grep -q "SKIPPED" target/test.log; then
+if grep -q "SKIPPED" target/test.log target/bench-short.log; then
   echo "=== tests that SKIPPED part of their checks (missing kernel features) ==="
-  grep "SKIPPED" target/test.log | sort | uniq -c
+  grep -h "SKIPPED" target/test.log target/bench-short.log | sort | uniq -c
 fi

@@ -362,6 +362,10 @@ pub struct ReconcilePlan {
     pub delete_fw_networks: Vec<NetworkName>,
     /// Published-port owners in the firewall with no endpoint: purge.
     pub purge_ports: Vec<IfName>,
+    /// Live endpoints that publish ports but have none in the firewall listing: re-install.
+    /// Endpoints whose rules are in place are left alone, so an idle pass with nothing
+    /// drifted makes no firewall change.
+    pub reinstall_ports: Vec<EndpointKey>,
 }
 
 /// Plans reconciliation from the records and what the kernel shows. `netns_alive` tells whether
@@ -414,13 +418,23 @@ pub fn plan_reconcile(
         .filter(|p| !live_veths.contains(p.as_str()))
         .cloned()
         .collect();
+    let installed: BTreeSet<&str> = fw_ports.iter().map(IfName::as_str).collect();
+    plan.reinstall_ports = endpoints
+        .iter()
+        .filter(|ep| {
+            !ep.ports.is_empty()
+                && live_veths.contains(ep.host_ifname.as_str())
+                && !installed.contains(ep.host_ifname.as_str())
+        })
+        .map(|ep| ep.key.clone())
+        .collect();
     plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ContainerId, MacAddr};
+    use crate::types::{ContainerId, MacAddr, PortMapping};
 
     fn name(s: &str) -> NetworkName {
         NetworkName::new(s).unwrap()
@@ -618,5 +632,52 @@ mod tests {
         );
         assert_eq!(plan.delete_fw_networks, vec![name("gone")]);
         assert_eq!(plan.purge_ports, vec![dead.host_ifname]);
+        assert!(
+            plan.reinstall_ports.is_empty(),
+            "no endpoint publishes ports"
+        );
+    }
+
+    #[test]
+    fn reconcile_reinstalls_only_missing_ports() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let port = PortMapping {
+            protocol: crate::types::Protocol::Tcp,
+            host_ip: None,
+            host_port: 8080,
+            container_port: 80,
+        };
+        let mut intact = record(&net, "intact");
+        intact.ports = vec![port];
+        let mut drifted = record(&net, "drifted");
+        drifted.ports = vec![PortMapping {
+            host_port: 8081,
+            ..port
+        }];
+        let mut dead = record(&net, "dead");
+        dead.ports = vec![PortMapping {
+            host_port: 8082,
+            ..port
+        }];
+        let bare = record(&net, "bare");
+        let eps = [intact.clone(), drifted.clone(), dead, bare];
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            &eps,
+            &[],
+            &[name("a")],
+            &[intact.host_ifname.clone()],
+            |ep| ep.key.container_id.as_str() != "dead",
+        );
+        assert_eq!(plan.reinstall_ports, vec![drifted.key]);
+        let all_in_place = plan_reconcile(
+            std::slice::from_ref(&net),
+            &eps[..1],
+            &[],
+            &[name("a")],
+            &[intact.host_ifname.clone()],
+            |_| true,
+        );
+        assert!(all_in_place.reinstall_ports.is_empty());
     }
 }

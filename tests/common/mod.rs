@@ -23,7 +23,12 @@ pub fn use_prefix(prefix: &'static str) {
 
 /// The namespace name prefix of this test process.
 pub fn prefix() -> &'static str {
-    PREFIX.get().copied().unwrap_or("snt")
+    // `SHIMNET_TEST_PREFIX` lets the benchmark suite keep clear of a concurrent test run.
+    PREFIX.get_or_init(|| {
+        std::env::var("SHIMNET_TEST_PREFIX")
+            .map(|p| &*Box::leak(p.into_boxed_str()))
+            .unwrap_or("snt")
+    })
 }
 
 /// A unique short tag for names in this test process.

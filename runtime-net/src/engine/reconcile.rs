@@ -1,6 +1,6 @@
 //! Reconciliation: bringing the kernel in line with the records at start, on SIGHUP and
 //! periodically (re-apply networks, reclaim endpoints whose namespace is gone, remove owned
-//! objects nothing records, re-install published ports).
+//! objects nothing records, re-install published ports missing from the firewall).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,8 +78,11 @@ impl Engine {
         }
         let by_name: HashMap<&str, &NetworkSpec> =
             networks.iter().map(|n| (n.name.as_str(), n)).collect();
-        for ep in endpoints.iter().filter(|e| !plan.reclaim.contains(&e.key)) {
-            if let Some(spec) = by_name.get(ep.key.network.as_str()) {
+        for key in &plan.reinstall_ports {
+            let ep = endpoints.iter().find(|e| &e.key == key);
+            if let Some((ep, spec)) =
+                ep.and_then(|e| Some((e, by_name.get(e.key.network.as_str())?)))
+            {
                 if let Err(e) = self.install_ports(spec, ep).await {
                     report.errors.push(format!("ports of {}: {e}", ep.key));
                 }

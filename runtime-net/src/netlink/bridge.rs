@@ -61,17 +61,31 @@ pub(crate) fn bridge_mac(name: &str) -> [u8; 6] {
     mac
 }
 
+/// The RTM_NEWLINK message creating the bridge (pure): MTU, a fixed MAC (see [`bridge_mac`]) and
+/// multicast snooping off.
+///
+/// Snooping off: whenever a port comes up or goes down, the kernel re-selects every port's state
+/// and, with snooping on, re-arms two multicast query timers on *every* port
+/// (`br_port_state_selection` → `br_multicast_enable_port`), which then all fire — work per attach
+/// and detach that grows with the number of ports. A shimnet bridge has no multicast querier, and
+/// without one the bridge floods multicast to every port with snooping on or off, so forwarding
+/// does not change.
+pub(crate) fn create_message(cfg: &BridgeConfig) -> LinkMessage {
+    let name = cfg.name.as_str();
+    LinkBridge::new(name)
+        .mtu(cfg.mtu)
+        .address(bridge_mac(name).to_vec())
+        .mcast_snooping(false)
+        .build()
+}
+
 /// Creates or repairs the bridge; returns its index.
 pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
     let name = cfg.name.as_str();
     let link = match query::link_by_name(h, name).await? {
         Some(l) => l,
         None => {
-            let msg = LinkBridge::new(name)
-                .mtu(cfg.mtu)
-                .address(bridge_mac(name).to_vec())
-                .build();
-            match h.link().add(msg).execute().await {
+            match h.link().add(create_message(cfg)).execute().await {
                 Ok(()) => {}
                 // Created concurrently by someone else: repair that one.
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
@@ -185,6 +199,25 @@ mod tests {
         assert_eq!(r.mtu, Some(1500));
         assert!(r.up);
         assert_eq!(r.add_addrs, cfg().addrs);
+    }
+
+    #[test]
+    fn created_with_fixed_mac_and_snooping_off() {
+        use rtnetlink::packet_route::link::{InfoBridge, InfoData, LinkAttribute, LinkInfo};
+        let m = create_message(&cfg());
+        assert_eq!(query::mac(&m), Some(bridge_mac("snbr0").to_vec()));
+        assert_eq!(query::mtu(&m), Some(1500));
+        let snooping = m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Bridge(opts)) => opts.iter().find_map(|o| match o {
+                    InfoBridge::MulticastSnooping(v) => Some(*v),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        assert_eq!(snooping, Some(false));
     }
 
     #[test]

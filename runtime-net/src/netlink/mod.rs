@@ -11,13 +11,13 @@ mod netns;
 mod prepare;
 mod query;
 mod reaper;
+pub use reaper::REAP_GROUP;
 mod veth;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use rtnetlink::LinkUnspec;
 
 use crate::types::{IfName, MacAddr};
 
@@ -137,18 +137,20 @@ impl Netlink {
     pub async fn delete_link(&self, name: &IfName) -> Result<bool, NetlinkError> {
         query::delete_by_name(&self.handle, name.as_str()).await
     }
-    /// Detaches an endpoint's veth at once — off the bridge and down, so no traffic flows — and
+    /// Detaches an endpoint's veth at once — down, so no traffic flows — and
     /// deletes it in the background (see [`reaper`]). `Ok(false)` if there was no such link.
     pub async fn detach_veth(&self, name: &IfName) -> Result<bool, NetlinkError> {
         let Some(link) = query::link_by_name(&self.handle, name.as_str()).await? else {
             return Ok(false);
         };
         let index = link.header.index;
-        let msg = LinkUnspec::new_with_index(index)
-            .down()
-            .nocontroller()
-            .build();
-        match self.handle.link().set(msg).execute().await {
+        match self
+            .handle
+            .link()
+            .set(reaper::detach_message(index))
+            .execute()
+            .await
+        {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
             Err(e) => return Err(request_error("detach link", name.as_str(), e)),

@@ -12,7 +12,8 @@ use crate::types::IfName;
 
 /// The RTM_NEWLINK message creating a prepared pair (pure).
 ///
-/// Host end: name, MTU, master, up. Peer: `peer` name, MAC, MTU, same namespace, down.
+/// Host end: name, MTU, master, down (brought up with its port flags once IPv6 is off). Peer:
+/// `peer` name, MAC, MTU, same namespace, down.
 pub(crate) fn prepare_message(cfg: &VethConfig, bridge_index: u32, peer: &IfName) -> LinkMessage {
     let peer = LinkUnspec::new_with_name(peer.as_str())
         .address(cfg.mac.0.to_vec())
@@ -22,7 +23,6 @@ pub(crate) fn prepare_message(cfg: &VethConfig, bridge_index: u32, peer: &IfName
         .name(cfg.host_ifname.as_str())
         .mtu(cfg.mtu)
         .controller(bridge_index)
-        .up()
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build()
 }
@@ -46,6 +46,10 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| request_error("create veth pair", host, e))?;
+        if let Err(e) = super::veth::port_ipv6_off(host) {
+            let _ = query::delete_by_name(h, host).await;
+            return Err(e);
+        }
         if let Err(e) = h.link().set_port(host_port_message(cfg)).execute().await {
             let _ = query::delete_by_name(h, host).await;
             return Err(request_error("configure bridge port", host, e));
@@ -134,7 +138,10 @@ mod tests {
         assert_eq!(query::name(&m).as_deref(), Some("snv0123456789ab"));
         assert_eq!(query::master(&m), Some(9));
         assert_eq!(query::mtu(&m), Some(1400));
-        assert!(query::is_up(&m));
+        assert!(
+            !query::is_up(&m),
+            "created down: IPv6 is turned off before the port comes up"
+        );
         let peer_msg = m
             .attributes
             .iter()

@@ -62,6 +62,33 @@ pub(crate) fn host_port_message(cfg: &VethConfig) -> LinkMessage {
         .build()
 }
 
+/// Turns IPv6 off on a bridge port before it comes up (`net/ipv6/conf/<port>/disable_ipv6`).
+///
+/// Every IPv6-enabled device that comes up adds an `ff00::/8` multicast route to its namespace's
+/// local table, and every link up, down or carrier change walks the whole IPv6 FIB
+/// (`fib6_ifdown`/`fib6_ifup` over all routes). With IPv6 on the ports, each attach and detach
+/// therefore cost more the more ports there were. A bridge port forwards IPv6 frames at L2
+/// without an IPv6 stack of its own, as with `addrgenmode none` (kept: it also covers hosts where
+/// the sysctl write is refused).
+pub(crate) fn port_ipv6_off(port: &str) -> Result<(), NetlinkError> {
+    let key = format!("net/ipv6/conf/{port}/disable_ipv6");
+    match crate::sysctl::set(&key, "1") {
+        Ok(()) => Ok(()),
+        // No IPv6 in this kernel (or namespace): nothing to turn off.
+        Err(e)
+            if e.source.kind() == std::io::ErrorKind::NotFound
+                && !std::path::Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(NetlinkError::Request {
+            op: "turn IPv6 off on bridge port",
+            object: port.to_string(),
+            msg: e.to_string(),
+        }),
+    }
+}
+
 /// Creates and configures the endpoint; on failure after creation, removes the host end.
 pub(crate) async fn attach(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkError> {
     let ns = netns::open(&cfg.netns)?;
@@ -84,6 +111,10 @@ pub(crate) async fn attach(h: &Handle, cfg: &VethConfig) -> Result<(), NetlinkEr
         .execute()
         .await
         .map_err(|e| request_error("create veth pair", host, e))?;
+    if let Err(e) = port_ipv6_off(host) {
+        let _ = query::delete_by_name(h, host).await;
+        return Err(e);
+    }
 
     let configured = async {
         let (a, b) = futures::join!(

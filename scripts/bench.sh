@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The benchmark suite: shimnet's front doors and its peers (reference CNI bridge, netavark) in
+# the same run, shimnetd's footprint, data-plane throughput; then `docker run` on a shimnet
+# network versus docker's own bridge (needs dockerd; skipped with --short).
+# Results: target/bench/results.txt, target/bench/latency.{csv,png}. Run as root.
+# Usage: scripts/bench.sh [--short]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) == 0 ]] || { echo "bench: run as root (the suite builds network namespaces)" >&2; exit 1; }
+if [[ ${1:-} == --short ]]; then
+  # Proves the suite runs end to end (20 containers, 2 s iperf3); figures are not meaningful.
+  # The dev profile reuses the test build instead of an optimised one.
+  SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench suite
+else
+  cargo bench --locked --bench suite
+  SHIMNET_BENCH_RUNS=${SHIMNET_BENCH_RUNS:-50} cargo test --locked --release --test docker -- \
+    --ignored --nocapture bench_docker_run_shimnet_vs_docker_bridge 2>&1 | tee target/bench/docker-run.txt
+fi
