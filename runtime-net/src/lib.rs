@@ -10,6 +10,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod naming;
 pub mod netlink;
+pub mod peering;
 pub mod plan;
 pub mod store;
 pub mod sysctl;

@@ -1,0 +1,178 @@
+//! Userspace IPIP data plane for kernels without `CONFIG_NET_IPIP`: a TUN device and a raw
+//! IP-protocol-4 socket, wire-compatible with kernel IPIP (plain outer IPv4 header, protocol 4,
+//! DF set). One thread per direction.
+//!
+//! Send: a packet read from the TUN is looked up by inner destination in the peer table and
+//! sent to that peer's underlay address (the kernel adds the outer header). Receive: the raw
+//! socket returns the whole outer packet; packets whose outer source is not a listed peer are
+//! dropped, the others are written to the TUN without their outer header.
+
+mod packet;
+mod tun;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ipnetwork::Ipv4Network;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Packet counters of the userspace data plane.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Packets sent to peers.
+    pub tx: AtomicU64,
+    /// Packets received from peers and written to the TUN.
+    pub rx: AtomicU64,
+    /// Packets dropped (unknown peer, no route, send errors).
+    pub dropped: AtomicU64,
+}
+
+/// The peer table: pod subnet → underlay address.
+pub type PeerTable = Arc<RwLock<Vec<(Ipv4Network, Ipv4Addr)>>>;
+
+/// A running userspace IPIP data plane.
+#[derive(Debug, Clone)]
+pub struct UserspaceIpip {
+    /// TUN device name.
+    pub tun: String,
+    /// Peers reached through it; replace the contents to change them.
+    pub peers: PeerTable,
+    /// Counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Starting the data plane failed.
+#[derive(Debug, thiserror::Error)]
+#[error("userspace IPIP {what}: {source}")]
+pub struct StartError {
+    what: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+impl UserspaceIpip {
+    /// Opens the TUN device `tun` and a raw IPIP socket bound to `local`, and starts the two
+    /// forwarding threads. The TUN still needs its address, MTU and up state.
+    pub fn start(tun: &str, local: Ipv4Addr) -> Result<Self, StartError> {
+        let dev = tun::open(tun).map_err(|source| StartError {
+            what: "open TUN",
+            source,
+        })?;
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_IPIP)))
+            .map_err(|source| StartError {
+                what: "raw socket (IP protocol 4)",
+                source,
+            })?;
+        let io = |what| move |source| StartError { what, source };
+        sock.bind(&SocketAddr::V4(SocketAddrV4::new(local, 0)).into())
+            .map_err(io("bind raw socket"))?;
+        set_pmtudisc_do(&sock).map_err(io("set DF on raw socket"))?;
+        let _ = sock.set_recv_buffer_size(4 << 20);
+        let _ = sock.set_send_buffer_size(4 << 20);
+        let me = UserspaceIpip {
+            tun: tun.to_string(),
+            peers: Arc::default(),
+            counters: Arc::default(),
+        };
+        let (rx_dev, tx_dev) = (
+            dev.try_clone().map_err(io("clone TUN fd"))?,
+            dev,
+        );
+        let rx_sock = sock.try_clone().map_err(io("clone raw socket"))?;
+        let (peers, counters) = (me.peers.clone(), me.counters.clone());
+        std::thread::Builder::new()
+            .name("ipip-tx".into())
+            .spawn(move || send_loop(tx_dev, sock, peers, counters))
+            .map_err(io("spawn thread"))?;
+        let (peers, counters) = (me.peers.clone(), me.counters.clone());
+        std::thread::Builder::new()
+            .name("ipip-rx".into())
+            .spawn(move || recv_loop(rx_dev, rx_sock, peers, counters))
+            .map_err(io("spawn thread"))?;
+        Ok(me)
+    }
+}
+
+fn set_pmtudisc_do(sock: &Socket) -> std::io::Result<()> {
+    let v: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: valid socket fd, pointer to a c_int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn lookup(peers: &PeerTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    let t = peers.read().unwrap_or_else(|e| e.into_inner());
+    t.iter().find(|(net, _)| net.contains(dst)).map(|(_, a)| *a)
+}
+
+fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match tun.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("userspace IPIP: reading the TUN failed, sending stops: {e}");
+                return;
+            }
+        };
+        let Some((_, dst)) = packet::addrs(&buf[..n]) else {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Some(peer) = lookup(&peers, dst) else {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let to = SocketAddr::V4(SocketAddrV4::new(peer, 0)).into();
+        match sock.send_to(&buf[..n], &to) {
+            Ok(_) => c.tx.fetch_add(1, Ordering::Relaxed),
+            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY-free: socket2's recv wants MaybeUninit; read through std::io::Read instead.
+        let n = match (&sock).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("userspace IPIP: raw socket failed, receiving stops: {e}");
+                return;
+            }
+        };
+        let Some((src, inner)) = packet::decapsulate(&buf[..n]) else {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let known = {
+            let t = peers.read().unwrap_or_else(|e| e.into_inner());
+            t.iter().any(|(_, a)| *a == src)
+        };
+        if !known {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        match tun.write(inner) {
+            Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
+            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
