@@ -38,6 +38,8 @@ enum Cmd {
     Status,
     /// Run a reconciliation pass now.
     Reconcile,
+    /// Peers of this node: chosen mode, reachability across the data plane, last reconcile.
+    Peers,
     /// Report usable kernel features and run a live probe: two throwaway namespaces attached to a
     /// network ping each other and the gateway, then everything is removed.
     Check {
@@ -437,8 +439,56 @@ fn run(cli: Cli) -> Result<()> {
             print_json(&v);
         }
         Cmd::Check { network, no_probe } => check(&c, cli.json, network, no_probe)?,
+        Cmd::Peers => {
+            let v: Value = c.call("GET", "/v1/peers", none)?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                print_peers(&v);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_peers(v: &Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = match v["last_reconcile"].as_u64() {
+        Some(t) => format!("{}s ago (unix {t})", now.saturating_sub(t)),
+        None => "never".into(),
+    };
+    println!(
+        "node {} ({}, pods {}), IPIP path: {}, last reconcile: {last}",
+        s(v, "node"),
+        s(v, "address"),
+        s(v, "pod_cidr"),
+        s(v, "ipip")
+    );
+    let rows = v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                s(p, "name"),
+                s(p, "address"),
+                s(p, "pod_cidr"),
+                s(p, "mode"),
+                if p["reachable"] == true { "yes" } else { "NO" }.into(),
+                last.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["PEER", "ADDRESS", "POD-CIDR", "MODE", "REACHABLE", "LAST-RECONCILE"],
+        rows,
+    );
+    for e in v["errors"].as_array().into_iter().flatten() {
+        println!("error: {}", e.as_str().unwrap_or_default());
+    }
 }
 
 /// Result of the live probe.
@@ -467,8 +517,11 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
         steps = probe(c, &net);
     }
     let failed = steps.iter().any(|s| !s.ok);
+    // Peering, when configured: which IPIP data plane this node uses.
+    let peering: Option<Value> = c.call("GET", "/v1/peers", none).ok();
+    let ipip_path = peering.as_ref().map(|p| s(p, "ipip"));
     if json {
-        print_json(&serde_json::json!({"features": features, "probe": steps}));
+        print_json(&serde_json::json!({"features": features, "probe": steps, "peering": {"ipip_path": ipip_path}}));
     } else {
         let rows = features
             .as_object()
@@ -483,6 +536,10 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
             })
             .collect();
         table(&["FEATURE", "AVAILABLE", "DETAIL"], rows);
+        match &ipip_path {
+            Some(p) => println!("\npeering: IPIP data plane: {p}"),
+            None => println!("\npeering: not configured"),
+        }
         if !steps.is_empty() {
             println!();
             table(

@@ -34,12 +34,22 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Ful
 /// The REST API over one engine.
 pub struct RestApi {
     engine: Arc<Engine>,
+    peers: Option<runtime_net::peering::StatusHandle>,
 }
 
 impl RestApi {
     /// A REST API serving `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
-        RestApi { engine }
+        RestApi {
+            engine,
+            peers: None,
+        }
+    }
+
+    /// Also serves `GET /v1/peers` from this peering status.
+    pub fn with_peers(mut self, status: runtime_net::peering::StatusHandle) -> Self {
+        self.peers = Some(status);
+        self
     }
 
     /// Answers one request; never fails (errors become JSON error replies).
@@ -87,6 +97,18 @@ impl RestApi {
                     .await
                     .map_err(|e| ApiError::internal(format!("feature probe: {e}")))?;
                 ok(&f)
+            }
+            ["v1", "peers"] => {
+                only(m, &[Method::GET], &path)?;
+                match &self.peers {
+                    Some(st) => {
+                        let snap = st.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        ok(&snap)
+                    }
+                    None => Err(ApiError::not_found(
+                        "peering is not configured ([node] and [peering] in shimnetd.toml)",
+                    )),
+                }
             }
             ["v1", "reconcile"] => {
                 only(m, &[Method::POST], &path)?;
