@@ -158,7 +158,11 @@ pub async fn ensure_device(
     };
     let index = link.header.index;
     let alias = query::alias(&link);
-    if !matches!(kind, Kind::Existing) && alias.as_deref() != Some(spec.alias.as_str()) {
+    // The kernel ignores IFLA_IFALIAS on creation: a device created just now gets it below.
+    if !repaired
+        && !matches!(kind, Kind::Existing)
+        && alias.as_deref() != Some(spec.alias.as_str())
+    {
         return Err(NetlinkError::Request {
             op: "adopt device",
             object: spec.name.clone(),
