@@ -161,7 +161,8 @@ impl Config {
         };
         let n = &mut self.networks[idx];
         n.subnet = node.pod_cidr.to_string();
-        n.gateway = Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
+        n.gateway =
+            Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
         n.range_start = None;
         n.range_end = None;
         if mtu.is_some() {
@@ -258,11 +259,16 @@ mod tests {
         assert_eq!((p.vxlan_port, p.reconcile_interval_secs), (4789, 3));
         // [peering] alone, a pod subnet outside the cluster, an unknown mode: refused, named.
         let alone = format!("{EMBEDDED_DEFAULT}\n[peering]\nmode = \"auto\"\ncluster_cidr = \"10.0.0.0/8\"\npeers_file = \"/p\"\n");
-        assert!(Config::parse(&alone, "x").unwrap_err().to_string().contains("[node]"));
+        assert!(Config::parse(&alone, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("[node]"));
         let outside = text.replace("10.0.0.0/8", "172.16.0.0/12");
         let e = Config::parse(&outside, "x").unwrap_err().to_string();
         assert!(e.contains("node.pod_cidr"), "{e}");
-        let e = Config::parse(&text.replace("\"auto\"", "\"gre\""), "x").unwrap_err().to_string();
+        let e = Config::parse(&text.replace("\"auto\"", "\"gre\""), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mode") || e.contains("gre"), "{e}");
     }
 

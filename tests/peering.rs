@@ -20,9 +20,16 @@ fn assert_tcp_keeps_source(
     port: u16,
 ) {
     let rx = spawn_listener(to.path(), to_ip, port);
-    assert!(connect_from(from.path(), to_ip, port), "TCP {from_ip} -> {to_ip}:{port}");
+    assert!(
+        connect_from(from.path(), to_ip, port),
+        "TCP {from_ip} -> {to_ip}:{port}"
+    );
     let peer = rx.recv().unwrap().expect("connection seen");
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(from_ip), "no NAT inside the cluster");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(from_ip),
+        "no NAT inside the cluster"
+    );
 }
 
 /// Largest DF ping that fits `mtu` passes; one byte more does not.
@@ -50,10 +57,14 @@ fn container_mtu(c: &shimnet::netns::NamedNetns) -> u32 {
 }
 
 fn wait_reachable(n: &Node, peer: &str, mode: &str) {
-    wait_for(30, &format!("{} sees {peer} reachable via {mode}", n.name), || {
-        let p = n.peer(peer);
-        p["reachable"] == true && p["mode"] == mode
-    });
+    wait_for(
+        30,
+        &format!("{} sees {peer} reachable via {mode}", n.name),
+        || {
+            let p = n.peer(peer);
+            p["reachable"] == true && p["mode"] == mode
+        },
+    );
 }
 
 fn full_mesh(nodes: &[&Node]) {
@@ -137,11 +148,16 @@ fn l2_three_nodes_host_gw() {
     .unwrap();
     a.hup();
     wait_for(20, "refusal logged", || {
-        a.log()
-            .contains("peer[1] \\\"node-x\\\": pod_cidr 10.244.2.128/25 overlaps peer[0] \\\"node-b\\\"")
-            || a.log().contains("peer[1] \"node-x\": pod_cidr 10.244.2.128/25 overlaps peer[0] \"node-b\"")
+        a.log().contains(
+            "peer[1] \\\"node-x\\\": pod_cidr 10.244.2.128/25 overlaps peer[0] \\\"node-b\\\"",
+        ) || a
+            .log()
+            .contains("peer[1] \"node-x\": pod_cidr 10.244.2.128/25 overlaps peer[0] \"node-b\"")
     });
-    assert!(a.owned_routes().contains("10.244.3.0/24"), "running set kept");
+    assert!(
+        a.owned_routes().contains("10.244.3.0/24"),
+        "running set kept"
+    );
     assert!(ping_from(&ca, ipc, &[]));
     // A removed peer's routes go away; the others stay.
     a.set_peers(&[(&b, None)]);
@@ -152,7 +168,10 @@ fn l2_three_nodes_host_gw() {
     assert!(a.peer("node-c").is_null());
     // A restart of a's shimnetd keeps cross-node traffic flowing.
     a.stop(Signal::SIGTERM);
-    assert!(ping_from(&ca, ipb, &[]), "traffic flows while shimnetd is down");
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic flows while shimnetd is down"
+    );
     a.start();
     assert!(ping_from(&ca, ipb, &[]));
     wait_reachable(&a, "node-b", "host-gw");
@@ -177,34 +196,86 @@ fn l2_three_nodes_vxlan() {
         ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cb, ipc, &[])
     });
     let link = a.ip(&["-d", "link", "show", "shimnet-vxlan"]);
-    assert!(link.contains("mtu 1450") && link.contains("vxlan id 4242"), "{link}");
-    assert!(a.owned_routes().contains("10.244.2.0/24 via 10.244.2.0 dev shimnet-vxlan"));
+    assert!(
+        link.contains("mtu 1450") && link.contains("vxlan id 4242"),
+        "{link}"
+    );
+    assert!(a
+        .owned_routes()
+        .contains("10.244.2.0/24 via 10.244.2.0 dev shimnet-vxlan"));
     // On the wire: UDP 4789 between the nodes, nothing plain between the containers.
     let cap = Capture::start(
         &f.router,
         &a.port,
-        &format!("udp port 4789 and src host {} and dst host {}", a.addr, b.addr),
+        &format!(
+            "udp port 4789 and src host {} and dst host {}",
+            a.addr, b.addr
+        ),
         2,
     );
     assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
     let out = cap.finish();
-    assert!(out.contains(&ipa.to_string()), "inner source visible in the capture: {out}");
+    assert!(
+        out.contains(&ipa.to_string()),
+        "inner source visible in the capture: {out}"
+    );
     assert_tcp_keeps_source(&ca, ipa, &cc, ipc, 7102);
     assert_df_at(&ca, ipb, 1450);
     wait_reachable(&a, "node-b", "vxlan");
+    // Steady state: passes find nothing to change (the kernel's view is read back correctly).
+    let changes = |n: &Node| n.log().matches("peering reconciled changes").count();
+    let before = changes(&a);
+    let pass = |n: &Node| n.peers()["last_reconcile"].as_u64().unwrap();
+    let t0 = pass(&a);
+    wait_for(20, "two more passes", || pass(&a) >= t0 + 2);
+    assert_eq!(changes(&a), before, "a pass changed something: {}", a.log());
     // Forwarding and neighbour entries removed by hand come back.
     let mac = "02:5e:ac:1e:00:0b";
     a.ip(&["neigh", "del", "10.244.2.0", "dev", "shimnet-vxlan"]);
     common::sh(&[
-        "bridge", "-n", a.ns.name(), "fdb", "del", mac, "dev", "shimnet-vxlan", "dst",
+        "bridge",
+        "-n",
+        a.ns.name(),
+        "fdb",
+        "del",
+        mac,
+        "dev",
+        "shimnet-vxlan",
+        "dst",
         &b.addr.to_string(),
     ]);
     wait_for(20, "fdb and neighbour entries restored", || {
-        let fdb = common::sh(&["bridge", "-n", a.ns.name(), "fdb", "show", "dev", "shimnet-vxlan"]);
+        let fdb = common::sh(&[
+            "bridge",
+            "-n",
+            a.ns.name(),
+            "fdb",
+            "show",
+            "dev",
+            "shimnet-vxlan",
+        ]);
         fdb.contains(&format!("{mac} dst {}", b.addr))
-            && a.ip(&["neigh", "show", "dev", "shimnet-vxlan"]).contains(&format!("10.244.2.0 lladdr {mac} PERMANENT"))
+            && a.ip(&["neigh", "show", "dev", "shimnet-vxlan"])
+                .contains(&format!("10.244.2.0 lladdr {mac} PERMANENT"))
     });
     assert!(ping_from(&ca, ipb, &[]));
+    let neigh = a.ip(&["neigh", "show", "dev", "shimnet-vxlan"]);
+    assert!(
+        neigh.contains("proto 201"),
+        "entries marked as shimnet's: {neigh}"
+    );
+    // The device altered or deleted by hand is repaired / recreated with its routes.
+    a.ip(&["link", "set", "shimnet-vxlan", "mtu", "1400"]);
+    wait_for(20, "VXLAN MTU repaired", || {
+        a.ip(&["link", "show", "shimnet-vxlan"])
+            .contains("mtu 1450")
+    });
+    a.ip(&["link", "del", "shimnet-vxlan"]);
+    wait_for(30, "VXLAN device and routes recreated", || {
+        a.owned_routes()
+            .contains("10.244.3.0/24 via 10.244.3.0 dev shimnet-vxlan")
+            && ping_from(&ca, ipc, &[])
+    });
 }
 
 #[test]
@@ -222,10 +293,16 @@ fn routed_userspace_ipip() {
     let (ca, ipa) = a.container("a");
     let (cb, ipb) = b.container("b");
     assert_eq!(container_mtu(&ca), 1480);
-    wait_for(30, "containers reach each other over userspace IPIP", || {
-        ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
-    });
-    assert!(a.log().contains("IPIP uses the userspace data plane"), "{}", a.log());
+    wait_for(
+        30,
+        "containers reach each other over userspace IPIP",
+        || ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[]),
+    );
+    assert!(
+        a.log().contains("IPIP uses the userspace data plane"),
+        "{}",
+        a.log()
+    );
     let (ok, out) = a.ctl(&["check", "--no-probe"]);
     assert!(ok, "{out}");
     assert!(out.contains("peering: IPIP data plane: userspace"), "{out}");
@@ -248,6 +325,13 @@ fn routed_userspace_ipip() {
     b.start();
     wait_for(30, "traffic after b's restart", || ping_from(&ca, ipb, &[]));
     assert_tcp_keeps_source(&cb, ipb, &ca, ipa, 7104);
+    // The TUN deleted by hand: the data plane restarts and the route comes back.
+    a.ip(&["link", "del", "shimnet-tun"]);
+    wait_for(
+        30,
+        "userspace IPIP restarted after its TUN was deleted",
+        || a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun") && ping_from(&ca, ipb, &[]),
+    );
 }
 
 #[test]
@@ -275,7 +359,10 @@ fn routed_auto_chooses_per_peer() {
     let cap = Capture::start(
         &f.router,
         &a.port,
-        &format!("udp port 4789 and src host {} and dst host {}", a.addr, b.addr),
+        &format!(
+            "udp port 4789 and src host {} and dst host {}",
+            a.addr, b.addr
+        ),
         1,
     );
     assert!(ping_from(&ca, ipb, &[]));
@@ -292,7 +379,10 @@ fn routed_auto_chooses_per_peer() {
     assert_tcp_keeps_source(&cc, ipc, &cb, ipb, 7107);
     assert_df_at(&ca, ipb, 1450);
     let (ok, out) = a.ctl(&["peers"]);
-    assert!(ok && out.contains("vxlan") && out.contains("host-gw"), "{out}");
+    assert!(
+        ok && out.contains("vxlan") && out.contains("host-gw"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -317,8 +407,13 @@ fn routed_kernel_ipip() {
         ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
     });
     let link = a.ip(&["-d", "link", "show", "shimnet-ipip"]);
-    assert!(link.contains("mtu 1480") && link.contains(&format!("local {}", a.addr)), "{link}");
-    assert!(a.owned_routes().contains(&format!("10.244.2.0/24 via {} dev shimnet-ipip", b.addr)));
+    assert!(
+        link.contains("mtu 1480") && link.contains(&format!("local {}", a.addr)),
+        "{link}"
+    );
+    assert!(a
+        .owned_routes()
+        .contains(&format!("10.244.2.0/24 via {} dev shimnet-ipip", b.addr)));
     let cap = Capture::start(&f.router, &a.port, "ip proto 4", 2);
     assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
     cap.finish();

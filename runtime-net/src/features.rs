@@ -127,7 +127,9 @@ pub fn kernel_ipip() -> Result<String, String> {
             tokio::spawn(conn);
             try_link(
                 &handle,
-                LinkIpIp::new("probe-ipip").local(Ipv4Addr::LOCALHOST).build(),
+                LinkIpIp::new("probe-ipip")
+                    .local(Ipv4Addr::LOCALHOST)
+                    .build(),
             )
             .await
         })

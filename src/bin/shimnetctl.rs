@@ -483,7 +483,14 @@ fn print_peers(v: &Value) {
         })
         .collect();
     table(
-        &["PEER", "ADDRESS", "POD-CIDR", "MODE", "REACHABLE", "LAST-RECONCILE"],
+        &[
+            "PEER",
+            "ADDRESS",
+            "POD-CIDR",
+            "MODE",
+            "REACHABLE",
+            "LAST-RECONCILE",
+        ],
         rows,
     );
     for e in v["errors"].as_array().into_iter().flatten() {
@@ -521,7 +528,9 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
     let peering: Option<Value> = c.call("GET", "/v1/peers", none).ok();
     let ipip_path = peering.as_ref().map(|p| s(p, "ipip"));
     if json {
-        print_json(&serde_json::json!({"features": features, "probe": steps, "peering": {"ipip_path": ipip_path}}));
+        print_json(
+            &serde_json::json!({"features": features, "probe": steps, "peering": {"ipip_path": ipip_path}}),
+        );
     } else {
         let rows = features
             .as_object()

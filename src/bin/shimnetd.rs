@@ -197,7 +197,12 @@ async fn peering_loop(
         };
         let r = p.reconcile(force).await;
         if r.changes > 0 || r.reloaded {
-            tracing::info!(changes = r.changes, reloaded = r.reloaded, peers = p.peers().len(), "peering reconciled");
+            tracing::info!(
+                changes = r.changes,
+                reloaded = r.reloaded,
+                peers = p.peers().len(),
+                "peering reconciled"
+            );
         }
         if r.errors != last_errors {
             if r.errors.is_empty() {

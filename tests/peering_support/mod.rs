@@ -43,11 +43,28 @@ impl Fabric {
         let router = NamedNetns::create(&format!("snp-r{t}")).expect("router netns");
         let r = router.name().to_string();
         sh(&["ip", "-n", &r, "link", "set", "lo", "up"]);
-        sh(&["ip", "netns", "exec", &r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         for i in 0..subnets {
             let br = format!("snpb{i}");
             sh(&["ip", "-n", &r, "link", "add", &br, "type", "bridge"]);
-            sh(&["ip", "-n", &r, "addr", "add", &format!("172.30.{i}.1/24"), "dev", &br]);
+            sh(&[
+                "ip",
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("172.30.{i}.1/24"),
+                "dev",
+                &br,
+            ]);
             sh(&["ip", "-n", &r, "link", "set", &br, "up"]);
         }
         Fabric {
@@ -70,17 +87,56 @@ impl Fabric {
         );
         let port: String = port.chars().take(15).collect();
         sh(&[
-            "ip", "link", "add", &inside, "netns", ns.name(), "type", "veth", "peer", "name",
-            &port, "netns", self.router.name(),
+            "ip",
+            "link",
+            "add",
+            &inside,
+            "netns",
+            ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.router.name(),
         ]);
         let r = self.router.name();
-        sh(&["ip", "-n", r, "link", "set", &port, "master", &format!("snpb{subnet}"), "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            r,
+            "link",
+            "set",
+            &port,
+            "master",
+            &format!("snpb{subnet}"),
+            "up",
+        ]);
         let addr = Ipv4Addr::new(172, 30, subnet as u8, host);
         let n = ns.name().to_string();
-        sh(&["ip", "-n", &n, "addr", "add", &format!("{addr}/24"), "dev", &inside]);
+        sh(&[
+            "ip",
+            "-n",
+            &n,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inside,
+        ]);
         sh(&["ip", "-n", &n, "link", "set", &inside, "up"]);
         sh(&["ip", "-n", &n, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &n, "route", "add", "default", "via", &format!("172.30.{subnet}.1")]);
+        sh(&[
+            "ip",
+            "-n",
+            &n,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("172.30.{subnet}.1"),
+        ]);
         let dir = tempfile::tempdir().expect("tempdir");
         let pod_cidr = format!("10.244.{pod}.0/24");
         let peers_file = dir.path().join("peers.toml");
@@ -157,7 +213,13 @@ impl Node {
             .open(self.dir.path().join("shimnetd.log"))
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), env!("CARGO_BIN_EXE_shimnetd"), "--config"])
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                env!("CARGO_BIN_EXE_shimnetd"),
+                "--config",
+            ])
             .arg(&self.config)
             .env("SHIMNET_LOG", "info,runtime_net=debug")
             .stdout(Stdio::null())
@@ -177,7 +239,11 @@ impl Node {
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("shimnetd of {} exited with {st}: {}", self.name, self.log());
             }
-            assert!(Instant::now() < deadline, "shimnetd not ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "shimnetd not ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -229,7 +295,8 @@ impl Node {
     /// Attaches a new container namespace to `shimnet0`; returns it and its address.
     pub fn container(&self, what: &str) -> (NamedNetns, Ipv4Addr) {
         let c = NamedNetns::create(&format!("snp-c{}", tag(what))).expect("container netns");
-        let body = serde_json::json!({"container_id": c.name(), "netns": c.path().display().to_string()});
+        let body =
+            serde_json::json!({"container_id": c.name(), "netns": c.path().display().to_string()});
         let ep: Value = self
             .client()
             .call("POST", "/v1/networks/shimnet0/endpoints", Some(&body))
@@ -301,7 +368,17 @@ impl Capture {
         let dir = tempfile::tempdir().unwrap();
         let (out, err) = (dir.path().join("out"), dir.path().join("err"));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "timeout", "30", "tcpdump", "-n", "-l", "-v"])
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "timeout",
+                "30",
+                "tcpdump",
+                "-n",
+                "-l",
+                "-v",
+            ])
             .args(["-i", iface, "-c", &count.to_string()])
             .arg(filter)
             .stdout(std::fs::File::create(&out).unwrap())

@@ -159,9 +159,7 @@ pub async fn ensure_device(
     let index = link.header.index;
     let alias = query::alias(&link);
     // The kernel ignores IFLA_IFALIAS on creation: a device created just now gets it below.
-    if !repaired
-        && !matches!(kind, Kind::Existing)
-        && alias.as_deref() != Some(spec.alias.as_str())
+    if !repaired && !matches!(kind, Kind::Existing) && alias.as_deref() != Some(spec.alias.as_str())
     {
         return Err(NetlinkError::Request {
             op: "adopt device",
@@ -211,6 +209,11 @@ pub async fn ensure_device(
         }
     }
     Ok((index, repaired))
+}
+
+/// Whether a link called `name` exists.
+pub async fn link_exists(h: &Handle, name: &str) -> Result<bool, NetlinkError> {
+    Ok(query::link_by_name(h, name).await?.is_some())
 }
 
 /// Deletes device `name` if it carries `alias`; `Ok(true)` if it was deleted.
@@ -269,8 +272,12 @@ pub async fn observe(h: &Handle, vxlan: Option<u32>) -> Result<Observed, Netlink
             .iter()
             .filter(|m| m.header.ifindex == vx)
             .filter_map(|m| {
+                // AF_BRIDGE entries carry NDA_DST as raw bytes.
                 let dst = m.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                    }
                     _ => None,
                 })?;
                 Some(Fdb {
@@ -346,6 +353,14 @@ fn route_msg(r: &Route) -> RouteMessage {
     b.build()
 }
 
+/// Marks a neighbour/forwarding entry as shimnet's (NDA_PROTOCOL = [`RTPROT_SHIMNET`]).
+fn mark(m: &mut NeighbourMessage) {
+    m.attributes
+        .push(NeighbourAttribute::Protocol(RouteProtocol::from(
+            RTPROT_SHIMNET,
+        )));
+}
+
 fn neigh_msg(index: u32, family: AddressFamily) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = family;
@@ -375,45 +390,57 @@ pub async fn apply(h: &Handle, change: &Change, vxlan: Option<u32>) -> Result<()
             Err(e) if !gone(&e) => Err(request_error("delete route", r.dst.to_string(), e)),
             _ => Ok(()),
         },
-        Change::SetNeigh(n) => h
-            .neighbours()
-            .add(vx()?, IpAddr::V4(n.ip))
-            .link_layer_address(&n.mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| request_error("set neighbour", n.ip.to_string(), e)),
+        Change::SetNeigh(n) => {
+            let mut req = h
+                .neighbours()
+                .add(vx()?, IpAddr::V4(n.ip))
+                .link_layer_address(&n.mac)
+                .state(NeighbourState::Permanent)
+                .replace();
+            mark(req.message_mut());
+            req.execute()
+                .await
+                .map_err(|e| request_error("set neighbour", n.ip.to_string(), e))
+        }
         Change::DelNeigh(n) => {
             let mut m = neigh_msg(vx()?, AddressFamily::Inet);
             m.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                    n.ip,
+                )));
             match h.neighbours().del(m).execute().await {
                 Err(e) if !gone(&e) => Err(request_error("delete neighbour", n.ip.to_string(), e)),
                 _ => Ok(()),
             }
         }
-        Change::SetFdb(f) => h
-            .neighbours()
-            .add_bridge(vx()?, &f.mac)
-            .destination(IpAddr::V4(f.dst))
-            .flags(NeighbourFlags::Own)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| request_error("set forwarding entry", f.dst.to_string(), e)),
+        Change::SetFdb(f) => {
+            let req = h
+                .neighbours()
+                .add_bridge(vx()?, &f.mac)
+                .destination(IpAddr::V4(f.dst))
+                .flags(NeighbourFlags::Own)
+                .state(NeighbourState::Permanent)
+                .replace();
+            // VXLAN forwarding entries keep no protocol: the owned device marks them.
+            req.execute()
+                .await
+                .map_err(|e| request_error("set forwarding entry", f.dst.to_string(), e))
+        }
         Change::DelFdb(f) => {
             let mut m = neigh_msg(vx()?, AddressFamily::Bridge);
             m.header.flags = NeighbourFlags::Own;
             m.attributes
                 .push(NeighbourAttribute::LinkLayerAddress(f.mac.to_vec()));
             m.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)));
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                    f.dst,
+                )));
             match h.neighbours().del(m).execute().await {
-                Err(e) if !gone(&e) => {
-                    Err(request_error("delete forwarding entry", f.dst.to_string(), e))
-                }
+                Err(e) if !gone(&e) => Err(request_error(
+                    "delete forwarding entry",
+                    f.dst.to_string(),
+                    e,
+                )),
                 _ => Ok(()),
             }
         }
@@ -436,6 +463,10 @@ mod tests {
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         assert_eq!(owned_route(&m), Some(r));
         m.header.protocol = RouteProtocol::Static;
-        assert_eq!(owned_route(&m), None, "a route of another protocol is not ours");
+        assert_eq!(
+            owned_route(&m),
+            None,
+            "a route of another protocol is not ours"
+        );
     }
 }

@@ -160,7 +160,9 @@ impl Peering {
             {
                 Ok(_) => IpipPath::Kernel,
                 Err(why) => {
-                    tracing::info!("kernel has no IPIP ({why}); IPIP peers use the userspace data plane");
+                    tracing::info!(
+                        "kernel has no IPIP ({why}); IPIP peers use the userspace data plane"
+                    );
                     IpipPath::Userspace
                 }
             },
@@ -302,11 +304,26 @@ impl Peering {
             }
             IpipPath::Kernel => self.remove_device(IPIP_DEV, IPIP_ALIAS, r).await,
             IpipPath::Userspace if ipip || self.userspace.is_some() => {
+                if self.userspace.is_some() {
+                    match kernel::link_exists(&self.h, TUN_DEV).await {
+                        Ok(false) => {
+                            // Deleted by hand: its threads stop on their own; start anew.
+                            tracing::warn!(
+                                tun = TUN_DEV,
+                                "TUN device gone; restarting the userspace IPIP data plane"
+                            );
+                            self.userspace = None;
+                        }
+                        Ok(true) => {}
+                        Err(e) => r.errors.push(e.to_string()),
+                    }
+                }
                 if self.userspace.is_none() {
                     match UserspaceIpip::start(TUN_DEV, self.node.address) {
                         Ok(u) => {
                             tracing::info!(tun = TUN_DEV, "userspace IPIP data plane started");
                             self.userspace = Some(u);
+                            r.changes += 1;
                         }
                         Err(e) => r.errors.push(e.to_string()),
                     }

@@ -114,7 +114,10 @@ mod tests {
             Plane::Ipip
         );
         assert_eq!(choose_for(ModeSetting::Ipip, v, u, inside), Plane::Ipip);
-        assert_eq!(choose_for(ModeSetting::HostGw, v, u, outside), Plane::HostGw);
+        assert_eq!(
+            choose_for(ModeSetting::HostGw, v, u, outside),
+            Plane::HostGw
+        );
     }
 
     #[test]

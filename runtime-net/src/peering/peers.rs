@@ -208,9 +208,7 @@ pub fn parse_peers(
             message,
         };
         if r.name.is_empty() || r.name.len() > 63 || r.name.chars().any(char::is_whitespace) {
-            return Err(bad(
-                "name: must be 1 to 63 characters without spaces".into(),
-            ));
+            return Err(bad("name: must be 1 to 63 characters without spaces".into()));
         }
         if let Some(j) = names.insert(r.name.clone(), i) {
             return Err(bad(format!("name: already used by peer[{j}]")));
@@ -230,7 +228,9 @@ pub fn parse_peers(
             || address.is_broadcast()
             || address.is_loopback()
         {
-            return Err(bad(format!("address {address}: not a unicast host address")));
+            return Err(bad(format!(
+                "address {address}: not a unicast host address"
+            )));
         }
         if address == node.address {
             return Err(bad(format!(
@@ -258,7 +258,9 @@ pub fn parse_peers(
             )));
         }
         if pod_cidr.contains(address) {
-            return Err(bad(format!("address {address} lies inside its own pod_cidr")));
+            return Err(bad(format!(
+                "address {address} lies inside its own pod_cidr"
+            )));
         }
         for (j, o) in out.iter().enumerate() {
             if o.pod_cidr.overlaps(pod_cidr) {
@@ -277,9 +279,7 @@ pub fn parse_peers(
         let mode = match r.mode.as_deref() {
             None => None,
             Some(m) => Some(parse_mode(m).ok_or_else(|| {
-                bad(format!(
-                    "mode {m:?}: expected host-gw, ipip, vxlan or auto"
-                ))
+                bad(format!("mode {m:?}: expected host-gw, ipip, vxlan or auto"))
             })?),
         };
         out.push(Peer {
@@ -370,30 +370,48 @@ pod_cidr = "10.2.1.0/24"
             e,
             "peer[2] \"node-c\": pod_cidr 10.2.1.0/24 overlaps peer[0] \"node-b\""
         );
-        let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.11\"\npod_cidr = \"10.1.0.0/25\"\n");
-        assert!(e.starts_with("peer[0] \"b\": pod_cidr 10.1.0.0/25 overlaps this node"), "{e}");
+        let e =
+            err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.11\"\npod_cidr = \"10.1.0.0/25\"\n");
+        assert!(
+            e.starts_with("peer[0] \"b\": pod_cidr 10.1.0.0/25 overlaps this node"),
+            "{e}"
+        );
     }
 
     #[test]
     fn own_node_is_refused_by_name_and_by_address() {
-        let e = err("[[peer]]\nname = \"node-a\"\naddress = \"192.168.1.20\"\npod_cidr = \"10.9.0.0/24\"\n");
+        let e = err(
+            "[[peer]]\nname = \"node-a\"\naddress = \"192.168.1.20\"\npod_cidr = \"10.9.0.0/24\"\n",
+        );
         assert!(e.starts_with("peer[0] \"node-a\": name"), "{e}");
-        let e = err("[[peer]]\nname = \"x\"\naddress = \"192.168.1.10\"\npod_cidr = \"10.9.0.0/24\"\n");
+        let e =
+            err("[[peer]]\nname = \"x\"\naddress = \"192.168.1.10\"\npod_cidr = \"10.9.0.0/24\"\n");
         assert!(e.contains("this node's address"), "{e}");
     }
 
     #[test]
     fn bad_values_name_entry_and_field() {
-        let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.300\"\npod_cidr = \"10.9.0.0/24\"\n");
-        assert!(e.starts_with("peer[0] \"b\": address \"192.168.1.300\""), "{e}");
-        let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"10.9.0.1/24\"\n");
+        let e = err(
+            "[[peer]]\nname = \"b\"\naddress = \"192.168.1.300\"\npod_cidr = \"10.9.0.0/24\"\n",
+        );
+        assert!(
+            e.starts_with("peer[0] \"b\": address \"192.168.1.300\""),
+            "{e}"
+        );
+        let e =
+            err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"10.9.0.1/24\"\n");
         assert!(e.starts_with("peer[0] \"b\": pod_cidr 10.9.0.1/24"), "{e}");
-        let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"172.16.0.0/24\"\n");
+        let e = err(
+            "[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"172.16.0.0/24\"\n",
+        );
         assert!(e.contains("not inside cluster_cidr"), "{e}");
         let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"10.9.0.0/24\"\nmode = \"gre\"\n");
         assert!(e.starts_with("peer[0] \"b\": mode \"gre\""), "{e}");
         let e = err("[[peer]]\nname = \"b\"\naddress = \"192.168.1.3\"\npod_cidr = \"10.9.0.0/24\"\n[[peer]]\nname = \"b\"\naddress = \"192.168.1.4\"\npod_cidr = \"10.8.0.0/24\"\n");
-        assert!(e.starts_with("peer[1] \"b\": name: already used by peer[0]"), "{e}");
+        assert!(
+            e.starts_with("peer[1] \"b\": name: already used by peer[0]"),
+            "{e}"
+        );
         let e = err("[[peer]]\nname = \"b\"\nadress = \"192.168.1.3\"\n");
         assert!(e.contains("adress"), "{e}");
     }

@@ -262,7 +262,10 @@ mod tests {
     fn desired_state_per_plane() {
         let d = desired(&planned(), &devs());
         let r = |c: &str| d.routes[&c.parse().unwrap()];
-        assert_eq!(r("10.2.0.0/24").gateway, Some("192.168.1.11".parse().unwrap()));
+        assert_eq!(
+            r("10.2.0.0/24").gateway,
+            Some("192.168.1.11".parse().unwrap())
+        );
         assert_eq!(r("10.2.0.0/24").oif, 2);
         assert!(!r("10.2.0.0/24").onlink);
         assert_eq!(r("10.3.0.0/24").gateway, Some("10.3.0.0".parse().unwrap()));
@@ -306,7 +309,9 @@ mod tests {
         seen.routes[0].gateway = Some("10.3.0.9".parse().unwrap());
         let c = diff(&want, &seen);
         assert!(c.contains(&Change::SetRoute(gone)), "{c:?}");
-        assert!(c.contains(&Change::SetRoute(want.routes[&"10.3.0.0/24".parse().unwrap()])));
+        assert!(c.contains(&Change::SetRoute(
+            want.routes[&"10.3.0.0/24".parse().unwrap()]
+        )));
         assert_eq!(c.len(), 2, "{c:?}");
         // A peer no longer listed: its route, neighbour and fdb entry go.
         let fewer = desired(&planned()[..1], &devs());

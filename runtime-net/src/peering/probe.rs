@@ -69,8 +69,7 @@ pub fn ping(src: Ipv4Addr, dst: Ipv4Addr, timeout: Duration) -> std::io::Result<
             match sock.recv(&mut buf) {
                 Ok(n) => {
                     // SAFETY: recv initialised the first n bytes.
-                    let got: &[u8] =
-                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+                    let got: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
                     if is_reply(got, dst, id, seq) {
                         return Ok(true);
                     }

@@ -61,11 +61,15 @@ impl UserspaceIpip {
             what: "open TUN",
             source,
         })?;
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_IPIP)))
-            .map_err(|source| StartError {
-                what: "raw socket (IP protocol 4)",
-                source,
-            })?;
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IPIP)),
+        )
+        .map_err(|source| StartError {
+            what: "raw socket (IP protocol 4)",
+            source,
+        })?;
         let io = |what| move |source| StartError { what, source };
         sock.bind(&SocketAddr::V4(SocketAddrV4::new(local, 0)).into())
             .map_err(io("bind raw socket"))?;
@@ -77,10 +81,7 @@ impl UserspaceIpip {
             peers: Arc::default(),
             counters: Arc::default(),
         };
-        let (rx_dev, tx_dev) = (
-            dev.try_clone().map_err(io("clone TUN fd"))?,
-            dev,
-        );
+        let (rx_dev, tx_dev) = (dev.try_clone().map_err(io("clone TUN fd"))?, dev);
         let rx_sock = sock.try_clone().map_err(io("clone raw socket"))?;
         let (peers, counters) = (me.peers.clone(), me.counters.clone());
         std::thread::Builder::new()
@@ -126,7 +127,7 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::error!("userspace IPIP: reading the TUN failed, sending stops: {e}");
+                tracing::warn!("userspace IPIP: reading the TUN failed, sending stops: {e}");
                 return;
             }
         };
@@ -149,7 +150,7 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
 fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
     let mut buf = vec![0u8; 65536];
     loop {
-        // SAFETY-free: socket2's recv wants MaybeUninit; read through std::io::Read instead.
+        // socket2's recv wants MaybeUninit; std::io::Read on &Socket reads into initialised bytes.
         let n = match (&sock).read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -172,6 +173,10 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
         }
         match tun.write(inner) {
             Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
+                return;
+            }
             Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
         };
     }

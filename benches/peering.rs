@@ -1,0 +1,125 @@
+//! iperf3 throughput (one TCP stream) between containers on two nodes for each peering mode,
+//! next to the underlay's own node-to-node throughput, all measured in one run. Each mode gets
+//! a fresh two-node fabric (nodes on one underlay subnet behind the router namespace).
+//!
+//! `cargo bench --bench peering [-- SECONDS]` (default 5 s per measurement). Run as root.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/peering_support/mod.rs"]
+mod peering_support;
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use peering_support::*;
+use shimnet::netns::NamedNetns;
+
+/// Runs an iperf3 server in `srv` on `addr` and a client in `cli`; returns Gbit/s received.
+fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> f64 {
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            srv,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let mut out = None;
+    for _ in 0..50 {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                cli,
+                "iperf3",
+                "-J",
+                "-c",
+                &addr.to_string(),
+            ])
+            .args(["-t", &secs.to_string()])
+            .output()
+            .expect("iperf3 client");
+        if o.status.success() {
+            out = Some(o.stdout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.expect("iperf3 ran")).unwrap();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+        / 1e9
+}
+
+struct Pair {
+    _f: Fabric,
+    a: Node,
+    b: Node,
+    ca: NamedNetns,
+    cb: NamedNetns,
+    ipb: Ipv4Addr,
+}
+
+fn pair(peering: &str) -> Pair {
+    let mut f = Fabric::new(1);
+    let mut a = f.node("node-a", 0, 10, 1, peering);
+    let mut b = f.node("node-b", 0, 11, 2, peering);
+    a.set_peers(&[(&b, None)]);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let (ca, _) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    wait_for(30, "containers reach each other", || {
+        ping_from(&ca, ipb, &[])
+    });
+    Pair {
+        _f: f,
+        a,
+        b,
+        ca,
+        cb,
+        ipb,
+    }
+}
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    let modes = [
+        ("host-gw", "mode = \"host-gw\""),
+        ("vxlan (kernel)", "mode = \"vxlan\""),
+        ("ipip (userspace)", "mode = \"ipip\"\nipip = \"userspace\""),
+    ];
+    for (i, (name, cfg)) in modes.iter().enumerate() {
+        let p = pair(cfg);
+        if i == 0 {
+            let g = iperf(p.b.ns.name(), p.a.ns.name(), p.b.addr, secs);
+            rows.push(("underlay node <-> node".into(), g));
+        }
+        let g = iperf(p.cb.name(), p.ca.name(), p.ipb, secs);
+        rows.push((format!("containers, {name}"), g));
+        drop(p);
+    }
+    let base = rows[0].1;
+    println!("\niperf3, one TCP stream, {secs} s each, veth underlay in namespaces");
+    println!("{:<34} {:>10} {:>10}", "path", "Gbit/s", "vs underlay");
+    for (what, g) in &rows {
+        println!("{what:<34} {g:>10.2} {:>10.2}", g / base);
+    }
+}
