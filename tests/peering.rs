@@ -127,6 +127,7 @@ fn l2_three_nodes_host_gw() {
     assert!(a.peers()["last_reconcile"].as_u64().is_some());
     let (ok, out) = a.ctl(&["peers"]);
     assert!(ok, "{out}");
+    eprintln!("shimnetctl peers on node-a:\n{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("node-b") && l.contains("host-gw") && l.contains("yes")),
