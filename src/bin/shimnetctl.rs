@@ -10,7 +10,7 @@ use serde_json::Value;
 use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
-use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec, DEFAULT_API_SOCKET};
+use shimnet_api::wire::{EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET};
 
 /// Control shimnetd.
 #[derive(Debug, Parser)]
@@ -440,9 +440,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Check { network, no_probe } => check(&c, cli.json, network, no_probe)?,
         Cmd::Peers => {
-            let v: Value = c.call("GET", "/v1/peers", none)?;
+            let v: PeersReply = c.call("GET", "/v1/peers", none)?;
             if cli.json {
-                print_json(&v);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_peers(&v);
             }
@@ -451,33 +451,33 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn print_peers(v: &Value) {
+fn print_peers(v: &PeersReply) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let last = match v["last_reconcile"].as_u64() {
+    let last = match v.last_reconcile {
         Some(t) => format!("{}s ago (unix {t})", now.saturating_sub(t)),
         None => "never".into(),
     };
+    let or_dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     println!(
         "node {} ({}, pods {}), IPIP path: {}, last reconcile: {last}",
-        s(v, "node"),
-        s(v, "address"),
-        s(v, "pod_cidr"),
-        s(v, "ipip")
+        v.node,
+        or_dash(&v.address),
+        or_dash(&v.pod_cidr),
+        or_dash(&v.ipip)
     );
-    let rows = v["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows = v
+        .peers
+        .iter()
         .map(|p| {
             vec![
-                s(p, "name"),
-                s(p, "address"),
-                s(p, "pod_cidr"),
-                s(p, "mode"),
-                if p["reachable"] == true { "yes" } else { "NO" }.into(),
+                p.name.clone(),
+                p.address.clone(),
+                p.pod_cidr.clone(),
+                p.mode.clone(),
+                if p.reachable { "yes" } else { "NO" }.into(),
                 last.clone(),
             ]
         })
@@ -493,8 +493,8 @@ fn print_peers(v: &Value) {
         ],
         rows,
     );
-    for e in v["errors"].as_array().into_iter().flatten() {
-        println!("error: {}", e.as_str().unwrap_or_default());
+    for e in &v.errors {
+        println!("error: {e}");
     }
 }
 
@@ -525,8 +525,8 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
     }
     let failed = steps.iter().any(|s| !s.ok);
     // Peering, when configured: which IPIP data plane this node uses.
-    let peering: Option<Value> = c.call("GET", "/v1/peers", none).ok();
-    let ipip_path = peering.as_ref().map(|p| s(p, "ipip"));
+    let peering: Option<PeersReply> = c.call("GET", "/v1/peers", none).ok();
+    let ipip_path = peering.and_then(|p| p.ipip);
     if json {
         print_json(
             &serde_json::json!({"features": features, "probe": steps, "peering": {"ipip_path": ipip_path}}),

@@ -241,6 +241,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn peering_status_decodes_as_the_wire_type() {
+        use runtime_net::peering::{mode::Plane, IpipPath, PeerStatus, PeeringStatus};
+        let st = PeeringStatus {
+            node: "node-a".into(),
+            address: Some("192.168.1.10".parse().unwrap()),
+            pod_cidr: Some("10.244.1.0/24".parse().unwrap()),
+            ipip: Some(IpipPath::Userspace),
+            last_reconcile: Some(1_700_000_000),
+            errors: vec![],
+            peers: vec![PeerStatus {
+                name: "node-b".into(),
+                address: "192.168.1.11".parse().unwrap(),
+                pod_cidr: "10.244.2.0/24".parse().unwrap(),
+                mode: Plane::HostGw,
+                reachable: true,
+            }],
+        };
+        let text = serde_json::to_string(&st).unwrap();
+        let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
+        assert_eq!(w.ipip.as_deref(), Some("userspace"));
+        assert_eq!(w.peers[0].mode, "host-gw");
+        assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
+        assert_eq!(w.address.as_deref(), Some("192.168.1.10"));
+    }
+
+    #[test]
     fn query_params() {
         assert_eq!(
             query_param("ifname=eth1&force=true", "force").as_deref(),
