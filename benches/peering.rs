@@ -48,7 +48,10 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> f64 {
             .args(["-t", &secs.to_string()])
             .output()
             .expect("iperf3 client");
-        if o.status.success() {
+        // iperf3 -J may exit 0 with {"error": ...} (server not listening yet): retry.
+        let refused = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .map_or(true, |v| v.get("error").is_some());
+        if o.status.success() && !refused {
             out = Some(o.stdout);
             break;
         }
@@ -59,7 +62,7 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(&out.expect("iperf3 ran")).unwrap();
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .expect("bits_per_second")
+        .unwrap_or_else(|| panic!("no bits_per_second in {v}"))
         / 1e9
 }
 
