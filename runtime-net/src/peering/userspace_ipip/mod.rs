@@ -1,18 +1,20 @@
 //! Userspace IPIP data plane for kernels without `CONFIG_NET_IPIP`: a TUN device and a raw
 //! IP-protocol-4 socket, wire-compatible with kernel IPIP (plain outer IPv4 header, protocol 4,
-//! DF set). One thread per direction.
+//! DF set). One thread per direction, each moving batches of packets per system call
+//! (`recvmmsg`/`sendmmsg` on the raw socket).
 //!
 //! Send: a packet read from the TUN is looked up by inner destination in the peer table and
 //! sent to that peer's underlay address (the kernel adds the outer header). Receive: the raw
 //! socket returns the whole outer packet; packets whose outer source is not a listed peer are
 //! dropped, the others are written to the TUN without their outer header.
 
+mod batch;
 mod packet;
 mod tun;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -120,38 +122,85 @@ fn lookup(peers: &PeerTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
     t.iter().find(|(net, _)| net.contains(dst)).map(|(_, a)| *a)
 }
 
+/// Waits until `fd` is readable.
+fn wait_readable(fd: RawFd) -> std::io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a valid fd with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// TUN → peers: drains what the TUN holds (up to a batch), sends it with one `sendmmsg`.
 fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
-    let mut buf = vec![0u8; 65536];
+    let (tfd, sfd) = (tun.as_raw_fd(), sock.as_raw_fd());
+    if let Err(e) = set_nonblocking(tfd) {
+        tracing::error!("userspace IPIP: TUN non-blocking: {e}; sending stops");
+        return;
+    }
+    let mut batch = batch::SendBatch::default();
     loop {
-        let n = match tun.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!("userspace IPIP: reading the TUN failed, sending stops: {e}");
-                return;
+        if let Err(e) = wait_readable(tfd) {
+            tracing::warn!("userspace IPIP: polling the TUN failed, sending stops: {e}");
+            return;
+        }
+        let mut stop = false;
+        while let Some(slot) = batch.slot() {
+            let n = match tun.read(slot) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("userspace IPIP: reading the TUN failed, sending stops: {e}");
+                    stop = true;
+                    break;
+                }
+            };
+            match packet::addrs(&slot[..n]).and_then(|(_, dst)| lookup(&peers, dst)) {
+                Some(peer) => batch.push(n, peer),
+                None => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        };
-        let Some((_, dst)) = packet::addrs(&buf[..n]) else {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let Some(peer) = lookup(&peers, dst) else {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let to = SocketAddr::V4(SocketAddrV4::new(peer, 0)).into();
-        match sock.send_to(&buf[..n], &to) {
-            Ok(_) => c.tx.fetch_add(1, Ordering::Relaxed),
-            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+        }
+        if !batch.is_empty() {
+            let queued = batch.len();
+            let sent = batch.flush(sfd);
+            c.tx.fetch_add(sent as u64, Ordering::Relaxed);
+            c.dropped
+                .fetch_add((queued - sent) as u64, Ordering::Relaxed);
+        }
+        if stop {
+            return;
+        }
     }
 }
 
+/// Peers → TUN: takes every queued packet with one `recvmmsg`, writes the inner packets of
+/// listed peers to the TUN.
 fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
-    let mut buf = vec![0u8; 65536];
+    let sfd = sock.as_raw_fd();
+    let mut batch = batch::RecvBatch::default();
     loop {
-        // socket2's recv wants MaybeUninit; std::io::Read on &Socket reads into initialised bytes.
-        let n = match (&sock).read(&mut buf) {
+        let n = match batch.recv(sfd) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -159,25 +208,24 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 return;
             }
         };
-        let Some((src, inner)) = packet::decapsulate(&buf[..n]) else {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let known = {
-            let t = peers.read().unwrap_or_else(|e| e.into_inner());
-            t.iter().any(|(_, a)| *a == src)
-        };
-        if !known {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        match tun.write(inner) {
-            Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
-            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
-                return;
+        let t = peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for i in 0..n {
+            let Some((src, inner)) = packet::decapsulate(batch.packet(i)) else {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if !t.iter().any(|(_, a)| *a == src) {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+            match tun.write(inner) {
+                Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
+                    return;
+                }
+                Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
     }
 }
