@@ -2,7 +2,8 @@
 //! next to the underlay's own node-to-node throughput, all measured in one run. Each mode gets
 //! a fresh two-node fabric (nodes on one underlay subnet behind the router namespace).
 //!
-//! `cargo bench --bench peering [-- SECONDS]` (default 5 s per measurement). Run as root.
+//! `cargo bench --bench peering [-- SECONDS [MODE]]` (default 5 s per measurement, all modes).
+//! Run as root.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,8 +17,9 @@ use std::time::Duration;
 use peering_support::*;
 use shimnet::netns::NamedNetns;
 
-/// Runs an iperf3 server in `srv` on `addr` and a client in `cli`; returns Gbit/s received.
-fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> f64 {
+/// Runs an iperf3 server in `srv` on `addr` and a client in `cli`; returns Gbit/s received and
+/// the sender's TCP retransmissions.
+fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> (f64, u64) {
     let mut server = Command::new("ip")
         .args([
             "netns",
@@ -60,10 +62,11 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> f64 {
     let _ = server.kill();
     let _ = server.wait();
     let v: serde_json::Value = serde_json::from_slice(&out.expect("iperf3 ran")).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
+    let g = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("no bits_per_second in {v}"))
-        / 1e9
+        / 1e9;
+    (g, v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0))
 }
 
 struct Pair {
@@ -103,13 +106,20 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let mut rows: Vec<(String, f64)> = Vec::new();
+    let mut rows: Vec<(String, (f64, u64))> = Vec::new();
     let modes = [
         ("host-gw", "mode = \"host-gw\""),
         ("vxlan (kernel)", "mode = \"vxlan\""),
         ("ipip (userspace)", "mode = \"ipip\"\nipip = \"userspace\""),
     ];
+    // Optional filter: `-- 5 ipip` measures only the modes whose name contains "ipip".
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a.parse::<u64>().is_err() && !a.starts_with('-'));
     for (i, (name, cfg)) in modes.iter().enumerate() {
+        if i > 0 && only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let p = pair(cfg);
         if i == 0 {
             let g = iperf(p.b.ns.name(), p.a.ns.name(), p.b.addr, secs);
@@ -119,10 +129,13 @@ fn main() {
         rows.push((format!("containers, {name}"), g));
         drop(p);
     }
-    let base = rows[0].1;
+    let base = rows[0].1 .0;
     println!("\niperf3, one TCP stream, {secs} s each, veth underlay in namespaces");
-    println!("{:<34} {:>10} {:>10}", "path", "Gbit/s", "vs underlay");
-    for (what, g) in &rows {
-        println!("{what:<34} {g:>10.2} {:>10.2}", g / base);
+    println!(
+        "{:<34} {:>8} {:>12} {:>8}",
+        "path", "Gbit/s", "vs underlay", "retrans"
+    );
+    for (what, (g, r)) in &rows {
+        println!("{what:<34} {g:>8.2} {:>12.2} {r:>8}", g / base);
     }
 }

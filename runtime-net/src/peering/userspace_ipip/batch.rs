@@ -69,6 +69,12 @@ impl RecvBatch {
     pub fn packet(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.lens[i]]
     }
+
+    /// Packet `i` of the last [`RecvBatch::recv`], writable.
+    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        let l = self.lens[i];
+        &mut self.bufs[i][..l]
+    }
 }
 
 /// Packets queued for [`SendBatch::flush`], each with its destination.
@@ -91,16 +97,22 @@ impl Default for SendBatch {
 }
 
 impl SendBatch {
-    /// Room for the next packet; `None` when full.
-    pub fn slot(&mut self) -> Option<&mut [u8]> {
-        self.bufs.get_mut(self.n).map(|b| b.as_mut_slice())
-    }
-
-    /// Queues the `len` bytes just written into [`SendBatch::slot`] for `dst`.
-    pub fn push(&mut self, len: usize, dst: Ipv4Addr) {
-        self.lens[self.n] = len;
+    /// Queues a copy of `pkt` for `dst`; `false` (nothing queued) when the batch is full or
+    /// the packet too large.
+    pub fn push(&mut self, pkt: &[u8], dst: Ipv4Addr) -> bool {
+        if self.n == BATCH || pkt.len() > SLOT {
+            return false;
+        }
+        self.bufs[self.n][..pkt.len()].copy_from_slice(pkt);
+        self.lens[self.n] = pkt.len();
         self.dst[self.n] = dst;
         self.n += 1;
+        true
+    }
+
+    /// Whether the batch is full.
+    pub fn is_full(&self) -> bool {
+        self.n == BATCH
     }
 
     /// Packets queued.
@@ -198,10 +210,9 @@ mod tests {
         let mut out = SendBatch::default();
         for i in 0..3u8 {
             let msg = format!("{marker}-{i}");
-            let slot = out.slot().unwrap();
-            slot[..msg.len()].copy_from_slice(msg.as_bytes());
-            out.push(msg.len(), Ipv4Addr::LOCALHOST);
+            assert!(out.push(msg.as_bytes(), Ipv4Addr::LOCALHOST));
         }
+        assert!(!out.is_full());
         assert_eq!(out.len(), 3);
         assert_eq!(out.flush(tx.as_raw_fd()), 3);
         assert!(out.is_empty());

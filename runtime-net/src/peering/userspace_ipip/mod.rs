@@ -9,6 +9,7 @@
 //! dropped, the others are written to the TUN without their outer header.
 
 mod batch;
+mod gso;
 mod packet;
 mod tun;
 
@@ -149,7 +150,8 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// TUN → peers: drains what the TUN holds (up to a batch), sends it with one `sendmmsg`.
+/// TUN → peers: drains what the TUN holds, cuts super-packets into segments (see [`gso`]),
+/// sends them in batches of one `sendmmsg` each.
 fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
     let (tfd, sfd) = (tun.as_raw_fd(), sock.as_raw_fd());
     if let Err(e) = set_nonblocking(tfd) {
@@ -157,14 +159,24 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
         return;
     }
     let mut batch = batch::SendBatch::default();
+    let mut buf = vec![0u8; gso::VNET_HDR_LEN + batch::SLOT];
+    let (mut segs, mut lens) = (Vec::with_capacity(batch::SLOT * 2), Vec::with_capacity(64));
+    let flush = |batch: &mut batch::SendBatch| {
+        let queued = batch.len();
+        let sent = batch.flush(sfd);
+        c.tx.fetch_add(sent as u64, Ordering::Relaxed);
+        c.dropped
+            .fetch_add((queued - sent) as u64, Ordering::Relaxed);
+    };
     loop {
         if let Err(e) = wait_readable(tfd) {
             tracing::warn!("userspace IPIP: polling the TUN failed, sending stops: {e}");
             return;
         }
         let mut stop = false;
-        while let Some(slot) = batch.slot() {
-            let n = match tun.read(slot) {
+        // Up to a few batches per wake-up, then send what is queued.
+        for _ in 0..batch::BATCH {
+            let n = match tun.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -174,19 +186,34 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                     break;
                 }
             };
-            match packet::addrs(&slot[..n]).and_then(|(_, dst)| lookup(&peers, dst)) {
-                Some(peer) => batch.push(n, peer),
-                None => {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
+            let (Some(h), Some(pkt)) = (
+                gso::VnetHdr::parse(&buf[..n]),
+                buf.get_mut(gso::VNET_HDR_LEN..n),
+            ) else {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(peer) = packet::addrs(pkt).and_then(|(_, dst)| lookup(&peers, dst)) else {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            segs.clear();
+            lens.clear();
+            if gso::complete(&h, pkt, &mut segs, &mut lens).is_none() {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut off = 0;
+            for l in &lens {
+                if batch.is_full() {
+                    flush(&mut batch);
                 }
+                batch.push(&segs[off..off + l], peer);
+                off += l;
             }
         }
         if !batch.is_empty() {
-            let queued = batch.len();
-            let sent = batch.flush(sfd);
-            c.tx.fetch_add(sent as u64, Ordering::Relaxed);
-            c.dropped
-                .fetch_add((queued - sent) as u64, Ordering::Relaxed);
+            flush(&mut batch);
         }
         if stop {
             return;
@@ -218,7 +245,12 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            match tun.write(inner) {
+            // The TUN wants a virtio header in front: an all-zero one (no offload) written over
+            // the tail of the outer header, which is done with.
+            let at = batch.packet(i).len() - inner.len() - gso::VNET_HDR_LEN;
+            let framed = &mut batch.packet_mut(i)[at..];
+            framed[..gso::VNET_HDR_LEN].fill(0);
+            match tun.write(framed) {
                 Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
                 Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
                     tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
