@@ -148,6 +148,148 @@ pub fn segment_tcp4(
     Some(())
 }
 
+/// Receive-side coalescing (GRO): consecutive in-order TCP segments of one flow become one
+/// super-packet, written to the TUN with a virtio header asking for segmentation, so the kernel
+/// handles one packet where the wire carried many.
+pub struct Coalescer {
+    /// Virtio header room + the super-packet so far.
+    buf: Vec<u8>,
+    /// Segments in `buf`.
+    count: usize,
+    /// Payload bytes of the first segment (every segment but the last has exactly this many).
+    mss: usize,
+    /// Payload bytes of the last segment appended.
+    last: usize,
+    /// Sequence number the next segment must carry.
+    next_seq: u32,
+}
+
+const HDR: usize = VNET_HDR_LEN;
+/// Largest super-packet (IPv4 total length is 16 bits).
+const MAX_TOTAL: usize = 65_000;
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer {
+            buf: Vec::with_capacity(HDR + 65_536),
+            count: 0,
+            mss: 0,
+            last: 0,
+            next_seq: 0,
+        }
+    }
+}
+
+/// Header length and payload length of a TCP segment that may be coalesced: IPv4 without
+/// options or fragmentation, TCP with only ACK (and PSH) set, some payload.
+fn candidate(p: &[u8]) -> Option<(usize, usize)> {
+    if p.len() < 40 || p[0] != 0x45 || p[9] != 6 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if total != p.len() || u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let thl = usize::from(p[32] >> 4) * 4;
+    let hl = 20 + thl;
+    if thl < 20 || p.len() <= hl || p[33] & !0x08 != 0x10 {
+        return None;
+    }
+    // The super-packet's checksum is left for the kernel to trust: each segment must be
+    // intact. A bad one is written alone, for the kernel to drop.
+    let tcp_len = (p.len() - 20) as u16;
+    let pseudo = sum(sum(sum(0, &p[12..20]), &[0, 6]), &tcp_len.to_be_bytes());
+    if fold(sum(pseudo, &p[20..])) != 0 {
+        return None;
+    }
+    Some((hl, p.len() - hl))
+}
+
+fn seq_of(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[24], p[25], p[26], p[27]])
+}
+
+impl Coalescer {
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Takes `p` into the held super-packet if it continues it; `false` if it does not (then
+    /// call [`Coalescer::take`] and offer it again, or write it as it is).
+    pub fn add(&mut self, p: &[u8]) -> bool {
+        let Some((hl, len)) = candidate(p) else {
+            return false;
+        };
+        if self.count == 0 {
+            self.buf.clear();
+            self.buf.resize(HDR, 0);
+            self.buf.extend_from_slice(p);
+            self.count = 1;
+            self.mss = len;
+            self.last = len;
+            self.next_seq = seq_of(p).wrapping_add(len as u32);
+            return true;
+        }
+        let held = &self.buf[HDR..];
+        let same = held.len() >= hl
+            && held[1] == p[1] // TOS
+            && held[6] == p[6] // DF
+            && held[8] == p[8] // TTL
+            && held[12..20] == p[12..20] // addresses
+            && held[20..24] == p[20..24] // ports
+            && held[28..32] == p[28..32] // ack
+            && held[32] == p[32] // header length
+            && held[34..36] == p[34..36] // window
+            && held[40..hl] == p[40..hl] // options
+            && held[33] & 0x08 == 0; // nothing after a PSH
+        if !same
+            || self.last != self.mss
+            || len > self.mss
+            || seq_of(p) != self.next_seq
+            || held.len() + len > MAX_TOTAL
+        {
+            return false;
+        }
+        self.buf.extend_from_slice(&p[hl..]);
+        self.buf[HDR + 33] |= p[33] & 0x08;
+        self.count += 1;
+        self.last = len;
+        self.next_seq = self.next_seq.wrapping_add(len as u32);
+        true
+    }
+
+    /// The held packet, virtio header in front, ready for the TUN; empties the coalescer.
+    pub fn take(&mut self) -> &[u8] {
+        let count = std::mem::take(&mut self.count);
+        if count <= 1 {
+            // A lone segment goes as it came: header all zero, checksums complete.
+            return &self.buf[..];
+        }
+        let total = self.buf.len() - HDR;
+        let hl = 20 + usize::from(self.buf[HDR + 32] >> 4) * 4;
+        let (h, p) = self.buf.split_at_mut(HDR);
+        h[0] = F_NEEDS_CSUM;
+        h[1] = GSO_TCPV4;
+        h[2..4].copy_from_slice(&(hl as u16).to_ne_bytes());
+        h[4..6].copy_from_slice(&(self.mss as u16).to_ne_bytes());
+        h[6..8].copy_from_slice(&20u16.to_ne_bytes());
+        h[8..10].copy_from_slice(&16u16.to_ne_bytes());
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = fold(sum(0, &p[..20]));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        // Partial checksum: the pseudo-header sum, not complemented; the kernel finishes it.
+        let tcp_len = (total - 20) as u16;
+        let ps = !fold(sum(
+            sum(sum(0, &p[12..20]), &[0, 6]),
+            &tcp_len.to_be_bytes(),
+        ));
+        p[36..38].copy_from_slice(&ps.to_be_bytes());
+        &self.buf[..]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +364,67 @@ mod tests {
             data.extend_from_slice(&s[40..]);
         }
         assert_eq!(data, payload);
+    }
+
+    fn segment(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut p = tcp_packet(payload, flags);
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        let c = tcp_csum(&p);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn in_order_segments_coalesce_and_split_back_to_the_same_bytes() {
+        let mut g = Coalescer::default();
+        let a = segment(1000, &[1; 1000], 0x10);
+        let b = segment(2000, &[2; 1000], 0x10);
+        let c = segment(3000, &[3; 500], 0x18);
+        assert!(g.add(&a) && g.add(&b) && g.add(&c));
+        // Nothing continues a PSH, a short segment, or a gap.
+        assert!(!g.add(&segment(3500, &[4; 10], 0x10)));
+        let out = g.take().to_vec();
+        assert!(g.is_empty());
+        let h = VnetHdr::parse(&out).unwrap();
+        assert_eq!(
+            (h.flags, h.gso_type, h.gso_size),
+            (F_NEEDS_CSUM, GSO_TCPV4, 1000)
+        );
+        assert_eq!((h.csum_start, h.csum_offset), (20, 16));
+        let p = &out[VNET_HDR_LEN..];
+        assert_eq!(p.len(), 40 + 2500);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 2540);
+        assert_eq!(fold(sum(0, &p[..20])), 0);
+        assert_eq!(p[33], 0x18, "PSH of the last segment kept");
+        // What the kernel would do with it: segmenting gives back the three segments.
+        let mut full = p.to_vec();
+        let fc = tcp_csum(&full);
+        full[36..38].copy_from_slice(&fc.to_be_bytes());
+        let (mut segs, mut lens) = (Vec::new(), Vec::new());
+        segment_tcp4(&full, 1000, &mut segs, &mut lens).unwrap();
+        assert_eq!(lens, vec![1040, 1040, 540]);
+        assert_eq!(&segs[1040..2080][40..], &b[40..]);
+        assert_eq!(
+            tcp_csum(&segs[2080..]),
+            u16::from_be_bytes([segs[2080 + 36], segs[2080 + 37]])
+        );
+        // Gaps, other flows and non-TCP are not taken.
+        assert!(g.add(&a));
+        assert!(!g.add(&segment(2500, &[2; 1000], 0x10)));
+        let mut other = b.clone();
+        other[20] ^= 1;
+        assert!(!g.add(&other));
+        let lone = g.take().to_vec();
+        assert_eq!(&lone[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
+        assert_eq!(&lone[VNET_HDR_LEN..], &a[..]);
+        let mut syn = a.clone();
+        syn[33] = 0x02;
+        assert!(!g.add(&syn));
+        // A segment damaged on the wire is never merged (its checksum would be trusted).
+        let mut bad = a.clone();
+        bad[100] ^= 0xff;
+        assert!(!g.add(&bad));
+        assert!(g.add(&a));
     }
 
     #[test]

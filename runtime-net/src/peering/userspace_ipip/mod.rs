@@ -221,11 +221,12 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
     }
 }
 
-/// Peers → TUN: takes every queued packet with one `recvmmsg`, writes the inner packets of
-/// listed peers to the TUN.
+/// Peers → TUN: takes every queued packet with one `recvmmsg`, coalesces consecutive TCP
+/// segments (see [`gso::Coalescer`]) and writes the inner packets of listed peers to the TUN.
 fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
     let sfd = sock.as_raw_fd();
     let mut batch = batch::RecvBatch::default();
+    let mut gro = gso::Coalescer::default();
     loop {
         let n = match batch.recv(sfd) {
             Ok(n) => n,
@@ -236,6 +237,22 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
             }
         };
         let t = peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let write = |tun: &mut std::fs::File, framed: &[u8]| -> bool {
+            match tun.write(framed) {
+                Ok(_) => {
+                    c.rx.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
+                    false
+                }
+                Err(_) => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            }
+        };
         for i in 0..n {
             let Some((src, inner)) = packet::decapsulate(batch.packet(i)) else {
                 c.dropped.fetch_add(1, Ordering::Relaxed);
@@ -245,19 +262,26 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            // The TUN wants a virtio header in front: an all-zero one (no offload) written over
-            // the tail of the outer header, which is done with.
+            if gro.add(inner) {
+                continue;
+            }
+            if !gro.is_empty() && !write(&mut tun, gro.take()) {
+                return;
+            }
+            if gro.add(inner) {
+                continue;
+            }
+            // Not coalescable: an all-zero virtio header (no offload) written over the tail of
+            // the outer header, which is done with.
             let at = batch.packet(i).len() - inner.len() - gso::VNET_HDR_LEN;
             let framed = &mut batch.packet_mut(i)[at..];
             framed[..gso::VNET_HDR_LEN].fill(0);
-            match tun.write(framed) {
-                Ok(_) => c.rx.fetch_add(1, Ordering::Relaxed),
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
-                    return;
-                }
-                Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
-            };
+            if !write(&mut tun, framed) {
+                return;
+            }
+        }
+        if !gro.is_empty() && !write(&mut tun, gro.take()) {
+            return;
         }
     }
 }
