@@ -127,6 +127,12 @@ fn main() {
         }
         let g = iperf(p.cb.name(), p.ca.name(), p.ipb, secs);
         rows.push((format!("containers, {name}"), g));
+        if let Some(u) = p.a.peers().get("userspace_ipip").filter(|u| !u.is_null()) {
+            eprintln!("sender's userspace IPIP counters: {u}");
+        }
+        if let Some(u) = p.b.peers().get("userspace_ipip").filter(|u| !u.is_null()) {
+            eprintln!("receiver's userspace IPIP counters: {u}");
+        }
         drop(p);
     }
     let base = rows[0].1 .0;

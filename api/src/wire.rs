@@ -139,6 +139,25 @@ pub struct PeersReply {
     pub errors: Vec<String>,
     /// Peers.
     pub peers: Vec<PeerInfo>,
+    /// Counters of the userspace IPIP data plane, when it runs.
+    #[serde(default)]
+    pub userspace_ipip: Option<UserspaceIpipCounters>,
+}
+
+/// Packet counters of the userspace IPIP data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserspaceIpipCounters {
+    /// Packets sent to peers.
+    pub tx_packets: u64,
+    /// Packets received from peers.
+    pub rx_packets: u64,
+    /// Packets dropped (unknown peer or destination, send errors).
+    pub dropped: u64,
+    /// Reads from the TUN (fewer than tx_packets while segmentation offload works).
+    pub tun_reads: u64,
+    /// Writes to the TUN (fewer than rx_packets while coalescing works).
+    pub tun_writes: u64,
 }
 
 /// One peer in [`PeersReply`].

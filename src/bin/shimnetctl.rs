@@ -493,6 +493,12 @@ fn print_peers(v: &PeersReply) {
         ],
         rows,
     );
+    if let Some(u) = &v.userspace_ipip {
+        println!(
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped
+        );
+    }
     for e in &v.errors {
         println!("error: {e}");
     }

@@ -257,6 +257,7 @@ mod tests {
                 mode: Plane::HostGw,
                 reachable: true,
             }],
+            userspace_ipip: Some(Default::default()),
         };
         let text = serde_json::to_string(&st).unwrap();
         let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
@@ -264,6 +265,7 @@ mod tests {
         assert_eq!(w.peers[0].mode, "host-gw");
         assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
         assert_eq!(w.address.as_deref(), Some("192.168.1.10"));
+        assert_eq!(w.userspace_ipip.unwrap().tun_reads, 0);
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct PeeringStatus {
     pub errors: Vec<String>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
+    /// Counters of the userspace IPIP data plane, when it runs.
+    pub userspace_ipip: Option<userspace_ipip::CounterSnapshot>,
 }
 
 /// Shared, read-only view of the status.
@@ -399,6 +401,7 @@ impl Peering {
         st.peers = peers;
         st.last_reconcile = Some(now_unix());
         st.errors = r.errors.clone();
+        st.userspace_ipip = self.userspace.as_ref().map(|u| u.counters.snapshot());
         r
     }
 

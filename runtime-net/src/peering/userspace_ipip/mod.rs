@@ -31,6 +31,39 @@ pub struct Counters {
     pub rx: AtomicU64,
     /// Packets dropped (unknown peer, no route, send errors).
     pub dropped: AtomicU64,
+    /// Reads from the TUN (one per super-packet when segmentation offload is at work).
+    pub tun_reads: AtomicU64,
+    /// Writes to the TUN (one per coalesced super-packet).
+    pub tun_writes: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSnapshot {
+    /// Packets sent to peers.
+    pub tx_packets: u64,
+    /// Packets received from peers.
+    pub rx_packets: u64,
+    /// Packets dropped.
+    pub dropped: u64,
+    /// Reads from the TUN.
+    pub tun_reads: u64,
+    /// Writes to the TUN.
+    pub tun_writes: u64,
+}
+
+impl Counters {
+    /// Current values.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            tx_packets: g(&self.tx),
+            rx_packets: g(&self.rx),
+            dropped: g(&self.dropped),
+            tun_reads: g(&self.tun_reads),
+            tun_writes: g(&self.tun_writes),
+        }
+    }
 }
 
 /// The peer table: pod subnet → underlay address.
@@ -177,7 +210,10 @@ fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
         // Up to a few batches per wake-up, then send what is queued.
         for _ in 0..batch::BATCH {
             let n = match tun.read(&mut buf) {
-                Ok(n) => n,
+                Ok(n) => {
+                    c.tun_reads.fetch_add(1, Ordering::Relaxed);
+                    n
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -240,7 +276,7 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
         let write = |tun: &mut std::fs::File, framed: &[u8]| -> bool {
             match tun.write(framed) {
                 Ok(_) => {
-                    c.rx.fetch_add(1, Ordering::Relaxed);
+                    c.tun_writes.fetch_add(1, Ordering::Relaxed);
                     true
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
@@ -262,6 +298,7 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            c.rx.fetch_add(1, Ordering::Relaxed);
             if gro.add(inner) {
                 continue;
             }
