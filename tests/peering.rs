@@ -32,6 +32,46 @@ fn assert_tcp_keeps_source(
     );
 }
 
+/// Sends `len` patterned bytes over TCP from `from` to `to_ip:port` in `to`; the receiver must
+/// get exactly them.
+fn assert_bulk_transfer(
+    from: &shimnet::netns::NamedNetns,
+    to: &shimnet::netns::NamedNetns,
+    to_ip: Ipv4Addr,
+    port: u16,
+    len: usize,
+) {
+    use std::io::{Read, Write};
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let path = to.path().to_path_buf();
+    let receiver = std::thread::spawn(move || {
+        shimnet::netns::run_in(&path, move || {
+            let l = std::net::TcpListener::bind((to_ip, port)).unwrap();
+            ready_tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        })
+        .unwrap()
+    });
+    ready_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let sent = data.clone();
+    shimnet::netns::run_in(from.path(), move || {
+        let mut s = std::net::TcpStream::connect((to_ip, port)).unwrap();
+        s.write_all(&sent).unwrap();
+    })
+    .unwrap();
+    let got = receiver.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes differ after the transfer");
+}
+
 /// Largest DF ping that fits `mtu` passes; one byte more does not.
 fn assert_df_at(from: &shimnet::netns::NamedNetns, to: Ipv4Addr, mtu: u32) {
     let fits = (mtu - 28).to_string();
@@ -320,6 +360,23 @@ fn routed_userspace_ipip() {
     assert!(out.contains(&format!("{ipa} > {ipb}")), "{out}");
     assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7103);
     assert_df_at(&ca, ipb, 1480);
+    // A bulk transfer arrives intact through segmentation (TUN → wire) and coalescing
+    // (wire → TUN), and the sender's TUN hands over super-packets.
+    let before = a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap();
+    let reads_before = a.peers()["userspace_ipip"]["tun_reads"].as_u64().unwrap();
+    assert_bulk_transfer(&ca, &cb, ipb, 7108, 8 << 20);
+    wait_for(20, "counters updated", || {
+        a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap() > before + 5000
+    });
+    let u = &a.peers()["userspace_ipip"];
+    let (tx, reads) = (
+        u["tx_packets"].as_u64().unwrap() - before,
+        u["tun_reads"].as_u64().unwrap() - reads_before,
+    );
+    assert!(
+        reads < tx,
+        "segmentation offload: {reads} TUN reads for {tx} packets"
+    );
     wait_reachable(&a, "node-b", "ipip");
     // A restart of b's shimnetd: the persistent TUN and its routes stay; traffic flows again.
     b.stop(Signal::SIGTERM);
