@@ -105,9 +105,6 @@ pub enum PeeringError {
         /// Cause.
         msg: String,
     },
-    /// The userspace IPIP data plane could not start.
-    #[error(transparent)]
-    Userspace(#[from] userspace_ipip::StartError),
 }
 
 /// Outcome of one reconcile pass.
