@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use runtime_net::firewall::BackendKind;
+use runtime_net::peering::peers::{validate_config, NodeConfig, PeeringConfig};
 use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
@@ -65,6 +66,12 @@ pub struct Config {
     /// Socket ownership and server limits of both sockets (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,
+    /// This node (`[node]`), for multi-host peering.
+    #[serde(default)]
+    pub node: Option<NodeConfig>,
+    /// Multi-host peering (`[peering]`); needs `[node]`.
+    #[serde(default)]
+    pub peering: Option<PeeringConfig>,
 }
 
 /// `[api]`: who may use the sockets and the limits that protect the daemon from slow or hostile
@@ -139,6 +146,9 @@ impl ApiConfig {
     }
 }
 
+/// Name of the default network whose subnet is `[node] pod_cidr`.
+pub const DEFAULT_NETWORK: &str = "shimnet0";
+
 /// `[docker]`: the Docker plugin socket and the docker0-compatible mode.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,11 +210,55 @@ impl Config {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
+        let bad = |message: String| ConfigError::Parse {
+            origin: origin.to_string(),
+            message,
+        };
+        match (&cfg.node, &cfg.peering) {
+            (None, Some(_)) => return Err(bad("[peering] needs a [node] section".into())),
+            (Some(n), Some(p)) => validate_config(n, p).map_err(|e| bad(e.to_string()))?,
+            _ => {}
+        }
         cfg.check_networks().map_err(|message| ConfigError::Parse {
             origin: origin.to_string(),
             message,
         })?;
         Ok(cfg)
+    }
+
+    /// With `[node]`: the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
+    /// first host) and `mtu`; with `[peering]` also, traffic to `cluster_cidr` is never
+    /// masqueraded and is let in. The network is added when the configuration lacks it.
+    pub fn apply_node(&mut self, mtu: Option<u32>) {
+        let Some(node) = &self.node else { return };
+        let idx = match self.networks.iter().position(|n| n.name == DEFAULT_NETWORK) {
+            Some(i) => i,
+            None => {
+                self.networks.push(NetworkCreate {
+                    name: DEFAULT_NETWORK.into(),
+                    bridge: Some(DEFAULT_NETWORK.into()),
+                    ..NetworkCreate::default()
+                });
+                self.networks.len() - 1
+            }
+        };
+        let n = &mut self.networks[idx];
+        n.subnet = node.pod_cidr.to_string();
+        n.gateway =
+            Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
+        n.range_start = None;
+        n.range_end = None;
+        if mtu.is_some() {
+            n.mtu = mtu;
+        }
+        if let Some(p) = &self.peering {
+            let c = p.cluster_cidr.to_string();
+            for list in [&mut n.no_masquerade_to, &mut n.allow_from] {
+                if !list.contains(&c) {
+                    list.push(c.clone());
+                }
+            }
+        }
     }
 
     /// Every declared network is valid on its own and clashes with no other one; the message
@@ -303,6 +357,37 @@ mod tests {
         let text = format!("{EMBEDDED_DEFAULT}\n[docker]\ndocker0 = true\n");
         let e = Config::parse(&text, "x").unwrap_err().to_string();
         assert!(e.contains("docker0"), "{e}");
+    }
+
+    #[test]
+    fn node_and_peering_shape_the_default_network() {
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[node]\nname = \"a\"\naddress = \"192.168.1.10\"\npod_cidr = \"10.1.0.0/24\"\n[peering]\nmode = \"auto\"\ncluster_cidr = \"10.0.0.0/8\"\npeers_file = \"/etc/shimnet/peers.toml\"\n"
+        );
+        let mut c = Config::parse(&text, "x").unwrap();
+        c.apply_node(Some(1450));
+        let n = &c.networks[0];
+        assert_eq!(n.name, DEFAULT_NETWORK);
+        assert_eq!(n.subnet, "10.1.0.0/24");
+        assert_eq!(n.gateway.as_deref(), Some("10.1.0.1"));
+        assert_eq!(n.mtu, Some(1450));
+        assert_eq!(n.no_masquerade_to, vec!["10.0.0.0/8".to_string()]);
+        assert_eq!(n.allow_from, vec!["10.0.0.0/8".to_string()]);
+        let p = c.peering.unwrap();
+        assert_eq!((p.vxlan_port, p.reconcile_interval_secs), (4789, 3));
+        // [peering] alone, a pod subnet outside the cluster, an unknown mode: refused, named.
+        let alone = format!("{EMBEDDED_DEFAULT}\n[peering]\nmode = \"auto\"\ncluster_cidr = \"10.0.0.0/8\"\npeers_file = \"/p\"\n");
+        assert!(Config::parse(&alone, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("[node]"));
+        let outside = text.replace("10.0.0.0/8", "172.16.0.0/12");
+        let e = Config::parse(&outside, "x").unwrap_err().to_string();
+        assert!(e.contains("node.pod_cidr"), "{e}");
+        let e = Config::parse(&text.replace("\"auto\"", "\"gre\""), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode") || e.contains("gre"), "{e}");
     }
 
     #[test]

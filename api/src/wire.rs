@@ -120,3 +120,58 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
+
+/// `GET /v1/peers`: this node's peering status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersReply {
+    /// This node's name.
+    pub node: String,
+    /// This node's underlay address.
+    pub address: Option<String>,
+    /// This node's pod subnet.
+    pub pod_cidr: Option<String>,
+    /// IPIP data plane: `kernel` or `userspace`.
+    pub ipip: Option<String>,
+    /// Unix time (seconds) of the last finished reconcile pass.
+    pub last_reconcile: Option<u64>,
+    /// Errors of the last pass.
+    pub errors: Vec<String>,
+    /// Peers.
+    pub peers: Vec<PeerInfo>,
+    /// Counters of the userspace IPIP data plane, when it runs.
+    #[serde(default)]
+    pub userspace_ipip: Option<UserspaceIpipCounters>,
+}
+
+/// Packet counters of the userspace IPIP data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserspaceIpipCounters {
+    /// Packets sent to peers.
+    pub tx_packets: u64,
+    /// Packets received from peers.
+    pub rx_packets: u64,
+    /// Packets dropped (unknown peer or destination, send errors).
+    pub dropped: u64,
+    /// Reads from the TUN (fewer than tx_packets while segmentation offload works).
+    pub tun_reads: u64,
+    /// Writes to the TUN (fewer than rx_packets while coalescing works).
+    pub tun_writes: u64,
+}
+
+/// One peer in [`PeersReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerInfo {
+    /// Peer name.
+    pub name: String,
+    /// Underlay address.
+    pub address: String,
+    /// Pod subnet.
+    pub pod_cidr: String,
+    /// Data plane chosen: `host-gw`, `ipip` or `vxlan`.
+    pub mode: String,
+    /// Whether the last probe across the data plane was answered.
+    pub reachable: bool,
+}

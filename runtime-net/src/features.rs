@@ -111,3 +111,29 @@ pub fn probe() -> Features {
     out.insert("iptables", feature(crate::firewall::probe_iptables()));
     out
 }
+
+/// Whether the kernel can create an IPIP device: tried in a throwaway namespace on a dedicated
+/// thread. `Err` carries the reason (e.g. `CONFIG_NET_IPIP` unset).
+pub fn kernel_ipip() -> Result<String, String> {
+    std::thread::spawn(|| -> Result<String, String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            try_link(
+                &handle,
+                LinkIpIp::new("probe-ipip")
+                    .local(Ipv4Addr::LOCALHOST)
+                    .build(),
+            )
+            .await
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+}

@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod naming;
 pub mod netlink;
 pub mod nspath;
+pub mod peering;
 pub mod plan;
 pub mod store;
 pub mod sysctl;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
-use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec, DEFAULT_API_SOCKET};
+use shimnet_api::wire::{EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET};
 
 /// Control shimnetd.
 #[derive(Debug, Parser)]
@@ -38,6 +38,8 @@ enum Cmd {
     Status,
     /// Run a reconciliation pass now.
     Reconcile,
+    /// Peers of this node: chosen mode, reachability across the data plane, last reconcile.
+    Peers,
     /// Report usable kernel features and run a live probe: two throwaway namespaces attached to a
     /// network ping each other and the gateway, then everything is removed.
     Check {
@@ -455,8 +457,69 @@ fn run(cli: Cli) -> Result<()> {
             shimnet::docs::generate(Cli::command(), &dir)
                 .with_context(|| format!("writing docs into {}", dir.display()))?;
         }
+        Cmd::Peers => {
+            let v: PeersReply = c.call("GET", "/v1/peers", none)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_peers(&v);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_peers(v: &PeersReply) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = match v.last_reconcile {
+        Some(t) => format!("{}s ago (unix {t})", now.saturating_sub(t)),
+        None => "never".into(),
+    };
+    let or_dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    println!(
+        "node {} ({}, pods {}), IPIP path: {}, last reconcile: {last}",
+        v.node,
+        or_dash(&v.address),
+        or_dash(&v.pod_cidr),
+        or_dash(&v.ipip)
+    );
+    let rows = v
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.address.clone(),
+                p.pod_cidr.clone(),
+                p.mode.clone(),
+                if p.reachable { "yes" } else { "NO" }.into(),
+                last.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PEER",
+            "ADDRESS",
+            "POD-CIDR",
+            "MODE",
+            "REACHABLE",
+            "LAST-RECONCILE",
+        ],
+        rows,
+    );
+    if let Some(u) = &v.userspace_ipip {
+        println!(
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped
+        );
+    }
+    for e in &v.errors {
+        println!("error: {e}");
+    }
 }
 
 /// Result of the live probe.
@@ -485,8 +548,13 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
         steps = probe(c, &net);
     }
     let failed = steps.iter().any(|s| !s.ok);
+    // Peering, when configured: which IPIP data plane this node uses.
+    let peering: Option<PeersReply> = c.call("GET", "/v1/peers", none).ok();
+    let ipip_path = peering.and_then(|p| p.ipip);
     if json {
-        print_json(&serde_json::json!({"features": features, "probe": steps}));
+        print_json(
+            &serde_json::json!({"features": features, "probe": steps, "peering": {"ipip_path": ipip_path}}),
+        );
     } else {
         let rows = features
             .as_object()
@@ -501,6 +569,10 @@ fn check(c: &Client, json: bool, network: Option<String>, no_probe: bool) -> Res
             })
             .collect();
         table(&["FEATURE", "AVAILABLE", "DETAIL"], rows);
+        match &ipip_path {
+            Some(p) => println!("\npeering: IPIP data plane: {p}"),
+            None => println!("\npeering: not configured"),
+        }
         if !steps.is_empty() {
             println!();
             table(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
+use runtime_net::peering::{IpipPath, Peering, StatusHandle};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
 use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
@@ -193,6 +194,94 @@ fn spawn_api(
     })
 }
 
+/// The MTU `apply_node` gave the default network (kept across reloads).
+fn node_mtu(cfg: &Config) -> Option<u32> {
+    cfg.node.as_ref()?;
+    cfg.networks
+        .iter()
+        .find(|n| n.name == shimnet::config::DEFAULT_NETWORK)
+        .and_then(|n| n.mtu)
+}
+
+/// With `[node]` and `[peering]`: starts peering (finds the underlay, chooses the IPIP path,
+/// loads the peer file) and shapes the default network (subnet, MTU, no NAT inside the cluster).
+async fn start_peering(cfg: &mut Config) -> Result<Option<(Peering, StatusHandle, Duration)>> {
+    let (Some(node), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
+        cfg.apply_node(None);
+        return Ok(None);
+    };
+    let every = Duration::from_secs(pc.reconcile_interval_secs.max(1));
+    let p = Peering::new(node, pc).await.context("starting peering")?;
+    let mtu = p.container_mtu();
+    tracing::info!(
+        ipip = ?p.ipip_path(),
+        container_mtu = mtu,
+        underlay_mtu = p.underlay().mtu,
+        peers = p.peers().len(),
+        "peering ready; IPIP uses the {} data plane",
+        match p.ipip_path() {
+            IpipPath::Kernel => "kernel",
+            IpipPath::Userspace => "userspace",
+        }
+    );
+    cfg.apply_node(Some(mtu));
+    let status = p.status();
+    Ok(Some((p, status, every)))
+}
+
+/// Reconciles peering every `every`, and at once when asked (SIGHUP).
+async fn peering_loop(
+    mut p: Peering,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut shown: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut last_errors: Vec<String> = Vec::new();
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = reload.recv() => true,
+            () = &mut stop => break,
+        };
+        let r = p.reconcile(force).await;
+        if r.changes > 0 || r.reloaded {
+            tracing::info!(
+                changes = r.changes,
+                reloaded = r.reloaded,
+                peers = p.peers().len(),
+                "peering reconciled"
+            );
+        }
+        if r.errors != last_errors {
+            if r.errors.is_empty() {
+                tracing::info!("peering: errors cleared");
+            } else {
+                tracing::warn!(errors = ?r.errors, "peering reconciled with errors");
+            }
+            last_errors = r.errors;
+        }
+        publish_peers(&p.status(), &metrics, &mut shown);
+    }
+}
+
+/// Mirrors the peers' reachability into `shimnet_peer_up`, dropping peers no longer listed.
+fn publish_peers(status: &StatusHandle, metrics: &Metrics, shown: &mut Vec<String>) {
+    let snap = status.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
+    for gone in shown.iter().filter(|n| !now.contains(n)) {
+        metrics.remove_peer(gone);
+    }
+    for peer in &snap.peers {
+        metrics.set_peer_up(&peer.name, peer.reachable);
+    }
+    *shown = now;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
@@ -234,6 +323,8 @@ async fn main() -> Result<()> {
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
     reconcile(&engine, &metrics, "start").await;
+    let mut cfg = cfg;
+    let peering = start_peering(&mut cfg).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -298,13 +389,16 @@ async fn main() -> Result<()> {
     // The REST API comes up last: once it answers, every declared network (docker0 included)
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
-    let rest = Arc::new(RestApi::with_metrics(engine.clone(), metrics.clone()));
+    let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone());
+    if let Some((_, status, _)) = &peering {
+        rest = rest.with_peers(status.clone());
+    }
     let api = spawn_api(
         inherited,
         &cfg.api_socket,
         gid,
         limits,
-        rest,
+        Arc::new(rest),
         stopped(stop_rx.clone()),
     )?;
     tracing::info!(socket = %cfg.api_socket.display(), "shimnetd ready");
@@ -333,6 +427,18 @@ async fn main() -> Result<()> {
         });
     }
 
+    let reload_peers = peering.map(|(p, _, every)| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<()>(4);
+        tokio::spawn(peering_loop(
+            p,
+            every,
+            metrics.clone(),
+            rx,
+            stopped(stop_rx.clone()),
+        ));
+        tx
+    });
+
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -340,12 +446,19 @@ async fn main() -> Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
                 match load_config(&args) {
-                    Ok(new) => {
+                    Ok(mut new) => {
+                        new.apply_node(node_mtu(&cfg));
                         if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
                             tracing::warn!("api_socket and state_dir changes take effect at the next start");
                         }
+                        if new.node != cfg.node || new.peering != cfg.peering {
+                            tracing::warn!("[node] and [peering] changes take effect at the next start; the peer file reloads now");
+                        }
                         reconcile(&engine, &metrics, "reload").await;
                         ensure_declared(&engine, &new).await;
+                        if let Some(tx) = &reload_peers {
+                            let _ = tx.try_send(());
+                        }
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
                 }

@@ -36,6 +36,7 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Ful
 pub struct RestApi {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    peers: Option<runtime_net::peering::StatusHandle>,
 }
 
 impl RestApi {
@@ -46,7 +47,17 @@ impl RestApi {
 
     /// A REST API serving `engine` that counts into (and serves `/metrics` from) `metrics`.
     pub fn with_metrics(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
-        RestApi { engine, metrics }
+        RestApi {
+            engine,
+            metrics,
+            peers: None,
+        }
+    }
+
+    /// Also serves `GET /v1/peers` from this peering status.
+    pub fn with_peers(mut self, status: runtime_net::peering::StatusHandle) -> Self {
+        self.peers = Some(status);
+        self
     }
 
     /// Answers one request; never fails (errors become JSON error replies).
@@ -121,6 +132,18 @@ impl RestApi {
                     .await
                     .map_err(|e| ApiError::internal(format!("feature probe: {e}")))?;
                 ok(&f)
+            }
+            ["v1", "peers"] => {
+                only(m, &[Method::GET], &path)?;
+                match &self.peers {
+                    Some(st) => {
+                        let snap = st.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        ok(&snap)
+                    }
+                    None => Err(ApiError::not_found(
+                        "peering is not configured ([node] and [peering] in shimnetd.toml)",
+                    )),
+                }
             }
             ["v1", "reconcile"] => {
                 only(m, &[Method::POST], &path)?;
@@ -269,6 +292,34 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peering_status_decodes_as_the_wire_type() {
+        use runtime_net::peering::{mode::Plane, IpipPath, PeerStatus, PeeringStatus};
+        let st = PeeringStatus {
+            node: "node-a".into(),
+            address: Some("192.168.1.10".parse().unwrap()),
+            pod_cidr: Some("10.244.1.0/24".parse().unwrap()),
+            ipip: Some(IpipPath::Userspace),
+            last_reconcile: Some(1_700_000_000),
+            errors: vec![],
+            peers: vec![PeerStatus {
+                name: "node-b".into(),
+                address: "192.168.1.11".parse().unwrap(),
+                pod_cidr: "10.244.2.0/24".parse().unwrap(),
+                mode: Plane::HostGw,
+                reachable: true,
+            }],
+            userspace_ipip: Some(Default::default()),
+        };
+        let text = serde_json::to_string(&st).unwrap();
+        let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
+        assert_eq!(w.ipip.as_deref(), Some("userspace"));
+        assert_eq!(w.peers[0].mode, "host-gw");
+        assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
+        assert_eq!(w.address.as_deref(), Some("192.168.1.10"));
+        assert_eq!(w.userspace_ipip.unwrap().tun_reads, 0);
+    }
 
     #[test]
     fn query_params() {

@@ -9,7 +9,7 @@ mod bridge;
 mod check;
 mod netns;
 mod prepare;
-mod query;
+pub(crate) mod query;
 mod reaper;
 pub use reaper::REAP_GROUP;
 mod veth;

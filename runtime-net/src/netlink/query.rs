@@ -47,7 +47,7 @@ pub(crate) async fn dump_links(h: &Handle) -> Result<Vec<LinkMessage>, NetlinkEr
 /// Runs a netlink dump to the end. A socket serves one dump at a time and the daemon's socket is
 /// shared by concurrent tasks, so a dump refused with EBUSY is retried (with a short backoff, for
 /// about a second) instead of failing the caller.
-async fn dump<T, S>(
+pub(crate) async fn dump<T, S>(
     op: &'static str,
     object: &str,
     mut start: impl FnMut() -> S,

@@ -1,0 +1,480 @@
+//! End-to-end multi-host peering: nodes are namespaces behind a router namespace (one bridge per
+//! underlay subnet), each running its own shimnetd with its own peer file; containers attach
+//! through the REST API. Captures on the underlay check what the wire carries. Run as root.
+
+mod common;
+mod peering_support;
+
+use std::net::Ipv4Addr;
+
+use common::{connect_from, spawn_listener};
+use nix::sys::signal::Signal;
+use peering_support::*;
+
+/// TCP from `from` to `to_ip` in `to`: the receiver must see the sender container's own address.
+fn assert_tcp_keeps_source(
+    from: &shimnet::netns::NamedNetns,
+    from_ip: Ipv4Addr,
+    to: &shimnet::netns::NamedNetns,
+    to_ip: Ipv4Addr,
+    port: u16,
+) {
+    let rx = spawn_listener(to.path(), to_ip, port);
+    assert!(
+        connect_from(from.path(), to_ip, port),
+        "TCP {from_ip} -> {to_ip}:{port}"
+    );
+    let peer = rx.recv().unwrap().expect("connection seen");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(from_ip),
+        "no NAT inside the cluster"
+    );
+}
+
+/// Sends `len` patterned bytes over TCP from `from` to `to_ip:port` in `to`; the receiver must
+/// get exactly them.
+fn assert_bulk_transfer(
+    from: &shimnet::netns::NamedNetns,
+    to: &shimnet::netns::NamedNetns,
+    to_ip: Ipv4Addr,
+    port: u16,
+    len: usize,
+) {
+    use std::io::{Read, Write};
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let path = to.path().to_path_buf();
+    let receiver = std::thread::spawn(move || {
+        shimnet::netns::run_in(&path, move || {
+            let l = std::net::TcpListener::bind((to_ip, port)).unwrap();
+            ready_tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        })
+        .unwrap()
+    });
+    ready_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let sent = data.clone();
+    shimnet::netns::run_in(from.path(), move || {
+        let mut s = std::net::TcpStream::connect((to_ip, port)).unwrap();
+        s.write_all(&sent).unwrap();
+    })
+    .unwrap();
+    let got = receiver.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes differ after the transfer");
+}
+
+/// Largest DF ping that fits `mtu` passes; one byte more does not.
+fn assert_df_at(from: &shimnet::netns::NamedNetns, to: Ipv4Addr, mtu: u32) {
+    let fits = (mtu - 28).to_string();
+    let over = (mtu - 27).to_string();
+    assert!(
+        ping_from(from, to, &["-M", "do", "-s", &fits]),
+        "DF ping of {mtu} bytes to {to} must pass"
+    );
+    assert!(
+        !ping_from(from, to, &["-M", "do", "-s", &over]),
+        "DF ping of {} bytes to {to} must not pass",
+        mtu + 1
+    );
+}
+
+fn container_mtu(c: &shimnet::netns::NamedNetns) -> u32 {
+    let out = common::sh(&["ip", "-n", c.name(), "-o", "link", "show", "dev", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no mtu in {out}"))
+}
+
+fn wait_reachable(n: &Node, peer: &str, mode: &str) {
+    wait_for(
+        30,
+        &format!("{} sees {peer} reachable via {mode}", n.name),
+        || {
+            let p = n.peer(peer);
+            p["reachable"] == true && p["mode"] == mode
+        },
+    );
+}
+
+fn full_mesh(nodes: &[&Node]) {
+    for n in nodes {
+        let others: Vec<(&Node, Option<&str>)> = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| (*o, None))
+            .collect();
+        n.set_peers(&others);
+    }
+}
+
+#[test]
+fn l2_three_nodes_host_gw() {
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"host-gw\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    let mut c = f.node("node-c", 0, 12, 3, mode);
+    full_mesh(&[&a, &b, &c]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    let (cc, ipc) = c.container("c");
+    assert_eq!(container_mtu(&ca), 1500);
+    wait_for(30, "a's container reaches b's and c's", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cc, ipb, &[])
+    });
+    let routes = a.owned_routes();
+    assert!(
+        routes.contains(&format!("10.244.2.0/24 via {} dev {}", b.addr, a.underlay)),
+        "{routes}"
+    );
+    // On the wire: plain ICMP between the two containers' own addresses.
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!("icmp and src host {ipa} and dst host {ipb}"),
+        2,
+    );
+    assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
+    cap.finish();
+    assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7101);
+    assert_df_at(&ca, ipb, 1500);
+    // Traffic to the outside is still masqueraded (to the router's address: source = node's).
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!("icmp and src host {} and dst host 172.30.0.1", a.addr),
+        1,
+    );
+    assert!(ping_from(&ca, "172.30.0.1".parse().unwrap(), &[]));
+    cap.finish();
+    // Status: REST and CLI.
+    wait_reachable(&a, "node-b", "host-gw");
+    wait_reachable(&a, "node-c", "host-gw");
+    assert!(a.peers()["last_reconcile"].as_u64().is_some());
+    let (ok, out) = a.ctl(&["peers"]);
+    assert!(ok, "{out}");
+    eprintln!("shimnetctl peers on node-a:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("node-b") && l.contains("host-gw") && l.contains("yes")),
+        "{out}"
+    );
+    // A route deleted by hand comes back.
+    a.ip(&["route", "del", "10.244.2.0/24"]);
+    wait_for(20, "deleted route restored", || {
+        a.owned_routes().contains("10.244.2.0/24")
+    });
+    // An invalid peer file is refused, naming the entry; the running peers stay.
+    std::fs::write(
+        &a.peers_file,
+        format!(
+            "[[peer]]\nname = \"node-b\"\naddress = \"{}\"\npod_cidr = \"10.244.2.0/24\"\n[[peer]]\nname = \"node-x\"\naddress = \"172.30.0.99\"\npod_cidr = \"10.244.2.128/25\"\n",
+            b.addr
+        ),
+    )
+    .unwrap();
+    a.hup();
+    wait_for(20, "refusal logged", || {
+        a.log().contains(
+            "peer[1] \\\"node-x\\\": pod_cidr 10.244.2.128/25 overlaps peer[0] \\\"node-b\\\"",
+        ) || a
+            .log()
+            .contains("peer[1] \"node-x\": pod_cidr 10.244.2.128/25 overlaps peer[0] \"node-b\"")
+    });
+    assert!(
+        a.owned_routes().contains("10.244.3.0/24"),
+        "running set kept"
+    );
+    assert!(ping_from(&ca, ipc, &[]));
+    // A removed peer's routes go away; the others stay.
+    a.set_peers(&[(&b, None)]);
+    wait_for(20, "node-c's route removed", || {
+        !a.owned_routes().contains("10.244.3.0/24")
+    });
+    assert!(a.owned_routes().contains("10.244.2.0/24"));
+    assert!(a.peer("node-c").is_null());
+    // A restart of a's shimnetd keeps cross-node traffic flowing.
+    a.stop(Signal::SIGTERM);
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic flows while shimnetd is down"
+    );
+    a.start();
+    assert!(ping_from(&ca, ipb, &[]));
+    wait_reachable(&a, "node-b", "host-gw");
+}
+
+#[test]
+fn l2_three_nodes_vxlan() {
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"vxlan\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    let mut c = f.node("node-c", 0, 12, 3, mode);
+    full_mesh(&[&a, &b, &c]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    let (cc, ipc) = c.container("c");
+    assert_eq!(container_mtu(&ca), 1450);
+    wait_for(30, "containers reach each other over VXLAN", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cb, ipc, &[])
+    });
+    let link = a.ip(&["-d", "link", "show", "shimnet-vxlan"]);
+    assert!(
+        link.contains("mtu 1450") && link.contains("vxlan id 4242"),
+        "{link}"
+    );
+    assert!(a
+        .owned_routes()
+        .contains("10.244.2.0/24 via 10.244.2.0 dev shimnet-vxlan"));
+    // On the wire: UDP 4789 between the nodes, nothing plain between the containers.
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!(
+            "udp port 4789 and src host {} and dst host {}",
+            a.addr, b.addr
+        ),
+        2,
+    );
+    assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
+    let out = cap.finish();
+    assert!(
+        out.contains(&ipa.to_string()),
+        "inner source visible in the capture: {out}"
+    );
+    assert_tcp_keeps_source(&ca, ipa, &cc, ipc, 7102);
+    assert_df_at(&ca, ipb, 1450);
+    wait_reachable(&a, "node-b", "vxlan");
+    // Steady state: passes find nothing to change (the kernel's view is read back correctly).
+    let changes = |n: &Node| n.log().matches("peering reconciled changes").count();
+    let before = changes(&a);
+    let pass = |n: &Node| n.peers()["last_reconcile"].as_u64().unwrap();
+    let t0 = pass(&a);
+    wait_for(20, "two more passes", || pass(&a) >= t0 + 2);
+    assert_eq!(changes(&a), before, "a pass changed something: {}", a.log());
+    // Forwarding and neighbour entries removed by hand come back.
+    let mac = "02:5e:ac:1e:00:0b";
+    a.ip(&["neigh", "del", "10.244.2.0", "dev", "shimnet-vxlan"]);
+    common::sh(&[
+        "bridge",
+        "-n",
+        a.ns.name(),
+        "fdb",
+        "del",
+        mac,
+        "dev",
+        "shimnet-vxlan",
+        "dst",
+        &b.addr.to_string(),
+    ]);
+    wait_for(20, "fdb and neighbour entries restored", || {
+        let fdb = common::sh(&[
+            "bridge",
+            "-n",
+            a.ns.name(),
+            "fdb",
+            "show",
+            "dev",
+            "shimnet-vxlan",
+        ]);
+        fdb.contains(&format!("{mac} dst {}", b.addr))
+            && a.ip(&["neigh", "show", "dev", "shimnet-vxlan"])
+                .contains(&format!("10.244.2.0 lladdr {mac} PERMANENT"))
+    });
+    assert!(ping_from(&ca, ipb, &[]));
+    let neigh = a.ip(&["neigh", "show", "dev", "shimnet-vxlan"]);
+    assert!(
+        neigh.contains("proto 201"),
+        "entries marked as shimnet's: {neigh}"
+    );
+    // The device altered or deleted by hand is repaired / recreated with its routes.
+    a.ip(&["link", "set", "shimnet-vxlan", "mtu", "1400"]);
+    wait_for(20, "VXLAN MTU repaired", || {
+        a.ip(&["link", "show", "shimnet-vxlan"])
+            .contains("mtu 1450")
+    });
+    a.ip(&["link", "del", "shimnet-vxlan"]);
+    wait_for(30, "VXLAN device and routes recreated", || {
+        a.owned_routes()
+            .contains("10.244.3.0/24 via 10.244.3.0 dev shimnet-vxlan")
+            && ping_from(&ca, ipc, &[])
+    });
+}
+
+#[test]
+fn routed_userspace_ipip() {
+    if kernel_has_ipip() {
+        eprintln!("note: kernel has IPIP; forcing the userspace data plane for this test");
+    }
+    let mut f = Fabric::new(2);
+    let mode = "mode = \"ipip\"\nipip = \"userspace\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 1, 10, 2, mode);
+    full_mesh(&[&a, &b]);
+    a.start();
+    b.start();
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    assert_eq!(container_mtu(&ca), 1480);
+    wait_for(
+        30,
+        "containers reach each other over userspace IPIP",
+        || ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[]),
+    );
+    assert!(
+        a.log().contains("IPIP uses the userspace data plane"),
+        "{}",
+        a.log()
+    );
+    let (ok, out) = a.ctl(&["check", "--no-probe"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("peering: IPIP data plane: userspace"), "{out}");
+    assert!(a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun"));
+    // On the wire: IP protocol 4 between the node addresses, inner addresses preserved.
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!("ip proto 4 and src host {} and dst host {}", a.addr, b.addr),
+        2,
+    );
+    assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
+    let out = cap.finish();
+    assert!(out.contains(&format!("{ipa} > {ipb}")), "{out}");
+    assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7103);
+    assert_df_at(&ca, ipb, 1480);
+    // A bulk transfer arrives intact through segmentation (TUN → wire) and coalescing
+    // (wire → TUN), and the sender's TUN hands over super-packets.
+    let before = a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap();
+    let reads_before = a.peers()["userspace_ipip"]["tun_reads"].as_u64().unwrap();
+    assert_bulk_transfer(&ca, &cb, ipb, 7108, 8 << 20);
+    wait_for(20, "counters updated", || {
+        a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap() > before + 5000
+    });
+    let u = &a.peers()["userspace_ipip"];
+    let (tx, reads) = (
+        u["tx_packets"].as_u64().unwrap() - before,
+        u["tun_reads"].as_u64().unwrap() - reads_before,
+    );
+    assert!(
+        reads < tx,
+        "segmentation offload: {reads} TUN reads for {tx} packets"
+    );
+    wait_reachable(&a, "node-b", "ipip");
+    // A restart of b's shimnetd: the persistent TUN and its routes stay; traffic flows again.
+    b.stop(Signal::SIGTERM);
+    b.start();
+    wait_for(30, "traffic after b's restart", || ping_from(&ca, ipb, &[]));
+    assert_tcp_keeps_source(&cb, ipb, &ca, ipa, 7104);
+    // The TUN deleted by hand: the data plane restarts and the route comes back.
+    a.ip(&["link", "del", "shimnet-tun"]);
+    wait_for(
+        30,
+        "userspace IPIP restarted after its TUN was deleted",
+        || a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun") && ping_from(&ca, ipb, &[]),
+    );
+}
+
+#[test]
+fn routed_auto_chooses_per_peer() {
+    let mut f = Fabric::new(2);
+    let mode = "mode = \"auto\"";
+    // a and c share subnet 0; b is behind the router on subnet 1.
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 1, 10, 2, mode);
+    let mut c = f.node("node-c", 0, 11, 3, mode);
+    full_mesh(&[&a, &b, &c]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    let (cc, ipc) = c.container("c");
+    assert_eq!(container_mtu(&ca), 1450, "auto fits the encapsulation");
+    wait_reachable(&a, "node-c", "host-gw");
+    wait_reachable(&a, "node-b", "vxlan");
+    wait_reachable(&b, "node-a", "vxlan");
+    wait_for(30, "containers reach each other", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cb, ipc, &[])
+    });
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!(
+            "udp port 4789 and src host {} and dst host {}",
+            a.addr, b.addr
+        ),
+        1,
+    );
+    assert!(ping_from(&ca, ipb, &[]));
+    cap.finish();
+    let cap = Capture::start(
+        &f.router,
+        &a.port,
+        &format!("icmp and src host {ipa} and dst host {ipc}"),
+        1,
+    );
+    assert!(ping_from(&ca, ipc, &[]));
+    cap.finish();
+    assert_tcp_keeps_source(&cb, ipb, &ca, ipa, 7105);
+    assert_tcp_keeps_source(&cc, ipc, &cb, ipb, 7107);
+    assert_df_at(&ca, ipb, 1450);
+    let (ok, out) = a.ctl(&["peers"]);
+    assert!(
+        ok && out.contains("vxlan") && out.contains("host-gw"),
+        "{out}"
+    );
+}
+
+#[test]
+fn routed_kernel_ipip() {
+    if !kernel_has_ipip() {
+        eprintln!(
+            "SKIPPED: kernel has no IPIP (CONFIG_NET_IPIP unset): the kernel IPIP path and the \
+             kernel<->userspace interoperability test cannot run here"
+        );
+        return;
+    }
+    let mut f = Fabric::new(2);
+    // a uses the kernel device, b the userspace data plane: both must interoperate.
+    let mut a = f.node("node-a", 0, 10, 1, "mode = \"ipip\"\nipip = \"kernel\"");
+    let mut b = f.node("node-b", 1, 10, 2, "mode = \"ipip\"\nipip = \"userspace\"");
+    full_mesh(&[&a, &b]);
+    a.start();
+    b.start();
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    wait_for(30, "kernel IPIP <-> userspace IPIP", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
+    });
+    let link = a.ip(&["-d", "link", "show", "shimnet-ipip"]);
+    assert!(
+        link.contains("mtu 1480") && link.contains(&format!("local {}", a.addr)),
+        "{link}"
+    );
+    assert!(a
+        .owned_routes()
+        .contains(&format!("10.244.2.0/24 via {} dev shimnet-ipip", b.addr)));
+    let cap = Capture::start(&f.router, &a.port, "ip proto 4", 2);
+    assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
+    cap.finish();
+    assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7106);
+    assert_df_at(&ca, ipb, 1480);
+}
