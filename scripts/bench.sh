@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark suite: shimnet's front doors and its peers (reference CNI bridge, netavark) in
 # the same run, shimnetd's footprint, data-plane throughput; then `docker run` on a shimnet
-# network versus docker's own bridge (needs dockerd; skipped with --short).
-# Results: target/bench/results.txt, target/bench/latency.{csv,png}. Run as root.
+# network versus docker's own bridge (needs dockerd; skipped with --short); then cross-node
+# throughput per peering mode next to the underlay (benches/peering.rs, two nodes per mode).
+# Results: target/bench/results.txt, target/bench/latency.{csv,png}, target/bench/peering.txt.
+# Run as root.
 # Usage: scripts/bench.sh [--short]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +13,10 @@ if [[ ${1:-} == --short ]]; then
   # Proves the suite runs end to end (20 containers, 2 s iperf3); figures are not meaningful.
   # The dev profile reuses the test build instead of an optimised one.
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench suite
+  cargo bench --locked --profile dev --bench peering -- 2 2>&1 | tee target/bench/peering.txt
 else
   cargo bench --locked --bench suite
   SHIMNET_BENCH_RUNS=${SHIMNET_BENCH_RUNS:-50} cargo test --locked --release --test docker -- \
     --ignored --nocapture bench_docker_run_shimnet_vs_docker_bridge 2>&1 | tee target/bench/docker-run.txt
+  cargo bench --locked --bench peering -- "${SHIMNET_BENCH_IPERF_SECS:-8}" 2>&1 | tee target/bench/peering.txt
 fi
