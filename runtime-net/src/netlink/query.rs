@@ -137,11 +137,8 @@ pub(crate) fn address_of(m: &AddressMessage) -> Option<(IpAddr, u8)> {
     local.or(addr).map(|ip| (ip, m.header.prefix_len))
 }
 
-/// The gateway of a default route in the main table, if `m` is one.
-pub(crate) fn default_gateway(m: &RouteMessage) -> Option<IpAddr> {
-    if m.header.destination_prefix_length != 0 {
-        return None;
-    }
+/// Whether `m` is a route of the main table (the 32-bit table attribute wins over the header's).
+pub(crate) fn in_main_table(m: &RouteMessage) -> bool {
     let table = m
         .attributes
         .iter()
@@ -150,7 +147,15 @@ pub(crate) fn default_gateway(m: &RouteMessage) -> Option<IpAddr> {
             _ => None,
         })
         .unwrap_or(u32::from(m.header.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+    table == u32::from(RouteHeader::RT_TABLE_MAIN)
+}
+
+/// The gateway of a default route in the main table, if `m` is one.
+pub(crate) fn default_gateway(m: &RouteMessage) -> Option<IpAddr> {
+    if m.header.destination_prefix_length != 0 {
+        return None;
+    }
+    if !in_main_table(m) {
         return None;
     }
     m.attributes.iter().find_map(|a| match a {

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkIpIp, LinkUnspec, LinkVxlan, RouteMessageBuilder};
@@ -304,15 +304,7 @@ pub(crate) fn owned_route(m: &RouteMessage) -> Option<Route> {
     {
         return None;
     }
-    let table = m
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(m.header.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+    if !crate::netlink::query::in_main_table(m) {
         return None;
     }
     let dst = m
@@ -450,6 +442,7 @@ pub async fn apply(h: &Handle, change: &Change, vxlan: Option<u32>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtnetlink::packet_route::route::RouteHeader;
 
     #[test]
     fn route_messages_round_trip_through_the_owner_filter() {
