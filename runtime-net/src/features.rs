@@ -44,10 +44,15 @@ async fn try_link(
         .map_err(|e| e.to_string())
 }
 
-/// Probes link kinds inside a fresh namespace on a dedicated thread, and the firewall tools.
-pub fn probe() -> Features {
-    let mut out = Features::new();
-    let links = std::thread::spawn(|| -> Result<Vec<(&'static str, Feature)>, String> {
+/// Runs `f` with an rtnetlink handle inside a fresh network namespace, on a dedicated thread (the
+/// namespace dies with the thread). `Err` says why the namespace or the handle could not be had.
+fn in_scratch_netns<T, F, Fut>(f: F) -> Result<T, String>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || -> Result<T, String> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("unshare: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -57,31 +62,37 @@ pub fn probe() -> Features {
         rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let lo = Ipv4Addr::LOCALHOST;
-            Ok(vec![
-                (
-                    "bridge",
-                    feature(try_link(&handle, LinkBridge::new("probe-br").build()).await),
-                ),
-                (
-                    "veth",
-                    feature(try_link(&handle, LinkVeth::new("probe-va", "probe-vb").build()).await),
-                ),
-                (
-                    "vxlan",
-                    feature(
-                        try_link(&handle, LinkVxlan::new("probe-vx", 42).port(4789).build()).await,
-                    ),
-                ),
-                (
-                    "ipip",
-                    feature(try_link(&handle, LinkIpIp::new("probe-ipip").local(lo).build()).await),
-                ),
-            ])
+            Ok(f(handle).await)
         })
     })
     .join()
-    .unwrap_or_else(|_| Err("probe thread panicked".into()));
+    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+}
+
+/// Probes link kinds inside a fresh namespace on a dedicated thread, and the firewall tools.
+pub fn probe() -> Features {
+    let mut out = Features::new();
+    let links = in_scratch_netns(|handle| async move {
+        let lo = Ipv4Addr::LOCALHOST;
+        vec![
+            (
+                "bridge",
+                feature(try_link(&handle, LinkBridge::new("probe-br").build()).await),
+            ),
+            (
+                "veth",
+                feature(try_link(&handle, LinkVeth::new("probe-va", "probe-vb").build()).await),
+            ),
+            (
+                "vxlan",
+                feature(try_link(&handle, LinkVxlan::new("probe-vx", 42).port(4789).build()).await),
+            ),
+            (
+                "ipip",
+                feature(try_link(&handle, LinkIpIp::new("probe-ipip").local(lo).build()).await),
+            ),
+        ]
+    });
     match links {
         Ok(v) => out.extend(v),
         Err(e) => {
@@ -115,25 +126,13 @@ pub fn probe() -> Features {
 /// Whether the kernel can create an IPIP device: tried in a throwaway namespace on a dedicated
 /// thread. `Err` carries the reason (e.g. `CONFIG_NET_IPIP` unset).
 pub fn kernel_ipip() -> Result<String, String> {
-    std::thread::spawn(|| -> Result<String, String> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare: {e}"))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            try_link(
-                &handle,
-                LinkIpIp::new("probe-ipip")
-                    .local(Ipv4Addr::LOCALHOST)
-                    .build(),
-            )
-            .await
-        })
-    })
-    .join()
-    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+    in_scratch_netns(|handle| async move {
+        try_link(
+            &handle,
+            LinkIpIp::new("probe-ipip")
+                .local(Ipv4Addr::LOCALHOST)
+                .build(),
+        )
+        .await
+    })?
 }
