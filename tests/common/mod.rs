@@ -179,51 +179,26 @@ impl TestHost {
 
     /// A command that runs shimnetd in the host namespace (log appended to `shimnetd.log`).
     pub fn daemon_command(&self) -> Command {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("shimnetd.log"))
-            .unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
+        let mut cmd = shimnetd_command(
             self.ns.name(),
-            env!("CARGO_BIN_EXE_shimnetd"),
-            "--config",
-        ])
-        .arg(&self.config)
-        .args(&self.extra_args)
-        .env("SHIMNET_LOG", "info,runtime_net=debug")
-        .stdout(Stdio::null())
-        .stderr(log);
+            &self.config,
+            &self.dir.path().join("shimnetd.log"),
+        );
+        cmd.args(&self.extra_args);
         cmd
     }
 
     /// Starts shimnetd in the host namespace and waits until it answers.
     pub fn start(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let child = self.daemon_command().spawn().expect("spawn shimnetd");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self
-                .client()
-                .request("GET", "/v1/health", None)
-                .is_ok_and(|r| r.status == 200)
-            {
-                return;
-            }
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("shimnetd exited with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shimnetd did not become ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (client, log) = (self.client(), self.dir.path().join("shimnetd.log"));
+        // Owned by `self` before the wait, so a failed start is still killed on drop.
+        let child = self
+            .daemon
+            .insert(self.daemon_command().spawn().expect("spawn shimnetd"));
+        wait_serving(child, &client, Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
     }
 
     /// Sends `sig` to the daemon and waits for it to exit.
@@ -316,6 +291,56 @@ impl Drop for TestHost {
         if std::thread::panicking() {
             eprintln!("---- shimnetd log ----\n{}", self.log());
         }
+    }
+}
+
+/// A command running shimnetd with `config` inside namespace `ns`, its log appended to `log`.
+pub fn shimnetd_command(ns: &str, config: &Path, log: &Path) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        env!("CARGO_BIN_EXE_shimnetd"),
+        "--config",
+    ])
+    .arg(config)
+    .env("SHIMNET_LOG", "info,runtime_net=debug")
+    .stdout(Stdio::null())
+    .stderr(log);
+    cmd
+}
+
+/// Waits until the daemon `child` answers `GET /v1/health` on `client`; panics with `log()` if it
+/// exits or does not answer within `timeout` (the caller owns the child and kills it on drop).
+pub fn wait_serving(
+    child: &mut Child,
+    client: &Client,
+    timeout: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if client
+            .request("GET", "/v1/health", None)
+            .is_ok_and(|r| r.status == 200)
+        {
+            return;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("shimnetd exited with {st}: {}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shimnetd did not become ready: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -207,45 +207,19 @@ impl Node {
     /// Starts shimnetd and waits until its API answers.
     pub fn start(&mut self) {
         assert!(self.daemon.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("shimnetd.log"))
-            .unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns.name(),
-                env!("CARGO_BIN_EXE_shimnetd"),
-                "--config",
-            ])
-            .arg(&self.config)
-            .env("SHIMNET_LOG", "info,runtime_net=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shimnetd");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self
-                .client()
-                .request("GET", "/v1/health", None)
-                .is_ok_and(|r| r.status == 200)
-            {
-                return;
-            }
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("shimnetd of {} exited with {st}: {}", self.name, self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shimnetd not ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = self.dir.path().join("shimnetd.log");
+        let client = self.client();
+        // Owned by `self` before the wait, so a failed start is still killed on drop.
+        let child = self.daemon.insert(
+            crate::common::shimnetd_command(self.ns.name(), &self.config, &log)
+                .spawn()
+                .expect("spawn shimnetd"),
+        );
+        let name = &self.name;
+        crate::common::wait_serving(child, &client, Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("(node {name}) {text}")
+        });
     }
 
     /// Sends `sig` to shimnetd and waits for it to exit.
