@@ -8,7 +8,7 @@ use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
 use shimnet_api::server::Limits;
-use shimnet_api::wire::NetworkCreate;
+use shimnet_wire::NetworkCreate;
 use std::time::Duration;
 
 /// The embedded default configuration (also shipped as `packaging/shimnetd.toml`).

@@ -7,7 +7,7 @@ use hyper::{Response, StatusCode};
 use runtime_net::engine::EngineError;
 use runtime_net::plan::FieldError;
 
-use crate::wire::{ErrorBody, ErrorDetail};
+use shimnet_wire::{ErrorBody, ErrorDetail};
 
 /// An error ready to be sent: status, stable code, message, optional field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
-use shimnet_api::wire::{EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET};
+use shimnet_wire::{EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET};
 
 /// Control shimnetd.
 #[derive(Debug, Parser)]

@@ -11,7 +11,7 @@ use runtime_net::plan::NetworkRequest;
 use runtime_net::{ContainerId, EndpointKey, IfName, MacAddr, NetworkName, PortMapping, Protocol};
 
 use crate::error::ApiError;
-use crate::wire::{EndpointAttach, NetworkCreate, PortSpec};
+use shimnet_wire::{EndpointAttach, NetworkCreate, PortSpec};
 
 /// Parses `value` as `T`, naming `field` on failure.
 pub fn field<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError>

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::metrics::{self, FrontDoor, Metrics};
-use crate::wire::{EndpointAttach, NetworkCreate};
+use shimnet_wire::{EndpointAttach, NetworkCreate};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1 << 20;
@@ -313,7 +313,7 @@ mod tests {
             userspace_ipip: Some(Default::default()),
         };
         let text = serde_json::to_string(&st).unwrap();
-        let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
+        let w: shimnet_wire::PeersReply = serde_json::from_str(&text).unwrap();
         assert_eq!(w.ipip.as_deref(), Some("userspace"));
         assert_eq!(w.peers[0].mode, "host-gw");
         assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
