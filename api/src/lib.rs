@@ -8,7 +8,11 @@
 pub mod client;
 
 #[cfg(feature = "server")]
+pub mod docker;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

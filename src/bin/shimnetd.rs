@@ -13,7 +13,7 @@ use runtime_net::engine::{Engine, EngineConfig};
 use runtime_net::peering::{IpipPath, Peering, StatusHandle};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
-use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
+use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::metrics::Metrics;
 use shimnet_api::rest::{convert, RestApi};
 use shimnet_api::server;
@@ -389,7 +389,8 @@ async fn main() -> Result<()> {
     // The REST API comes up last: once it answers, every declared network (docker0 included)
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
-    let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone());
+    let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone())
+        .with_call_timeout(Duration::from_secs(cfg.api.call_timeout_secs.max(1)));
     if let Some((_, status, _)) = &peering {
         rest = rest.with_peers(status.clone());
     }
