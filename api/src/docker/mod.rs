@@ -9,7 +9,7 @@
 //! comes from the one engine-error classification ([`crate::error::classify`]). [`reply`] builds
 //! the JSON bodies.
 
-mod calls;
+pub mod calls;
 pub mod reply;
 #[cfg(test)]
 mod tests;
@@ -56,9 +56,6 @@ pub struct Docker0Adoption {
     pub bridge: String,
     /// File holding the adopting Docker network id.
     pub id_file: PathBuf,
-    /// Keep docker's iptables chain layout (`DOCKER-USER` first in `FORWARD`) after each
-    /// network creation (daemon.json `iptables`, default true).
-    pub docker_chains: bool,
 }
 
 /// A failed call: status and message for `{"Err": ...}`.

@@ -160,10 +160,11 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         no_masquerade_to: vec![],
         allow_from: vec![],
         host_binding_ipv4: None,
-        docker_mac: true,
+        mac_prefix: shimnet_compat::docker::conventions::MAC_PREFIX,
         range4: None,
     };
     let rec = EndpointRecord {
+        kind: runtime_net::EndpointKind::Prepared,
         key: EndpointKey {
             network: spec.name.clone(),
             container_id: runtime_net::ContainerId::new("e1").unwrap(),

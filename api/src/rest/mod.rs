@@ -161,11 +161,17 @@ impl RestApi {
                 ok(&report?)
             }
             ["v1", "networks"] => match *m {
-                Method::GET => ok(&e.networks().await?),
+                Method::GET => {
+                    let nets = e.networks().await?;
+                    ok(&nets.iter().map(convert::network_reply).collect::<Vec<_>>())
+                }
                 Method::POST => {
                     let b: NetworkCreate = convert::decode(&body)?;
                     let spec = e.create_network(convert::network_request(&b)?).await?;
-                    Ok(json_response(StatusCode::CREATED, &spec))
+                    Ok(json_response(
+                        StatusCode::CREATED,
+                        &convert::network_reply(&spec),
+                    ))
                 }
                 _ => Err(ApiError::method_not_allowed(m, &path)),
             },
@@ -175,7 +181,10 @@ impl RestApi {
                     Method::GET => {
                         let spec = e.network(&name).await?;
                         let eps = e.endpoints(Some(&name)).await?;
-                        ok(&serde_json::json!({"network": spec, "endpoints": eps.len()}))
+                        ok(&serde_json::json!({
+                            "network": convert::network_reply(&spec),
+                            "endpoints": eps.len()
+                        }))
                     }
                     Method::PUT => {
                         let b: NetworkCreate = convert::decode(&body)?;
@@ -185,12 +194,13 @@ impl RestApi {
                                 format!("{:?} differs from the path's {name:?}", b.name),
                             ));
                         }
-                        ok(&e.ensure_network(convert::network_request(&b)?).await?)
+                        let spec = e.ensure_network(convert::network_request(&b)?).await?;
+                        ok(&convert::network_reply(&spec))
                     }
                     Method::DELETE => {
                         let force = matches!(q("force").as_deref(), Some("true" | "1"));
                         let spec = e.delete_network(&name, force).await?;
-                        ok(&serde_json::json!({"deleted": spec}))
+                        ok(&serde_json::json!({"deleted": convert::network_reply(&spec)}))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
@@ -201,13 +211,13 @@ impl RestApi {
                     Method::GET => ok(&e.endpoints(Some(&name)).await?),
                     Method::POST => {
                         let b: EndpointAttach = convert::decode(&body)?;
-                        let (rec, created) = e.attach(convert::attach_request(name, &b)?).await?;
-                        let status = if created {
+                        let a = e.attach(convert::attach_request(name, &b)?).await?;
+                        let status = if a.created {
                             StatusCode::CREATED
                         } else {
                             StatusCode::OK
                         };
-                        Ok(json_response(status, &rec))
+                        Ok(json_response(status, &a.record))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }

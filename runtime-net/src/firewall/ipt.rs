@@ -1,6 +1,9 @@
 //! Thin wrapper around the `iptables` crate (which execs `iptables`/`ip6tables` in the calling
 //! thread's network namespace): idempotent chain and jump helpers, and deletion of rules by
 //! their comment. Errors are flattened to strings right away (the crate's are not `Send`).
+//!
+//! The only module that runs iptables (a shape test holds it to that); the order of `FORWARD`
+//! is decided by [`super::forward`].
 
 use std::process::Command;
 
@@ -44,6 +47,16 @@ impl Ipt {
             self.inner.new_chain(table, chain).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Inserts `rule` at position 1 of `chain`.
+    pub fn insert_first(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
+        self.inner.insert(table, chain, rule, 1).map_err(err)
+    }
+
+    /// Deletes every copy of `rule` from `chain`.
+    pub fn delete_all(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
+        self.inner.delete_all(table, chain, rule).map_err(err)
     }
 
     /// Inserts `rule` at position 1 of `chain` unless an identical rule is already there.

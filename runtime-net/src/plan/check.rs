@@ -1,67 +1,52 @@
-//! Comparing an endpoint's veth pair in the kernel with its config: gather what is there, then
-//! list the differences as human-readable problems (pure).
+//! Comparing an endpoint in the kernel with its record: what was seen ([`Seen`]), then the
+//! differences as human-readable problems (pure). An endpoint with no problems is intact; the
+//! attach pipeline rebuilds one that is not.
 
 use std::net::IpAddr;
 
-use rtnetlink::Handle;
+use crate::kernel::ContainerEnd;
+use crate::netlink::LinkInfo;
+use crate::types::{EndpointKind, EndpointRecord, NetworkSpec};
 
-use super::{netns, query, NetlinkError, VethConfig};
-
-/// The host end as seen in the daemon's namespace.
+/// What the kernel shows of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HostEnd {
-    /// Index of its master, if any.
-    pub master: Option<u32>,
-    /// Admin up.
-    pub up: bool,
+pub struct Seen {
+    /// Index of the network's bridge; `None` if it is missing.
+    pub bridge: Option<u32>,
+    /// The host end; `None` if it is missing.
+    pub host: Option<LinkInfo>,
+    /// The container end; `None` when it is not the engine's to look at (a prepared endpoint's
+    /// container end belongs to the caller once handed over).
+    pub container: Option<ContainerEnd>,
 }
 
-/// The container end as seen inside its namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ContainerEnd {
-    /// The namespace could not be opened or entered.
-    NetnsMissing(String),
-    /// No link of that name in the namespace.
-    LinkMissing,
-    /// The link is there.
-    Present {
-        /// Hardware address.
-        mac: Option<Vec<u8>>,
-        /// Admin up.
-        up: bool,
-        /// Addresses with prefix length.
-        addrs: Vec<(IpAddr, u8)>,
-        /// Default-route gateways (main table).
-        gateways: Vec<IpAddr>,
-    },
-}
-
-/// Everything wrong with the endpoint (pure). `bridge_index` is `None` if the bridge is missing.
-pub(crate) fn problems(
-    cfg: &VethConfig,
-    bridge_index: Option<u32>,
-    host: Option<&HostEnd>,
-    container: &ContainerEnd,
-) -> Vec<String> {
+/// Everything wrong with the endpoint (pure).
+pub fn problems(spec: &NetworkSpec, rec: &EndpointRecord, seen: &Seen) -> Vec<String> {
     let mut out = Vec::new();
-    let h = &cfg.host_ifname;
-    match host {
+    let h = &rec.host_ifname;
+    match &seen.host {
         None => out.push(format!("host end {h} missing")),
         Some(end) => {
-            match bridge_index {
-                None => out.push(format!("bridge {} missing", cfg.bridge)),
+            match seen.bridge {
+                None => out.push(format!("bridge {} missing", spec.bridge)),
                 Some(b) if end.master != Some(b) => {
-                    out.push(format!("host end {h} not on bridge {}", cfg.bridge))
+                    out.push(format!("host end {h} not on bridge {}", spec.bridge))
                 }
                 Some(_) => {}
             }
             if !end.up {
                 out.push(format!("host end {h} down"));
             }
+            if end.mtu.is_some_and(|m| m != rec.mtu) {
+                out.push(format!("host end {h} MTU is not {}", rec.mtu));
+            }
         }
     }
-    let c = &cfg.container_ifname;
-    let ns = cfg.netns.display();
+    let Some(container) = &seen.container else {
+        return out;
+    };
+    let c = &rec.key.ifname;
+    let ns = rec.netns.display();
     match container {
         ContainerEnd::NetnsMissing(why) => out.push(format!("netns {ns} missing: {why}")),
         ContainerEnd::LinkMissing => out.push(format!("container end {c} missing in netns {ns}")),
@@ -71,17 +56,17 @@ pub(crate) fn problems(
             addrs,
             gateways,
         } => {
-            if mac.as_deref() != Some(&cfg.mac.0[..]) {
+            if mac.as_deref() != Some(&rec.mac.0[..]) {
                 out.push(format!(
                     "container end {c} has wrong MAC (want {})",
-                    cfg.mac
+                    rec.mac
                 ));
             }
             if !up {
                 out.push(format!("container end {c} down"));
             }
-            let mut want = vec![(IpAddr::V4(cfg.ipv4.ip()), cfg.ipv4.prefix())];
-            if let Some(n) = cfg.ipv6 {
+            let mut want = vec![(IpAddr::V4(rec.ipv4.ip()), rec.ipv4.prefix())];
+            if let Some(n) = rec.ipv6 {
                 want.push((IpAddr::V6(n.ip()), n.prefix()));
             }
             for (ip, p) in want {
@@ -89,12 +74,7 @@ pub(crate) fn problems(
                     out.push(format!("container end {c} address {ip}/{p} missing"));
                 }
             }
-            let gws = cfg
-                .gateway
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain(cfg.gateway6.map(IpAddr::V6));
-            for gw in gws {
+            for gw in gateways_of(rec) {
                 if !gateways.contains(&gw) {
                     out.push(format!("default route via {gw} missing in netns {ns}"));
                 }
@@ -104,142 +84,134 @@ pub(crate) fn problems(
     out
 }
 
-/// Gathers the endpoint's state and lists its problems.
-pub(crate) async fn check(h: &Handle, cfg: &VethConfig) -> Result<Vec<String>, NetlinkError> {
-    let bridge = query::link_by_name(h, cfg.bridge.as_str()).await?;
-    let host = query::link_by_name(h, cfg.host_ifname.as_str())
-        .await?
-        .map(|l| HostEnd {
-            master: query::master(&l),
-            up: query::is_up(&l),
-        });
-    let container = container_end(cfg).await?;
-    Ok(problems(
-        cfg,
-        bridge.map(|b| b.header.index),
-        host.as_ref(),
-        &container,
-    ))
+/// The default-route gateways a managed endpoint's container end gets.
+pub fn gateways_of(rec: &EndpointRecord) -> Vec<IpAddr> {
+    std::iter::once(IpAddr::V4(rec.gateway))
+        .chain(rec.gateway6.map(IpAddr::V6))
+        .collect()
 }
 
-async fn container_end(cfg: &VethConfig) -> Result<ContainerEnd, NetlinkError> {
-    let file = match netns::open(&cfg.netns) {
-        Ok(f) => f,
-        Err(e) => return Ok(ContainerEnd::NetnsMissing(e.to_string())),
-    };
-    let ns = match netns::connect_in(&file, &cfg.netns).await {
-        Ok(h) => h,
-        Err(e) => return Ok(ContainerEnd::NetnsMissing(e.to_string())),
-    };
-    let name = cfg.container_ifname.as_str();
-    let object = format!("{name} in {}", cfg.netns.display());
-    let Some(link) = query::link_by_name(&ns, name).await? else {
-        return Ok(ContainerEnd::LinkMissing);
-    };
-    Ok(ContainerEnd::Present {
-        mac: query::mac(&link),
-        up: query::is_up(&link),
-        addrs: query::addresses(&ns, link.header.index, &object).await?,
-        gateways: query::default_gateways(&ns, &object).await?,
-    })
+/// Whether the engine looks at the container end of this kind of endpoint.
+pub fn checks_container(kind: EndpointKind) -> bool {
+    kind == EndpointKind::Managed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{IfName, MacAddr};
-
-    fn cfg() -> VethConfig {
-        VethConfig {
-            bridge: IfName::new("snbr0").unwrap(),
-            host_ifname: IfName::new("snvaaaa").unwrap(),
-            host_alias: "shimnet:ep=n/c/eth0".into(),
-            netns: "/run/netns/c".into(),
-            container_ifname: IfName::new("eth0").unwrap(),
-            mac: MacAddr([2, 0x42, 10, 88, 0, 2]),
-            ipv4: "10.88.0.2/24".parse().unwrap(),
-            ipv6: Some("fd00::2/64".parse().unwrap()),
-            gateway: Some("10.88.0.1".parse().unwrap()),
-            gateway6: Some("fd00::1".parse().unwrap()),
-            mtu: 1500,
-            hairpin: false,
-            isolated: false,
-        }
-    }
+    use crate::netlink::LinkKind;
+    use crate::plan::tests_support::{network, record};
 
     fn good() -> ContainerEnd {
         ContainerEnd::Present {
-            mac: Some(vec![2, 0x42, 10, 88, 0, 2]),
+            mac: Some(vec![0x0a, 0x58, 10, 1, 0, 2]),
             up: true,
             addrs: vec![
-                ("10.88.0.2".parse().unwrap(), 24),
+                ("10.1.0.2".parse().unwrap(), 24),
                 ("fd00::2".parse().unwrap(), 64),
             ],
-            gateways: vec!["10.88.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+            gateways: vec!["10.1.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
         }
     }
 
-    const HOST_OK: HostEnd = HostEnd {
-        master: Some(5),
-        up: true,
-    };
+    fn host(master: Option<u32>, up: bool) -> LinkInfo {
+        LinkInfo {
+            name: "snvaaaa".into(),
+            index: 9,
+            alias: None,
+            kind: LinkKind::Veth,
+            master,
+            up,
+            mtu: Some(1500),
+        }
+    }
+
+    fn rec6() -> (NetworkSpec, EndpointRecord) {
+        let spec = network("a", "10.1.0.0/24");
+        let mut r = record(&spec, "c");
+        r.ipv6 = Some("fd00::2/64".parse().unwrap());
+        r.gateway6 = Some("fd00::1".parse().unwrap());
+        (spec, r)
+    }
 
     #[test]
     fn no_problems_when_all_in_place() {
-        assert!(problems(&cfg(), Some(5), Some(&HOST_OK), &good()).is_empty());
+        let (spec, r) = rec6();
+        let seen = Seen {
+            bridge: Some(5),
+            host: Some(host(Some(5), true)),
+            container: Some(good()),
+        };
+        assert_eq!(problems(&spec, &r, &seen), Vec::<String>::new());
     }
 
     #[test]
     fn reports_each_difference() {
-        let host = HostEnd {
-            master: None,
-            up: false,
+        let (spec, r) = rec6();
+        let seen = Seen {
+            bridge: Some(5),
+            host: Some(host(None, false)),
+            container: Some(ContainerEnd::Present {
+                mac: Some(vec![2, 0, 0, 0, 0, 1]),
+                up: false,
+                addrs: vec![("10.1.0.2".parse().unwrap(), 16)],
+                gateways: vec![],
+            }),
         };
-        let c = ContainerEnd::Present {
-            mac: Some(vec![2, 0, 0, 0, 0, 1]),
-            up: false,
-            addrs: vec![("10.88.0.2".parse().unwrap(), 16)],
-            gateways: vec![],
-        };
-        let p = problems(&cfg(), Some(5), Some(&host), &c);
+        let p = problems(&spec, &r, &seen);
         let all = p.join("\n");
         for want in [
-            "host end snvaaaa not on bridge snbr0",
-            "host end snvaaaa down",
-            "container end eth0 has wrong MAC",
-            "container end eth0 down",
-            "address 10.88.0.2/24 missing",
-            "address fd00::2/64 missing",
-            "default route via 10.88.0.1 missing",
-            "default route via fd00::1 missing",
+            format!("host end {} not on bridge a", r.host_ifname),
+            format!("host end {} down", r.host_ifname),
+            "container end eth0 has wrong MAC".into(),
+            "container end eth0 down".into(),
+            "address 10.1.0.2/24 missing".into(),
+            "address fd00::2/64 missing".into(),
+            "default route via 10.1.0.1 missing".into(),
+            "default route via fd00::1 missing".into(),
         ] {
-            assert!(all.contains(want), "{want} not in {all}");
+            assert!(all.contains(&want), "{want} not in {all}");
         }
         assert_eq!(p.len(), 8);
     }
 
     #[test]
-    fn reports_missing_objects() {
-        let p = problems(&cfg(), None, None, &ContainerEnd::LinkMissing);
+    fn reports_missing_objects_and_skips_a_handed_over_container_end() {
+        let (spec, r) = rec6();
+        let seen = Seen {
+            bridge: None,
+            host: None,
+            container: Some(ContainerEnd::LinkMissing),
+        };
         assert_eq!(
-            p,
+            problems(&spec, &r, &seen),
             vec![
-                "host end snvaaaa missing".to_string(),
-                "container end eth0 missing in netns /run/netns/c".to_string()
+                format!("host end {} missing", r.host_ifname),
+                format!("container end eth0 missing in netns {}", r.netns.display()),
             ]
         );
-        let p = problems(
-            &cfg(),
-            None,
-            Some(&HOST_OK),
-            &ContainerEnd::NetnsMissing("gone".into()),
-        );
+        let seen = Seen {
+            bridge: None,
+            host: Some(host(Some(5), true)),
+            container: Some(ContainerEnd::NetnsMissing("gone".into())),
+        };
         assert_eq!(
-            p,
+            problems(&spec, &r, &seen),
             vec![
-                "bridge snbr0 missing".to_string(),
-                "netns /run/netns/c missing: gone".to_string()
+                "bridge a missing".to_string(),
+                format!("netns {} missing: gone", r.netns.display()),
             ]
+        );
+        let mut wrong_mtu = host(Some(5), true);
+        wrong_mtu.mtu = Some(9000);
+        let seen = Seen {
+            bridge: Some(5),
+            host: Some(wrong_mtu),
+            container: None,
+        };
+        assert_eq!(
+            problems(&spec, &r, &seen),
+            vec![format!("host end {} MTU is not 1500", r.host_ifname)]
         );
     }
 }
