@@ -333,6 +333,18 @@ fn package_under_systemd_as_pid1() {
     )
     .into_owned();
     assert!(vroutes.trim().is_empty(), "routes via {veth}: {vroutes}");
+    let tables = String::from_utf8_lossy(
+        &Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !tables.contains("io.systemd"),
+        "nspawn added firewall rules to the root namespace: {tables}"
+    );
 
     // ---- The first CNI call starts the service through the socket.
     for c in ["c1", "c2"] {
