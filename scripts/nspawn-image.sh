@@ -56,11 +56,16 @@ if [[ ! -e $root/.complete ]]; then
   start=$SECONDS
   tmp=$cache/build-$key
   rm -rf "$tmp" "$root"
-  if ! debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+  # One retry: a mirror hiccup should not fail a test run.
+  for try in 1 2; do
+    if debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+      break
+    fi
     tail -30 "$cache/debootstrap.log" >&2
-    echo "nspawn-image: debootstrap failed (log: $cache/debootstrap.log)" >&2
-    exit 1
-  fi
+    echo "nspawn-image: debootstrap failed (try $try; log: $cache/debootstrap.log)" >&2
+    rm -rf "$tmp"
+    [[ $try == 1 ]] || exit 1
+  done
   # Quiet, deterministic boots: no timers that would run apt, fstrim or e2scrub during a test.
   for t in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer; do
     ln -sf /dev/null "$tmp/etc/systemd/system/$t"
