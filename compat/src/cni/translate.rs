@@ -529,8 +529,9 @@ mod tests {
     }
 
     #[test]
-    fn go_cni_ip_ranges_with_empty_strings() {
-        // go-cni's IPRanges has no JSON tags and writes every field, unset ones as "".
+    fn empty_range_strings_are_unset() {
+        // A Go struct without JSON tags writes every field, unset ones as ""; Go's net.IP reads
+        // "" as unset, and so does shimnet.
         let c = conf(
             r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24"}]]},
                 "runtimeConfig":{"ipRanges":[[{"Subnet":"10.6.0.0/24","RangeStart":"","RangeEnd":"","Gateway":""}]]}}"#,

@@ -1,0 +1,181 @@
+//! Real Go clients of the `shimnet` CNI plugin, built offline from Debian's sources: containerd's
+//! go-cni + libcni (the library of containerd's CRI plugin, `ctr run --cni` and nerdctl), and
+//! `ctr run --cni` itself against a private containerd. They write Go-cased JSON
+//! (`runtimeConfig.portMappings[].HostPort`, ...) that shimnet must read as Go's
+//! `encoding/json` does. shimnetd runs in a test "host" namespace; run as root.
+
+mod cni_support;
+mod common;
+mod go_support;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use cni_support::{plugin, REF_DIR};
+use common::*;
+use serde_json::{json, Value};
+
+/// A conflist for a shimnet network named `net` on daemon `h`, declaring `capabilities`.
+fn conflist(h: &TestHost, net: &str, subnet: &str, capabilities: Value) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [{
+            "type": "shimnet",
+            "daemonSocket": h.socket,
+            "bridge": net,
+            "isGateway": true,
+            "ipMasq": true,
+            "capabilities": capabilities,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+        }]
+    })
+}
+
+/// Runs the go-cni client with libcni's cache dir (`/var/lib/cni`) on `cache`, in a private
+/// mount namespace so nothing is written to the machine's own; returns its JSON output.
+fn run_client(client: &Path, cache: &Path, record: &Path, args: &[&str]) -> Value {
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs none /var/lib && mkdir /var/lib/cni && mount --bind \"$0\" /var/lib/cni && exec \"$@\"",
+        )
+        .arg(cache)
+        .arg(client)
+        .args(args)
+        .env("SHIMNET_RECORD_DIR", record)
+        .output()
+        .expect("run the go-cni client");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("go-cni client {}: {}", args[0], stdout.trim());
+    assert!(
+        o.status.success(),
+        "go-cni client {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("client output is JSON")
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What containerd's CRI plugin does for a pod sandbox: go-cni `New` + `Load(WithLoNetwork,
+/// WithDefaultConf)`, `Setup` with a port map and the pod's labels as `CNI_ARGS`,
+/// libcni's cached result and `CheckNetworkList`, `Remove` twice and once without a namespace.
+/// The exact stdin the libraries wrote is compared with `compat/tests/fixtures/go-cni-1.1.7/`.
+#[test]
+fn go_cni_setup_check_remove_like_containerd() {
+    let Some(client) = go_support::cniclient() else {
+        return;
+    };
+    let h = TestHost::new("");
+    let net = tag("gc");
+    let dir = tempfile::tempdir().unwrap();
+    let (conf_dir, bin_dir, cache, record) = (
+        dir.path().join("net.d"),
+        dir.path().join("bin"),
+        dir.path().join("cache"),
+        dir.path().join("record"),
+    );
+    for d in [&conf_dir, &bin_dir, &cache, &record] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let list = conflist(&h, &net, "10.74.0.0/24", json!({"portMappings": true}));
+    std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();
+    go_support::recording_plugin(&bin_dir, &plugin());
+    let plugin_dirs = format!("{}:{REF_DIR}", bin_dir.display());
+    let ns = container("gc");
+    let netns = ns.path().display().to_string();
+    let args = |cmd: &'static str| {
+        [
+            cmd,
+            conf_dir.to_str().unwrap(),
+            plugin_dirs.as_str(),
+            ns.name(),
+            netns.as_str(),
+        ]
+    };
+
+    // Setup: addresses on eth0 and lo.
+    let out = run_client(&client, &cache, &record, &args("setup"));
+    let ifs = &out["setup"]["Interfaces"];
+    let eth0 = &ifs["eth0"]["IPConfigs"][0];
+    let ip: Ipv4Addr = eth0["IP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ip, Ipv4Addr::new(10, 74, 0, 2), "{out}");
+    assert_eq!(eth0["Gateway"], "10.74.0.1", "{out}");
+    assert_eq!(ifs["eth0"]["Sandbox"], netns.as_str());
+    assert_eq!(ifs["lo"]["IPConfigs"][0]["IP"], "127.0.0.1", "{out}");
+    let addrs = sh(&["ip", "-n", ns.name(), "-o", "addr", "show"]);
+    assert!(
+        addrs.contains("10.74.0.2/24") && addrs.contains("127.0.0.1/8"),
+        "{addrs}"
+    );
+    assert!(ping(&ns, "10.74.0.1"), "container reaches its gateway");
+    // The published port (HostPort 18690 → 80) from another namespace.
+    let seen = spawn_listener(ns.path(), ip, 80);
+    assert!(
+        connect_from(h.outside.path(), h.host_ip, 18690),
+        "published port reachable from outside"
+    );
+    assert!(seen.recv().unwrap().is_some(), "the container accepted it");
+
+    // libcni's cached result and CHECK.
+    let out = run_client(&client, &cache, &record, &args("check"));
+    assert_eq!(out["check"], "ok");
+    assert_eq!(out["cached"]["ips"][0]["address"], "10.74.0.2/24", "{out}");
+    assert!(!files_under(&cache).is_empty(), "libcni cached the result");
+
+    // Remove twice, then without a namespace: all succeed, and nothing is left.
+    let out = run_client(&client, &cache, &record, &args("remove"));
+    assert_eq!(out["remove"].as_array().unwrap().len(), 3);
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    eventually("host veths removed", || {
+        !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv"))
+    });
+    assert!(!links_in(ns.name()).contains(&"eth0".to_string()));
+    let rules = format!("{}{}", h.nft_ruleset(), h.iptables_save());
+    assert!(!rules.contains("18690"), "port rules removed: {rules}");
+    assert!(!connect_from(h.outside.path(), h.host_ip, 18690));
+    assert_eq!(
+        files_under(&cache.join("results")),
+        Vec::<String>::new(),
+        "libcni's cache entry removed"
+    );
+
+    // The exact bytes go-cni and libcni wrote to the plugin, as golden fixtures.
+    let rec = go_support::recordings(&record);
+    let cmds: Vec<&str> = rec.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cmds, ["ADD", "CHECK", "DEL", "DEL", "DEL"]);
+    let prev: Value = serde_json::from_slice(&rec[1].1).unwrap();
+    let host_veth = prev["prevResult"]["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subst = [
+        (h.socket.display().to_string(), "/run/shimnet/shimnetd.sock"),
+        (netns.clone(), "/var/run/netns/gocni-pod"),
+        (host_veth, "snv0123456789ab"),
+        (net.clone(), "gocni"),
+    ];
+    for (i, (cmd, bytes)) in rec.iter().enumerate() {
+        go_support::golden(
+            "go-cni-1.1.7",
+            &format!("{:02}-{cmd}.json", i + 1),
+            bytes,
+            &subst,
+        );
+    }
+}
