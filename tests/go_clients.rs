@@ -6,11 +6,14 @@
 
 mod cni_support;
 mod common;
+mod containerd;
 mod go_support;
 
+use std::io::BufRead;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use cni_support::{plugin, REF_DIR};
 use common::*;
@@ -55,6 +58,26 @@ fn run_client(client: &Path, cache: &Path, record: &Path, args: &[&str]) -> Valu
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_str(stdout.trim()).expect("client output is JSON")
+}
+
+/// What a TCP server at `ip:port` sends, read from namespace `ns` (empty if none within 5 s).
+fn read_from(ns: &Path, ip: Ipv4Addr, port: u16) -> String {
+    shimnet::netns::run_in(ns, move || {
+        use std::io::Read;
+        let addr = std::net::SocketAddr::from((ip, port));
+        let mut out = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = s.read_to_string(&mut out);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        out
+    })
+    .unwrap_or_default()
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -178,4 +201,142 @@ fn go_cni_setup_check_remove_like_containerd() {
             &subst,
         );
     }
+}
+
+/// `ctr run --cni` (containerd 1.6, Debian): ctr's go-cni loads the first conflist of
+/// `/etc/cni/net.d` (the test's, in containerd's private mount namespace) with plugins from
+/// `/opt/cni/bin`, sets the container up, and removes it (without a namespace path) when the task
+/// exits. The container sees its address and reaches its gateway; the test host reaches the
+/// container; nothing is left afterwards.
+#[test]
+fn ctr_run_cni() {
+    if let Some(why) = containerd::unavailable() {
+        eprintln!("SKIPPED: ctr run --cni: {why}");
+        return;
+    }
+    let h = TestHost::new("");
+    let net = tag("ct");
+    let dir = tempfile::tempdir().unwrap();
+    let (conf_dir, bin_dir, cache) = (
+        dir.path().join("net.d"),
+        dir.path().join("bin"),
+        dir.path().join("cache"),
+    );
+    for d in [&conf_dir, &bin_dir, &cache] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let list = conflist(&h, &net, "10.79.0.0/24", json!({"portMappings": true}));
+    std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();
+    std::fs::copy(plugin(), bin_dir.join("shimnet")).unwrap();
+    let ctrd = containerd::Containerd::start(h.ns.name(), &conf_dir, &bin_dir, &cache);
+
+    let id = tag("ctr");
+    let script = "ip -o -4 addr show dev eth0; ip route; \
+        ping -c1 -W2 10.79.0.1 >/dev/null && echo gateway-reachable; echo ready; \
+        echo hi-from-ctr | timeout 20 nc -l -p 8080; echo served";
+    let mut child = ctrd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--cni",
+            "--snapshotter",
+            "native",
+            containerd::IMAGE,
+            &id,
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "ready") {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => {
+                eprintln!("ctr run --cni | {l}");
+                seen.push(l);
+            }
+            Err(_) => panic!("ctr run printed no `ready`: {seen:?}\n{}", ctrd.log()),
+        }
+    }
+    let addr_line = seen
+        .iter()
+        .find(|l| l.contains("inet "))
+        .unwrap_or_else(|| panic!("no address on eth0: {seen:?}"));
+    let ip: Ipv4Addr = addr_line
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{addr_line}"));
+    assert!(addr_line.contains("10.79.0."), "{addr_line}");
+    assert!(
+        seen.iter().any(|l| l == "gateway-reachable"),
+        "the container reached its gateway: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("default via 10.79.0.1")),
+        "{seen:?}"
+    );
+    let eps = h.call("GET", "/v1/endpoints", None);
+    assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
+    // From the test host's namespace to the container.
+    assert!(
+        try_sh(&[
+            "ip",
+            "netns",
+            "exec",
+            h.ns.name(),
+            "ping",
+            "-c1",
+            "-W2",
+            &ip.to_string()
+        ]),
+        "host reaches the container"
+    );
+    let got = read_from(h.ns.path(), ip, 8080);
+    assert_eq!(
+        got.trim(),
+        "hi-from-ctr",
+        "TCP from the host to the container"
+    );
+
+    // The task exits; ctr removes the network (DEL without a namespace path).
+    let out = child.wait_with_output().unwrap();
+    for l in rx.try_iter() {
+        eprintln!("ctr run --cni | {l}");
+    }
+    assert!(
+        out.status.success(),
+        "ctr run --cni failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ctrd.log()
+    );
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    eventually("host veths removed", || {
+        !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv"))
+    });
+    assert_eq!(
+        files_under(&cache.join("results")),
+        Vec::<String>::new(),
+        "libcni's cache entry removed"
+    );
+    assert_eq!(
+        ctrd.ok(&["containers", "ls", "-q"]),
+        "",
+        "container removed"
+    );
 }
