@@ -207,7 +207,7 @@ fn go_cni_setup_check_remove_like_containerd() {
 /// `/etc/cni/net.d` (the test's, in containerd's private mount namespace) with plugins from
 /// `/opt/cni/bin`, sets the container up, and removes it (without a namespace path) when the task
 /// exits. The container sees its address and reaches its gateway; the test host reaches the
-/// container; nothing is left afterwards.
+/// container, and its published port is reached from outside; nothing is left afterwards.
 #[test]
 fn ctr_run_cni() {
     if let Some(why) = containerd::unavailable() {
@@ -225,7 +225,11 @@ fn ctr_run_cni() {
     for d in [&conf_dir, &bin_dir, &cache] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let list = conflist(&h, &net, "10.79.0.0/24", json!({"portMappings": true}));
+    // ctr has no -p and sends no capability arguments, so libcni passes a static
+    // `runtimeConfig` in the conflist through untouched: a published port, Go-cased.
+    let mut list = conflist(&h, &net, "10.79.0.0/24", json!({"portMappings": true}));
+    list["plugins"][0]["runtimeConfig"] =
+        json!({"portMappings": [{"HostPort": 18790, "ContainerPort": 8080, "Protocol": "tcp"}]});
     std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();
     std::fs::copy(plugin(), bin_dir.join("shimnet")).unwrap();
     let ctrd = containerd::Containerd::start(h.ns.name(), &conf_dir, &bin_dir, &cache);
@@ -307,7 +311,12 @@ fn ctr_run_cni() {
         ]),
         "host reaches the container"
     );
-    let got = read_from(h.ns.path(), ip, 8080);
+    let got = read_from(h.outside.path(), h.host_ip, 18790);
+    assert_eq!(
+        got.trim(),
+        "hi-from-ctr",
+        "published port 18790 → container 8080, from outside the host"
+    );
     assert_eq!(
         got.trim(),
         "hi-from-ctr",
@@ -339,4 +348,6 @@ fn ctr_run_cni() {
         "",
         "container removed"
     );
+    let rules = format!("{}{}", h.nft_ruleset(), h.iptables_save());
+    assert!(!rules.contains("18790"), "port rules removed: {rules}");
 }
