@@ -7,6 +7,7 @@
 mod cni_support;
 mod common;
 mod containerd;
+mod dockerd;
 mod go_support;
 
 use std::io::BufRead;
@@ -15,26 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_support::{plugin, REF_DIR};
+use cni_support::{conflist, plugin, REF_DIR};
 use common::*;
 use serde_json::{json, Value};
-
-/// A conflist for a shimnet network named `net` on daemon `h`, declaring `capabilities`.
-fn conflist(h: &TestHost, net: &str, subnet: &str, capabilities: Value) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [{
-            "type": "shimnet",
-            "daemonSocket": h.socket,
-            "bridge": net,
-            "isGateway": true,
-            "ipMasq": true,
-            "capabilities": capabilities,
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
-        }]
-    })
-}
 
 /// Runs the go-cni client with libcni's cache dir (`/var/lib/cni`) on `cache`, in a private
 /// mount namespace so nothing is written to the machine's own; returns its JSON output.
@@ -116,7 +100,8 @@ fn go_cni_setup_check_remove_like_containerd() {
     for d in [&conf_dir, &bin_dir, &cache, &record] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let list = conflist(&h, &net, "10.74.0.0/24", json!({"portMappings": true}));
+    let caps = json!({"portMappings": true});
+    let list = conflist("1.0.0", &net, &h.socket, &net, "10.74.0.0/24", caps);
     std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();
     go_support::recording_plugin(&bin_dir, &plugin());
     let plugin_dirs = format!("{}:{REF_DIR}", bin_dir.display());
@@ -227,7 +212,8 @@ fn ctr_run_cni() {
     }
     // ctr has no -p and sends no capability arguments, so libcni passes a static
     // `runtimeConfig` in the conflist through untouched: a published port, Go-cased.
-    let mut list = conflist(&h, &net, "10.79.0.0/24", json!({"portMappings": true}));
+    let caps = json!({"portMappings": true});
+    let mut list = conflist("1.0.0", &net, &h.socket, &net, "10.79.0.0/24", caps);
     list["plugins"][0]["runtimeConfig"] =
         json!({"portMappings": [{"HostPort": 18790, "ContainerPort": 8080, "Protocol": "tcp"}]});
     std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();

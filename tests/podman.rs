@@ -294,19 +294,8 @@ fn podman_network_reload_static_ip_ports_and_pod() {
     let Some(pm) = Podman::new() else { return };
     let h = TestHost::new("");
     let net = tag("pr");
-    let conflist = json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [{
-            "type": "shimnet",
-            "daemonSocket": h.socket,
-            "bridge": net,
-            "isGateway": true,
-            "ipMasq": true,
-            "capabilities": {"portMappings": true, "ips": true, "mac": true},
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.73.0.0/24", "gateway": "10.73.0.1"}]], "routes": [{"dst": "0.0.0.0/0"}]}
-        }]
-    });
+    let caps = json!({"portMappings": true, "ips": true, "mac": true});
+    let conflist = conflist("1.0.0", &net, &h.socket, &net, "10.73.0.0/24", caps);
     std::fs::write(
         pm.conf_dir.join(format!("{net}.conflist")),
         conflist.to_string(),

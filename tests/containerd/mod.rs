@@ -8,8 +8,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
+
+use crate::dockerd::{image_tar, missing_bin, spawn_confined, terminate};
 
 /// Namespace (containerd's own) every test uses.
 pub const NS: &str = "snt";
@@ -18,7 +20,7 @@ pub const IMAGE: &str = "docker.io/library/snt-busybox:latest";
 
 /// Why containerd cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    for bin in [
+    let bins = [
         "containerd",
         "ctr",
         "containerd-shim-runc-v2",
@@ -27,17 +29,8 @@ pub fn unavailable() -> Option<String> {
         "unshare",
         "busybox",
         "sha256sum",
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "{bin} not found (scripts/deps.sh test installs it)"
-            ));
-        }
-    }
-    None
+    ];
+    missing_bin(&bins).map(|bin| format!("{bin} not found (scripts/deps.sh test installs it)"))
 }
 
 fn sha256(path: &Path) -> String {
@@ -50,31 +43,12 @@ fn sha256(path: &Path) -> String {
         .to_string()
 }
 
-fn tar(dir: &Path, out: &Path, what: &[&str]) {
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(dir)
-        .arg("-cf")
-        .arg(out)
-        .args(what)
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-}
-
-/// A docker-archive (`docker save` format) of a busybox-static root filesystem, built in `dir`.
+/// A docker-archive (`docker save` format) of the busybox-static root filesystem the dockerd
+/// tests import, built in `dir`.
 pub fn image_archive(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/usr/bin/busybox", root.join("bin/busybox"))
-        .or_else(|_| std::fs::copy("/bin/busybox", root.join("bin/busybox")))
-        .expect("busybox-static");
-    for a in ["sh", "ip", "ping", "nc", "echo", "timeout", "cat", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
     let img = dir.join("image");
     std::fs::create_dir_all(&img).unwrap();
-    tar(&root, &img.join("layer.tar"), &["."]);
+    std::fs::rename(image_tar(dir), img.join("layer.tar")).unwrap();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -94,7 +68,15 @@ pub fn image_archive(dir: &Path) -> PathBuf {
     }]);
     std::fs::write(img.join("manifest.json"), manifest.to_string()).unwrap();
     let out = dir.join("image.tar");
-    tar(&img, &out, &["manifest.json", "config.json", "layer.tar"]);
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&img)
+        .arg("-cf")
+        .arg(&out)
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed");
     out
 }
 
@@ -139,22 +121,7 @@ impl Containerd {
             cache = cache_dir.display(),
         );
         let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{netns}"))
-            .args([
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
+        let child = spawn_confined(netns, &script, log);
         let mut c = Containerd {
             dir,
             child: Some(child),
@@ -239,18 +206,10 @@ impl Drop for Containerd {
             if std::thread::panicking() {
                 eprintln!("---- containerd log ----\n{}", self.log());
             }
-            let mut c = self.child.take().expect("checked above");
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while c.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            terminate(
+                self.child.take().expect("checked above"),
+                Duration::from_secs(20),
+            );
         }
     }
 }
