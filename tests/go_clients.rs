@@ -258,7 +258,18 @@ fn ctr_run_cni() {
                 eprintln!("ctr run --cni | {l}");
                 seen.push(l);
             }
-            Err(_) => panic!("ctr run printed no `ready`: {seen:?}\n{}", ctrd.log()),
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let _ = child.wait();
+                panic!(
+                    "ctr run printed no `ready`: {seen:?}\n{err}\n{}",
+                    ctrd.log()
+                )
+            }
         }
     }
     let addr_line = seen
