@@ -130,6 +130,7 @@ const WORKSPACE: &[&str] = &[
     "shimnet-api",
     "shimnet-cni",
     "shimnet-compat",
+    "gojson",
 ];
 
 #[test]
