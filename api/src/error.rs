@@ -159,4 +159,19 @@ mod tests {
             (StatusCode::BAD_REQUEST, Some("subnet"))
         );
     }
+
+    #[test]
+    fn both_doors_share_one_classification() {
+        let conflict = EngineError::Conflict("x".into());
+        let rest = ApiError::from(EngineError::Conflict("x".into()));
+        let docker = crate::docker::PluginError::from(conflict);
+        assert_eq!(rest.status, docker.status);
+        let late = TimedOut::Late {
+            call: "/v1/networks/n/endpoints".into(),
+            limit: std::time::Duration::from_secs(20),
+        };
+        let e = ApiError::from(late.clone());
+        assert_eq!((e.status, e.code), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        assert_eq!(crate::docker::PluginError::from(late).status, e.status);
+    }
 }
