@@ -189,19 +189,20 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     assert_eq!(got.legit, N, "{what}: legitimate packets lost");
     let before = before.expect("encap_dropped in /v1/peers");
     k.wait_dropped(before + N as u64);
+    let judge = match (encap, peering.contains("userspace")) {
+        (Encap::Ipip, true) => "userspace",
+        _ => firewall,
+    };
     assert_eq!(
-        k.a.peers()["encap_filter"].as_str(),
-        Some(match (encap, peering.contains("userspace")) {
-            (Encap::Ipip, true) => "userspace",
-            _ => firewall,
-        }),
+        k.a.peers()["encap_filter"][encap.mode()].as_str(),
+        Some(judge),
         "{}",
         k.a.peers()
     );
     let (ok, out) = k.a.ctl(&["peers"]);
     assert!(ok, "{out}");
     eprintln!("shimnetctl peers on node-a:\n{out}");
-    let line = format!("{} {}", encap.mode(), before + N as u64);
+    let line = format!("{} {} ({judge})", encap.mode(), before + N as u64);
     assert!(
         out.lines().any(
             |l| l.starts_with("encapsulated packets from non-peers dropped:") && l.contains(&line)
