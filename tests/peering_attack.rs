@@ -296,3 +296,59 @@ fn kernel_ipip_attacker_iptables() {
         "IPIP (kernel, iptables)",
     );
 }
+
+/// The filter cannot be installed (a foreign object of the same name is in the way): the node
+/// removes its VXLAN device rather than accept from anyone, says why, and recovers by itself
+/// once the filter can go in again.
+#[test]
+fn vxlan_fails_closed_without_its_filter() {
+    let k = cluster(Encap::Vxlan, "", "nftables");
+    let ns = k.a.ns.name().to_string();
+    let nft = |args: &str| {
+        common::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sh",
+            "-c",
+            &format!("nft {args}"),
+        ]);
+    };
+    // One transaction, so no pass of a's shimnetd runs in between.
+    nft("'delete table ip shimnet-encap; add table ip shimnet-encap; add set ip shimnet-encap vxlan_peers { type inet_service; }'");
+    wait_for(
+        20,
+        "a reports the filter failure and removes its VXLAN device",
+        || {
+            let errors = k.a.peers()["errors"].to_string();
+            errors.contains("encapsulation filter")
+                && !k.a.ip(&["link", "show"]).contains("shimnet-vxlan")
+        },
+    );
+    let forged = k.forged(k.attacker.addr, &[k.ipb], 7303);
+    let counter = Counter::start(k.ca.path(), k.ipa, 7303);
+    k.send_forged(&k.attacker.ns, k.attacker.addr, &forged);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        counter.finish().forged,
+        0,
+        "no device, nothing decapsulated"
+    );
+    nft("delete table ip shimnet-encap");
+    wait_for(30, "filter, device and traffic back", || {
+        k.a.peers()["errors"].as_array().is_some_and(Vec::is_empty) && ping_from(&k.cb, k.ipa, &[])
+    });
+    let rules = common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns,
+        "nft",
+        "list",
+        "table",
+        "ip",
+        "shimnet-encap",
+    ]);
+    assert!(rules.contains("@vxlan_peers"), "{rules}");
+}

@@ -479,9 +479,17 @@ impl Peering {
         };
         let rules = filter::rules(self.node.address, vxlan, planned, guard);
         let f = self.filter.clone();
-        blocking(move || f.apply(&rules)).await?;
-        self.guarded = guard;
-        Ok(())
+        match blocking(move || f.apply(&rules)).await {
+            Ok(()) => {
+                self.guarded = guard;
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever the kernel holds now is not known to be ours.
+                self.guarded = Guarded::default();
+                Err(e)
+            }
+        }
     }
 
     /// One pass: the steps of [`filter::PASS`] in order — reload the peer file if it changed,
