@@ -212,6 +212,7 @@ mod tests {
         assert_eq!(after, set(&["172.30.1.11", "172.30.1.13"]));
         // A peer that changes plane moves from one set to the other.
         let moved = [p("b", "172.30.1.11", 2, Plane::Ipip)];
+        let g = Guarded::wanted(&moved, IpipPath::Kernel).or(g);
         let r = rules(local(), VX, &moved, g);
         assert_eq!(r.vxlan.unwrap().peers, BTreeSet::new());
         assert_eq!(r.ipip.unwrap(), set(&["172.30.1.11"]));
