@@ -42,6 +42,12 @@ impl Encap {
     }
 }
 
+/// The pod gateway address of node `n` (first address of its pod subnet).
+fn gateway(n: &Node) -> Ipv4Addr {
+    let net: Ipv4Addr = n.pod_cidr.split('/').next().unwrap().parse().unwrap();
+    Ipv4Addr::from(u32::from(net) + 1)
+}
+
 struct Cluster {
     encap: Encap,
     a: Node,
@@ -123,28 +129,53 @@ impl Cluster {
             .collect()
     }
 
-    /// Sends `frames` from namespace `ns` (underlay address `from`) to node a.
-    fn send_forged(&self, ns: &NamedNetns, from: Ipv4Addr, frames: &[Vec<u8>]) {
+    /// Sends `frames` from namespace `ns` (underlay address `from`) to node a's underlay
+    /// address. For VXLAN, as many again to another of a's addresses (its pod gateway, routed
+    /// via a by the sender): the kernel's VXLAN socket takes VXLAN on any local address.
+    /// Returns how many packets were sent.
+    fn send_forged(&self, ns: &NamedNetns, from: Ipv4Addr, frames: &[Vec<u8>]) -> usize {
         match self.encap {
-            Encap::Vxlan => forge::send_udp(ns.path(), from, self.a.addr, VXLAN_PORT, frames, GAP),
-            Encap::Ipip => forge::send_ipip(ns.path(), from, self.a.addr, frames, GAP),
+            Encap::Vxlan => {
+                let route = self.a.pod_cidr.clone();
+                let a = self.a.addr.to_string();
+                let ip = |verb: &str| {
+                    common::sh(&["ip", "-n", ns.name(), "route", verb, &route, "via", &a]);
+                };
+                forge::send_udp(ns.path(), from, self.a.addr, VXLAN_PORT, frames, GAP);
+                ip("replace");
+                forge::send_udp(ns.path(), from, gateway(&self.a), VXLAN_PORT, frames, GAP);
+                ip("del");
+                2 * frames.len()
+            }
+            Encap::Ipip => {
+                forge::send_ipip(ns.path(), from, self.a.addr, frames, GAP);
+                frames.len()
+            }
         }
     }
 
     /// Counts at a's container while b's container sends `N` real datagrams and `ns`/`from`
-    /// sends `forged`; returns what arrived.
-    fn attack(&self, port: u16, ns: &NamedNetns, from: Ipv4Addr, forged: &[Vec<u8>]) -> Counts {
+    /// sends `forged`; returns what arrived and how many forged packets were sent.
+    fn attack(
+        &self,
+        port: u16,
+        ns: &NamedNetns,
+        from: Ipv4Addr,
+        forged: &[Vec<u8>],
+    ) -> (Counts, usize) {
         let counter = Counter::start(self.ca.path(), self.ipa, port);
         let legit: Vec<Vec<u8>> = (0..N)
             .map(|i| format!("{} {i}", forge::LEGIT).into_bytes())
             .collect();
-        std::thread::scope(|s| {
+        let sent = std::thread::scope(|s| {
             s.spawn(|| forge::send_udp(self.cb.path(), self.ipb, self.ipa, port, &legit, GAP));
-            s.spawn(|| self.send_forged(ns, from, forged));
+            s.spawn(|| self.send_forged(ns, from, forged))
+                .join()
+                .unwrap()
         });
         // Let the last datagrams cross the userspace data planes.
         std::thread::sleep(Duration::from_secs(1));
-        counter.finish()
+        (counter.finish(), sent)
     }
 
     /// a's drop counter for this encapsulation in `/v1/peers`.
@@ -172,14 +203,14 @@ impl Cluster {
 
 fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     let k = cluster(encap, peering, firewall);
-    let before = k.dropped();
+    let start = k.dropped();
 
     // 1. The attacker (no peer) forges packets from pods of b and c while b's container sends
     //    real traffic to the same listener.
     let forged = k.forged(k.attacker.addr, &[k.ipb, k.ipc], 7301);
-    let got = k.attack(7301, &k.attacker.ns, k.attacker.addr, &forged);
+    let (got, sent) = k.attack(7301, &k.attacker.ns, k.attacker.addr, &forged);
     eprintln!(
-        "{what}: attacker (not a peer): forged sent {N}, delivered {}; legitimate sent {N}, delivered {}",
+        "{what}: attacker (not a peer): forged sent {sent}, delivered {}; legitimate sent {N}, delivered {}",
         got.forged, got.legit
     );
     assert_eq!(
@@ -187,8 +218,9 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
         "{what}: forged packets reached the container"
     );
     assert_eq!(got.legit, N, "{what}: legitimate packets lost");
-    let before = before.expect("encap_dropped in /v1/peers");
-    k.wait_dropped(before + N as u64);
+    let start = start.expect("encap_dropped in /v1/peers");
+    let dropped = start + sent as u64;
+    k.wait_dropped(dropped);
     let judge = match (encap, peering.contains("userspace")) {
         (Encap::Ipip, true) => "userspace",
         _ => firewall,
@@ -202,7 +234,7 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     let (ok, out) = k.a.ctl(&["peers"]);
     assert!(ok, "{out}");
     eprintln!("shimnetctl peers on node-a:\n{out}");
-    let line = format!("{} {} ({judge})", encap.mode(), before + N as u64);
+    let line = format!("{} {dropped} ({judge})", encap.mode());
     assert!(
         out.lines().any(
             |l| l.starts_with("encapsulated packets from non-peers dropped:") && l.contains(&line)
@@ -221,9 +253,9 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     });
     let dropped = k.dropped().unwrap();
     let forged = k.forged(k.c.addr, &[k.ipc], 7302);
-    let got = k.attack(7302, &k.c.ns, k.c.addr, &forged);
+    let (got, sent) = k.attack(7302, &k.c.ns, k.c.addr, &forged);
     eprintln!(
-        "{what}: removed peer node-c: forged sent {N}, delivered {}; legitimate sent {N}, delivered {}",
+        "{what}: removed peer node-c: forged sent {sent}, delivered {}; legitimate sent {N}, delivered {}",
         got.forged, got.legit
     );
     assert_eq!(
@@ -231,11 +263,11 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
         "{what}: a removed peer's packets reached the container"
     );
     assert_eq!(got.legit, N, "{what}: legitimate packets lost");
-    k.wait_dropped(dropped + N as u64);
+    k.wait_dropped(dropped + sent as u64);
     eprintln!(
-        "{what}: node-a's shimnet_peering_encap_dropped_total{{mode=\"{}\"}} = {}",
+        "{what}: node-a's shimnet_peering_encap_dropped_total{{mode=\"{}\"}} went from {start} to {}",
         encap.mode(),
-        dropped + N as u64
+        dropped + sent as u64
     );
     // c's own container still reaches b, a's reaches b: only the removed pair is cut.
     assert!(ping_from(&k.cc, k.ipb, &[]));

@@ -177,6 +177,8 @@ pub struct Peering {
     filter: Arc<dyn EncapFilter>,
     /// Encapsulations the installed filter guards (as last applied successfully).
     guarded: Guarded,
+    /// The filter last applied successfully.
+    applied: Option<encap::EncapRules>,
 }
 
 fn now_unix() -> u64 {
@@ -267,6 +269,7 @@ impl Peering {
             status,
             filter,
             guarded: Guarded::default(),
+            applied: None,
         };
         if let Err(e) = me.reload(false) {
             tracing::error!("peer file refused, starting without peers: {e}");
@@ -478,15 +481,30 @@ impl Peering {
             vni: self.cfg.vxlan_vni,
         };
         let rules = filter::rules(self.node.address, vxlan, planned, guard);
-        let f = self.filter.clone();
-        match blocking(move || f.apply(&rules)).await {
+        let (f, r) = (self.filter.clone(), rules.clone());
+        match blocking(move || f.apply(&r)).await {
             Ok(()) => {
+                if self.applied.as_ref() != Some(&rules) {
+                    let peers = |p: Option<&std::collections::BTreeSet<Ipv4Addr>>| {
+                        p.map_or("not guarded".to_string(), |p| {
+                            format!("{} peer(s)", p.len())
+                        })
+                    };
+                    tracing::info!(
+                        backend = ?self.filter.kind(),
+                        vxlan = %peers(rules.vxlan.as_ref().map(|v| &v.peers)),
+                        ipip = %peers(rules.ipip.as_ref()),
+                        "encapsulation filter applied"
+                    );
+                }
                 self.guarded = guard;
+                self.applied = Some(rules);
                 Ok(())
             }
             Err(e) => {
                 // Whatever the kernel holds now is not known to be ours.
                 self.guarded = Guarded::default();
+                self.applied = None;
                 Err(e)
             }
         }
@@ -584,9 +602,14 @@ impl Peering {
         let peers = self.probe(planned).await;
         let f = self.filter.clone();
         let mut errors = r.errors.clone();
-        let mut dropped = match blocking(move || f.dropped()).await {
-            Ok(d) => d,
+        let userspace = self.userspace.as_ref().map(|u| u.counters.snapshot());
+        let dropped = match blocking(move || f.dropped()).await {
+            Ok(mut d) => {
+                d.ipip += userspace.map_or(0, |u| u.non_peer);
+                d
+            }
             Err(e) => {
+                // Unreadable this time: the last figures stay.
                 errors.push(e.to_string());
                 self.status
                     .read()
@@ -594,10 +617,6 @@ impl Peering {
                     .encap_dropped
             }
         };
-        let userspace = self.userspace.as_ref().map(|u| u.counters.snapshot());
-        if let Some(u) = &userspace {
-            dropped.ipip += u.non_peer;
-        }
         let judge = EncapJudge::from(self.filter.kind());
         let judges = EncapJudges {
             vxlan: self.guarded.vxlan.then_some(judge),

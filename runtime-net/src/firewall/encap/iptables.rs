@@ -3,8 +3,8 @@
 //! ```text
 //! -A INPUT -j SHIMNET-ENCAP                                   (position 1)
 //! -A SHIMNET-ENCAP -m comment --comment "shimnet-encap:<digest of the rules below>"
-//! -A SHIMNET-ENCAP -s <peer>/32 -d <local>/32 -p udp -m udp --dport <port> -j RETURN
-//! -A SHIMNET-ENCAP -d <local>/32 -p udp -m udp --dport <port> -m u32 --u32 "<VNI>" -j SHIMNET-ENCAP-VXLAN-DROP
+//! -A SHIMNET-ENCAP -s <peer>/32 -p udp -m udp --dport <port> -j RETURN
+//! -A SHIMNET-ENCAP -p udp -m udp --dport <port> -m u32 --u32 "<VNI>" -j SHIMNET-ENCAP-VXLAN-DROP
 //! -A SHIMNET-ENCAP -s <peer>/32 -d <local>/32 -p 4 -j RETURN
 //! -A SHIMNET-ENCAP -d <local>/32 -p 4 -j SHIMNET-ENCAP-IPIP-DROP
 //! -A SHIMNET-ENCAP-VXLAN-DROP -m comment --comment "shimnet-encap-drop:vxlan" -j DROP
@@ -58,10 +58,10 @@ pub fn chain_rules(r: &EncapRules) -> Vec<String> {
     if let Some(x) = &r.vxlan {
         let udp = format!("-p udp -m udp --dport {}", x.port);
         for p in &x.peers {
-            v.push(format!("-s {p}/32 {d} {udp} -j RETURN"));
+            v.push(format!("-s {p}/32 {udp} -j RETURN"));
         }
         v.push(format!(
-            "{d} {udp} -m u32 --u32 \"0>>22&0x3C@12>>8={}\" -j {}",
+            "{udp} -m u32 --u32 \"0>>22&0x3C@12>>8={}\" -j {}",
             x.vni, DROP_CHAINS[0].1
         ));
     }
@@ -349,8 +349,8 @@ mod tests {
         assert_eq!(
             chain_rules(&rules()),
             [
-                "-s 192.168.1.11/32 -d 192.168.1.10/32 -p udp -m udp --dport 4789 -j RETURN",
-                "-d 192.168.1.10/32 -p udp -m udp --dport 4789 -m u32 --u32 \"0>>22&0x3C@12>>8=4242\" -j SHIMNET-ENCAP-VXLAN-DROP",
+                "-s 192.168.1.11/32 -p udp -m udp --dport 4789 -j RETURN",
+                "-p udp -m udp --dport 4789 -m u32 --u32 \"0>>22&0x3C@12>>8=4242\" -j SHIMNET-ENCAP-VXLAN-DROP",
                 "-s 192.168.7.12/32 -d 192.168.1.10/32 -p 4 -j RETURN",
                 "-d 192.168.1.10/32 -p 4 -j SHIMNET-ENCAP-IPIP-DROP",
             ]
@@ -383,8 +383,8 @@ mod tests {
                  :SHIMNET-ENCAP-IPIP-DROP - [0:0]\n\
                  -A SHIMNET-ENCAP-IPIP-DROP -m comment --comment \"shimnet-encap-drop:ipip\" -j DROP\n\
                  -A SHIMNET-ENCAP -m comment --comment \"{m}\"\n\
-                 -A SHIMNET-ENCAP -s 192.168.1.11/32 -d 192.168.1.10/32 -p udp -m udp --dport 4789 -j RETURN\n\
-                 -A SHIMNET-ENCAP -d 192.168.1.10/32 -p udp -m udp --dport 4789 -m u32 --u32 \"0>>22&0x3C@12>>8=4242\" -j SHIMNET-ENCAP-VXLAN-DROP\n\
+                 -A SHIMNET-ENCAP -s 192.168.1.11/32 -p udp -m udp --dport 4789 -j RETURN\n\
+                 -A SHIMNET-ENCAP -p udp -m udp --dport 4789 -m u32 --u32 \"0>>22&0x3C@12>>8=4242\" -j SHIMNET-ENCAP-VXLAN-DROP\n\
                  -A SHIMNET-ENCAP -s 192.168.7.12/32 -d 192.168.1.10/32 -p 4 -j RETURN\n\
                  -A SHIMNET-ENCAP -d 192.168.1.10/32 -p 4 -j SHIMNET-ENCAP-IPIP-DROP\n\
                  -I INPUT 1 -j SHIMNET-ENCAP\n\
@@ -402,8 +402,8 @@ mod tests {
              :SHIMNET-ENCAP - [0:0]\n:SHIMNET-ENCAP-IPIP-DROP - [0:0]\n:SHIMNET-ENCAP-VXLAN-DROP - [0:0]\n\
              [9:900] -A INPUT {first}\n[4:280] -A INPUT -j SHIMNET-ENCAP\n\
              [4:280] -A SHIMNET-ENCAP -m comment --comment \"{m}\"\n\
-             [0:0] -A SHIMNET-ENCAP -s 192.168.1.11/32 -d 192.168.1.10/32 -p udp -m udp --dport 4789 -j RETURN\n\
-             [3:168] -A SHIMNET-ENCAP -d 192.168.1.10/32 -p udp -m udp --dport 4789 -m u32 --u32 \"0x0>>0x16&0x3c@0xc>>0x8=0x1092\" -j SHIMNET-ENCAP-VXLAN-DROP\n\
+             [0:0] -A SHIMNET-ENCAP -s 192.168.1.11/32 -p udp -m udp --dport 4789 -j RETURN\n\
+             [3:168] -A SHIMNET-ENCAP -p udp -m udp --dport 4789 -m u32 --u32 \"0x0>>0x16&0x3c@0xc>>0x8=0x1092\" -j SHIMNET-ENCAP-VXLAN-DROP\n\
              [0:0] -A SHIMNET-ENCAP -s 192.168.7.12/32 -d 192.168.1.10/32 -p ipencap -j RETURN\n\
              [1:40] -A SHIMNET-ENCAP -d 192.168.1.10/32 -p ipencap -j SHIMNET-ENCAP-IPIP-DROP\n\
              [1:40] -A SHIMNET-ENCAP-IPIP-DROP -m comment --comment \"shimnet-encap-drop:ipip\" -j DROP\n\

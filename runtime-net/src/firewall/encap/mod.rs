@@ -33,9 +33,15 @@ pub struct VxlanGuard {
 }
 
 /// What the filter holds. An encapsulation left `None` is not filtered at all.
+///
+/// VXLAN is judged whatever local address it is sent to: the kernel's VXLAN socket listens on
+/// all of them (a forged packet sent to the node's pod gateway address is decapsulated too).
+/// IPIP is judged only when addressed to `local`: a kernel IPIP device with a local address
+/// (and the userspace data plane's socket bound to it) takes nothing else, and other tunnels of
+/// the host stay untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncapRules {
-    /// This node's underlay address: only packets addressed to it are judged.
+    /// This node's underlay address (the outer destination of IPIP judged).
     pub local: Ipv4Addr,
     /// VXLAN.
     pub vxlan: Option<VxlanGuard>,

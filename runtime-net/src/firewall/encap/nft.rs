@@ -5,7 +5,7 @@
 //!     counter vxlan_dropped / ipip_dropped
 //!     set vxlan_peers / ipip_peers { type ipv4_addr; }
 //!     chain input { type filter hook input priority -10; policy accept;
-//!         ip daddr <local> udp dport <port> @th,96,24 <vni> ip saddr != @vxlan_peers counter name vxlan_dropped drop
+//!         udp dport <port> @th,96,24 <vni> ip saddr != @vxlan_peers counter name vxlan_dropped drop
 //!         ip daddr <local> ip protocol 4 ip saddr != @ipip_peers counter name ipip_dropped drop
 //!     }
 //! }
@@ -65,7 +65,7 @@ pub fn apply_cmds(r: &EncapRules) -> String {
     let local = r.local;
     if let Some(v) = &r.vxlan {
         l(format!(
-            "add rule {t} input ip daddr {local} udp dport {} @th,96,24 {} ip saddr != @vxlan_peers counter name vxlan_dropped drop",
+            "add rule {t} input udp dport {} @th,96,24 {} ip saddr != @vxlan_peers counter name vxlan_dropped drop",
             v.port, v.vni
         ));
     }
@@ -199,7 +199,7 @@ mod tests {
              add set ip shimnet-encap ipip_peers { type ipv4_addr; }\n\
              add chain ip shimnet-encap input { type filter hook input priority -10; policy accept; }\n\
              flush chain ip shimnet-encap input\n\
-             add rule ip shimnet-encap input ip daddr 192.168.1.10 udp dport 4789 @th,96,24 4242 ip saddr != @vxlan_peers counter name vxlan_dropped drop\n\
+             add rule ip shimnet-encap input udp dport 4789 @th,96,24 4242 ip saddr != @vxlan_peers counter name vxlan_dropped drop\n\
              add rule ip shimnet-encap input ip daddr 192.168.1.10 ip protocol 4 ip saddr != @ipip_peers counter name ipip_dropped drop\n\
              flush set ip shimnet-encap vxlan_peers\n\
              add element ip shimnet-encap vxlan_peers { 192.168.1.11, 192.168.1.12 }\n\

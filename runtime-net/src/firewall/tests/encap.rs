@@ -17,6 +17,8 @@ use crate::firewall::encap::{self, EncapDrops, EncapRules, VxlanGuard};
 
 const PORT: u16 = 4789;
 const VNI: u32 = 4242;
+/// Host number of a second address of the node, on its loopback.
+const OTHER: u8 = 9;
 
 fn v4(ip: IpAddr) -> Ipv4Addr {
     match ip {
@@ -70,7 +72,9 @@ struct Seen {
 }
 
 /// From each of `sources` (addresses of the outside namespace): 2 UDP datagrams with the
-/// guarded VNI, 1 with another VNI, 2 IP-protocol-4 packets; returns what reached the node.
+/// guarded VNI (one to the node's address, one to its [`OTHER`] address: a VXLAN socket listens
+/// on every local address), 1 with another VNI, 2 IP-protocol-4 packets; returns what reached
+/// the node.
 fn exchange(t: &Arc<Topo>, sources: &[Ipv4Addr]) -> Seen {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -78,7 +82,7 @@ fn exchange(t: &Arc<Topo>, sources: &[Ipv4Addr]) -> Seen {
     let local = v4(t.host_out);
     let receiver = std::thread::spawn(move || {
         in_ns(&node, move || {
-            let udp = UdpSocket::bind((local, PORT)).expect("bind UDP");
+            let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("bind UDP");
             udp.set_nonblocking(true).unwrap();
             let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(4))).unwrap();
             raw.set_nonblocking(true).unwrap();
@@ -114,8 +118,9 @@ fn exchange(t: &Arc<Topo>, sources: &[Ipv4Addr]) -> Seen {
     in_ns(&t.outside, move || {
         for src in sources {
             let u = UdpSocket::bind((src, 0)).expect("bind sender");
-            for vni in [VNI, VNI, VNI + 1] {
-                u.send_to(&vxlan_payload(vni), (local, PORT)).unwrap();
+            let other = Ipv4Addr::from(u32::from(local) & !0xff | u32::from(OTHER));
+            for (vni, to) in [(VNI, local), (VNI, other), (VNI + 1, local)] {
+                u.send_to(&vxlan_payload(vni), (to, PORT)).unwrap();
             }
             let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(4))).unwrap();
             raw.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
@@ -164,6 +169,18 @@ fn encap_filter(kind: BackendKind) {
         "eth0",
     ]);
     let both = [peer, stranger];
+    let other = Ipv4Addr::from(u32::from(local) & !0xff | u32::from(OTHER));
+    t.host_sh(&["ip", "addr", "add", &format!("{other}/32"), "dev", "lo"]);
+    super::topo::sh(&[
+        "ip",
+        "-n",
+        &t.outside,
+        "route",
+        "add",
+        &format!("{other}/32"),
+        "via",
+        &local.to_string(),
+    ]);
 
     // Nothing installed: everything passes.
     let s = exchange(&t, &both);
