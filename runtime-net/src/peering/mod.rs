@@ -482,7 +482,15 @@ impl Peering {
         };
         let rules = filter::rules(self.node.address, vxlan, planned, guard);
         let (f, r) = (self.filter.clone(), rules.clone());
-        match blocking(move || f.apply(&r)).await {
+        let mut res = blocking(move || f.apply(&r)).await;
+        if res.is_err() {
+            // Once more after a moment (e.g. the xtables lock held by another tool) before the
+            // pass fails closed.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (f, r) = (self.filter.clone(), rules.clone());
+            res = blocking(move || f.apply(&r)).await;
+        }
+        match res {
             Ok(()) => {
                 if self.applied.as_ref() != Some(&rules) {
                     let peers = |p: Option<&std::collections::BTreeSet<Ipv4Addr>>| {
