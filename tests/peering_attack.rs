@@ -295,38 +295,31 @@ fn userspace_ipip_attacker() {
     );
 }
 
-#[test]
-fn kernel_ipip_attacker_nftables() {
+/// Kernel IPIP on every node, filter of backend `firewall`; only where the kernel has IPIP.
+fn kernel_ipip(firewall: &str) {
     if !kernel_has_ipip() {
         eprintln!(
             "SKIPPED: kernel has no IPIP (CONFIG_NET_IPIP unset): the kernel IPIP attacker test \
-             (nftables filter) cannot run here"
+             ({firewall} filter) cannot run here"
         );
         return;
     }
     run(
         Encap::Ipip,
         "ipip = \"kernel\"",
-        "nftables",
-        "IPIP (kernel, nftables)",
+        firewall,
+        &format!("IPIP (kernel, {firewall})"),
     );
 }
 
 #[test]
+fn kernel_ipip_attacker_nftables() {
+    kernel_ipip("nftables");
+}
+
+#[test]
 fn kernel_ipip_attacker_iptables() {
-    if !kernel_has_ipip() {
-        eprintln!(
-            "SKIPPED: kernel has no IPIP (CONFIG_NET_IPIP unset): the kernel IPIP attacker test \
-             (iptables filter) cannot run here"
-        );
-        return;
-    }
-    run(
-        Encap::Ipip,
-        "ipip = \"kernel\"",
-        "iptables",
-        "IPIP (kernel, iptables)",
-    );
+    kernel_ipip("iptables");
 }
 
 /// The filter cannot be installed (a foreign object of the same name is in the way): the node

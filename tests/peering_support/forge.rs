@@ -9,23 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shimnet::ping::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Payload prefix of forged datagrams.
 pub const FORGED: &str = "forged";
 /// Payload prefix of legitimate datagrams.
 pub const LEGIT: &str = "legit";
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An IPv4 + UDP packet (valid header checksum, UDP checksum 0 = none, DF, TTL 64).
 pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
