@@ -171,7 +171,10 @@ mod tests {
             limit: std::time::Duration::from_secs(20),
         };
         let e = ApiError::from(late.clone());
-        assert_eq!((e.status, e.code), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
         assert_eq!(crate::docker::PluginError::from(late).status, e.status);
     }
 }

@@ -153,6 +153,50 @@ impl Ipt {
     }
 }
 
+/// `iptables-save -c -t TABLE` (IPv4, with counters) in the calling thread's namespace.
+pub fn save_with_counters(table: &str) -> Result<String, String> {
+    let out = Command::new("iptables-save")
+        .args(["-c", "-t", table])
+        .output()
+        .map_err(|e| format!("iptables-save: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-save: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `iptables-restore -w 5 --noflush` (IPv4) fed `input`: one atomic commit of the tables it
+/// names, leaving every chain it does not mention alone.
+pub fn restore_noflush(input: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("iptables-restore: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-restore: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// The `--comment` value of a rule spec as printed by `iptables -S` (quotes removed).
 pub fn comment_of(spec: &str) -> Option<&str> {
     let mut it = spec.split_whitespace();

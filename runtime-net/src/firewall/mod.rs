@@ -7,12 +7,15 @@
 //! - [`forward`]: the one owner of iptables' `FORWARD` order (shimnet's jump, and an optional
 //!   admin chain jumped first: [`AdminChains`]); [`ipt`] is the only module that runs iptables.
 //! - [`detect()`]: picks one.
+//! - [`encap`]: peering's filter of encapsulated packets (VXLAN, IPIP) from non-peers, for
+//!   either backend.
 //!
 //! Both backends act on the network namespace of the thread that creates them (nftables) or
 //! calls them (iptables).
 
 pub mod compat;
 mod detect;
+pub mod encap;
 pub mod forward;
 mod ipt;
 pub mod iptables;

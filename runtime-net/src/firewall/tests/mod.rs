@@ -637,3 +637,5 @@ fn bench_timings() {
         });
     }
 }
+
+mod encap;
