@@ -59,7 +59,8 @@ impl Context {
 
 /// CreateEndpoint as an engine attach: a prepared endpoint keyed by the endpoint id, with the
 /// addresses Docker's IPAM chose as static requests (an IPv6 address only where the network has
-/// IPv6) and the MAC dockerd wants. Its ports come with ProgramExternalConnectivity.
+/// IPv6), the MAC dockerd wants and its port map, whose host ports are reserved together with
+/// the address (published at ProgramExternalConnectivity, which resends the map).
 pub fn create_endpoint_request(
     spec: &NetworkSpec,
     c: &CreateEndpoint,
@@ -81,7 +82,7 @@ pub fn create_endpoint_request(
         ipv4,
         ipv6: ipv6.filter(|_| spec.subnet6.is_some()),
         mac: c.mac,
-        ports: Vec::new(),
+        ports: port_requests(&c.ports)?,
     })
 }
 

@@ -110,7 +110,7 @@ impl Engine {
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
         let reserved = t0.elapsed();
         if !created {
-            contradicts(&rec, &req, &netns)?;
+            check_retry(&rec, &req, &netns)?;
         }
         let mut rebuilt = created;
         let built = async {
@@ -357,7 +357,7 @@ impl Engine {
 
 /// A retry must not contradict the record it finds: same kind, same namespace (managed), the
 /// same static address when one is asked for.
-fn contradicts(rec: &EndpointRecord, req: &AttachRequest, netns: &Path) -> Result<()> {
+fn check_retry(rec: &EndpointRecord, req: &AttachRequest, netns: &Path) -> Result<()> {
     let key = &rec.key;
     if rec.kind != req.kind {
         return Err(EngineError::Conflict(format!(

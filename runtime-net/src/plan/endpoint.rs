@@ -370,7 +370,9 @@ fn build(plan: &mut EndpointPlan, spec: &NetworkSpec, rec: &EndpointRecord, obs:
     plan.stages.push(last);
 }
 
-/// Attach: build the endpoint (unless it is intact) and publish its ports.
+/// Attach: build the endpoint (unless it is intact) and publish its ports. A prepared
+/// endpoint's ports are reserved with its address but published at [`publish`], once the caller
+/// has moved the container end into place.
 pub fn attach(spec: &NetworkSpec, rec: &EndpointRecord, obs: &Observed) -> EndpointPlan {
     let mut plan = EndpointPlan::new(Op::Attach, rec);
     plan.reserved = Some(Reserved {
@@ -382,7 +384,7 @@ pub fn attach(spec: &NetworkSpec, rec: &EndpointRecord, obs: &Observed) -> Endpo
     if !obs.intact {
         build(&mut plan, spec, rec, obs);
     }
-    if !rec.ports.is_empty() {
+    if rec.kind == EndpointKind::Managed && !rec.ports.is_empty() {
         // Idempotent: re-adding ports that are in place changes nothing.
         plan.then(Step::PublishPorts(port_rules(spec, rec)));
     }
@@ -398,7 +400,8 @@ pub fn join(spec: &NetworkSpec, rec: &EndpointRecord, obs: &Observed) -> Endpoin
     plan
 }
 
-/// Publish: withdraw what `old` published, publish what `new` does.
+/// Publish: withdraw what `old` held that `new` does not, publish what `new` holds (adding what is
+/// in place already changes nothing).
 pub fn publish(spec: &NetworkSpec, old: &EndpointRecord, new: &EndpointRecord) -> EndpointPlan {
     let mut plan = EndpointPlan::new(Op::Publish, new);
     plan.reserved = Some(Reserved {
@@ -407,8 +410,17 @@ pub fn publish(spec: &NetworkSpec, old: &EndpointRecord, new: &EndpointRecord) -
         mac: new.mac,
         ports: new.ports.clone(),
     });
-    if !old.ports.is_empty() {
-        plan.then(Step::UnpublishPorts(port_rules(spec, old)));
+    let gone = EndpointRecord {
+        ports: old
+            .ports
+            .iter()
+            .filter(|p| !new.ports.contains(p))
+            .copied()
+            .collect(),
+        ..old.clone()
+    };
+    if !gone.ports.is_empty() {
+        plan.then(Step::UnpublishPorts(port_rules(spec, &gone)));
     }
     if !new.ports.is_empty() {
         plan.then(Step::PublishPorts(port_rules(spec, new)));
@@ -543,6 +555,23 @@ mod tests {
             Some(Step::RetirePair(rec.host_ifname.clone()))
         );
         assert_eq!(plan.stages[0][0].undo(), None);
+    }
+
+    #[test]
+    fn a_prepared_endpoint_reserves_at_attach_and_publishes_at_publish() {
+        let spec = network("a", "10.1.0.0/24");
+        let mut rec = record(&spec, "e");
+        rec.kind = EndpointKind::Prepared;
+        rec.ports = vec![port(8080)];
+        let plan = attach(&spec, &rec, &fresh(Some(1)));
+        assert_eq!(plan.reserved.as_ref().unwrap().ports, rec.ports);
+        assert!(
+            !plan.steps().any(|s| matches!(s, Step::PublishPorts(_))),
+            "{plan}"
+        );
+        let plan = publish(&spec, &rec, &rec);
+        assert_eq!(plan.stages.len(), 1, "nothing to withdraw: {plan}");
+        assert!(matches!(plan.stages[0][0], Step::PublishPorts(_)));
     }
 
     #[test]

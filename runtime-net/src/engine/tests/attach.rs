@@ -266,6 +266,30 @@ async fn one_port_conflict_mechanism_for_every_kind_of_endpoint() {
 }
 
 #[tokio::test]
+async fn a_prepared_endpoint_reserves_its_ports_with_its_address() {
+    let h = one_network().await;
+    let mut p = prepared("n1", "e1");
+    p.ports = vec![tcp_range(8080..=8081, 80)];
+    let a = h.engine.attach(p).await.unwrap();
+    assert_eq!(a.record.ports[0].host_port, 8080);
+    assert!(h.fw.ports().is_empty(), "published only once joined");
+    // The reserved port is taken for everybody else already.
+    let mut m = managed("n1", "c1", NS1);
+    m.ports = vec![tcp(8080, 80)];
+    let e = h.engine.attach(m).await.unwrap_err();
+    assert!(e.to_string().contains("n1/e1/eth"), "{e}");
+    // Publishing the same map keeps the same port and installs it.
+    let (got, plan) = h
+        .engine
+        .publish(&a.record.key, vec![tcp_range(8080..=8081, 80)])
+        .await
+        .unwrap();
+    assert_eq!(got[0].host_port, 8080);
+    assert_eq!(plan.stages.len(), 1, "{plan}");
+    assert_eq!(h.fw.ports()[&a.record.host_ifname][0].host_port, 8080);
+}
+
+#[tokio::test]
 async fn prepared_attach_then_join_then_publish() {
     let h = one_network().await;
     let a = h.engine.attach(prepared("n1", "e1")).await.unwrap();
