@@ -2,7 +2,7 @@
 //! kernel traits ([`crate::kernel`]) and the firewall, and recorded in the [`Store`] in
 //! crash-safe order (allocate and persist first, then build; tear down first, then release).
 //!
-//! - [`network`](self): create, ensure, apply, restore and delete networks.
+//! - `network`: create, ensure, apply, restore and delete networks.
 //! - `endpoint`: the one endpoint pipeline every front door uses — reserve, plan, apply, record,
 //!   roll back in reverse — split at [`Engine::join`] for prepared endpoints.
 //! - `apply`: carrying out an endpoint plan step by step, and undoing it.
