@@ -137,20 +137,14 @@ async fn ensure_docker0(
 
 /// dockerd `--bridge=none` deletes any link called docker0 shortly after it starts: puts the
 /// docker0 network's bridge back the moment it is deleted (link notifications, no polling), and
-/// once at start in case it went while shimnetd was not running.
+/// whenever the subscription (re)starts, in case it went while nobody was listening (shimnetd not
+/// running, notifications lost).
 fn watch_docker0(
     engine: Arc<Engine>,
     network: runtime_net::NetworkName,
     bridge: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut deleted = match runtime_net::netlink::watch::deleted_links() {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::error!("docker0: cannot watch for the bridge being deleted: {e}");
-            return;
-        }
-    };
     tokio::spawn(async move {
         let repair = |why: &'static str| {
             let (engine, network) = (engine.clone(), network.clone());
@@ -162,16 +156,30 @@ fn watch_docker0(
                 }
             }
         };
-        repair("start").await;
         tokio::pin!(stop);
         loop {
+            let mut deleted = match runtime_net::netlink::watch::deleted_links() {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::error!("docker0: cannot watch for the bridge being deleted: {e}");
+                    return;
+                }
+            };
+            repair("watch started").await;
+            loop {
+                tokio::select! {
+                    name = deleted.recv() => match name {
+                        Some(n) if n == bridge => repair("deleted").await,
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = &mut stop => return,
+                }
+            }
+            tracing::warn!("docker0: link notifications ended; subscribing again");
             tokio::select! {
-                name = deleted.recv() => match name {
-                    Some(n) if n == bridge => repair("deleted").await,
-                    Some(_) => {}
-                    None => break,
-                },
-                () = &mut stop => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut stop => return,
             }
         }
     });
