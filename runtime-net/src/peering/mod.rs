@@ -1,16 +1,20 @@
-//! Multi-host peering from a static peer list: host-gw routes, VXLAN, IPIP (kernel device or
-//! the [`userspace_ipip`] data plane), per-peer `auto` choice, drift repair and status.
+//! Multi-host peering: host-gw routes, VXLAN, IPIP (kernel device or the [`userspace_ipip`]
+//! data plane), per-peer `auto` choice, drift repair and status, fed with peer sets by a
+//! membership source ([`source`]: the peer file, [`file_source`], or etcd in its own crate).
 //!
 //! [`peers`] and [`mode`] and [`plan`] are pure; [`kernel`] is the netlink executor and
-//! [`probe`] the reachability check. [`Peering`] ties them together: each
-//! [`Peering::reconcile`] pass reloads the peer file if it changed, makes the devices, routes and
-//! VXLAN entries match the peer set (owned objects only) and probes every peer.
+//! [`probe`] the reachability check. [`Peering`] ties them together: [`Peering::set_peers`] is
+//! the one path by which a peer set is taken, each [`Peering::reconcile`] pass makes the devices,
+//! routes and VXLAN entries match it (owned objects only), and [`Peering::probe`] checks every
+//! peer across the data plane without holding up the next pass.
 
+pub mod file_source;
 pub mod kernel;
 pub mod mode;
 pub mod peers;
 pub mod plan;
 pub mod probe;
+pub mod source;
 pub mod userspace_ipip;
 
 use std::net::Ipv4Addr;
@@ -60,8 +64,10 @@ pub struct PeerStatus {
     pub pod_cidr: ipnetwork::Ipv4Network,
     /// The data plane chosen for it.
     pub mode: Plane,
-    /// Whether an ICMP echo across the data plane was answered in the last pass.
+    /// Whether an ICMP echo across the data plane was answered in the last probe.
     pub reachable: bool,
+    /// Unix time at which the peer's membership lease expires (etcd, when looked up).
+    pub lease_expires: Option<u64>,
 }
 
 /// What `GET /v1/peers` shows.
@@ -83,6 +89,8 @@ pub struct PeeringStatus {
     pub peers: Vec<PeerStatus>,
     /// Counters of the userspace IPIP data plane, when it runs.
     pub userspace_ipip: Option<userspace_ipip::CounterSnapshot>,
+    /// Where the peers come from, and whether that source answers.
+    pub source: Option<source::SourceStatus>,
 }
 
 /// Shared, read-only view of the status.
@@ -112,8 +120,6 @@ pub enum PeeringError {
 pub struct PassReport {
     /// Kernel changes carried out (devices repaired, routes/entries set or removed).
     pub changes: usize,
-    /// Whether a new peer file was taken.
-    pub reloaded: bool,
     /// Errors (the pass keeps going past each one).
     pub errors: Vec<String>,
 }
@@ -127,11 +133,12 @@ pub struct Peering {
     ipip: IpipPath,
     userspace: Option<UserspaceIpip>,
     peers: Vec<Peer>,
-    file_text: Option<String>,
+    /// Whether a peer set has been taken: until then nothing owned is added or removed.
+    known: bool,
     status: StatusHandle,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -139,9 +146,14 @@ fn now_unix() -> u64 {
 }
 
 impl Peering {
-    /// Validates the configuration, finds the underlay interface, chooses the IPIP path and
-    /// loads the peer file (an invalid file at start leaves the peer set empty, logged).
-    pub async fn new(node: NodeConfig, cfg: PeeringConfig) -> Result<Self, PeeringError> {
+    /// Validates the configuration, finds the underlay interface and chooses the IPIP path.
+    /// `initial` is the peer set known at start; `None` (a source that has not answered yet)
+    /// leaves every owned route and device as it is until [`Peering::set_peers`].
+    pub async fn new(
+        node: NodeConfig,
+        cfg: PeeringConfig,
+        initial: Option<Vec<Peer>>,
+    ) -> Result<Self, PeeringError> {
         peers::validate_config(&node, &cfg)?;
         let (conn, h, _) = rtnetlink::new_connection().map_err(|e| NetlinkError::Request {
             op: "open netlink socket",
@@ -174,21 +186,17 @@ impl Peering {
             ipip: Some(ipip),
             ..PeeringStatus::default()
         }));
-        let mut me = Peering {
+        Ok(Peering {
             h,
             node,
             cfg,
             underlay,
             ipip,
             userspace: None,
-            peers: Vec::new(),
-            file_text: None,
+            known: initial.is_some(),
+            peers: initial.unwrap_or_default(),
             status,
-        };
-        if let Err(e) = me.reload(false) {
-            tracing::error!("peer file refused, starting without peers: {e}");
-        }
-        Ok(me)
+        })
     }
 
     /// The status, shared with the API.
@@ -217,24 +225,14 @@ impl Peering {
         &self.peers
     }
 
-    /// Reads the peer file; takes it if it is valid and (unless `force`) changed. `Ok(true)` when
-    /// a new peer set was taken; on error the running peer set stays.
-    pub fn reload(&mut self, force: bool) -> Result<bool, PeeringError> {
-        let path = self.cfg.peers_file.clone();
-        let text = std::fs::read_to_string(&path).map_err(|e| PeeringError::File {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        if !force && self.file_text.as_deref() == Some(text.as_str()) {
-            return Ok(false);
-        }
-        self.file_text = Some(text.clone());
-        let peers = peers::parse_peers(&text, &self.node, self.cfg.cluster_cidr)
-            .map_err(PeeringError::Config)?;
-        let changed = peers != self.peers;
+    /// Takes a new peer set — the one path by which peers reach the data plane, whatever their
+    /// source. Returns whether it differs from the running set; the next
+    /// [`Peering::reconcile`] makes the kernel match it.
+    pub fn set_peers(&mut self, peers: Vec<Peer>) -> bool {
+        let changed = !self.known || peers != self.peers;
+        self.known = true;
         self.peers = peers;
-        tracing::info!(file = %path.display(), peers = self.peers.len(), changed, "peer file loaded");
-        Ok(changed)
+        changed
     }
 
     fn planned(&self) -> Vec<PlannedPeer> {
@@ -354,16 +352,18 @@ impl Peering {
         }
     }
 
-    /// One pass: reload the peer file if it changed, ensure devices, repair routes and VXLAN
-    /// entries, remove what belongs to peers no longer listed, probe every peer.
-    pub async fn reconcile(&mut self, force_reload: bool) -> PassReport {
+    /// One pass: ensure devices, repair routes and VXLAN entries, remove what belongs to peers
+    /// no longer in the set. Until a peer set is known it changes nothing.
+    pub async fn reconcile(&mut self) -> PassReport {
         let mut r = PassReport::default();
-        match self.reload(force_reload) {
-            Ok(changed) => r.reloaded = changed,
-            Err(e) => {
-                tracing::error!("peer file refused, keeping the running peer set: {e}");
-                r.errors.push(e.to_string());
-            }
+        if !self.known {
+            let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
+            st.last_reconcile = Some(now_unix());
+            st.errors = vec![
+                "no peer set from the membership source yet; owned routes left as they are".into(),
+            ];
+            r.errors = st.errors.clone();
+            return r;
         }
         let planned = self.planned();
         let dev = self.ensure_devices(&planned, &mut r).await;
@@ -393,37 +393,75 @@ impl Peering {
             }
             Err(e) => r.errors.push(e.to_string()),
         }
-        let peers = self.probe(&planned).await;
         let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
-        st.peers = peers;
+        let old = std::mem::take(&mut st.peers);
+        st.peers = planned
+            .iter()
+            .map(|p| {
+                let mut s = status_of(p, false);
+                // Reachability carries over from the last probe while the peer is unchanged.
+                s.reachable = old.iter().any(|o| o == &s.with_reachable(true));
+                s
+            })
+            .collect();
         st.last_reconcile = Some(now_unix());
         st.errors = r.errors.clone();
         st.userspace_ipip = self.userspace.as_ref().map(|u| u.counters.snapshot());
         r
     }
 
-    async fn probe(&self, planned: &[PlannedPeer]) -> Vec<PeerStatus> {
+    /// A probe of every peer across the data plane (an ICMP echo from this node's gateway to the
+    /// peer's), to be run apart from the pass; it records each peer's reachability in the status
+    /// when it ends, for peers still unchanged by then.
+    pub fn probe(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let src = probe::gateway(self.node.pod_cidr);
-        let tasks: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                let dst = probe::gateway(p.peer.pod_cidr);
-                tokio::task::spawn_blocking(move || {
-                    probe::ping(src, dst, Duration::from_millis(900)).unwrap_or(false)
+        let planned = if self.known {
+            self.planned()
+        } else {
+            Vec::new()
+        };
+        let status = self.status.clone();
+        async move {
+            let tasks: Vec<_> = planned
+                .iter()
+                .map(|p| {
+                    let dst = probe::gateway(p.peer.pod_cidr);
+                    tokio::task::spawn_blocking(move || {
+                        probe::ping(src, dst, Duration::from_millis(900)).unwrap_or(false)
+                    })
                 })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(planned.len());
-        for (p, t) in planned.iter().zip(tasks) {
-            out.push(PeerStatus {
-                name: p.peer.name.clone(),
-                address: p.peer.address,
-                pod_cidr: p.peer.pod_cidr,
-                mode: p.plane,
-                reachable: t.await.unwrap_or(false),
-            });
+                .collect();
+            let mut results = Vec::with_capacity(planned.len());
+            for (p, t) in planned.iter().zip(tasks) {
+                results.push(status_of(p, t.await.unwrap_or(false)));
+            }
+            let mut st = status.write().unwrap_or_else(|e| e.into_inner());
+            for s in &mut st.peers {
+                if let Some(r) = results.iter().find(|r| r.with_reachable(s.reachable) == *s) {
+                    s.reachable = r.reachable;
+                }
+            }
         }
-        out
+    }
+}
+
+fn status_of(p: &PlannedPeer, reachable: bool) -> PeerStatus {
+    PeerStatus {
+        name: p.peer.name.clone(),
+        address: p.peer.address,
+        pod_cidr: p.peer.pod_cidr,
+        mode: p.plane,
+        reachable,
+        lease_expires: None,
+    }
+}
+
+impl PeerStatus {
+    fn with_reachable(&self, reachable: bool) -> PeerStatus {
+        PeerStatus {
+            reachable,
+            ..self.clone()
+        }
     }
 }
 
@@ -435,6 +473,7 @@ pub(crate) mod tests {
         PeeringConfig {
             mode,
             cluster_cidr: "10.0.0.0/8".parse().unwrap(),
+            source: super::peers::SourceKind::File,
             peers_file: "/nonexistent".into(),
             auto_encap: ModeSetting::Vxlan,
             ipip: IpipChoice::Auto,
