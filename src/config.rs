@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use membership_etcd::EtcdConfig;
 use runtime_net::firewall::BackendKind;
-use runtime_net::peering::peers::{validate_config, NodeConfig, PeeringConfig};
+use runtime_net::peering::peers::{validate_settings, NodeSettings, PeeringConfig, SourceKind};
 use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
@@ -68,10 +69,13 @@ pub struct Config {
     pub api: ApiConfig,
     /// This node (`[node]`), for multi-host peering.
     #[serde(default)]
-    pub node: Option<NodeConfig>,
+    pub node: Option<NodeSettings>,
     /// Multi-host peering (`[peering]`); needs `[node]`.
     #[serde(default)]
     pub peering: Option<PeeringConfig>,
+    /// Cluster membership through etcd (`[etcd]`); with `[peering] source = "etcd"`.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// `[api]`: who may use the sockets and the limits that protect the daemon from slow or hostile
@@ -216,8 +220,28 @@ impl Config {
         };
         match (&cfg.node, &cfg.peering) {
             (None, Some(_)) => return Err(bad("[peering] needs a [node] section".into())),
-            (Some(n), Some(p)) => validate_config(n, p).map_err(|e| bad(e.to_string()))?,
+            (Some(n), p) => validate_settings(n, p.as_ref()).map_err(|e| bad(e.to_string()))?,
             _ => {}
+        }
+        let etcd_source = cfg
+            .peering
+            .as_ref()
+            .filter(|p| p.source == SourceKind::Etcd);
+        match (etcd_source, &cfg.etcd) {
+            (Some(_), None) => {
+                return Err(bad(
+                    "peering.source: \"etcd\" needs an [etcd] section (endpoints = [...])".into(),
+                ))
+            }
+            (Some(p), Some(e)) => e
+                .validate(p.cluster_cidr)
+                .map_err(|e| bad(e.to_string()))?,
+            (None, Some(_)) => {
+                return Err(bad(
+                    "[etcd] is set but [peering] source is not \"etcd\"; set source = \"etcd\" or remove [etcd]".into(),
+                ))
+            }
+            (None, None) => {}
         }
         cfg.check_networks().map_err(|message| ConfigError::Parse {
             origin: origin.to_string(),
@@ -226,11 +250,14 @@ impl Config {
         Ok(cfg)
     }
 
-    /// With `[node]`: the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
+    /// With `[node]` and its `pod_cidr` (set, or leased through etcd and filled in by the
+    /// daemon): the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
     /// first host) and `mtu`; with `[peering]` also, traffic to `cluster_cidr` is never
     /// masqueraded and is let in. The network is added when the configuration lacks it.
     pub fn apply_node(&mut self, mtu: Option<u32>) {
-        let Some(node) = &self.node else { return };
+        let Some(pod_cidr) = self.node.as_ref().and_then(|n| n.pod_cidr) else {
+            return;
+        };
         let idx = match self.networks.iter().position(|n| n.name == DEFAULT_NETWORK) {
             Some(i) => i,
             None => {
@@ -243,9 +270,8 @@ impl Config {
             }
         };
         let n = &mut self.networks[idx];
-        n.subnet = node.pod_cidr.to_string();
-        n.gateway =
-            Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
+        n.subnet = pod_cidr.to_string();
+        n.gateway = Some(std::net::Ipv4Addr::from(u32::from(pod_cidr.network()) + 1).to_string());
         n.range_start = None;
         n.range_end = None;
         if mtu.is_some() {
