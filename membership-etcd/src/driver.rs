@@ -771,30 +771,34 @@ impl EtcdSource {
             return Outcome::Failed("no watch".into());
         };
         let every = self.cfg.keepalive_every();
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ack = Instant::now();
+        // A keep-alive sent and not answered yet: the member must answer within the dial
+        // timeout, or it is gone or cut off (found well before the lease could run out).
+        let mut awaiting: Option<tokio::time::Instant> = None;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
         let note_ack = |feed: &PeerFeed, ttl: i64| {
             feed.update(|s| s.lease_expires = Some(now_unix() + ttl.max(0) as u64));
         };
         note_ack(&self.feed, self.cfg.lease_ttl_secs as i64);
         loop {
+            let deadline = awaiting.map_or_else(far, |t| t + d);
             tokio::select! {
                 _ = tick.tick() => {
-                    // No answer to two keep-alives: the member is gone or cut off.
-                    if last_ack.elapsed() > every * 2 + Duration::from_millis(500) {
-                        return Outcome::Failed(format!(
-                            "lease keep-alive not answered for {} ms",
-                            last_ack.elapsed().as_millis()
-                        ));
-                    }
                     if let Err(e) = keeper.keep_alive().await {
                         return Outcome::Failed(format!("lease keep-alive: {e}"));
                     }
+                    awaiting.get_or_insert_with(tokio::time::Instant::now);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Outcome::Failed(format!(
+                        "lease keep-alive not answered within {} ms",
+                        d.as_millis()
+                    ));
                 }
                 m = acks.message() => match m {
                     Ok(Some(r)) if r.ttl() > 0 => {
-                        last_ack = Instant::now();
+                        awaiting = None;
                         note_ack(&self.feed, r.ttl());
                     }
                     Ok(Some(_)) => {
