@@ -40,10 +40,14 @@ pub fn source_line(s: &SourceInfo, now: u64) -> String {
             s.revision.map_or("-".into(), |r| r.to_string())
         ));
         if let Some(id) = s.lease_id {
+            let state = match s.lease_expires {
+                Some(t) if t >= now => format!("expires in {}s", t - now),
+                Some(t) => format!("not renewed for {}s past its expiry", now - t),
+                None => "not renewed yet".into(),
+            };
             line.push_str(&format!(
-                "; own lease {id:x} (TTL {}s) expires {}",
-                s.lease_ttl.unwrap_or(0),
-                until(s.lease_expires, now)
+                "; own lease {id:x} (TTL {}s) {state}",
+                s.lease_ttl.unwrap_or(0)
             ));
         }
     }

@@ -440,31 +440,19 @@ fn node_partitioned_from_etcd_keeps_working() {
         rc.contains(&leased(&a)) && rc.contains(&b_subnet),
         "c keeps its last known peers: {rc:?}"
     );
-    // A restart while cut off: the remembered subnet and the saved peers.
-    c.stop(Signal::SIGTERM);
-    c.start();
-    assert_eq!(leased(&c), c_subnet);
-    assert!(
-        c.log().contains("starting with the remembered subnet"),
-        "{}",
-        c.log()
-    );
-    let rc = route_dsts(&c);
-    assert!(
-        rc.contains(&leased(&a)) && rc.contains(&b_subnet),
-        "saved peers kept: {rc:?}"
-    );
-
-    // Healed: c registers again (new lease, same subnet), re-lists after the compaction, learns
-    // that b left and e joined; its peers take it back.
+    // Healed: c registers again (new lease, same subnet), finds its watch revision compacted
+    // away and lists again, learns that b left and e joined; its peers take it back.
     cut.heal();
     let t = Instant::now();
+    let converged = |a: &Node, c: &Node, e: &Node| {
+        reachable(c)
+            && route_dsts(a).contains(&c_subnet)
+            && route_dsts(e).contains(&c_subnet)
+            && route_dsts(c).contains(&e_subnet)
+            && !route_dsts(c).contains(&b_subnet)
+    };
     wait_for(30, "node-c back everywhere and up to date", || {
-        reachable(&c)
-            && route_dsts(&a).contains(&c_subnet)
-            && route_dsts(&e).contains(&c_subnet)
-            && route_dsts(&c).contains(&e_subnet)
-            && !route_dsts(&c).contains(&b_subnet)
+        converged(&a, &c, &e)
     });
     eprintln!(
         "partition healed: node-c re-registered and converged in {:?}",
@@ -475,10 +463,40 @@ fn node_partitioned_from_etcd_keeps_working() {
     });
     let log = c.log();
     assert!(
-        log.contains("compacted past the last revision seen; listing again")
-            || log.contains("etcd: listed"),
+        log.contains("compacted past the last revision seen; listing again"),
         "{log}"
     );
+    assert!(
+        log.contains("lease had expired; registering again with a new one"),
+        "{log}"
+    );
+
+    // Cut off again and restarted meanwhile: it comes up with the remembered subnet and the
+    // saved peers, withdraws nothing, and registers once etcd answers.
+    let mut cut = Partition::new(&c.ns, "172.30.2.0/24");
+    wait_for(20, "node-c sees etcd unreachable again", || !reachable(&c));
+    c.stop(Signal::SIGTERM);
+    c.start();
+    assert_eq!(leased(&c), c_subnet);
+    assert!(
+        c.log().contains("starting with the remembered subnet"),
+        "{}",
+        c.log()
+    );
+    let rc = route_dsts(&c);
+    assert!(
+        rc.contains(&leased(&a)) && rc.contains(&e_subnet),
+        "saved peers kept: {rc:?}"
+    );
+    let (cc3, _) = c.container("c3");
+    assert!(
+        ping_from(&cc3, ipc, &[]),
+        "containers attach and talk right after a restart while cut off"
+    );
+    cut.heal();
+    wait_for(30, "node-c registered after its restart", || {
+        converged(&a, &c, &e)
+    });
     let m = mon_c.finish();
     let del: Vec<String> = deletions(&m)
         .into_iter()
@@ -529,9 +547,11 @@ fn bad_input_is_refused_and_named() {
         ] {
             assert!(log.contains(want), "{}: {want}\n{log}", n.name);
         }
-        wait_for(10, "skipped entries in the metrics (mirrored at each pass)", || {
-            metrics(n).contains("shimnet_membership_skipped_entries{source=\"etcd\"} 3")
-        });
+        wait_for(
+            10,
+            "skipped entries in the metrics (mirrored at each pass)",
+            || metrics(n).contains("shimnet_membership_skipped_entries{source=\"etcd\"} 3"),
+        );
         let (_, out) = n.ctl(&["peers"]);
         assert!(out.contains("skipped: /shimnet/nodes/evil"), "{out}");
     }
@@ -557,9 +577,7 @@ fn bad_input_is_refused_and_named() {
     let mut x = f.node_with("node-x", 0, 21, Some(octet), &peering, &section);
     let log = expect_refused(&mut x, 30);
     assert!(
-        log.contains(&format!(
-            "node.pod_cidr {sb} is held by node \"node-b\""
-        )),
+        log.contains(&format!("node.pod_cidr {sb} is held by node \"node-b\"")),
         "{log}"
     );
     // A subnet size that differs from the cluster's.

@@ -390,7 +390,9 @@ pub async fn start(a: StartArgs) -> Result<Started, StartError> {
         watch: None,
         logged: BTreeSet::new(),
     };
-    if initial.is_some() {
+    if resume.is_some() {
+        // Listed at start: the view is the cluster's. (Started from the saved peers, the view is
+        // empty until etcd answers, and must not replace them.)
         source.note_view();
     }
     Ok(Started {
@@ -812,6 +814,7 @@ impl EtcdSource {
                     Ok(Some(resp)) => {
                         if resp.canceled() {
                             if resp.compact_revision() > 0 {
+                                tracing::info!(compacted = resp.compact_revision(), "etcd: history compacted past the last revision seen; listing again");
                                 return Outcome::Compacted;
                             }
                             return Outcome::Failed(format!("watch cancelled: {}", resp.cancel_reason()));
