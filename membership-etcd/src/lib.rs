@@ -14,6 +14,7 @@
 //! known peers and routes, retries with backoff, and re-establishes its lease and watch (listing
 //! again if the history was compacted meanwhile) when etcd is back.
 
+pub mod boot;
 pub mod claim;
 pub mod client;
 pub mod config;
@@ -24,8 +25,9 @@ pub mod session;
 pub mod store;
 pub mod view;
 
+pub use boot::{start, StartArgs, StartError, Started};
 pub use config::EtcdConfig;
-pub use driver::{start, EtcdSource, StartArgs, StartError, Started};
+pub use driver::EtcdSource;
 
 /// A per-node seed for backoff jitter (so nodes retrying together spread out).
 pub fn session_seed(name: &str) -> u64 {
