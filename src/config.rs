@@ -417,6 +417,65 @@ mod tests {
     }
 
     #[test]
+    fn etcd_membership_settings_are_checked_and_named() {
+        let node = "[node]\nname = \"a\"\naddress = \"192.168.1.10\"\n";
+        let peering =
+            "[peering]\nmode = \"auto\"\ncluster_cidr = \"10.244.0.0/16\"\nsource = \"etcd\"\n";
+        let etcd = "[etcd]\nendpoints = [\"http://198.19.9.1:2379\"]\n";
+        // No pod_cidr: leased later; the default network is shaped once it is known.
+        let mut c =
+            Config::parse(&format!("{EMBEDDED_DEFAULT}\n{node}{peering}{etcd}"), "x").unwrap();
+        let e = c.etcd.clone().unwrap();
+        assert_eq!(
+            (e.prefix.as_str(), e.subnet_len, e.lease_ttl_secs),
+            ("/shimnet", 24, 60)
+        );
+        c.apply_node(Some(1450));
+        assert_eq!(
+            c.networks[0].subnet, "10.87.0.0/16",
+            "not shaped before the lease"
+        );
+        c.node.as_mut().unwrap().pod_cidr = Some("10.244.7.0/24".parse().unwrap());
+        c.apply_node(Some(1450));
+        assert_eq!(c.networks[0].subnet, "10.244.7.0/24");
+        for (text, want) in [
+            (
+                format!("{node}{peering}"),
+                "peering.source: \"etcd\" needs an [etcd] section",
+            ),
+            (
+                format!(
+                    "{node}pod_cidr = \"10.244.1.0/24\"\n{}{etcd}",
+                    peering.replace("source = \"etcd\"\n", "")
+                ),
+                "[etcd] is set but [peering] source is not \"etcd\"",
+            ),
+            (
+                format!("{node}{}", peering.replace("\"etcd\"", "\"file\"")),
+                "node.pod_cidr: required unless",
+            ),
+            (
+                format!("{node}{peering}[etcd]\nendpoints = [\"198.19.9.1:2379\"]\n"),
+                "etcd.endpoints[0]",
+            ),
+            (
+                format!("{node}{peering}{etcd}subnet_len = 8\n"),
+                "etcd.subnet_len",
+            ),
+            (format!("{node}{peering}{etcd}ttl = 5\n"), "ttl"),
+            (
+                format!("{}{peering}{etcd}", node.replace("\"a\"", "\"a/b\"")),
+                "node.name",
+            ),
+        ] {
+            let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{text}"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
     fn missing_default_path_falls_back_but_explicit_does_not() {
         let (_, origin) = Config::load(Path::new("/nonexistent/shimnetd.toml"), false).unwrap();
         assert_eq!(origin, "embedded default");
