@@ -1,8 +1,10 @@
 //! Membership convergence with etcd, and the static peer file's reload time, in one run.
 //!
-//! For each cluster size N: a 3-member etcd in its own namespaces, N nodes (half on one
-//! underlay subnet, half behind the router; `auto` mode, default lease TTL and pass interval),
-//! started one after another. For each node: the time from its daemon's start (and from its API
+//! For each cluster size N: a 3-member etcd in its own namespaces, N nodes in racks of five (one
+//! underlay subnet per rack behind the router; `auto` mode: host-gw inside a rack, VXLAN across;
+//! default lease TTL and pass interval), started one after another. (Racks, not one big L2
+//! segment: all namespaces share the kernel's one ARP table, whose default limit of 1,024
+//! entries a full mesh of 25+ nodes on one segment would overflow — every real host has its own.) For each node: the time from its daemon's start (and from its API
 //! answering) until every node already running has a route to its leased subnet — taken from
 //! `ip -ts monitor route` in every node, so nothing is polled. Then the steady state: etcd
 //! requests per node per minute, counted on the members' own `/metrics` (unary calls handled
@@ -49,6 +51,9 @@ fn stamp_us(line: &str) -> Option<i64> {
     let us: i64 = format!("{frac:0<6}")[..6].parse().ok()?;
     Some(secs * 1_000_000 + us)
 }
+
+/// Nodes per underlay subnet.
+const RACK: usize = 5;
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -137,10 +142,11 @@ fn etcd_requests(etcd: &Etcd) -> std::collections::BTreeMap<String, f64> {
 }
 
 fn etcd_run(n: usize, steady: u64) {
-    println!("== etcd membership, {n} nodes (3 etcd members; auto mode: half the nodes behind the router) ==");
+    let racks = n.div_ceil(RACK);
+    println!("== etcd membership, {n} nodes in {racks} racks of up to {RACK} (3 etcd members; auto mode) ==");
     println!("load average before: {}", loadavg());
-    let mut f = Fabric::new(3);
-    let etcd = Etcd::new(&mut f, 2, 3);
+    let mut f = Fabric::new(racks + 1);
+    let etcd = Etcd::new(&mut f, racks, 3);
     let section = etcd.section("dial_timeout_secs = 2\n");
     let peering = "mode = \"auto\"\nsource = \"etcd\"\nreconcile_interval_secs = 3\n";
     let mut nodes: Vec<Node> = Vec::new();
@@ -149,8 +155,8 @@ fn etcd_run(n: usize, steady: u64) {
     for k in 0..n {
         let mut node = f.node_with(
             &format!("m{k:02}"),
-            k % 2,
-            10 + (k / 2) as u8,
+            k % racks,
+            10 + (k / racks) as u8,
             None,
             peering,
             &section,
