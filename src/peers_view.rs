@@ -125,10 +125,21 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
     out.extend(table(&headers, &rows));
     if let Some(u) = &v.userspace_ipip {
         out.push(format!(
-            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped",
-            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped ({} from non-peers)",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped, u.non_peer
         ));
     }
+    let judge = |j: &Option<String>| match j {
+        Some(j) => format!(" ({j})"),
+        None => " (not in use)".into(),
+    };
+    out.push(format!(
+        "encapsulated packets from non-peers dropped: vxlan {}{}, ipip {}{}",
+        v.encap_dropped.vxlan,
+        judge(&v.encap_filter.vxlan),
+        v.encap_dropped.ipip,
+        judge(&v.encap_filter.ipip)
+    ));
     for e in &v.errors {
         out.push(format!("error: {e}"));
     }
@@ -213,6 +224,8 @@ mod tests {
                 lease_expires: Some(1041),
             }],
             userspace_ipip: None,
+            encap_filter: Default::default(),
+            encap_dropped: Default::default(),
             source: Some(source()),
         };
         let text = render_peers(&v, 1000).join("\n");
@@ -250,6 +263,8 @@ mod tests {
             errors: vec![],
             peers: vec![],
             userspace_ipip: None,
+            encap_filter: Default::default(),
+            encap_dropped: Default::default(),
             source: Some(SourceInfo {
                 kind: "file".into(),
                 detail: "/etc/shimnet/peers.toml".into(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
+use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
 use runtime_net::peering::peers::SourceKind;
 use runtime_net::peering::source::{MembershipView, PeerSubscription, SourceHandle};
@@ -227,9 +228,9 @@ struct PeeringRun {
 
 /// With `[node]` and `[peering]`: starts the membership source (the peer file, or etcd: lease
 /// the pod subnet, list the cluster), then peering (finds the underlay, chooses the IPIP path)
-/// with the peers known at start, and shapes the default network (subnet, MTU, no NAT inside
-/// the cluster).
-async fn start_peering(cfg: &mut Config) -> Result<Option<PeeringRun>> {
+/// with the peers known at start, opens the encapsulation filter of the engine's firewall
+/// backend, and shapes the default network (subnet, MTU, no NAT inside the cluster).
+async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option<PeeringRun>> {
     let (Some(settings), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
         return Ok(None);
@@ -294,7 +295,7 @@ async fn start_peering(cfg: &mut Config) -> Result<Option<PeeringRun>> {
     if let Some(n) = cfg.node.as_mut() {
         n.pod_cidr = Some(node.pod_cidr);
     }
-    let p = Peering::new(node, pc, initial)
+    let p = Peering::new(node, pc, firewall, initial)
         .await
         .context("starting peering")?;
     let mtu = p.container_mtu();
@@ -348,7 +349,7 @@ async fn peering_loop(
             _ = tick.tick() => {}
             Some(()) = reload.recv() => {}
             set = peers.changed() => {
-                taken = p.set_peers(set.to_vec());
+                taken = p.take(set.to_vec());
             }
             () = &mut stop => break,
         }
@@ -377,7 +378,8 @@ async fn peering_loop(
 }
 
 /// Mirrors the peers' reachability into `shimnet_peer_up` (dropping peers no longer listed) and
-/// the membership source's state into its metrics.
+/// the encapsulation drop counters into `shimnet_peering_encap_dropped_total` and the membership
+/// source's state into its metrics.
 fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &mut Vec<String>) {
     let snap = p.status().read().unwrap_or_else(|e| e.into_inner()).clone();
     let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
@@ -387,6 +389,7 @@ fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &
     for peer in &snap.peers {
         metrics.set_peer_up(&peer.name, peer.reachable);
     }
+    metrics.record_encap_dropped(snap.encap_dropped.vxlan, snap.encap_dropped.ipip);
     *shown = now;
     let src = source.read().unwrap_or_else(|e| e.into_inner()).clone();
     metrics.set_membership(&shimnet_api::metrics::MembershipSample {
@@ -441,7 +444,7 @@ async fn main() -> Result<()> {
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
-    let peering = start_peering(&mut cfg).await?;
+    let peering = start_peering(&mut cfg, engine.firewall_kind()).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -244,9 +244,9 @@ impl Etcd {
             .collect::<Vec<_>>()
             .join(",");
         for (i, addr) in addrs.iter().enumerate() {
-            let ns = f.netns("e");
-            let (got, _, _) = f.attach(&ns, subnet, 11 + i as u8);
-            assert_eq!(got, *addr);
+            let plugged = f.plug("e", subnet, 11 + i as u8);
+            assert_eq!(plugged.addr, *addr);
+            let ns = plugged.ns;
             let dir = tempfile::tempdir().unwrap();
             let mut args: Vec<String> = [
                 "--name".into(),

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -75,16 +77,13 @@ impl Fabric {
         }
     }
 
-    /// Plugs namespace `ns` into underlay subnet `subnet` as host `host` (default route via the
-    /// router); returns its address, the interface inside and the router-side port.
-    pub fn attach(
-        &mut self,
-        ns: &NamedNetns,
-        subnet: usize,
-        host: u8,
-    ) -> (Ipv4Addr, String, String) {
+    /// Plugs a new namespace `snp-<kind><tag>` into underlay subnet `subnet` as host `host`
+    /// (veth to the router's bridge, address, default route via the router).
+    pub fn plug(&mut self, kind: &str, subnet: usize, host: u8) -> Plugged {
         assert!(subnet < self.subnets);
         self.ports += 1;
+        let ns = NamedNetns::create(&format!("snp-{kind}{}-{}", self.t, self.ports))
+            .expect("underlay host netns");
         let (inside, port) = (
             format!("snpu{}", self.ports),
             format!("snpp{}{}", self.t, self.ports),
@@ -141,13 +140,22 @@ impl Fabric {
             "via",
             &format!("172.30.{subnet}.1"),
         ]);
-        (addr, inside, port)
+        Plugged {
+            ns,
+            inside,
+            port,
+            addr,
+        }
     }
 
-    /// A fresh namespace of this fabric (not attached yet).
-    pub fn netns(&mut self, what: &str) -> NamedNetns {
-        self.ports += 1;
-        NamedNetns::create(&format!("snp-{what}{}-{}", self.t, self.ports)).expect("netns")
+    /// A plain host on underlay subnet `subnet` with host number `host`: no shimnetd, no peer
+    /// of anyone (the attacker of the encapsulation tests).
+    pub fn host(&mut self, subnet: usize, host: u8) -> UnderlayHost {
+        let p = self.plug("h", subnet, host);
+        UnderlayHost {
+            ns: p.ns,
+            addr: p.addr,
+        }
     }
 
     /// A node on subnet `subnet` with host number `host` and pod subnet `10.244.<pod>.0/24`.
@@ -167,8 +175,12 @@ impl Fabric {
         peering: &str,
         extra: &str,
     ) -> Node {
-        let ns = self.netns("n");
-        let (addr, inside, port) = self.attach(&ns, subnet, host);
+        let Plugged {
+            ns,
+            inside,
+            port,
+            addr,
+        } = self.plug("n", subnet, host);
         let dir = tempfile::tempdir().expect("tempdir");
         let pod_cidr = pod.map(|p| format!("10.244.{p}.0/24")).unwrap_or_default();
         let pod_line = pod
@@ -210,6 +222,25 @@ impl Fabric {
     }
 }
 
+/// A namespace plugged into the underlay.
+/// A namespace plugged into the underlay.
+pub struct Plugged {
+    /// The namespace.
+    pub ns: NamedNetns,
+    /// Its end of the veth (its underlay interface).
+    pub inside: String,
+    /// The router's end of the veth.
+    pub port: String,
+    /// Its underlay address.
+    pub addr: Ipv4Addr,
+}
+
+/// A host on the underlay that runs no shimnetd.
+pub struct UnderlayHost {
+    pub ns: NamedNetns,
+    pub addr: Ipv4Addr,
+}
+
 /// One node: a namespace with an underlay veth and its own shimnetd.
 pub struct Node {
     pub name: String,
@@ -242,6 +273,24 @@ impl Node {
             s.push('\n');
         }
         std::fs::write(&self.peers_file, s).unwrap();
+    }
+
+    /// Chooses the firewall backend (`nftables` or `iptables`) of this node's shimnetd; call
+    /// before [`Node::start`].
+    pub fn use_firewall(&self, backend: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("firewall = \"{backend}\"\n{text}")).unwrap();
+    }
+
+    /// The value of the sample `name` (e.g. `shimnet_peer_up{peer="b"}`) in `GET /metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let reply = self
+            .client()
+            .request("GET", "/metrics", None)
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log()));
+        String::from_utf8_lossy(&reply.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Starts shimnetd and waits until its API answers.

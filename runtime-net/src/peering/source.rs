@@ -2,7 +2,7 @@
 //! ([`super::file_source`]) or etcd (crate `shimnet-membership-etcd`) — publishes complete,
 //! validated peer sets into a [`PeerFeed`] and describes itself in a [`SourceStatus`]. The peering
 //! loop takes each new set from its [`PeerSubscription`] and hands it to
-//! [`super::Peering::set_peers`], the one path by which a peer set reaches the data plane; the
+//! [`super::Peering::take`], the one path by which a peer set reaches the data plane; the
 //! data plane never learns which source it came from.
 //!
 //! A source that cannot reach its backend publishes nothing: the running peer set (and every
