@@ -31,7 +31,11 @@ pub fn source_line(s: &SourceInfo, now: u64) -> String {
         Some(t) => format!(" since {}", ago(Some(t), now)),
         None => String::new(),
     };
-    let mut line = format!("membership: {} {} — {state}{since}", s.kind, s.detail);
+    let via = match (&s.endpoint, s.reachable) {
+        (Some(e), true) => format!(" via {e}"),
+        _ => String::new(),
+    };
+    let mut line = format!("membership: {} {} — {state}{via}{since}", s.kind, s.detail);
     if s.kind == "etcd" {
         line.push_str(&format!(
             "; {} session(s), {} watch event(s), revision {}",
@@ -192,6 +196,7 @@ mod tests {
         SourceInfo {
             kind: "etcd".into(),
             detail: "http://198.19.9.1:2379".into(),
+            endpoint: Some("http://198.19.9.1:2379".into()),
             reachable: false,
             since: Some(990),
             last_update: Some(980),

@@ -182,6 +182,9 @@ pub struct SourceInfo {
     pub kind: String,
     /// The peer file's path or the etcd endpoints.
     pub detail: String,
+    /// The etcd member in use.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// File: readable and valid. etcd: lease kept alive and watch running.
     pub reachable: bool,
     /// Unix time since which `reachable` has had its value.

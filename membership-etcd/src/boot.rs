@@ -159,16 +159,17 @@ fn holders(keys: &Keys, resp: &etcd_client::GetResponse) -> BTreeMap<Ipv4Network
 async fn boot_once(
     cfg: &EtcdConfig,
     opts: &ConnectOptions,
+    endpoint: &str,
     a: &StartArgs,
     remembered: Option<Ipv4Network>,
 ) -> Result<Booted, Boot> {
     let d = cfg.dial_timeout();
     let keys = Keys::new(&cfg.prefix);
-    let mut c = client::connect(cfg, opts).await.map_err(|e| {
+    let mut c = client::connect(cfg, opts, endpoint).await.map_err(|e| {
         if client::is_auth_failure(&e) {
             Boot::Fatal(StartError::Auth(e.to_string()))
         } else {
-            again("connect", e)
+            again(&format!("connect {endpoint}"), e)
         }
     })?;
     // The cluster record: written by the first node, checked by every other.
@@ -288,16 +289,19 @@ pub async fn start(a: StartArgs) -> Result<Started, StartError> {
     let deadline = Instant::now() + Duration::from_secs(cfg.start_timeout_secs);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), seed);
     let mut last = String::from("no attempt finished");
+    let mut endpoints = client::Endpoints::new(&cfg.endpoints, seed);
     let booted = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break None;
         }
-        match tokio::time::timeout(left, boot_once(&cfg, &opts, &a, remembered)).await {
+        let at = endpoints.current().to_string();
+        match tokio::time::timeout(left, boot_once(&cfg, &opts, &at, &a, remembered)).await {
             Ok(Ok(b)) => break Some(b),
             Ok(Err(Boot::Fatal(e))) => return Err(e),
             Ok(Err(Boot::Again(e))) => {
-                tracing::warn!(endpoints = %cfg.endpoints_line(), "etcd: {e}; trying again");
+                tracing::warn!(endpoint = %at, "etcd: {e}; trying the next member");
+                endpoints.advance();
                 last = e;
                 let pause = backoff
                     .next_delay()
@@ -342,7 +346,9 @@ pub async fn start(a: StartArgs) -> Result<Started, StartError> {
     };
     let node = a.node.resolve(subnet);
     let (feed, subscription) = PeerFeed::new(SourceKind::Etcd, cfg.endpoints_line());
+    let at = client.as_ref().map(|_| endpoints.current().to_string());
     feed.update(|s| {
+        s.endpoint = at;
         s.lease_ttl = Some(cfg.lease_ttl_secs);
         s.cluster = Some(ClusterInfo {
             prefix: cfg.prefix.clone(),
@@ -394,6 +400,7 @@ pub async fn start(a: StartArgs) -> Result<Started, StartError> {
         lease: None,
         watch: None,
         logged: BTreeSet::new(),
+        endpoints,
     };
     if resume.is_some() {
         // Listed at start: the view is the cluster's. (Started from the saved peers, the view is

@@ -1,8 +1,13 @@
-//! The etcd v3 client (crate `etcd-client`) built from `[etcd]`: balanced over every endpoint,
-//! TLS from `ca_file`/`cert_file`/`key_file`, credentials from `username` and
+//! The etcd v3 client (crate `etcd-client`) built from `[etcd]`: one member at a time (see
+//! [`Endpoints`]), TLS from `ca_file`/`cert_file`/`key_file`, credentials from `username` and
 //! `password`/`password_file` (the token is renewed when it expires), dial and request timeouts,
 //! and "require leader" so that a member cut off from its quorum fails the watch and the lease
 //! keep-alive at once instead of serving a stale view.
+//!
+//! Why one member at a time: the client library's own balancing keeps handing requests to a
+//! member that died (its connection attempts fail, but it still counts as ready), so a session of
+//! five calls hits the dead member most of the time. Talking to one member and moving to the next
+//! on any failure makes a fail-over take one dial timeout, well inside a lease's TTL.
 
 use std::time::Duration;
 
@@ -60,21 +65,68 @@ pub fn is_auth_failure(e: &etcd_client::Error) -> bool {
     text.contains("authentication failed") || text.contains("invalid user ID or password")
 }
 
-/// Connects (with credentials, authenticates: that needs a member to answer).
+/// Which member to talk to: starts at a place that depends on the node (so nodes spread over
+/// the members) and moves to the next after every failure.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    list: Vec<String>,
+    current: usize,
+}
+
+impl Endpoints {
+    /// `list` (not empty), starting at `seed % len`.
+    pub fn new(list: &[String], seed: u64) -> Self {
+        Endpoints {
+            list: list.to_vec(),
+            current: (seed % list.len().max(1) as u64) as usize,
+        }
+    }
+
+    /// The member in use.
+    pub fn current(&self) -> &str {
+        &self.list[self.current]
+    }
+
+    /// Moves to the next member.
+    pub fn advance(&mut self) {
+        self.current = (self.current + 1) % self.list.len();
+    }
+}
+
+/// Connects to `endpoint` (with credentials, authenticates: that needs the member to answer).
 pub async fn connect(
     cfg: &EtcdConfig,
     opts: &ConnectOptions,
+    endpoint: &str,
 ) -> Result<Client, etcd_client::Error> {
     let c = tokio::time::timeout(
         cfg.dial_timeout(),
-        Client::connect(&cfg.endpoints, Some(opts.clone())),
+        Client::connect([endpoint], Some(opts.clone())),
     )
     .await
     .map_err(|_| {
         etcd_client::Error::Internal(format!(
-            "no member answered within {} s",
+            "{endpoint} did not answer within {} s",
             cfg.dial_timeout_secs
         ))
     })??;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_in_turn_from_a_seeded_start() {
+        let list: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut e = Endpoints::new(&list, 4);
+        assert_eq!(e.current(), "b");
+        e.advance();
+        assert_eq!(e.current(), "c");
+        e.advance();
+        assert_eq!(e.current(), "a");
+        let one = Endpoints::new(&list[..1], 7);
+        assert_eq!(one.current(), "a");
+    }
 }

@@ -42,6 +42,8 @@ pub struct EtcdSource {
     pub(crate) watch: Option<WatchStream>,
     /// Skipped entries already logged.
     pub(crate) logged: BTreeSet<String>,
+    /// The member in use (the next one after a failure).
+    pub(crate) endpoints: client::Endpoints,
 }
 
 impl EtcdSource {
@@ -57,6 +59,11 @@ impl EtcdSource {
             };
             if let Outcome::Failed(e) = &outcome {
                 self.watch = None;
+                // The next attempt talks to the next member.
+                let failed = self.endpoints.current().to_string();
+                self.endpoints.advance();
+                self.client = None;
+                let e = &format!("{e} (member {failed})");
                 self.feed.set_reachable(false, Some(e.clone()));
                 if last_error.as_ref() != Some(e) {
                     tracing::warn!(endpoints = %self.cfg.endpoints_line(), "etcd: {e}; keeping the last known peers and retrying");
@@ -72,7 +79,7 @@ impl EtcdSource {
                 self.feed.set_reachable(true, None);
                 let n = self.session.established();
                 self.feed.update(|s| s.sessions = n);
-                tracing::info!(revision = ?self.session.revision(), lease = ?self.lease.map(|l| format!("{l:x}")), sessions = n, "etcd: session established (lease kept alive, watching {})", self.keys.root());
+                tracing::info!(revision = ?self.session.revision(), lease = ?self.lease.map(|l| format!("{l:x}")), sessions = n, member = %self.endpoints.current(), "etcd: session established (lease kept alive, watching {})", self.keys.root());
             }
         }
         tracing::info!("etcd: membership source stopped (the lease runs out on its own)");
@@ -94,9 +101,11 @@ impl EtcdSource {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = client::connect(&self.cfg, &self.opts)
+        let at = self.endpoints.current().to_string();
+        let c = client::connect(&self.cfg, &self.opts, &at)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| format!("connect {at}: {e}"))?;
+        self.feed.update(|s| s.endpoint = Some(at));
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         self.client = Some(c.clone());
         Ok(c)

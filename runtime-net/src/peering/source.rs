@@ -63,6 +63,8 @@ pub struct SourceStatus {
     pub kind: SourceKind,
     /// The peer file's path or the etcd endpoints.
     pub detail: String,
+    /// The etcd member in use.
+    pub endpoint: Option<String>,
     /// File: readable and valid at the last look. etcd: lease kept alive and watch running.
     pub reachable: bool,
     /// Unix time since which `reachable` has had its value.
@@ -102,6 +104,7 @@ impl SourceStatus {
         SourceStatus {
             kind,
             detail: detail.into(),
+            endpoint: None,
             reachable: false,
             since: None,
             last_update: None,
