@@ -164,7 +164,7 @@ fn twenty_nodes_lease_distinct_subnets_and_reach_each_other() {
     assert!(ok, "{out}");
     eprintln!("shimnetctl peers on n00:\n{out}");
     assert!(
-        out.contains("membership: etcd") && out.contains("reachable since"),
+        out.contains("membership: etcd") && out.contains("— reachable via http://172.30.4.1"),
         "{out}"
     );
     assert!(
