@@ -251,3 +251,53 @@ fn full_state_disk_fails_cleanly_and_recovers_without_a_restart() {
     }
     assert!(records(&h).is_empty());
 }
+
+/// When the database cannot be reopened safely (here: someone scribbled over the file, then a
+/// write fails on the full disk), shimnetd says so and exits with an error for the service
+/// manager to restart it, instead of serving from a store it cannot trust.
+#[test]
+fn unsafe_reopen_makes_the_daemon_exit_for_a_restart() {
+    use_prefix("snf");
+    let fs = Tmpfs::new("4m");
+    let state: PathBuf = fs.path().join("state");
+    let mut h = TestHost::with_args(
+        &format!("[[networks]]\nname = \"{NET}\"\nsubnet = \"10.97.0.0/24\"\n"),
+        &["--state-dir", state.to_str().unwrap()],
+    );
+    let c = container("u");
+    try_attach(&h, &c, 19500).expect("attach with space left");
+    // Overwritten in place (no new space needed), then the disk is filled.
+    let db = state.join("shimnet.redb");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.write_all(&vec![0x55u8; len]).unwrap();
+    drop(f);
+    let filler = fs.path().join("filler");
+    fill(&filler);
+    let e = try_attach(&h, &container("u"), 19501).unwrap_err();
+    assert!(e.contains("500"), "{e}");
+    let child = h.daemon.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shimnetd kept running on a store it cannot reopen:\n{}",
+            h.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    h.daemon = None;
+    let log = h.log();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("state store")).collect();
+    println!("exit: {status}; log:\n{}", said.join("\n"));
+    assert!(!status.success(), "exit status {status}");
+    assert!(log.contains("cannot be reopened safely"), "{log}");
+    assert!(
+        log.contains("exiting so that the service manager restarts shimnetd"),
+        "{log}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+}
