@@ -156,3 +156,46 @@ fn reap_group_leftovers_are_deleted_by_reconcile_and_at_start() {
     });
     assert_eq!(host_veths(&ns).1, 0, "nothing left in the reap group");
 }
+
+/// A DELETE whose client hangs up while it runs (a CNI plugin killed by its runtime's timeout)
+/// never leaves the veth in the reap group: the detach queues its deletion whatever happens to
+/// the request. The hang-up moments are spread over the time a detach takes, so some of them land
+/// while the veth is being moved into the group.
+#[test]
+fn hung_up_deletes_leave_no_link_in_the_reap_group() {
+    use std::io::Write;
+    let h = TestHost::new("[[networks]]\nname = \"hu\"\nsubnet = \"10.74.0.0/24\"\n");
+    let ns = h.ns.name().to_string();
+    let (mut trials, mut left) = (0, 0);
+    for round in 0..4 {
+        for step in 0..26u64 {
+            let c = container("h");
+            h.attach("hu", &c, serde_json::json!({}));
+            let mut s = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+            write!(
+                s,
+                "DELETE /v1/networks/hu/endpoints/{} HTTP/1.1\r\nHost: shimnetd\r\nContent-Length: 0\r\n\r\n",
+                c.name()
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_micros(step * 100 + round * 25));
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            drop(s);
+            trials += 1;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while host_veths(&ns).1 > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if host_veths(&ns).1 > 0 {
+                left += 1;
+            }
+            // The runtime's retry: the record (if the hang-up came first) and the veth go.
+            h.detach("hu", c.name());
+            eventually_for("reap group empty after the retried DEL", BOUND, || {
+                host_veths(&ns).1 == 0
+            });
+        }
+    }
+    println!("hung-up DELETEs: {left} of {trials} left a link in the reap group");
+    assert_eq!(left, 0, "of {trials}");
+}
