@@ -166,7 +166,7 @@ impl Netlink {
                 Err(e) => {
                     // The kernel sets the group before the flags: on a later failure the link
                     // may be in the group already, and must not be left there unswept.
-                    reaper.delete(index);
+                    reaper.sweep();
                     Err(request_error("detach link", name.as_str(), e))
                 }
             }

@@ -25,6 +25,8 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 use tokio::sync::mpsc;
 
+use super::errno;
+
 /// Device group of detached links waiting for deletion ("SNRP"); nothing else should use it in
 /// the daemon's namespace.
 pub const REAP_GROUP: u32 = 0x534e_5250;
@@ -86,12 +88,10 @@ async fn reap(handle: &Handle, batch: &[u32]) -> Vec<u32> {
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 const RETRIES: u32 = 5;
 
-use super::errno;
-
 /// What woke the reaper.
 enum Wake {
-    /// A detached link's index.
-    Queued(u32),
+    /// A detached link's index, or `None`: only sweep the group.
+    Queued(Option<u32>),
     /// Time to try failed deletions again.
     Retry,
     /// Every sender is gone.
@@ -100,7 +100,7 @@ enum Wake {
 
 /// The reaper's loop: sweep what an earlier run left, then delete what is queued, in batches;
 /// deletions that fail are tried again a few times, a second apart.
-async fn run(handle: &Handle, mut rx: mpsc::UnboundedReceiver<u32>, pending: &AtomicUsize) {
+async fn run(handle: &Handle, mut rx: mpsc::UnboundedReceiver<Option<u32>>, pending: &AtomicUsize) {
     match sweep(handle).await {
         Ok(true) => tracing::info!("deleted detached links left by an earlier run"),
         Ok(false) => {}
@@ -117,19 +117,17 @@ async fn run(handle: &Handle, mut rx: mpsc::UnboundedReceiver<u32>, pending: &At
             }
         };
         let mut batch: Vec<u32> = std::mem::take(&mut failed);
-        let mut taken = 0;
+        let mut queued = Vec::new();
         match wake {
             Wake::Closed => break,
-            Wake::Queued(i) => {
-                batch.push(i);
-                taken += 1;
-            }
+            Wake::Queued(i) => queued.push(i),
             Wake::Retry => tries += 1,
         }
         while let Ok(i) = rx.try_recv() {
-            batch.push(i);
-            taken += 1;
+            queued.push(i);
         }
+        let taken = queued.iter().flatten().count();
+        batch.extend(queued.into_iter().flatten());
         failed = reap(handle, &batch).await;
         if failed.is_empty() {
             tries = 0;
@@ -148,14 +146,14 @@ async fn run(handle: &Handle, mut rx: mpsc::UnboundedReceiver<u32>, pending: &At
 /// Handle to the reaper thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Reaper {
-    tx: mpsc::UnboundedSender<u32>,
+    tx: mpsc::UnboundedSender<Option<u32>>,
     pending: Arc<AtomicUsize>,
 }
 
 impl Reaper {
     /// Starts the reaper thread with its own netlink socket in the caller's namespace.
     pub(crate) fn start() -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let (tx, rx) = mpsc::unbounded_channel::<Option<u32>>();
         let pending = Arc::new(AtomicUsize::new(0));
         let count = pending.clone();
         let (conn, handle, _) = rtnetlink::new_connection()?;
@@ -180,12 +178,20 @@ impl Reaper {
         Ok(Reaper { tx, pending })
     }
 
-    /// Queues the link with `index` for deletion.
+    /// Queues the link with `index` (in the reap group) for deletion.
     pub(crate) fn delete(&self, index: u32) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(index).is_err() {
+        if self.tx.send(Some(index)).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(index, "reaper is gone; reconciliation will remove the link");
+        }
+    }
+
+    /// Asks for the reap group to be swept, for links that may have got into it without their
+    /// index being known to be there (a detach that failed half-way).
+    pub(crate) fn sweep(&self) {
+        if self.tx.send(None).is_err() {
+            tracing::warn!("reaper is gone; reconciliation will remove detached links");
         }
     }
 
