@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use runtime_net::engine::{Engine, ReconcileReport};
+use runtime_net::store::StoreHealth;
 use runtime_net::types::{EndpointRecord, NetworkSpec};
 
 /// Content type of the exposition (OpenMetrics 1.0.0 text, which Prometheus negotiates).
@@ -208,6 +209,9 @@ pub struct Metrics {
     encap_dropped: Family<ModeLabels, Counter>,
     /// Last totals the data plane reported (vxlan, ipip), to turn them into increments.
     encap_seen: Mutex<[u64; 2]>,
+    store_healthy: Gauge,
+    store_io_errors: Counter,
+    store_reopens: Counter,
     /// Serialises refresh + encode of the per-network gauges.
     scrape: Mutex<()>,
 }
@@ -306,6 +310,24 @@ impl Metrics {
             "Encapsulated packets dropped because their outer source is not a peer, by mode (vxlan, ipip)",
             encap_dropped.clone(),
         );
+        let store_healthy = Gauge::default();
+        registry.register(
+            "shimnet_store_healthy",
+            "1 while the state store writes, 0 from an I/O failure (e.g. a full disk) until a write succeeds again",
+            store_healthy.clone(),
+        );
+        let store_io_errors = Counter::default();
+        registry.register(
+            "shimnet_store_io_errors",
+            "I/O failures of the state store (calls, and attempts to open it again)",
+            store_io_errors.clone(),
+        );
+        let store_reopens = Counter::default();
+        registry.register(
+            "shimnet_store_reopens",
+            "Times the state store was closed and opened again after an I/O failure",
+            store_reopens.clone(),
+        );
         Metrics {
             registry,
             source_up,
@@ -323,6 +345,9 @@ impl Metrics {
             peer_up,
             encap_dropped,
             encap_seen: Mutex::new([0; 2]),
+            store_healthy,
+            store_io_errors,
+            store_reopens,
             scrape: Mutex::new(()),
         }
     }
@@ -445,13 +470,31 @@ impl Metrics {
         out
     }
 
-    /// Refreshes the per-network gauges from `engine`'s records and encodes everything.
+    /// Sets the state store's metrics from its health (the counters only ever move forward).
+    pub fn set_store(&self, h: &StoreHealth) {
+        self.store_healthy.set(i64::from(h.healthy && h.open));
+        for (c, v) in [
+            (&self.store_io_errors, h.io_errors),
+            (&self.store_reopens, h.reopens),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+
+    /// Refreshes the per-network gauges from `engine`'s records and the store's health, and
+    /// encodes everything. While the store cannot be read the per-network gauges keep their last
+    /// values, so the health metrics are still served.
     pub async fn scrape(&self, engine: &Engine) -> runtime_net::engine::Result<String> {
-        let networks = engine.networks().await?;
-        let endpoints = engine.endpoints(None).await?;
-        let u = usage(&networks, &endpoints);
+        let records = match engine.networks().await {
+            Ok(n) => engine.endpoints(None).await.map(|e| (n, e)),
+            Err(e) => Err(e),
+        };
         let _one = self.scrape.lock().expect("scrape lock");
-        self.set_usage(&u);
+        self.set_store(&engine.store_health());
+        match records {
+            Ok((networks, endpoints)) => self.set_usage(&usage(&networks, &endpoints)),
+            Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
+        }
         Ok(self.encode())
     }
 }

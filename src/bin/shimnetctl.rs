@@ -432,7 +432,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Status => {
-            let mut v: Value = c.call("GET", "/v1/status", none)?;
+            // Health first: it answers even while the state store cannot be read.
+            let health = c.request("GET", "/v1/health", None)?;
+            let health: Value = serde_json::from_slice(&health.body).context("/v1/health")?;
+            let status: Result<Value, _> = c.call("GET", "/v1/status", none);
             let scrape = c.request("GET", "/metrics", None)?;
             if scrape.status != 200 {
                 bail!("GET /metrics answered HTTP {}", scrape.status);
@@ -440,18 +443,27 @@ fn run(cli: Cli) -> Result<()> {
             let text = String::from_utf8(scrape.body).context("/metrics is not UTF-8")?;
             let summary = shimnet::status::summarize(&text).context("parsing /metrics")?;
             if cli.json {
+                let mut v = match &status {
+                    Ok(v) => v.clone(),
+                    Err(e) => serde_json::json!({"status_error": e.to_string()}),
+                };
+                v["health"] = health;
                 v["metrics"] = serde_json::to_value(&summary)?;
                 print_json(&v);
                 return Ok(());
             }
-            println!(
-                "shimnetd {} — firewall {}, {} network(s), {} endpoint(s), up {} s",
-                s(&v, "version"),
-                s(&v, "status.firewall"),
-                s(&v, "status.networks"),
-                s(&v, "status.endpoints"),
-                s(&v, "status.uptime_seconds")
-            );
+            match &status {
+                Ok(v) => println!(
+                    "shimnetd {} — firewall {}, {} network(s), {} endpoint(s), up {} s",
+                    s(v, "version"),
+                    s(v, "status.firewall"),
+                    s(v, "status.networks"),
+                    s(v, "status.endpoints"),
+                    s(v, "status.uptime_seconds")
+                ),
+                Err(e) => println!("shimnetd — status unavailable: {e}"),
+            }
+            println!("{}", shimnet::status::store_line(&health["store"]));
             for line in shimnet::status::render(&summary) {
                 println!("{line}");
             }

@@ -570,10 +570,19 @@ async fn main() -> Result<()> {
         (tx, run.reload_source)
     });
 
+    let mut store_health = engine.store_health_changes();
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Ok(h) = store_health.wait_for(|h| h.fatal.is_some()) => {
+                // Reopening the store in this process is not safe (see runtime-net's
+                // store::handle); a restart by the service manager recovers it or stops with
+                // the reason.
+                failure = h.fatal.clone();
+                break;
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
                 match load_config(&args) {
@@ -604,12 +613,22 @@ async fn main() -> Result<()> {
             }
         }
     }
-    tracing::info!("shutting down; containers keep their networking");
+    match &failure {
+        Some(why) => tracing::error!(
+            "state store: {why}; exiting so that the service manager restarts shimnetd (containers keep their networking)"
+        ),
+        None => tracing::info!("shutting down; containers keep their networking"),
+    }
     activation::notify_stopping();
     let _ = stop_tx.send(true);
     let _ = api.await;
     if let Some(p) = plugin {
         let _ = p.await;
     }
-    Ok(())
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(
+            "state store cannot be reopened safely: {why}"
+        )),
+        None => Ok(()),
+    }
 }

@@ -126,7 +126,16 @@ impl RestApi {
         match segs.as_slice() {
             ["v1", "health"] => {
                 only(m, &[Method::GET], &path)?;
-                ok(&serde_json::json!({"status": "ok"}))
+                let store = e.check_store().await;
+                let (code, status) = match (&store.fatal, store.healthy && store.open) {
+                    (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+                    (None, true) => (StatusCode::OK, "ok"),
+                    (None, false) => (StatusCode::OK, "degraded"),
+                };
+                Ok(json_response(
+                    code,
+                    &serde_json::json!({"status": status, "store": store}),
+                ))
             }
             ["v1", "status"] => {
                 only(m, &[Method::GET], &path)?;
