@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use membership_etcd::EtcdConfig;
 use runtime_net::firewall::BackendKind;
-use runtime_net::peering::peers::{validate_config, NodeConfig, PeeringConfig};
+use runtime_net::peering::peers::{validate_settings, NodeSettings, PeeringConfig, SourceKind};
 use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
@@ -70,10 +71,13 @@ pub struct Config {
     pub api: ApiConfig,
     /// This node (`[node]`), for multi-host peering.
     #[serde(default)]
-    pub node: Option<NodeConfig>,
+    pub node: Option<NodeSettings>,
     /// Multi-host peering (`[peering]`); needs `[node]`.
     #[serde(default)]
     pub peering: Option<PeeringConfig>,
+    /// Cluster membership through etcd (`[etcd]`); with `[peering] source = "etcd"`.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// `[api]`: who may use the sockets and the limits that protect the daemon from slow or hostile
@@ -282,18 +286,41 @@ impl Config {
         })?;
         match (&cfg.node, &cfg.peering) {
             (None, Some(_)) => return Err(bad("[peering] needs a [node] section".into())),
-            (Some(n), Some(p)) => validate_config(n, p).map_err(|e| bad(e.to_string()))?,
+            (Some(n), p) => validate_settings(n, p.as_ref()).map_err(|e| bad(e.to_string()))?,
             _ => {}
+        }
+        let etcd_source = cfg
+            .peering
+            .as_ref()
+            .filter(|p| p.source == SourceKind::Etcd);
+        match (etcd_source, &cfg.etcd) {
+            (Some(_), None) => {
+                return Err(bad(
+                    "peering.source: \"etcd\" needs an [etcd] section (endpoints = [...])".into(),
+                ))
+            }
+            (Some(p), Some(e)) => e
+                .validate(p.cluster_cidr)
+                .map_err(|e| bad(e.to_string()))?,
+            (None, Some(_)) => {
+                return Err(bad(
+                    "[etcd] is set but [peering] source is not \"etcd\"; set source = \"etcd\" or remove [etcd]".into(),
+                ))
+            }
+            (None, None) => {}
         }
         cfg.check_networks().map_err(bad)?;
         Ok(cfg)
     }
 
-    /// With `[node]`: the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
+    /// With `[node]` and its `pod_cidr` (set, or leased through etcd and filled in by the
+    /// daemon): the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
     /// first host) and `mtu`; with `[peering]` also, traffic to `cluster_cidr` is never
     /// masqueraded and is let in. The network is added when the configuration lacks it.
     pub fn apply_node(&mut self, mtu: Option<u32>) {
-        let Some(node) = &self.node else { return };
+        let Some(pod_cidr) = self.node.as_ref().and_then(|n| n.pod_cidr) else {
+            return;
+        };
         let idx = match self.networks.iter().position(|n| n.name == DEFAULT_NETWORK) {
             Some(i) => i,
             None => {
@@ -306,9 +333,8 @@ impl Config {
             }
         };
         let n = &mut self.networks[idx];
-        n.subnet = node.pod_cidr.to_string();
-        n.gateway =
-            Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
+        n.subnet = pod_cidr.to_string();
+        n.gateway = Some(std::net::Ipv4Addr::from(u32::from(pod_cidr.network()) + 1).to_string());
         n.range_start = None;
         n.range_end = None;
         if mtu.is_some() {
@@ -451,6 +477,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode") || e.contains("gre"), "{e}");
+    }
+
+    #[test]
+    fn etcd_membership_settings_are_checked_and_named() {
+        let node = "[node]\nname = \"a\"\naddress = \"192.168.1.10\"\n";
+        let peering =
+            "[peering]\nmode = \"auto\"\ncluster_cidr = \"10.244.0.0/16\"\nsource = \"etcd\"\n";
+        let etcd = "[etcd]\nendpoints = [\"http://198.19.9.1:2379\"]\n";
+        // No pod_cidr: leased later; the default network is shaped once it is known.
+        let mut c =
+            Config::parse(&format!("{EMBEDDED_DEFAULT}\n{node}{peering}{etcd}"), "x").unwrap();
+        let e = c.etcd.clone().unwrap();
+        assert_eq!(
+            (e.prefix.as_str(), e.subnet_len, e.lease_ttl_secs),
+            ("/shimnet", 24, 60)
+        );
+        c.apply_node(Some(1450));
+        assert_eq!(
+            c.networks[0].subnet, "10.87.0.0/16",
+            "not shaped before the lease"
+        );
+        c.node.as_mut().unwrap().pod_cidr = Some("10.244.7.0/24".parse().unwrap());
+        c.apply_node(Some(1450));
+        assert_eq!(c.networks[0].subnet, "10.244.7.0/24");
+        for (text, want) in [
+            (
+                format!("{node}{peering}"),
+                "peering.source: \"etcd\" needs an [etcd] section",
+            ),
+            (
+                format!(
+                    "{node}pod_cidr = \"10.244.1.0/24\"\n{}{etcd}",
+                    peering.replace("source = \"etcd\"\n", "")
+                ),
+                "[etcd] is set but [peering] source is not \"etcd\"",
+            ),
+            (
+                format!("{node}{}", peering.replace("\"etcd\"", "\"file\"")),
+                "node.pod_cidr: required unless",
+            ),
+            (
+                format!("{node}{peering}[etcd]\nendpoints = [\"198.19.9.1:2379\"]\n"),
+                "etcd.endpoints[0]",
+            ),
+            (
+                format!("{node}{peering}{etcd}subnet_len = 8\n"),
+                "etcd.subnet_len",
+            ),
+            (format!("{node}{peering}{etcd}ttl = 5\n"), "ttl"),
+            (
+                format!("{}{peering}{etcd}", node.replace("\"a\"", "\"a/b\"")),
+                "node.name",
+            ),
+        ] {
+            let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{text}"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -94,6 +94,28 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+/// The membership source's state at one moment, for [`Metrics::set_membership`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipSample {
+    /// `file` or `etcd`.
+    pub source: &'static str,
+    /// Whether the source answers (etcd: lease kept alive and watch running).
+    pub up: bool,
+    /// Peers in the running set.
+    pub peers: u64,
+    /// Entries skipped as invalid.
+    pub skipped: u64,
+    /// Watch events received so far.
+    pub watch_events: u64,
+    /// Sessions established so far.
+    pub sessions: u64,
+}
+
 type DurationFamily = Family<OpKind, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -179,6 +201,11 @@ pub struct Metrics {
     reconcile_runs: Family<ResultLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
+    source_up: Family<SourceLabels, Gauge>,
+    members: Family<SourceLabels, Gauge>,
+    skipped: Family<SourceLabels, Gauge>,
+    watch_events: Family<SourceLabels, Counter>,
+    sessions: Family<SourceLabels, Counter>,
     encap_dropped: Family<ModeLabels, Counter>,
     /// Last totals the data plane reported (vxlan, ipip), to turn them into increments.
     encap_seen: Mutex<[u64; 2]>,
@@ -247,6 +274,36 @@ impl Metrics {
             "1 when the peer is reachable, 0 when it is down",
             peer_up.clone(),
         );
+        let source_up = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_source_up",
+            "1 while the membership source answers (etcd: lease kept alive and watch running; file: readable and valid)",
+            source_up.clone(),
+        );
+        let members = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_peers",
+            "Peers in the running peer set",
+            members.clone(),
+        );
+        let skipped = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_skipped_entries",
+            "Entries the membership source skipped as invalid",
+            skipped.clone(),
+        );
+        let watch_events = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "shimnet_etcd_watch_events",
+            "Watch events received from etcd",
+            watch_events.clone(),
+        );
+        let sessions = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "shimnet_etcd_sessions",
+            "etcd sessions (lease + watch) established; more than one means it reconnected",
+            sessions.clone(),
+        );
         let encap_dropped = Family::<ModeLabels, Counter>::default();
         registry.register(
             "shimnet_peering_encap_dropped",
@@ -273,6 +330,11 @@ impl Metrics {
         );
         Metrics {
             registry,
+            source_up,
+            members,
+            skipped,
+            watch_events,
+            sessions,
             operations,
             durations,
             endpoints,
@@ -342,6 +404,26 @@ impl Metrics {
         self.peer_up.remove(&PeerLabels {
             peer: peer.to_string(),
         });
+    }
+
+    /// Mirrors the membership source's state (the counters only ever move up).
+    pub fn set_membership(&self, m: &MembershipSample) {
+        let l = SourceLabels { source: m.source };
+        self.source_up.get_or_create(&l).set(i64::from(m.up));
+        self.members.get_or_create(&l).set(m.peers as i64);
+        self.skipped.get_or_create(&l).set(m.skipped as i64);
+        if m.source == "etcd" {
+            for (family, total) in [
+                (&self.watch_events, m.watch_events),
+                (&self.sessions, m.sessions),
+            ] {
+                let c = family.get_or_create(&l);
+                let now = c.get();
+                if total > now {
+                    c.inc_by(total - now);
+                }
+            }
+        }
     }
 
     /// Records the data plane's running totals of encapsulated packets dropped from non-peers
