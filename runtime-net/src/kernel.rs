@@ -95,7 +95,8 @@ pub enum ContainerEnd {
 pub trait Links: Send + Sync {
     /// The link called `name`, if any.
     fn link<'a>(&'a self, name: &'a str) -> KFuture<'a, Option<LinkInfo>>;
-    /// Links whose alias marks them as shimnet's.
+    /// Links whose alias marks them as shimnet's, and every link in the reap group (only
+    /// retired links waiting for deletion are put there, alias or not).
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>>;
     /// Every address in the namespace as (link name, address/prefix).
     fn host_addresses(&self) -> KFuture<'_, Vec<(String, IpNetwork)>>;

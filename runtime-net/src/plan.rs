@@ -367,7 +367,7 @@ pub fn same_network(a: &NetworkSpec, b: &NetworkSpec) -> bool {
 pub struct ReconcilePlan {
     /// Endpoint records whose namespace is gone: tear down and release.
     pub reclaim: Vec<EndpointKey>,
-    /// Owned links with no record: delete.
+    /// Owned links with no record, and every link in the reap group: delete.
     pub delete_links: Vec<String>,
     /// Networks whose firewall rules exist without a record: remove.
     pub delete_fw_networks: Vec<NetworkName>,
@@ -394,13 +394,18 @@ pub fn endpoint_alive(
 }
 
 /// Whether an owned link is still wanted (pure): a bridge of a recorded network under its
-/// recorded name, or the host end of a live endpoint. Links without an owner alias are not
-/// shimnet's and are always kept.
+/// recorded name, or the host end of a live endpoint. Links in the reap group are retired —
+/// a daemon killed before deleting them, or a detach that never finished — and go whatever
+/// their alias or record says. Other links without an owner alias are not shimnet's and are
+/// always kept.
 pub fn keep_link(
     link: &LinkInfo,
     networks: &BTreeMap<&str, &NetworkSpec>,
     live_veths: &BTreeSet<&str>,
 ) -> bool {
+    if link.group == crate::netlink::REAP_GROUP {
+        return false;
+    }
     let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else {
         return true;
     };
@@ -606,6 +611,44 @@ mod tests {
             "container end is back"
         );
         assert!(!endpoint_alive(&r, false, false, false), "pair gone");
+    }
+
+    #[test]
+    fn reconcile_deletes_every_link_in_the_reap_group() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let live = record(&net, "live");
+        let reaping = |mut l: LinkInfo| {
+            l.group = crate::netlink::REAP_GROUP;
+            l
+        };
+        let links = vec![
+            // A live endpoint's veth whose detach was cut short: the record is still there.
+            reaping(link(
+                live.host_ifname.as_str(),
+                Some(naming::veth_alias(&live.key)),
+                LinkKind::Veth,
+            )),
+            // A veth rolled back before it got shimnet's alias.
+            reaping(link("snv0123456789ab", None, LinkKind::Veth)),
+            // Not in the group, not shimnet's: left alone.
+            link("eth9", None, LinkKind::Veth),
+        ];
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            std::slice::from_ref(&live),
+            &links,
+            &[name("a")],
+            &[],
+            |_| true,
+        );
+        assert_eq!(
+            plan.delete_links,
+            vec![live.host_ifname.to_string(), "snv0123456789ab".to_string()]
+        );
+        assert!(
+            plan.reclaim.is_empty(),
+            "the record is the DEL's to release"
+        );
     }
 
     #[test]

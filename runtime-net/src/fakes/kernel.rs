@@ -40,6 +40,8 @@ pub struct FakeLink {
     pub peer: Option<(Option<PathBuf>, String)>,
     /// Port flags (hairpin, isolated).
     pub flags: (bool, bool),
+    /// Device group (`REAP_GROUP`: retired, deletion not done yet).
+    pub group: u32,
 }
 
 /// A link inside a fake container namespace.
@@ -89,6 +91,7 @@ impl KernelState {
             master: l.master,
             up: l.up,
             mtu: Some(l.mtu),
+            group: l.group,
         }
     }
 
@@ -182,6 +185,15 @@ impl FakeKernel {
         }
     }
 
+    /// A link left in the reap group with its deletion never done (a daemon killed between
+    /// retiring it and the background deletion, or a retire cut short half-way).
+    pub fn strand_in_reap_group(&self, name: &str) {
+        let mut st = self.st();
+        let l = st.links.get_mut(name).expect("link to strand");
+        l.group = crate::netlink::REAP_GROUP;
+        l.up = false;
+    }
+
     /// Someone outside shimnet deletes a link.
     pub fn delete_behind_back(&self, name: &str) -> bool {
         self.st().remove(name)
@@ -232,6 +244,7 @@ impl FakeKernel {
                 addrs: vec![],
                 peer: None,
                 flags: (false, false),
+                group: 0,
             },
         );
     }
@@ -279,9 +292,10 @@ impl Links for FakeKernel {
                 .links
                 .iter()
                 .filter(|(_, l)| {
-                    l.alias
-                        .as_deref()
-                        .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+                    l.group == crate::netlink::REAP_GROUP
+                        || l.alias
+                            .as_deref()
+                            .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
                 })
                 .map(|(n, l)| KernelState::info(n, l))
                 .collect())
@@ -331,6 +345,7 @@ impl Links for FakeKernel {
                             addrs: vec![],
                             peer: None,
                             flags: (false, false),
+                            group: 0,
                         },
                     );
                 }
@@ -415,6 +430,7 @@ impl Links for FakeKernel {
                     addrs: vec![],
                     peer: Some((pair.peer_netns.clone(), peer.clone())),
                     flags: (false, false),
+                    group: 0,
                 },
             );
             match &pair.peer_netns {
@@ -446,6 +462,7 @@ impl Links for FakeKernel {
                             addrs: vec![],
                             peer: Some((None, host.to_string())),
                             flags: (false, false),
+                            group: 0,
                         },
                     );
                 }

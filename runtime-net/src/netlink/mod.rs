@@ -81,6 +81,8 @@ pub struct LinkInfo {
     pub up: bool,
     /// MTU.
     pub mtu: Option<u32>,
+    /// Device group ([`REAP_GROUP`]: detached, waiting for deletion).
+    pub group: u32,
 }
 
 /// Long-lived netlink handle in the daemon's namespace.
@@ -140,9 +142,10 @@ impl Links for Netlink {
                 .iter()
                 .map(query::link_info)
                 .filter(|l| {
-                    l.alias
-                        .as_deref()
-                        .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+                    l.group == REAP_GROUP
+                        || l.alias
+                            .as_deref()
+                            .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
                 })
                 .collect())
         })
@@ -191,25 +194,41 @@ impl Links for Netlink {
 
     /// Takes the link down at once — no traffic flows — and deletes it in the background (see
     /// [`reaper`]).
+    ///
+    /// Runs as a task of its own: a caller that gives up half-way (a client that disconnects, a
+    /// timeout) cannot leave the link in the reap group without its deletion queued — the group
+    /// is deleted only when something is queued after the link went in.
     fn retire_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {
-        Box::pin(async move {
-            let Some(link) = query::link_by_name(&self.handle, name).await? else {
+        let (handle, reaper, name) = (self.handle.clone(), self.reaper.clone(), name.to_owned());
+        let task = tokio::spawn(async move {
+            let Some(link) = query::link_by_name(&handle, &name).await? else {
                 return Ok(false);
             };
             let index = link.header.index;
-            match self
-                .handle
+            let set = handle
                 .link()
                 .set(reaper::detach_message(index))
                 .execute()
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
-                Err(e) => return Err(request_error("detach link", name, e)),
+                .await;
+            match set {
+                Ok(()) => {
+                    reaper.delete(index);
+                    Ok(true)
+                }
+                Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+                Err(e) => {
+                    // The kernel sets the group before the flags: on a later failure the link
+                    // may be in the group already, and must not be left there unswept.
+                    reaper.sweep();
+                    Err(request_error("detach link", name.as_str(), e))
+                }
             }
-            self.reaper.delete(index);
-            Ok(true)
+        });
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         })
     }
 

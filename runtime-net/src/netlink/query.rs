@@ -226,6 +226,17 @@ pub(crate) fn kind(m: &LinkMessage) -> LinkKind {
     }
 }
 
+/// Device group of a link (0, the default group, when not reported).
+pub(crate) fn group(m: &LinkMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Group(g) => Some(*g),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// The public summary of a link message.
 pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     LinkInfo {
@@ -236,6 +247,7 @@ pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
         master: master(m),
         up: is_up(m),
         mtu: mtu(m),
+        group: group(m),
     }
 }
 

@@ -123,6 +123,7 @@ mod tests {
             master,
             up,
             mtu: Some(1500),
+            group: 0,
         }
     }
 

@@ -49,5 +49,6 @@ pub(crate) fn link(name: &str, alias: Option<String>, kind: LinkKind) -> LinkInf
         master: None,
         up: true,
         mtu: Some(1500),
+        group: 0,
     }
 }
