@@ -409,3 +409,78 @@ async fn repair_bridge_puts_it_back_once() {
         .unwrap()
         .is_empty());
 }
+
+/// The undo runs in reverse: what was done last is undone first, across executors.
+#[tokio::test]
+async fn the_undo_runs_in_reverse_order() {
+    use crate::firewall::PortRules;
+    use crate::kernel::{BridgePort, PairSpec};
+    use crate::plan::endpoint::{EndpointPlan, Op, Step};
+    use crate::types::MacAddr;
+
+    let h = one_network().await;
+    let pair = |host: &str| PairSpec {
+        host: IfName::new(host).unwrap(),
+        mtu: 1500,
+        bridge: IfName::new("n1").unwrap(),
+        bridge_index: None,
+        peer: IfName::new(&format!("{host}p")).unwrap(),
+        peer_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        peer_netns: None,
+    };
+    let rules = PortRules {
+        id: IfName::new("vb").unwrap(),
+        network: NetworkName::new("n1").unwrap(),
+        bridge: IfName::new("n1").unwrap(),
+        subnet4: "10.1.0.0/24".parse().unwrap(),
+        ip4: "10.1.0.9".parse().unwrap(),
+        ip6: None,
+        ports: vec![PortMapping {
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            host_port: 8080,
+            container_port: 80,
+        }],
+    };
+    let plan = EndpointPlan {
+        op: Op::Attach,
+        key: key("n1", "c1", "eth0"),
+        kind: EndpointKind::Managed,
+        reserved: None,
+        stages: vec![
+            vec![Step::CreatePair(pair("va"))],
+            vec![Step::PublishPorts(rules)],
+            vec![Step::CreatePair(pair("vb"))],
+            vec![Step::ConfigurePort(BridgePort {
+                name: IfName::new("va").unwrap(),
+                alias: "x".into(),
+                hairpin: false,
+                isolated: false,
+                enslave: None,
+            })],
+        ],
+    };
+    h.kernel.fail("configure_port");
+    h.kernel.clear_journal();
+    let e = h.engine.apply(&plan).await.unwrap_err();
+    assert!(e.to_string().contains("configure_port"), "{e}");
+    let kernel: Vec<String> = h
+        .kernel
+        .journal()
+        .into_iter()
+        .filter(|j| j.starts_with("retire") || j.starts_with("create pair"))
+        .map(|j| j.split(" peer ").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kernel,
+        vec!["create pair va", "create pair vb", "retire vb", "retire va"]
+    );
+    assert!(h.fw.ports().is_empty(), "the ports are withdrawn");
+    let fw: Vec<String> =
+        h.fw.journal()
+            .into_iter()
+            .filter(|j| j.contains("ports"))
+            .collect();
+    assert_eq!(fw, vec!["add ports of vb", "remove ports of vb"]);
+    assert!(h.veths().is_empty(), "{:?}", h.veths());
+}

@@ -42,6 +42,39 @@ async fn reconcile_reclaims_gone_endpoints_and_removes_orphans() {
     assert_eq!((again.reclaimed, again.links_removed), (0, 0));
 }
 
+/// Links left in the reap group (a daemon killed before its background deletion, a retire cut
+/// short) are deleted whatever their alias or record says; the record stays for the caller's
+/// detach to release.
+#[tokio::test]
+async fn reconcile_deletes_every_link_left_in_the_reap_group() {
+    let h = Harness::new().await;
+    h.network("n1", "10.1.0.0/24").await;
+    h.kernel.add_netns("/run/netns/c1");
+    let a = h
+        .engine
+        .attach(managed("n1", "c1", "/run/netns/c1"))
+        .await
+        .unwrap();
+    h.kernel.strand_in_reap_group(a.record.host_ifname.as_str());
+    h.kernel.add_host_link("snvnoalias", LinkKind::Veth, None);
+    h.kernel.strand_in_reap_group("snvnoalias");
+    h.kernel.add_host_link("foreign1", LinkKind::Veth, None);
+    let r = h.engine.reconcile().await.unwrap();
+    assert_eq!((r.links_removed, r.reclaimed), (2, 0), "{r:?}");
+    let links = h.kernel.links();
+    assert!(!links.contains_key(a.record.host_ifname.as_str()));
+    assert!(!links.contains_key("snvnoalias"));
+    assert!(
+        links.contains_key("foreign1"),
+        "not in the group, not shimnet's: kept"
+    );
+    assert_eq!(h.records().await, vec![a.record.clone()]);
+    // The detach that follows finds the pair gone and releases the record.
+    let gone = h.engine.detach(&a.record.key).await.unwrap();
+    assert_eq!(gone.map(|r| r.key), Some(a.record.key.clone()));
+    assert!(h.records().await.is_empty());
+}
+
 #[tokio::test]
 async fn a_prepared_endpoint_lives_while_its_pair_does() {
     let h = Harness::new().await;
