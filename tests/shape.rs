@@ -131,6 +131,7 @@ const WORKSPACE: &[&str] = &[
     "shimnet-cni",
     "shimnet-compat",
     "gojson",
+    "shimnet-membership-etcd",
 ];
 
 #[test]
@@ -148,6 +149,10 @@ fn crate_edges_point_one_way() {
     assert!(compat.contains(&"shimnet-wire".to_string()), "{compat:?}");
     assert_eq!(on("shimnet-wire"), Vec::<String>::new());
     assert_eq!(on("runtime-net"), Vec::<String>::new());
+    assert_eq!(
+        on("shimnet-membership-etcd"),
+        vec!["runtime-net".to_string()]
+    );
     // The iptables crate is the engine's alone.
     for p in WORKSPACE.iter().filter(|p| **p != "runtime-net") {
         assert!(
