@@ -513,8 +513,8 @@ fn print_peers(v: &PeersReply) {
     );
     if let Some(u) = &v.userspace_ipip {
         println!(
-            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped",
-            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} joined by the underlay, {} TUN writes), {} dropped",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.rx_joined, u.tun_writes, u.dropped
         );
     }
     for e in &v.errors {
