@@ -2,8 +2,10 @@
 //! its `ipam` section (host-local style or another plugin's), the runtime's `runtimeConfig` and
 //! `args`, `prevResult`, and shimnet's own keys (`daemonSocket`, `network`).
 //!
-//! Unknown keys are ignored, as CNI plugins conventionally do; a known key of the wrong type is
-//! an invalid configuration (code 7) naming the key.
+//! Keys are matched as Go's `encoding/json` matches them (the `gojson` crate): exactly, else
+//! case-insensitively, the last duplicate winning. Unknown keys are ignored, as CNI plugins
+//! conventionally do; a known key of the wrong type, or a required one missing, is an invalid
+//! configuration (code 7) naming the key.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -61,7 +63,8 @@ pub struct NetConf {
     pub port_isolation: Option<bool>,
     /// Address management.
     pub ipam: Option<Ipam>,
-    /// DNS settings passed through into the result.
+    /// DNS settings passed through into the result (keys as the spec spells them).
+    #[serde(deserialize_with = "crate::cni::shape::dns")]
     pub dns: Option<Value>,
     /// Runtime-provided capabilities.
     pub runtime_config: RuntimeConfig,
@@ -137,16 +140,17 @@ pub struct RuntimeConfig {
 
 /// One port mapping.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 pub struct PortMap {
-    /// Host port.
+    /// Host port (required: a missing one is reported as missing, not as port 0).
     pub host_port: u16,
-    /// Container port.
+    /// Container port (required).
     pub container_port: u16,
     /// `tcp`, `udp` or `sctp`.
+    #[serde(default)]
     pub protocol: String,
     /// Host address; all when empty.
-    #[serde(rename = "hostIP")]
+    #[serde(rename = "hostIP", default)]
     pub host_ip: String,
 }
 
@@ -179,8 +183,16 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// A key of the wrong type, or a required value missing: code 7 naming the key by its path.
+fn invalid(e: gojson::Error) -> CniError {
+    CniError::config(format!(
+        "invalid network configuration: key {e}; fix that key"
+    ))
+}
+
 impl NetConf {
-    /// Decodes stdin: invalid JSON is code 6, a known key of the wrong type code 7.
+    /// Decodes stdin as Go's `encoding/json` would (keys in any case, the last duplicate wins:
+    /// go-cni writes `runtimeConfig.portMappings` as `HostPort`, `ContainerPort`, ...): invalid JSON is code 6, a known key of the wrong type code 7.
     pub fn parse(stdin: &[u8]) -> Result<(Value, NetConf), CniError> {
         let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
             CniError::new(
@@ -195,19 +207,14 @@ impl NetConf {
                 "the network configuration on stdin must be a JSON object",
             ));
         }
-        let conf = NetConf::from_value(&raw)?;
+        let conf = gojson::from_slice(stdin).map_err(invalid)?;
         Ok((raw, conf))
     }
 
-    /// Decodes an already parsed configuration object (code 7 on a mistyped key).
+    /// Decodes an already parsed configuration object (code 7 on a mistyped key). Prefer
+    /// [`NetConf::parse`]: only the bytes tell which of two keys differing in case came last.
     pub fn from_value(raw: &Value) -> Result<NetConf, CniError> {
-        serde_path_to_error::deserialize(raw).map_err(|e| {
-            CniError::config(format!(
-                "invalid network configuration: key {}: {}; fix that key",
-                e.path(),
-                e.inner()
-            ))
-        })
+        gojson::from_value(raw).map_err(invalid)
     }
 
     /// The daemon socket to use.
@@ -253,5 +260,42 @@ mod tests {
         assert_eq!(c.delegated_ipam(), Some("static"));
         assert_eq!(c.runtime_config.port_mappings[0].container_port, 8080);
         assert_eq!(c.valid_attachments[0].container_id, "a");
+    }
+}
+
+#[cfg(test)]
+mod go_tests {
+    use super::*;
+
+    #[test]
+    fn go_cased_keys_decode() {
+        let (_, c) = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"shimnet",
+                 "runtimeConfig":{"portMappings":[{"HostPort":18090,"ContainerPort":8080,"Protocol":"tcp","HostIP":""}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.runtime_config.port_mappings,
+            vec![PortMap {
+                host_port: 18090,
+                container_port: 8080,
+                protocol: "tcp".into(),
+                host_ip: String::new()
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_port_is_missing() {
+        let e = NetConf::parse(
+            br#"{"name":"n","runtimeConfig":{"portMappings":[{"containerPort":80}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg
+                .contains("runtimeConfig.portMappings[0].hostPort: missing"),
+            "{e}"
+        );
     }
 }

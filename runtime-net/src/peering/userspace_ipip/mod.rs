@@ -8,10 +8,12 @@
 //! underlay addresses in one scatter-gather `sendmmsg` (the kernel adds the outer header).
 //!
 //! Receive, one thread: `recvmmsg` takes every queued outer packet; packets whose outer source
-//! is not a listed peer are dropped; consecutive TCP segments of one flow are joined (see
+//! is not a listed peer are dropped and counted ([`Counters::non_peer`]); consecutive TCP segments of one flow are joined (see
 //! [`gro`]) and every inner packet is written to the TUN with a virtio header, so the kernel
 //! handles one super-packet where the wire carried many. A packet the underlay's own GRO
-//! already joined is passed on as the super-packet it is.
+//! already joined is passed on as the super-packet it is. A batch is judged under one read lock
+//! of the peer table, so once [`UserspaceIpip::set_peers`] returns, no packet is judged by the
+//! previous table.
 
 mod batch;
 mod csum;
@@ -37,8 +39,10 @@ pub struct Counters {
     pub tx: AtomicU64,
     /// Packets received from peers and written to the TUN.
     pub rx: AtomicU64,
-    /// Packets dropped (unknown peer, no route, send errors).
+    /// Packets dropped (unknown peer, no route, send errors; `non_peer` included).
     pub dropped: AtomicU64,
+    /// Received packets dropped because their outer source is not a listed peer.
+    pub non_peer: AtomicU64,
     /// Reads from the TUN (one per super-packet when segmentation offload is at work).
     pub tun_reads: AtomicU64,
     /// Writes to the TUN (one per coalesced super-packet).
@@ -56,6 +60,8 @@ pub struct CounterSnapshot {
     pub rx_packets: u64,
     /// Packets dropped.
     pub dropped: u64,
+    /// Received packets dropped because their outer source is not a listed peer.
+    pub non_peer: u64,
     /// Reads from the TUN.
     pub tun_reads: u64,
     /// Writes to the TUN.
@@ -72,6 +78,7 @@ impl Counters {
             tx_packets: g(&self.tx),
             rx_packets: g(&self.rx),
             dropped: g(&self.dropped),
+            non_peer: g(&self.non_peer),
             tun_reads: g(&self.tun_reads),
             tun_writes: g(&self.tun_writes),
             rx_joined: g(&self.rx_joined),
@@ -160,6 +167,12 @@ impl UserspaceIpip {
             .spawn(move || recv_loop(rx_dev, rx_sock, peers, counters, seg_max))
             .map_err(io("spawn thread"))?;
         Ok(me)
+    }
+
+    /// Replaces the peer table (pod subnet → underlay address). Waits for the batch being
+    /// judged, so packets received from now on are judged by `table` only.
+    pub fn set_peers(&self, table: Vec<(Ipv4Network, Ipv4Addr)>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 }
 
@@ -334,7 +347,8 @@ fn recv_loop(tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters
                 return;
             }
         };
-        let t = peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Held for the whole batch: a table change waits for it (see `set_peers`).
+        let t = peers.read().unwrap_or_else(|e| e.into_inner());
         // Writes what the coalescer holds; false when the TUN is gone.
         let flush = |gro: &mut gro::Coalescer, batch: &batch::RecvBatch, inner_at: &[usize]| {
             if gro.is_empty() {
@@ -356,6 +370,7 @@ fn recv_loop(tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters
                 continue;
             };
             if !t.iter().any(|(_, a)| *a == src) {
+                c.non_peer.fetch_add(1, Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -392,6 +407,7 @@ fn recv_loop(tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters
         if !flush(&mut gro, &batch, &inner_at) {
             return;
         }
+        drop(t);
         if (HOLD_AFTER..batch::BATCH).contains(&n) {
             // A stream is flowing: let its next packets gather instead of being woken for each
             // (software interrupt moderation; more of them join in one super-packet).
