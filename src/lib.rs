@@ -6,5 +6,6 @@ pub mod config;
 pub mod docker;
 pub mod docs;
 pub mod netns;
+pub mod peers_view;
 pub mod ping;
 pub mod status;
