@@ -22,7 +22,7 @@ if [[ ${1:-} == --short ]]; then
 else
   cargo bench --locked --bench suite
   SHIMNET_BENCH_RUNS=${SHIMNET_BENCH_RUNS:-50} cargo test --locked --release --test docker -- \
-    --ignored --nocapture bench_docker_run_shimnet_vs_docker_bridge 2>&1 | tee target/bench/docker-run.txt
+    --ignored --nocapture bench_docker_run_timeline 2>&1 | tee target/bench/docker-run.txt
   cargo bench --locked --bench peering -- "${SHIMNET_BENCH_IPERF_SECS:-8}" 2>&1 | tee target/bench/peering.txt
   cargo bench --locked --bench membership -- 10 50 2>&1 | tee target/bench/membership.txt
 fi

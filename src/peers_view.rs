@@ -129,8 +129,8 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
     out.extend(table(&headers, &rows));
     if let Some(u) = &v.userspace_ipip {
         out.push(format!(
-            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped ({} from non-peers)",
-            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped, u.non_peer
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} joined by the underlay, {} TUN writes), {} dropped ({} from non-peers)",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.rx_joined, u.tun_writes, u.dropped, u.non_peer
         ));
     }
     let judge = |j: &Option<String>| match j {

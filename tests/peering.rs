@@ -392,6 +392,77 @@ fn routed_userspace_ipip() {
     );
 }
 
+/// GRO on the receiving end of one of the fabric's veth pairs, as a NIC's (`on`), or back to the
+/// veth defaults. veth joins packets only when its sending end has no TSO, and GRO must hold
+/// packets across NAPI polls for a while (interrupt moderation) to join any, since every send
+/// runs its own poll at once.
+fn nic_like_gro(on: bool, sender: (&str, &str), receiver: (&str, &str)) {
+    let (tso, gro, hold) = if on {
+        ("off", "on", (200_000, 100))
+    } else {
+        ("on", "off", (0, 0))
+    };
+    common::sh(&[
+        "ip", "netns", "exec", sender.0, "ethtool", "-K", sender.1, "tso", tso,
+    ]);
+    common::sh(&[
+        "ip", "netns", "exec", receiver.0, "ethtool", "-K", receiver.1, "gro", gro,
+    ]);
+    let sys = format!("/sys/class/net/{}", receiver.1);
+    let hold = format!(
+        "echo {} > {sys}/gro_flush_timeout && echo {} > {sys}/napi_defer_hard_irqs",
+        hold.0, hold.1
+    );
+    common::sh(&["ip", "netns", "exec", receiver.0, "sh", "-c", &hold]);
+}
+
+/// A NIC with GRO on (every physical NIC by default) joins consecutive IPIP packets of one TCP
+/// flow before the raw socket sees them: the receiver gets one outer packet, longer than the
+/// wire carries, with a TCP super-packet inside. Joined by the receiving node's own underlay
+/// port, its checksum is left partial; joined by a router on the way and forwarded, it is
+/// complete. Either way the transfer must arrive intact through the container's smaller MTU.
+#[test]
+fn routed_userspace_ipip_takes_packets_joined_by_underlay_gro() {
+    let mut f = Fabric::new(2);
+    let mode = "mode = \"ipip\"\nipip = \"userspace\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 1, 10, 2, mode);
+    full_mesh(&[&a, &b]);
+    a.start();
+    b.start();
+    let (ca, _) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    wait_for(
+        30,
+        "containers reach each other over userspace IPIP",
+        || ping_from(&ca, ipb, &[]),
+    );
+    let joined = |n: &Node| n.peers()["userspace_ipip"]["rx_joined"].as_u64().unwrap();
+    let r = f.router.name();
+    let (to_b, at_b) = ((r, b.port.as_str()), (b.ns.name(), b.underlay.as_str()));
+    let (from_a, at_router) = ((a.ns.name(), a.underlay.as_str()), (r, a.port.as_str()));
+    // Joined by b's own underlay port.
+    nic_like_gro(true, to_b, at_b);
+    let before = joined(&b);
+    assert_bulk_transfer(&ca, &cb, ipb, 7109, 16 << 20);
+    let after_local = joined(&b);
+    assert!(
+        after_local > before,
+        "no packet joined by b's own GRO reached b: {}",
+        b.peers()["userspace_ipip"]
+    );
+    // Joined by the router's port from a and forwarded to b.
+    nic_like_gro(false, to_b, at_b);
+    nic_like_gro(true, from_a, at_router);
+    assert_bulk_transfer(&ca, &cb, ipb, 7110, 16 << 20);
+    assert!(
+        joined(&b) > after_local,
+        "no packet joined by the router reached b: {}",
+        b.peers()["userspace_ipip"]
+    );
+    assert_df_at(&ca, ipb, 1480);
+}
+
 #[test]
 fn routed_auto_chooses_per_peer() {
     let mut f = Fabric::new(2);

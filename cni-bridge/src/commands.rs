@@ -18,27 +18,34 @@ use crate::env::{Command, Env};
 /// An error with the version label its object should carry.
 pub type Failure = (CniError, String);
 
-/// Runs one invocation; `Ok(Some(json))` is printed, `Ok(None)` prints nothing.
-pub fn dispatch(env: Result<Env, CniError>, stdin: &[u8]) -> Result<Option<Value>, Failure> {
-    let requested = serde_json::from_slice::<Value>(stdin)
+/// The `cniVersion` the caller asked for, as the label of a reply that comes before (or instead
+/// of) a decoded configuration; 1.1.0 when there is none.
+fn requested_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| {
             v.get("cniVersion")
                 .and_then(Value::as_str)
                 .map(String::from)
         })
-        .filter(|v| !v.is_empty());
-    let label = requested.clone().unwrap_or_else(|| "1.1.0".into());
-    let env = env.map_err(|e| (e, label.clone()))?;
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "1.1.0".into())
+}
+
+/// Runs one invocation; `Ok(Some(json))` is printed, `Ok(None)` prints nothing. On the way to a
+/// result the configuration is decoded once; the requested version is looked up separately only
+/// for a reply made without it (VERSION, errors before the version is known).
+pub fn dispatch(env: Result<Env, CniError>, stdin: &[u8]) -> Result<Option<Value>, Failure> {
+    let env = env.map_err(|e| (e, requested_version(stdin)))?;
     if env.command == Command::Version {
         return Ok(Some(json!({
-            "cniVersion": label,
+            "cniVersion": requested_version(stdin),
             "supportedVersions": SUPPORTED_VERSIONS,
         })));
     }
-    let (_raw, conf) = NetConf::parse(stdin).map_err(|e| (e, label.clone()))?;
+    let conf = NetConf::decode(stdin).map_err(|e| (e, requested_version(stdin)))?;
     let version = shimnet_compat::cni::negotiate(conf.cni_version.as_deref(), &conf.cni_versions)
-        .map_err(|e| (e, label.clone()))?;
+        .map_err(|e| (e, requested_version(stdin)))?;
     let label = version.as_str().to_string();
     let out = match env.command {
         Command::Add => add(&env, &conf, stdin, version),

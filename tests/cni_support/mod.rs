@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 /// Folder of the reference plugins (Debian `containernetworking-plugins`).
 pub const REF_DIR: &str = "/usr/lib/cni";
 
-/// Path of the `shimnet` plugin binary next to `shimnetd`, built (once per test process) so that
-/// it is current even when only the root package's tests were asked for.
+/// Path of the `shimnet` plugin binary next to `shimnetd`, built (once per test process, linked
+/// static-pie as shipped) so that it is current even when only the root package's tests were
+/// asked for.
 pub fn plugin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -22,11 +23,13 @@ pub fn plugin() -> PathBuf {
             let daemon = PathBuf::from(env!("CARGO_BIN_EXE_shimnetd"));
             let dir = daemon.parent().expect("target dir").to_path_buf();
             let release = dir.file_name().is_some_and(|n| n == "release");
+            // As scripts/package.sh ships it: static-pie.
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "shimnet-cni", "--bin", "shimnet"]);
+            cmd.args(["rustc", "-q", "-p", "shimnet-cni", "--bin", "shimnet"]);
             if release {
                 cmd.arg("--release");
             }
+            cmd.args(["--", "-C", "target-feature=+crt-static"]);
             let st = cmd
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()

@@ -312,6 +312,9 @@ pub struct UserspaceIpipCounters {
     pub tun_reads: u64,
     /// Writes to the TUN (fewer than rx_packets while coalescing works).
     pub tun_writes: u64,
+    /// Packets that arrived already joined by the underlay's GRO (each carries many segments).
+    #[serde(default)]
+    pub rx_joined: u64,
 }
 
 /// One peer in [`PeersReply`].

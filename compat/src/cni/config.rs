@@ -211,6 +211,19 @@ impl NetConf {
         Ok((raw, conf))
     }
 
+    /// [`NetConf::parse`] without the raw value, for callers that need only the configuration
+    /// (the CNI plugin, on every invocation): one decoding pass when the input is valid; the
+    /// same errors as [`NetConf::parse`] when it is not.
+    pub fn decode(stdin: &[u8]) -> Result<NetConf, CniError> {
+        // A valid JSON text that starts with '{' is an object; anything else takes the full
+        // path, which tells the errors apart.
+        let object = stdin.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        match gojson::from_slice(stdin) {
+            Ok(conf) if object => Ok(conf),
+            _ => Self::parse(stdin).map(|(_, conf)| conf),
+        }
+    }
+
     /// Decodes an already parsed configuration object (code 7 on a mistyped key). Prefer
     /// [`NetConf::parse`]: only the bytes tell which of two keys differing in case came last.
     pub fn from_value(raw: &Value) -> Result<NetConf, CniError> {
@@ -245,6 +258,26 @@ mod tests {
         let e = NetConf::parse(br#"{"name":"n","mtu":"big"}"#).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn decode_is_parse_without_the_raw_value() {
+        for text in [
+            &b"{nope"[..],
+            b"[1]",
+            b"null",
+            b" \n{\"name\":\"n\",\"mtu\":\"big\"}",
+            b"{\"name\":\"n\",\"Name\":\"m\",\"cniVersion\":\"1.0.0\"}",
+        ] {
+            let a = NetConf::parse(text).map(|(_, c)| c);
+            let b = NetConf::decode(text);
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+                (Err(a), Err(b)) => assert_eq!((a.code, a.msg), (b.code, b.msg)),
+                (a, b) => panic!("{:?}: {a:?} vs {b:?}", String::from_utf8_lossy(text)),
+            }
+        }
+        assert_eq!(NetConf::decode(b"null").unwrap_err().code, 6);
     }
 
     #[test]

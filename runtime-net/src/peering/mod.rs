@@ -408,7 +408,7 @@ impl Peering {
                     }
                 }
                 if self.userspace.is_none() {
-                    match UserspaceIpip::start(TUN_DEV, self.node.address) {
+                    match UserspaceIpip::start(TUN_DEV, self.node.address, self.underlay.mtu) {
                         Ok(u) => {
                             tracing::info!(tun = TUN_DEV, "userspace IPIP data plane started");
                             // Its peers from the start, before any route points at the TUN.

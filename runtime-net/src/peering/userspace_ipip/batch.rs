@@ -1,12 +1,12 @@
-//! Batched socket I/O for the userspace IPIP data plane: `recvmmsg` and `sendmmsg` over a raw
-//! socket, so one system call moves up to [`BATCH`] packets.
+//! Batched socket I/O for the userspace IPIP data plane: `recvmmsg` and scatter-gather `sendmmsg`
+//! over a raw socket, so one system call moves many packets.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
-/// Packets per system call.
-pub const BATCH: usize = 32;
+/// Packets per `recvmmsg`.
+pub const BATCH: usize = 64;
 /// Room for one packet (largest IPv4 packet).
 pub const SLOT: usize = 65536;
 
@@ -77,96 +77,68 @@ impl RecvBatch {
     }
 }
 
-/// Packets queued for [`SendBatch::flush`], each with its destination.
-pub struct SendBatch {
-    bufs: Vec<Vec<u8>>,
-    lens: [usize; BATCH],
-    dst: [Ipv4Addr; BATCH],
-    n: usize,
+/// Most messages one `sendmmsg` takes (`UIO_MAXIOV`).
+const MAX_MSGS: usize = 1024;
+
+/// Scatter-gather sending with `sendmmsg`: each packet is a header slice and a payload slice
+/// (either may be empty), sent to its own destination. Keeps its system-call arrays between
+/// calls so a steady stream allocates nothing.
+#[derive(Default)]
+pub struct Sender {
+    iov: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_in>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
-impl Default for SendBatch {
-    fn default() -> Self {
-        SendBatch {
-            bufs: (0..BATCH).map(|_| vec![0u8; SLOT]).collect(),
-            lens: [0; BATCH],
-            dst: [Ipv4Addr::UNSPECIFIED; BATCH],
-            n: 0,
-        }
-    }
-}
-
-impl SendBatch {
-    /// Queues a copy of `pkt` for `dst`; `false` (nothing queued) when the batch is full or
-    /// the packet too large.
-    pub fn push(&mut self, pkt: &[u8], dst: Ipv4Addr) -> bool {
-        if self.n == BATCH || pkt.len() > SLOT {
-            return false;
-        }
-        self.bufs[self.n][..pkt.len()].copy_from_slice(pkt);
-        self.lens[self.n] = pkt.len();
-        self.dst[self.n] = dst;
-        self.n += 1;
-        true
-    }
-
-    /// Whether the batch is full.
-    pub fn is_full(&self) -> bool {
-        self.n == BATCH
-    }
-
-    /// Packets queued.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// Sends every queued packet (one `sendmmsg`, repeated if the kernel takes fewer); returns
-    /// how many were sent and empties the queue. A packet the kernel refuses is skipped.
-    pub fn flush(&mut self, fd: RawFd) -> usize {
-        let mut addrs: Vec<libc::sockaddr_in> = self.dst[..self.n]
-            .iter()
-            .map(|a| libc::sockaddr_in {
+impl Sender {
+    /// Sends every packet of `packets` (destination, header, payload) on `fd`, as few system
+    /// calls as possible; returns (sent, refused). A packet the kernel refuses (e.g. too large
+    /// for the path MTU with DF set) is skipped.
+    pub fn send<'a>(
+        &mut self,
+        fd: RawFd,
+        packets: impl IntoIterator<Item = (Ipv4Addr, &'a [u8], &'a [u8])>,
+    ) -> (usize, usize) {
+        self.iov.clear();
+        self.addrs.clear();
+        self.msgs.clear();
+        for (dst, hdr, payload) in packets {
+            self.addrs.push(libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: 0,
                 sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a).to_be(),
+                    s_addr: u32::from(dst).to_be(),
                 },
                 sin_zero: [0; 8],
-            })
-            .collect();
-        let mut iov: Vec<libc::iovec> = self.bufs[..self.n]
-            .iter_mut()
-            .zip(&self.lens)
-            .map(|(b, l)| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: *l,
-            })
-            .collect();
-        // SAFETY: see RecvBatch::recv.
-        let mut msgs: Vec<libc::mmsghdr> =
-            (0..self.n).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for ((m, v), a) in msgs.iter_mut().zip(iov.iter_mut()).zip(addrs.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
-            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            });
+            // The kernel only reads through these pointers (sendmmsg).
+            self.iov.push(libc::iovec {
+                iov_base: hdr.as_ptr().cast_mut().cast(),
+                iov_len: hdr.len(),
+            });
+            self.iov.push(libc::iovec {
+                iov_base: payload.as_ptr().cast_mut().cast(),
+                iov_len: payload.len(),
+            });
         }
-        let mut done = 0;
-        let mut sent = 0;
-        while done < self.n {
-            // SAFETY: msgs[done..] point at live iovecs, buffers and addresses.
+        let n = self.addrs.len();
+        for i in 0..n {
+            // SAFETY: mmsghdr is plain old data; all-zero is valid (no control data).
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut self.iov[2 * i];
+            m.msg_hdr.msg_iovlen = 2;
+            m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            self.msgs.push(m);
+        }
+        let (mut done, mut sent) = (0, 0);
+        while done < n {
+            let chunk = (n - done).min(MAX_MSGS);
+            // SAFETY: msgs[done..done + chunk] point at iovecs and addresses held by self, whose
+            // vectors are not touched until the call returns; the iovecs point at the slices
+            // borrowed for 'a, which outlive this function.
             let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    msgs[done..].as_mut_ptr(),
-                    (self.n - done) as libc::c_uint,
-                    0,
-                )
+                libc::sendmmsg(fd, self.msgs[done..].as_mut_ptr(), chunk as libc::c_uint, 0)
             };
             if r <= 0 {
                 if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -179,8 +151,7 @@ impl SendBatch {
                 sent += r as usize;
             }
         }
-        self.n = 0;
-        sent
+        (sent, n - sent)
     }
 }
 
@@ -207,15 +178,16 @@ mod tests {
         rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let marker = format!("shimnet-batch-{}", std::process::id());
-        let mut out = SendBatch::default();
-        for i in 0..3u8 {
-            let msg = format!("{marker}-{i}");
-            assert!(out.push(msg.as_bytes(), Ipv4Addr::LOCALHOST));
-        }
-        assert!(!out.is_full());
-        assert_eq!(out.len(), 3);
-        assert_eq!(out.flush(tx.as_raw_fd()), 3);
-        assert!(out.is_empty());
+        let msgs: Vec<(String, String)> = (0..3)
+            .map(|i| (format!("{marker}-"), i.to_string()))
+            .collect();
+        let mut out = Sender::default();
+        let sent = out.send(
+            tx.as_raw_fd(),
+            msgs.iter()
+                .map(|(h, p)| (Ipv4Addr::LOCALHOST, h.as_bytes(), p.as_bytes())),
+        );
+        assert_eq!(sent, (3, 0));
         let mut got = Vec::new();
         let mut inb = RecvBatch::default();
         while got.len() < 3 {

@@ -1,21 +1,29 @@
-//! Userspace IPIP data plane for kernels without `CONFIG_NET_IPIP`: a TUN device and a raw
-//! IP-protocol-4 socket, wire-compatible with kernel IPIP (plain outer IPv4 header, protocol 4,
-//! DF set). One thread per direction, each moving batches of packets per system call
-//! (`recvmmsg`/`sendmmsg` on the raw socket).
+//! Userspace IPIP data plane for kernels without `CONFIG_NET_IPIP`: a multi-queue TUN device
+//! and a raw IP-protocol-4 socket, wire-compatible with kernel IPIP (plain outer IPv4 header,
+//! protocol 4, DF set).
 //!
-//! Send: a packet read from the TUN is looked up by inner destination in the peer table and
-//! sent to that peer's underlay address (the kernel adds the outer header). Receive: the raw
-//! socket returns the whole outer packet; packets whose outer source is not a listed peer are
-//! dropped and counted ([`Counters::non_peer`]), the others are written to the TUN without their
-//! outer header. A batch is judged under one read lock of the peer table, so once
-//! [`UserspaceIpip::set_peers`] returns, no packet is judged by the previous table.
+//! Send, one thread per TUN queue: the kernel hands over TCP/UDP super-packets of up to 64 KiB
+//! (TUN offloads, see [`gso`]); each is looked up by inner destination in the peer table, cut
+//! into wire-sized packets without copying its payload, and a batch of them goes to the peers'
+//! underlay addresses in one scatter-gather `sendmmsg` (the kernel adds the outer header).
+//!
+//! Receive, one thread: `recvmmsg` takes every queued outer packet; packets whose outer source
+//! is not a listed peer are dropped and counted ([`Counters::non_peer`]); consecutive TCP segments of one flow are joined (see
+//! [`gro`]) and every inner packet is written to the TUN with a virtio header, so the kernel
+//! handles one super-packet where the wire carried many. A packet the underlay's own GRO
+//! already joined is passed on as the super-packet it is. A batch is judged under one read lock
+//! of the peer table, so once [`UserspaceIpip::set_peers`] returns, no packet is judged by the
+//! previous table.
 
 mod batch;
+mod csum;
+mod gro;
 mod gso;
 mod packet;
 mod tun;
+mod vnet;
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +47,8 @@ pub struct Counters {
     pub tun_reads: AtomicU64,
     /// Writes to the TUN (one per coalesced super-packet).
     pub tun_writes: AtomicU64,
+    /// Packets received already joined into a super-packet by the underlay's GRO.
+    pub rx_joined: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -56,6 +66,8 @@ pub struct CounterSnapshot {
     pub tun_reads: u64,
     /// Writes to the TUN.
     pub tun_writes: u64,
+    /// Packets received already joined by the underlay's GRO.
+    pub rx_joined: u64,
 }
 
 impl Counters {
@@ -69,6 +81,7 @@ impl Counters {
             non_peer: g(&self.non_peer),
             tun_reads: g(&self.tun_reads),
             tun_writes: g(&self.tun_writes),
+            rx_joined: g(&self.rx_joined),
         }
     }
 }
@@ -96,45 +109,62 @@ pub struct StartError {
     source: std::io::Error,
 }
 
+/// TUN queues (and sending threads): one per CPU, at most this many.
+const MAX_QUEUES: usize = 4;
+
+/// Super-packets read from the TUN before their wire packets are sent in one batch.
+const READS: usize = 8;
+
+/// A receive batch at least this large means a stream is flowing (see [`HOLD`]).
+const HOLD_AFTER: usize = 4;
+/// How long the receiving thread lets packets gather after a batch of [`HOLD_AFTER`] or more
+/// (less than a full one): about 20 wire packets at 5 Gbit/s.
+const HOLD: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Outer IPv4 header the kernel puts in front of each packet sent (no options).
+const OUTER_HDR: usize = 20;
+
 impl UserspaceIpip {
-    /// Opens the TUN device `tun` and a raw IPIP socket bound to `local`, and starts the two
-    /// forwarding threads. The TUN still needs its address, MTU and up state.
-    pub fn start(tun: &str, local: Ipv4Addr) -> Result<Self, StartError> {
-        let dev = tun::open(tun).map_err(|source| StartError {
-            what: "open TUN",
-            source,
-        })?;
+    /// Opens the TUN device `tun` (one queue per CPU, up to four) and a raw IPIP socket bound
+    /// to `local` on an underlay of MTU `underlay_mtu`, and starts one sending thread per queue
+    /// and one receiving thread. The TUN still needs its address, MTU and up state.
+    pub fn start(tun: &str, local: Ipv4Addr, underlay_mtu: u32) -> Result<Self, StartError> {
+        let io = |what| move |source| StartError { what, source };
+        let queues = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_QUEUES);
+        let devs = tun::open(tun, queues).map_err(io("open TUN"))?;
         let sock = Socket::new(
             Domain::IPV4,
             Type::RAW,
             Some(Protocol::from(libc::IPPROTO_IPIP)),
         )
-        .map_err(|source| StartError {
-            what: "raw socket (IP protocol 4)",
-            source,
-        })?;
-        let io = |what| move |source| StartError { what, source };
+        .map_err(io("raw socket (IP protocol 4)"))?;
         sock.bind(&SocketAddr::V4(SocketAddrV4::new(local, 0)).into())
             .map_err(io("bind raw socket"))?;
         set_pmtudisc_do(&sock).map_err(io("set DF on raw socket"))?;
-        let _ = sock.set_recv_buffer_size(4 << 20);
+        let _ = sock.set_recv_buffer_size(8 << 20);
         let _ = sock.set_send_buffer_size(4 << 20);
         let me = UserspaceIpip {
             tun: tun.to_string(),
             peers: Arc::default(),
             counters: Arc::default(),
         };
-        let (rx_dev, tx_dev) = (dev.try_clone().map_err(io("clone TUN fd"))?, dev);
+        let rx_dev = devs[0].try_clone().map_err(io("clone TUN fd"))?;
         let rx_sock = sock.try_clone().map_err(io("clone raw socket"))?;
-        let (peers, counters) = (me.peers.clone(), me.counters.clone());
-        std::thread::Builder::new()
-            .name("ipip-tx".into())
-            .spawn(move || send_loop(tx_dev, sock, peers, counters))
-            .map_err(io("spawn thread"))?;
+        for (i, dev) in devs.into_iter().enumerate() {
+            let sock = sock.try_clone().map_err(io("clone raw socket"))?;
+            let (peers, counters) = (me.peers.clone(), me.counters.clone());
+            std::thread::Builder::new()
+                .name(format!("ipip-tx{i}"))
+                .spawn(move || send_loop(dev, sock, peers, counters))
+                .map_err(io("spawn thread"))?;
+        }
+        let seg_max = (underlay_mtu as usize).saturating_sub(OUTER_HDR);
         let (peers, counters) = (me.peers.clone(), me.counters.clone());
         std::thread::Builder::new()
             .name("ipip-rx".into())
-            .spawn(move || recv_loop(rx_dev, rx_sock, peers, counters))
+            .spawn(move || recv_loop(rx_dev, rx_sock, peers, counters, seg_max))
             .map_err(io("spawn thread"))?;
         Ok(me)
     }
@@ -196,86 +226,118 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// TUN → peers: drains what the TUN holds, cuts super-packets into segments (see [`gso`]),
-/// sends them in batches of one `sendmmsg` each.
+/// One TUN queue → peers: reads up to [`READS`] super-packets while the queue holds any, plans
+/// their wire packets (see [`gso::plan`]) and sends them all with one scatter-gather
+/// `sendmmsg` batch.
 fn send_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
     let (tfd, sfd) = (tun.as_raw_fd(), sock.as_raw_fd());
     if let Err(e) = set_nonblocking(tfd) {
         tracing::error!("userspace IPIP: TUN non-blocking: {e}; sending stops");
         return;
     }
-    let mut batch = batch::SendBatch::default();
-    let mut buf = vec![0u8; gso::VNET_HDR_LEN + batch::SLOT];
-    let (mut segs, mut lens) = (Vec::with_capacity(batch::SLOT * 2), Vec::with_capacity(64));
-    let flush = |batch: &mut batch::SendBatch| {
-        let queued = batch.len();
-        let sent = batch.flush(sfd);
-        c.tx.fetch_add(sent as u64, Ordering::Relaxed);
-        c.dropped
-            .fetch_add((queued - sent) as u64, Ordering::Relaxed);
-    };
+    let mut bufs: Vec<Vec<u8>> = (0..READS)
+        .map(|_| vec![0u8; vnet::LEN + batch::SLOT])
+        .collect();
+    let mut hdrs: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut segs: Vec<(usize, Ipv4Addr, gso::Seg)> = Vec::with_capacity(READS * 64);
+    let mut planned: Vec<gso::Seg> = Vec::with_capacity(64);
+    let mut sender = batch::Sender::default();
     loop {
         if let Err(e) = wait_readable(tfd) {
             tracing::warn!("userspace IPIP: polling the TUN failed, sending stops: {e}");
             return;
         }
-        let mut stop = false;
-        // Up to a few batches per wake-up, then send what is queued.
-        for _ in 0..batch::BATCH {
-            let n = match tun.read(&mut buf) {
-                Ok(n) => {
-                    c.tun_reads.fetch_add(1, Ordering::Relaxed);
-                    n
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("userspace IPIP: reading the TUN failed, sending stops: {e}");
-                    stop = true;
-                    break;
-                }
-            };
-            let (Some(h), Some(pkt)) = (
-                gso::VnetHdr::parse(&buf[..n]),
-                buf.get_mut(gso::VNET_HDR_LEN..n),
-            ) else {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let Some(peer) = packet::addrs(pkt).and_then(|(_, dst)| lookup(&peers, dst)) else {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
+        loop {
+            hdrs.clear();
             segs.clear();
-            lens.clear();
-            if gso::complete(&h, pkt, &mut segs, &mut lens).is_none() {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let mut off = 0;
-            for l in &lens {
-                if batch.is_full() {
-                    flush(&mut batch);
+            let (mut used, mut drained, mut stop) = (0, false, false);
+            while used < READS {
+                let n = match tun.read(&mut bufs[used]) {
+                    Ok(n) => {
+                        c.tun_reads.fetch_add(1, Ordering::Relaxed);
+                        n
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!(
+                            "userspace IPIP: reading the TUN failed, sending stops: {e}"
+                        );
+                        stop = true;
+                        break;
+                    }
+                };
+                let buf = &mut bufs[used];
+                let (Some(h), Some(pkt)) = (vnet::VnetHdr::parse(buf), buf.get_mut(vnet::LEN..n))
+                else {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let Some(peer) = packet::addrs(pkt).and_then(|(_, dst)| lookup(&peers, dst)) else {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                planned.clear();
+                if gso::plan(&h, pkt, &mut hdrs, &mut planned).is_none() {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                batch.push(&segs[off..off + l], peer);
-                off += l;
+                segs.extend(planned.drain(..).map(|s| (used, peer, s)));
+                used += 1;
             }
-        }
-        if !batch.is_empty() {
-            flush(&mut batch);
-        }
-        if stop {
-            return;
+            if !segs.is_empty() {
+                let (sent, refused) = sender.send(
+                    sfd,
+                    segs.iter().map(|(b, dst, s)| {
+                        let pkt = &bufs[*b][vnet::LEN..];
+                        (*dst, &hdrs[s.hdr.clone()], &pkt[s.payload.clone()])
+                    }),
+                );
+                c.tx.fetch_add(sent as u64, Ordering::Relaxed);
+                c.dropped.fetch_add(refused as u64, Ordering::Relaxed);
+            }
+            if stop {
+                return;
+            }
+            if drained {
+                break;
+            }
         }
     }
 }
 
-/// Peers → TUN: takes every queued packet with one `recvmmsg`, coalesces consecutive TCP
-/// segments (see [`gso::Coalescer`]) and writes the inner packets of listed peers to the TUN.
-fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>) {
+/// Writes one packet to the TUN from its parts; `false` when the device is gone (receiving
+/// stops), other failures count as drops.
+fn write_tun(tun: &std::fs::File, parts: &[IoSlice<'_>], c: &Counters) -> bool {
+    match (&*tun).write_vectored(parts) {
+        Ok(_) => {
+            c.tun_writes.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+            tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
+            false
+        }
+        Err(_) => {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+/// Peers → TUN: takes every queued packet with one `recvmmsg`, drops what does not come from
+/// a listed peer, joins consecutive TCP segments (see [`gro::Coalescer`]) and writes the inner
+/// packets to the TUN. `seg_max` is the largest inner packet the underlay carries: anything
+/// longer was joined by the underlay's GRO (see [`gro::oversized`]).
+fn recv_loop(tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Counters>, seg_max: usize) {
     let sfd = sock.as_raw_fd();
     let mut batch = batch::RecvBatch::default();
-    let mut gro = gso::Coalescer::default();
+    let mut gro = gro::Coalescer::new(seg_max);
+    let mut inner_at = [0usize; batch::BATCH];
+    let plain = [0u8; vnet::LEN];
     loop {
         let n = match batch.recv(sfd) {
             Ok(n) => n,
@@ -287,24 +349,23 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
         };
         // Held for the whole batch: a table change waits for it (see `set_peers`).
         let t = peers.read().unwrap_or_else(|e| e.into_inner());
-        let write = |tun: &mut std::fs::File, framed: &[u8]| -> bool {
-            match tun.write(framed) {
-                Ok(_) => {
-                    c.tun_writes.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    tracing::warn!("userspace IPIP: TUN device gone, receiving stops");
-                    false
-                }
-                Err(_) => {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
+        // Writes what the coalescer holds; false when the TUN is gone.
+        let flush = |gro: &mut gro::Coalescer, batch: &batch::RecvBatch, inner_at: &[usize]| {
+            if gro.is_empty() {
+                return true;
             }
+            let (head, parts) = gro.take();
+            let mut v = Vec::with_capacity(parts.len() + 1);
+            v.push(IoSlice::new(head));
+            for (i, r) in &parts {
+                let inner = &batch.packet(*i)[inner_at[*i]..];
+                v.push(IoSlice::new(&inner[r.clone()]));
+            }
+            write_tun(&tun, &v, &c)
         };
         for i in 0..n {
-            let Some((src, inner)) = packet::decapsulate(batch.packet(i)) else {
+            let pkt = batch.packet(i);
+            let Some((src, inner)) = packet::decapsulate(pkt) else {
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -313,27 +374,44 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let at = pkt.len() - inner.len();
+            inner_at[i] = at;
             c.rx.fetch_add(1, Ordering::Relaxed);
-            if gro.add(inner) {
+            if let Some(h) = gro::oversized(&mut batch.packet_mut(i)[at..], seg_max) {
+                c.rx_joined.fetch_add(1, Ordering::Relaxed);
+                if !flush(&mut gro, &batch, &inner_at) {
+                    return;
+                }
+                let h = h.to_bytes();
+                let inner = &batch.packet(i)[at..];
+                if !write_tun(&tun, &[IoSlice::new(&h), IoSlice::new(inner)], &c) {
+                    return;
+                }
                 continue;
             }
-            if !gro.is_empty() && !write(&mut tun, gro.take()) {
+            let inner = &batch.packet(i)[at..];
+            if gro.add(i, inner) {
+                continue;
+            }
+            if !flush(&mut gro, &batch, &inner_at) {
                 return;
             }
-            if gro.add(inner) {
+            if gro.add(i, inner) {
                 continue;
             }
-            // Not coalescable: an all-zero virtio header (no offload) written over the tail of
-            // the outer header, which is done with.
-            let at = batch.packet(i).len() - inner.len() - gso::VNET_HDR_LEN;
-            let framed = &mut batch.packet_mut(i)[at..];
-            framed[..gso::VNET_HDR_LEN].fill(0);
-            if !write(&mut tun, framed) {
+            // Not coalescable: as it is, with an all-zero virtio header (no offload).
+            if !write_tun(&tun, &[IoSlice::new(&plain), IoSlice::new(inner)], &c) {
                 return;
             }
         }
-        if !gro.is_empty() && !write(&mut tun, gro.take()) {
+        if !flush(&mut gro, &batch, &inner_at) {
             return;
+        }
+        drop(t);
+        if (HOLD_AFTER..batch::BATCH).contains(&n) {
+            // A stream is flowing: let its next packets gather instead of being woken for each
+            // (software interrupt moderation; more of them join in one super-packet).
+            std::thread::sleep(HOLD);
         }
     }
 }
