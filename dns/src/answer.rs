@@ -186,12 +186,16 @@ pub fn respond(zone: &Zone, packet: &[u8], transport: Transport) -> Outcome {
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => {
-            return Outcome::Reply(header_only(id, op, ResponseCode::FormErr), QueryResult::FormErr)
+            return Outcome::Reply(
+                header_only(id, op, ResponseCode::FormErr),
+                QueryResult::FormErr,
+            )
         }
     };
     let recursion = !zone.network().internal;
     let max = max_reply(&req, transport);
-    let simple = |rcode, result| Outcome::Reply(encode(&reply_to(&req, rcode, recursion), max), result);
+    let simple =
+        |rcode, result| Outcome::Reply(encode(&reply_to(&req, rcode, recursion), max), result);
     if req.op_code != OpCode::Query {
         return simple(ResponseCode::NotImp, QueryResult::NotImp);
     }
@@ -259,7 +263,10 @@ pub fn respond(zone: &Zone, packet: &[u8], transport: Transport) -> Outcome {
         }
         Lookup::Apex => {
             if matches!(q.query_type(), RecordType::SOA | RecordType::ANY) {
-                let mut soa = zone.soa(Authority::Domain).cloned().expect("the domain has a SOA");
+                let mut soa = zone
+                    .soa(Authority::Domain)
+                    .cloned()
+                    .expect("the domain has a SOA");
                 soa.name = q.name().clone();
                 m.answers.push(soa);
                 QueryResult::Answer
@@ -292,8 +299,11 @@ fn host_records(m: &mut Message, q: &Query, addrs: &Addrs, ttl: u32) {
     }
     if v6 {
         for ip in &addrs.v6 {
-            m.answers
-                .push(Record::from_rdata(q.name().clone(), ttl, RData::AAAA(AAAA(*ip))));
+            m.answers.push(Record::from_rdata(
+                q.name().clone(),
+                ttl,
+                RData::AAAA(AAAA(*ip)),
+            ));
         }
     }
 }
@@ -373,4 +383,4 @@ pub fn with_id(raw: &[u8], id: u16) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -146,7 +146,10 @@ pub fn reverse_apex(net: IpNetwork) -> String {
     };
     // `full` has `labels` address labels then the suffix; drop the host part's labels.
     let drop = labels - keep;
-    full.splitn(drop + 1, '.').last().unwrap_or(&full).to_string()
+    full.splitn(drop + 1, '.')
+        .last()
+        .unwrap_or(&full)
+        .to_string()
 }
 
 /// The fully qualified form of `key` under `domain` (both keys).
@@ -193,7 +196,10 @@ mod tests {
             assert_eq!(reverse_addr(key), Some(ip), "{name}");
             assert!(is_reverse(key));
         }
-        assert_eq!(reverse_name("10.89.0.7".parse().unwrap()), "7.0.89.10.in-addr.arpa.");
+        assert_eq!(
+            reverse_name("10.89.0.7".parse().unwrap()),
+            "7.0.89.10.in-addr.arpa."
+        );
         assert_eq!(reverse_addr("0.89.10.in-addr.arpa"), None, "a zone apex");
         assert_eq!(reverse_addr("07.0.89.10.in-addr.arpa"), None);
         assert_eq!(reverse_addr("256.0.89.10.in-addr.arpa"), None);

@@ -120,7 +120,8 @@ impl Zone {
         serial: u32,
         entries: impl IntoIterator<Item = &'a Entry>,
     ) -> Zone {
-        let domain = Name::from_ascii(format!("{}.", settings.domain)).unwrap_or_else(|_| Name::root());
+        let domain =
+            Name::from_ascii(format!("{}.", settings.domain)).unwrap_or_else(|_| Name::root());
         let suffix = format!(".{}", settings.domain);
         let mut names: HashMap<String, Addrs> = HashMap::new();
         let mut ptr = HashMap::new();
@@ -143,7 +144,12 @@ impl Zone {
             }
             if let Some(f) = first {
                 if let Ok(target) = Name::from_ascii(name::fqdn(&f, &settings.domain)) {
-                    for ip in e.ipv4.map(IpAddr::V4).into_iter().chain(e.ipv6.map(IpAddr::V6)) {
+                    for ip in e
+                        .ipv4
+                        .map(IpAddr::V4)
+                        .into_iter()
+                        .chain(e.ipv6.map(IpAddr::V6))
+                    {
                         ptr.insert(ip, target.clone());
                     }
                 }
@@ -154,7 +160,8 @@ impl Zone {
             .subnets
             .iter()
             .map(|s| {
-                let apex = Name::from_ascii(name::reverse_apex(*s)).unwrap_or_else(|_| Name::root());
+                let apex =
+                    Name::from_ascii(name::reverse_apex(*s)).unwrap_or_else(|_| Name::root());
                 soa(&apex, &domain, serial, settings.ttl)
             })
             .collect();
@@ -243,10 +250,7 @@ impl Zone {
         if key == domain {
             return Lookup::Apex;
         }
-        if let Some(rel) = key
-            .strip_suffix(domain)
-            .and_then(|r| r.strip_suffix('.'))
-        {
+        if let Some(rel) = key.strip_suffix(domain).and_then(|r| r.strip_suffix('.')) {
             return match self.names.get(rel) {
                 Some(a) => Lookup::Host(a, Authority::Domain),
                 None => Lookup::NxDomain(Authority::Domain),
@@ -267,7 +271,10 @@ pub(crate) mod tests {
     pub(crate) fn net() -> Arc<NetworkDns> {
         Arc::new(NetworkDns {
             name: "n1".into(),
-            subnets: vec!["10.89.0.0/24".parse().unwrap(), "fd00:89::/64".parse().unwrap()],
+            subnets: vec![
+                "10.89.0.0/24".parse().unwrap(),
+                "fd00:89::/64".parse().unwrap(),
+            ],
             listen: vec!["10.89.0.1".parse().unwrap()],
             internal: false,
         })
@@ -292,7 +299,12 @@ pub(crate) mod tests {
     pub(crate) fn sample() -> Zone {
         let es = [
             entry("a", &["web", "www", "Web"], "10.89.0.2", Some("fd00:89::2")),
-            entry("b", &["db", "shared", "bad name", "db.dns.shimnet"], "10.89.0.3", None),
+            entry(
+                "b",
+                &["db", "shared", "bad name", "db.dns.shimnet"],
+                "10.89.0.3",
+                None,
+            ),
             entry("c", &["shared"], "10.89.0.4", None),
             entry("d", &["my.app"], "10.89.0.5", None),
         ];
@@ -307,18 +319,44 @@ pub(crate) mod tests {
         };
         assert_eq!(a.v4, vec!["10.89.0.2".parse::<Ipv4Addr>().unwrap()]);
         assert_eq!(a.v6, vec!["fd00:89::2".parse::<Ipv6Addr>().unwrap()]);
-        assert!(matches!(z.lookup("www.dns.shimnet"), Lookup::Host(_, Authority::Domain)));
-        assert!(matches!(z.lookup("my.app"), Lookup::Host(_, Authority::Bare)));
+        assert!(matches!(
+            z.lookup("www.dns.shimnet"),
+            Lookup::Host(_, Authority::Domain)
+        ));
+        assert!(matches!(
+            z.lookup("my.app"),
+            Lookup::Host(_, Authority::Bare)
+        ));
         assert!(matches!(z.lookup("my.app.dns.shimnet"), Lookup::Host(..)));
-        let Lookup::Host(s, _) = z.lookup("shared") else { panic!() };
-        assert_eq!(s.v4.len(), 2, "both endpoints answer to an alias they share");
+        let Lookup::Host(s, _) = z.lookup("shared") else {
+            panic!()
+        };
+        assert_eq!(
+            s.v4.len(),
+            2,
+            "both endpoints answer to an alias they share"
+        );
         assert_eq!(z.lookup("dns.shimnet"), Lookup::Apex);
         assert_eq!(z.lookup("nope"), Lookup::NxDomain(Authority::Bare));
-        assert_eq!(z.lookup("nope.dns.shimnet"), Lookup::NxDomain(Authority::Domain));
+        assert_eq!(
+            z.lookup("nope.dns.shimnet"),
+            Lookup::NxDomain(Authority::Domain)
+        );
         assert_eq!(z.lookup("example.com"), Lookup::Outside);
-        assert_eq!(z.lookup("xdns.shimnet"), Lookup::Outside, "not under the domain");
-        assert!(matches!(z.lookup("db"), Lookup::Host(..)), "registered under the domain");
-        assert_eq!(z.len(), 5, "web www db shared my.app; the invalid name skipped");
+        assert_eq!(
+            z.lookup("xdns.shimnet"),
+            Lookup::Outside,
+            "not under the domain"
+        );
+        assert!(
+            matches!(z.lookup("db"), Lookup::Host(..)),
+            "registered under the domain"
+        );
+        assert_eq!(
+            z.len(),
+            5,
+            "web www db shared my.app; the invalid name skipped"
+        );
     }
 
     #[test]

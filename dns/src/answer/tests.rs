@@ -11,7 +11,8 @@ use crate::zone::Zone;
 pub(crate) fn query(name: &str, t: RecordType) -> Message {
     let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
-    m.queries.push(Query::query(Name::from_ascii(name).unwrap(), t));
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), t));
     m
 }
 
@@ -55,7 +56,10 @@ fn local_name_is_answered_authoritatively_with_the_query_case() {
 fn nodata_and_nxdomain() {
     let z = sample();
     let (m, r) = ask(&z, &query("db.dns.shimnet.", RecordType::AAAA));
-    assert_eq!((r, m.response_code), (QueryResult::NoData, ResponseCode::NoError));
+    assert_eq!(
+        (r, m.response_code),
+        (QueryResult::NoData, ResponseCode::NoError)
+    );
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities.len(), 1, "SOA for negative caching");
     assert!(matches!(&m.authorities[0].data, RData::SOA(s) if s.minimum == 5));
@@ -63,11 +67,17 @@ fn nodata_and_nxdomain() {
     assert_eq!(r, QueryResult::NoData);
     assert!(m.answers.is_empty());
     let (m, r) = ask(&z, &query("gone.dns.shimnet.", RecordType::A));
-    assert_eq!((r, m.response_code), (QueryResult::NxDomain, ResponseCode::NXDomain));
+    assert_eq!(
+        (r, m.response_code),
+        (QueryResult::NxDomain, ResponseCode::NXDomain)
+    );
     assert!(m.authoritative);
     assert_eq!(m.authorities[0].name.to_ascii(), "dns.shimnet.");
     let (m, r) = ask(&z, &query("gone.", RecordType::A));
-    assert_eq!((r, m.response_code), (QueryResult::NxDomain, ResponseCode::NXDomain));
+    assert_eq!(
+        (r, m.response_code),
+        (QueryResult::NxDomain, ResponseCode::NXDomain)
+    );
     assert!(m.authorities.is_empty(), "no zone above a bare name");
     let (m, r) = ask(&z, &query("dns.shimnet.", RecordType::SOA));
     assert_eq!(r, QueryResult::Answer);
@@ -83,10 +93,19 @@ fn reverse_lookups() {
     assert_eq!(r, QueryResult::Answer);
     assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "web.dns.shimnet."));
     let (m, r) = ask(&z, &query("99.0.89.10.in-addr.arpa.", RecordType::PTR));
-    assert_eq!((r, m.response_code), (QueryResult::NxDomain, ResponseCode::NXDomain));
+    assert_eq!(
+        (r, m.response_code),
+        (QueryResult::NxDomain, ResponseCode::NXDomain)
+    );
     assert_eq!(m.authorities[0].name.to_ascii(), "0.89.10.in-addr.arpa.");
     assert!(matches!(
-        respond(&z, &query("4.3.2.1.in-addr.arpa.", RecordType::PTR).to_vec().unwrap(), Transport::Udp),
+        respond(
+            &z,
+            &query("4.3.2.1.in-addr.arpa.", RecordType::PTR)
+                .to_vec()
+                .unwrap(),
+            Transport::Udp
+        ),
         Outcome::Forward(_)
     ));
 }
@@ -109,7 +128,10 @@ fn other_names_are_forwarded_or_refused_on_internal_networks() {
     n.internal = true;
     let internal = Zone::empty(Arc::new(n), settings());
     let (m, r) = ask(&internal, &q);
-    assert_eq!((r, m.response_code), (QueryResult::Refused, ResponseCode::Refused));
+    assert_eq!(
+        (r, m.response_code),
+        (QueryResult::Refused, ResponseCode::Refused)
+    );
     assert!(!m.recursion_available);
     // Its own missing names are still NXDOMAIN.
     let (_, r) = ask(&internal, &query("web.", RecordType::A));
@@ -124,7 +146,10 @@ fn malformed_and_unusual_messages() {
     // A response is never answered.
     let mut resp = query("web.", RecordType::A);
     resp.metadata.message_type = MessageType::Response;
-    assert_eq!(respond(&z, &resp.to_vec().unwrap(), Transport::Udp), Outcome::Drop);
+    assert_eq!(
+        respond(&z, &resp.to_vec().unwrap(), Transport::Udp),
+        Outcome::Drop
+    );
     // Header claiming a question that is not there: FORMERR with the id.
     let mut junk = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     junk.extend_from_slice(&[0xff; 40]);
@@ -135,7 +160,10 @@ fn malformed_and_unusual_messages() {
     assert_eq!((m.id, m.response_code), (0xabcd, ResponseCode::FormErr));
     // Two questions.
     let mut two = query("web.", RecordType::A);
-    two.queries.push(Query::query(Name::from_ascii("db.").unwrap(), RecordType::A));
+    two.queries.push(Query::query(
+        Name::from_ascii("db.").unwrap(),
+        RecordType::A,
+    ));
     assert_eq!(ask(&z, &two).1, QueryResult::FormErr);
     // No question.
     let mut none = query("web.", RecordType::A);
@@ -149,7 +177,10 @@ fn malformed_and_unusual_messages() {
     let mut ch = query("version.bind.", RecordType::TXT);
     ch.queries[0].set_query_class(DNSClass::CH);
     assert_eq!(ask(&z, &ch).1, QueryResult::Refused);
-    assert_eq!(ask(&z, &query("dns.shimnet.", RecordType::AXFR)).1, QueryResult::Refused);
+    assert_eq!(
+        ask(&z, &query("dns.shimnet.", RecordType::AXFR)).1,
+        QueryResult::Refused
+    );
     // EDNS version 1: BADVERS.
     let mut v1 = query("web.", RecordType::A);
     let mut e = Edns::new();
@@ -174,13 +205,13 @@ fn malformed_and_unusual_messages() {
 fn large_answers_are_truncated_over_udp_only() {
     let zone_of = |n: u8| {
         let entries: Vec<_> = (0..n)
-        .map(|i| crate::zone::Entry {
-            id: format!("e{i:03}"),
-            names: vec!["many".into()],
-            ipv4: Some(Ipv4Addr::new(10, 89, 0, i + 2)),
-            ipv6: None,
-        })
-        .collect::<Vec<_>>();
+            .map(|i| crate::zone::Entry {
+                id: format!("e{i:03}"),
+                names: vec!["many".into()],
+                ipv4: Some(Ipv4Addr::new(10, 89, 0, i + 2)),
+                ipv6: None,
+            })
+            .collect::<Vec<_>>();
         Zone::build(net(), settings(), 1, entries.iter())
     };
     let z = zone_of(100);
@@ -201,7 +232,10 @@ fn large_answers_are_truncated_over_udp_only() {
     e.set_max_payload(4096);
     big.edns = Some(e);
     let (m, _) = ask(&z, &big);
-    assert!(m.truncation, "100 A records (about 1.6 kB) do not fit in 1232 bytes");
+    assert!(
+        m.truncation,
+        "100 A records (about 1.6 kB) do not fit in 1232 bytes"
+    );
     assert!(m.edns.is_some());
     let (m, _) = ask(&zone_of(60), &big);
     assert!(!m.truncation, "60 A records fit in 1232 bytes");
@@ -217,7 +251,11 @@ fn refusal_and_upstream_checks() {
     assert!(refuse(&[1, 2, 3], Transport::Udp).is_none());
 
     let z = sample();
-    let Outcome::Forward(f) = respond(&z, &query("example.com.", RecordType::A).to_vec().unwrap(), Transport::Udp) else {
+    let Outcome::Forward(f) = respond(
+        &z,
+        &query("example.com.", RecordType::A).to_vec().unwrap(),
+        Transport::Udp,
+    ) else {
         panic!()
     };
     let mut up = query("EXAMPLE.com.", RecordType::A);
@@ -227,11 +265,17 @@ fn refusal_and_upstream_checks() {
     assert_eq!(check_upstream(&f, 77, &bytes), UpstreamReply::Final);
     assert_eq!(check_upstream(&f, 78, &bytes), UpstreamReply::Foreign);
     up.metadata.response_code = ResponseCode::ServFail;
-    assert_eq!(check_upstream(&f, 77, &up.to_vec().unwrap()), UpstreamReply::Failed);
+    assert_eq!(
+        check_upstream(&f, 77, &up.to_vec().unwrap()),
+        UpstreamReply::Failed
+    );
     let mut other = query("example.org.", RecordType::A);
     other.metadata.id = 77;
     other.metadata.message_type = MessageType::Response;
-    assert_eq!(check_upstream(&f, 77, &other.to_vec().unwrap()), UpstreamReply::Foreign);
+    assert_eq!(
+        check_upstream(&f, 77, &other.to_vec().unwrap()),
+        UpstreamReply::Foreign
+    );
     assert_eq!(check_upstream(&f, 77, &[0; 5]), UpstreamReply::Foreign);
     assert_eq!(&with_id(&bytes, 0x1234)[..2], &[0x12, 0x34]);
 }
