@@ -70,6 +70,8 @@ pub struct NetworkRequest {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     /// Docker MAC scheme.
     pub docker_mac: bool,
+    /// Serve container names on the gateway (default off).
+    pub dns: Option<bool>,
 }
 
 impl NetworkRequest {
@@ -93,6 +95,7 @@ impl NetworkRequest {
             allow_from: Vec::new(),
             host_binding_ipv4: None,
             docker_mac: false,
+            dns: None,
         }
     }
 }
@@ -246,6 +249,7 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
         allow_from: req.allow_from,
         host_binding_ipv4: req.host_binding_ipv4,
         docker_mac: req.docker_mac,
+        dns: req.dns.unwrap_or(false),
     })
 }
 
@@ -574,6 +578,7 @@ mod tests {
             gateway6: None,
             mtu: 1500,
             ports: vec![],
+            names: vec![],
         }
     }
 

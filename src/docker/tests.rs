@@ -162,6 +162,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         host_binding_ipv4: None,
         docker_mac: true,
         range4: None,
+        dns: false,
     };
     let rec = EndpointRecord {
         key: EndpointKey {
@@ -178,6 +179,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         gateway6: None,
         mtu: 1400,
         ports,
+        names: vec![],
     };
     (spec, rec)
 }

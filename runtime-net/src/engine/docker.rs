@@ -125,6 +125,8 @@ impl Engine {
             ipv6: req.ipv6.filter(|_| spec.subnet6.is_some()),
             mac: req.mac,
             ports: Vec::new(),
+            // dockerd resolves its containers' names itself (its embedded DNS).
+            names: Vec::new(),
         };
         let (rec, _created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
         if req.ipv4.is_some_and(|ip| ip != rec.ipv4.ip()) {

@@ -4,16 +4,18 @@
 
 pub mod docker;
 mod error;
+mod observer;
 mod reconcile;
 
 use error::collect;
 pub use error::{EngineError, Result};
+pub use observer::Observer;
 pub use reconcile::ReconcileReport;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Instant;
 
 use ipnetwork::IpNetwork;
@@ -26,7 +28,7 @@ use crate::plan::{self, FieldError, NetworkRequest};
 use crate::store::{AllocRequest, Store, StoreError};
 use crate::sysctl;
 use crate::types::{
-    ContainerId, EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
+    ContainerId, EndpointKey, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec,
     PortMapping,
 };
 
@@ -49,6 +51,8 @@ pub struct AttachRequest {
     pub mac: Option<MacAddr>,
     /// Published ports.
     pub ports: Vec<PortMapping>,
+    /// Names the container answers to on a network with name resolution (recorded).
+    pub names: Vec<HostName>,
 }
 
 impl AttachRequest {
@@ -94,6 +98,8 @@ pub struct Engine {
     /// Serialises operations on one endpoint key.
     key_locks: StdMutex<HashMap<EndpointKey, Arc<Mutex<()>>>>,
     started: Instant,
+    /// Told about every recorded change (set once, see [`Engine::observe`]).
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl Engine {
@@ -113,7 +119,34 @@ impl Engine {
             topology: RwLock::new(()),
             key_locks: StdMutex::new(HashMap::new()),
             started: Instant::now(),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Installs the observer (once; a second call is refused with `false`) and tells it about
+    /// every recorded network and endpoint. Changes made meanwhile wait for the replay, so none
+    /// is missed or told twice out of order.
+    pub async fn observe(&self, observer: Arc<dyn Observer>) -> Result<bool> {
+        let _w = self.topology.write().await;
+        if self.observer.set(observer.clone()).is_err() {
+            return Ok(false);
+        }
+        let (networks, endpoints) = self
+            .store(|s| Ok((s.networks()?, s.endpoints(None)?)))
+            .await?;
+        for spec in &networks {
+            observer.network_up(spec);
+        }
+        for rec in &endpoints {
+            if let Some(spec) = networks.iter().find(|n| n.name == rec.key.network) {
+                observer.endpoint_up(spec, rec);
+            }
+        }
+        Ok(true)
+    }
+
+    fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.get().map(|o| o.as_ref())
     }
 
     /// The firewall backend in use.
@@ -218,6 +251,9 @@ impl Engine {
                 Err(r) => EngineError::Many(vec![e, r]),
             });
         }
+        if let Some(o) = self.observer() {
+            o.network_up(&spec);
+        }
         tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "network created");
         Ok(spec)
     }
@@ -232,6 +268,13 @@ impl Engine {
                 return Err(EngineError::Conflict(format!(
                     "network {} exists with subnet {} on bridge {}, not {} on {}",
                     have.name, have.subnet, have.bridge, wanted.subnet, wanted.bridge
+                )));
+            }
+            if have.dns != wanted.dns {
+                return Err(EngineError::Conflict(format!(
+                    "dns: network {} exists with name resolution {}; delete it first to change that",
+                    have.name,
+                    if have.dns { "on" } else { "off" }
                 )));
             }
             return Ok(have);
@@ -323,6 +366,9 @@ impl Engine {
         self.teardown_network(&spec).await?;
         let n = name.clone();
         self.store(move |s| s.remove_network(&n)).await?;
+        if let Some(o) = self.observer() {
+            o.network_down(name);
+        }
         tracing::info!(network = %name, "network deleted");
         Ok(spec)
     }
@@ -394,6 +440,7 @@ impl Engine {
             ipv6: req.ipv6,
             mac: req.mac,
             ports: req.ports.clone(),
+            names: req.names.clone(),
         };
         let t0 = std::time::Instant::now();
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
@@ -408,6 +455,9 @@ impl Engine {
             let cfg = Self::veth_config(&spec, &rec);
             if self.nl.check_veth(&cfg).await?.is_empty() {
                 self.install_ports(&spec, &rec).await?;
+                if let Some(o) = self.observer() {
+                    o.endpoint_up(&spec, &rec);
+                }
                 return Ok((rec, false));
             }
         }
@@ -426,6 +476,9 @@ impl Engine {
                 errors.push(s);
             }
             return Err(collect(errors).expect_err("at least one error"));
+        }
+        if let Some(o) = self.observer() {
+            o.endpoint_up(&spec, &rec);
         }
         tracing::debug!(
             endpoint = %key,
@@ -497,14 +550,29 @@ impl Engine {
             return Ok(None);
         };
         let n = key.network.clone();
-        match self.store(move |s| s.network(&n)).await? {
-            Some(spec) => self.teardown_endpoint(&spec, &rec).await?,
+        let spec = self.store(move |s| s.network(&n)).await?;
+        match &spec {
+            Some(spec) => self.teardown_endpoint(spec, &rec).await?,
             None => {
                 self.nl.detach_veth(&rec.host_ifname).await?;
             }
         }
+        // Names go before the addresses are released: a new endpoint that gets one of them can
+        // never be found under this endpoint's names.
+        if let Some(o) = self.observer() {
+            o.endpoint_down(key);
+        }
         let k = key.clone();
-        let released = self.store(move |s| s.release_endpoint(&k)).await?;
+        let released = match self.store(move |s| s.release_endpoint(&k)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Still recorded: its names stay with it.
+                if let (Some(o), Some(spec)) = (self.observer(), &spec) {
+                    o.endpoint_up(spec, &rec);
+                }
+                return Err(e);
+            }
+        };
         tracing::debug!(endpoint = %key, "detached");
         Ok(released)
     }

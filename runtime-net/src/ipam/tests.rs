@@ -349,6 +349,7 @@ fn spec(docker_mac: bool) -> NetworkSpec {
         allow_from: vec![],
         host_binding_ipv4: None,
         docker_mac,
+        dns: false,
     }
 }
 

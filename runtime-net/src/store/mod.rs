@@ -19,7 +19,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransacti
 
 use crate::ipam::{default_mac, Family, IpamError, Pool};
 use crate::types::{
-    EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
+    EndpointKey, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
 };
 use alloc::{pool_rows, PoolTables};
 use schema::{
@@ -96,6 +96,8 @@ pub struct AllocRequest {
     pub mac: Option<MacAddr>,
     /// Published ports.
     pub ports: Vec<PortMapping>,
+    /// Names the container answers to (recorded with the endpoint).
+    pub names: Vec<HostName>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`.
@@ -320,6 +322,7 @@ impl Store {
                 gateway6: spec.gateway6,
                 mtu: spec.mtu,
                 ports: req.ports.clone(),
+                names: req.names.clone(),
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
             Ok((rec, true))

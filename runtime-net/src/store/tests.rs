@@ -30,6 +30,7 @@ pub(super) fn spec(name: &str, subnet: &str, gateway: &str) -> NetworkSpec {
         allow_from: vec![],
         host_binding_ipv4: None,
         docker_mac: false,
+        dns: false,
     }
 }
 
@@ -46,6 +47,7 @@ pub(super) fn req(net: &str, cid: &str) -> AllocRequest {
         ipv6: None,
         mac: None,
         ports: vec![],
+        names: vec![],
     }
 }
 
