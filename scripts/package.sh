@@ -2,6 +2,9 @@
 # Builds the Debian package from a staged tree with dpkg-deb (nothing to install beyond dpkg-dev):
 #   scripts/package.sh            → target/debian/shimnet_<version>_<arch>.deb (release build)
 #   PROFILE=debug scripts/package.sh   (the tests: reuses the debug build)
+#   PKG_VERSION=0.1.0+t1 PKG_OUT=target/debian-t1 scripts/package.sh
+#                                 (the upgrade test: the same build as another version, elsewhere)
+#   PKG_COMPRESS=none scripts/package.sh   (dpkg-deb -Z; default xz. Throwaway test packages)
 # Prints the path of the .deb on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +14,9 @@ case $profile in
   debug) cargo build --locked -p shimnet -p shimnet-cni --bins; bin=target/debug ;;
   *) echo "package: PROFILE must be release or debug, not $profile" >&2; exit 1 ;;
 esac
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+version=${PKG_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 arch=$(dpkg --print-architecture)
-out=target/debian
+out=${PKG_OUT:-target/debian}
 stage=$out/stage
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN"
@@ -68,5 +71,5 @@ sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@
 (cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"
 
 deb=$out/shimnet_${version}_${arch}.deb
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+dpkg-deb --root-owner-group "-Z${PKG_COMPRESS:-xz}" --build "$stage" "$deb" >/dev/null
 echo "$deb"

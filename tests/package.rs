@@ -1,6 +1,7 @@
 //! The Debian package: built by `scripts/package.sh` (debug profile, to reuse the test build),
 //! its contents and control fields checked, lintian run when installed, then installed into and
-//! purged from a throwaway dpkg root (maintainer scripts run chrootless with `DPKG_ROOT`). With
+//! purged from a throwaway dpkg root (maintainer scripts run chrootless with `DPKG_ROOT`; no
+//! systemd runs there, as in an image being built, and the units' enablement is still recorded). With
 //! `SHIMNET_TEST_REAL_DPKG=1` (set by `.ci/run` on its throwaway machine) it is also installed for
 //! real with `dpkg -i` and purged again, whatever happens in between. Run as root.
 
@@ -78,7 +79,13 @@ fn package_contents_and_fields() {
     }
     let field = |f: &str| run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(f));
     let depends = field("Depends");
-    for d in ["libc6", "libnftables1", "iptables", "iproute2"] {
+    for d in [
+        "libc6",
+        "libnftables1",
+        "iptables",
+        "iproute2",
+        "init-system-helpers",
+    ] {
         assert!(depends.contains(d), "Depends lacks {d}: {depends}");
     }
     assert_eq!(field("Package").trim(), "shimnet");
@@ -172,7 +179,32 @@ fn install_remove_purge_in_a_throwaway_root() {
     let v = run(Command::new(r.join("usr/bin/shimnetd")).arg("--version"));
     assert_eq!(v.trim(), format!("shimnetd {}", env!("CARGO_PKG_VERSION")));
 
-    // Reinstalling (the upgrade path of the maintainer scripts) keeps a locally edited conffile.
+    // No systemd runs here (as in a chroot or an image being built), yet the enablement is
+    // recorded: the socket is enabled, the service is not (the socket starts it).
+    let socket_link = r.join("etc/systemd/system/sockets.target.wants/shimnetd.socket");
+    let service_link = r.join("etc/systemd/system/multi-user.target.wants/shimnetd.service");
+    assert_eq!(
+        std::fs::read_link(&socket_link).ok().as_deref(),
+        Some(Path::new("/lib/systemd/system/shimnetd.socket")),
+        "shimnetd.socket is not enabled in the root"
+    );
+    assert!(
+        service_link.symlink_metadata().is_err(),
+        "shimnetd.service must not be enabled"
+    );
+    let dsh = r.join("var/lib/systemd/deb-systemd-helper-enabled");
+    for unit in ["shimnetd.socket", "shimnetd.service"] {
+        let state = std::fs::read_to_string(dsh.join(format!("{unit}.dsh-also")))
+            .unwrap_or_else(|e| panic!("no deb-systemd-helper state for {unit}: {e}"));
+        assert!(
+            state.contains("/etc/systemd/system/sockets.target.wants/shimnetd.socket"),
+            "{unit}: {state}"
+        );
+    }
+
+    // An admin disables the socket (`systemctl disable` removes the link) and edits the
+    // conffile. Reinstalling (the upgrade path of the maintainer scripts) keeps both.
+    std::fs::remove_file(&socket_link).unwrap();
     let conf = r.join("etc/shimnet/shimnetd.toml");
     let edited = format!(
         "{}\n# local edit\n",
@@ -181,6 +213,19 @@ fn install_remove_purge_in_a_throwaway_root() {
     std::fs::write(&conf, &edited).unwrap();
     run(dpkg_in(r).arg("--force-depends").arg("-i").arg(&deb));
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+    assert!(
+        socket_link.symlink_metadata().is_err(),
+        "an upgrade re-enabled the socket the admin disabled"
+    );
+    // The admin runs `systemctl enable shimnetd` (the service, and the socket through Also=):
+    // the purge below undoes it.
+    for (link, unit) in [
+        (&socket_link, "shimnetd.socket"),
+        (&service_link, "shimnetd.service"),
+    ] {
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(format!("/lib/systemd/system/{unit}"), link).unwrap();
+    }
 
     // Remove keeps the conffile and the state; purge removes both.
     std::fs::create_dir_all(r.join("var/lib/shimnet")).unwrap();
@@ -205,6 +250,10 @@ fn install_remove_purge_in_a_throwaway_root() {
         !r.join("var/lib/shimnet").exists(),
         "purge removes the state"
     );
+    // ...and the enablement: the links and deb-systemd-helper's records (checked with every
+    // other file below).
+    assert!(socket_link.symlink_metadata().is_err());
+    assert!(service_link.symlink_metadata().is_err());
     let left: Vec<_> = walk(r)
         .into_iter()
         .filter(|p| !p.starts_with(r.join("var/lib/dpkg")))
@@ -256,12 +305,22 @@ fn real_dpkg_install_and_purge() {
             "{e} exists before the install; refusing to touch it"
         );
     }
+    let socket_link = Path::new("/etc/systemd/system/sockets.target.wants/shimnetd.socket");
+    let dsh_state =
+        Path::new("/var/lib/systemd/deb-systemd-helper-enabled/shimnetd.socket.dsh-also");
+    assert!(
+        socket_link.symlink_metadata().is_err() && !dsh_state.exists(),
+        "shimnetd.socket is enabled before the install; refusing to touch it"
+    );
     let deb = deb();
     let _purge = PurgeOnDrop;
     run(Command::new("dpkg").arg("-i").arg(&deb));
     for e in EXPECTED {
         assert!(Path::new(e).symlink_metadata().is_ok(), "{e} not installed");
     }
+    // Enabled whether or not systemd runs here.
+    assert!(socket_link.symlink_metadata().is_ok(), "socket not enabled");
+    assert!(dsh_state.exists(), "no deb-systemd-helper state");
     let v = run(Command::new("/usr/bin/shimnetctl").arg("--version"));
     assert_eq!(
         v.trim(),
@@ -279,4 +338,9 @@ fn real_dpkg_install_and_purge() {
         );
     }
     assert!(!Path::new("/etc/shimnet").exists());
+    assert!(
+        socket_link.symlink_metadata().is_err(),
+        "purge left the socket enabled"
+    );
+    assert!(!dsh_state.exists(), "purge left deb-systemd-helper state");
 }
