@@ -97,6 +97,8 @@ pub struct DnsSection {
     pub max_forwards: usize,
     /// TCP connections open at most, across networks.
     pub max_tcp_connections: usize,
+    /// UDP queries per source address and second at most (0: no limit); more are dropped.
+    pub max_queries_per_source: u32,
 }
 
 impl Default for DnsSection {
@@ -111,6 +113,7 @@ impl Default for DnsSection {
             forward_timeout_ms: d.forward_deadline.as_millis() as u64,
             max_forwards: d.max_forwards,
             max_tcp_connections: d.max_tcp_connections,
+            max_queries_per_source: d.per_source_qps,
         }
     }
 }
@@ -127,6 +130,7 @@ impl DnsSection {
             forward_deadline: Duration::from_millis(self.forward_timeout_ms.max(1)),
             max_forwards: self.max_forwards.max(1),
             max_tcp_connections: self.max_tcp_connections.max(1),
+            per_source_qps: self.max_queries_per_source,
             ..shimnet_dns::DnsConfig::default()
         }
     }

@@ -55,11 +55,13 @@ pub enum QueryResult {
     FormErr,
     /// Opcode other than QUERY.
     NotImp,
+    /// Dropped unanswered: its source sent more than its per-second budget (UDP).
+    RateLimited,
 }
 
 impl QueryResult {
     /// Every value, for pre-creating metric series.
-    pub const ALL: [QueryResult; 8] = [
+    pub const ALL: [QueryResult; 9] = [
         QueryResult::Answer,
         QueryResult::NoData,
         QueryResult::NxDomain,
@@ -68,6 +70,7 @@ impl QueryResult {
         QueryResult::Refused,
         QueryResult::FormErr,
         QueryResult::NotImp,
+        QueryResult::RateLimited,
     ];
 
     /// Label value.
@@ -81,6 +84,7 @@ impl QueryResult {
             QueryResult::Refused => "refused",
             QueryResult::FormErr => "formerr",
             QueryResult::NotImp => "notimp",
+            QueryResult::RateLimited => "ratelimited",
         }
     }
 

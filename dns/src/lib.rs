@@ -12,6 +12,8 @@
 //! - [`upstream`]: the upstream list from resolv.conf, re-read on change, failover state.
 //! - [`forward`]: forwarding with timeouts and failover.
 //! - [`access`]: who may ask (the network's subnets and the host).
+//! - [`limit`]: the per-source query budget that keeps one flooding container from starving the
+//!   others.
 //! - [`listen`]: the UDP/TCP sockets of a network and their limits.
 //! - [`metrics`]: Prometheus families.
 //! - `service`: [`Dns`], which ties them together.
@@ -21,6 +23,7 @@
 pub mod access;
 pub mod answer;
 pub mod forward;
+pub mod limit;
 pub mod listen;
 pub mod metrics;
 pub mod name;

@@ -3,7 +3,9 @@
 //! is still being added (IPv6 duplicate address detection) or is re-added after its bridge was
 //! re-created does not stop the bind.
 //!
-//! Protection: a source outside the network's subnets that is not the host gets REFUSED (and a
+//! Protection: while the socket's queue builds up (the loop does not keep up), a UDP source over
+//! its per-second budget is dropped unread ([`crate::limit`]); a
+//! source outside the network's subnets that is not the host gets REFUSED (and a
 //! TCP connection from it is closed after that reply); local answers are computed inline on the
 //! receive loop (no task, no allocation beyond the reply); forwarded queries run as tasks, at most
 //! `max_forwards` at once across every network (beyond that: SERVFAIL at once); TCP connections
@@ -26,11 +28,16 @@ use tokio::task::JoinSet;
 use crate::access::{canonical, LocalAddrs};
 use crate::answer::{self, refuse, respond, servfail, Outcome, QueryResult, Transport};
 use crate::forward::Forwarder;
+use crate::limit::Limiter;
 use crate::metrics::NetCounters;
 use crate::zone::Zone;
 
 /// Largest query decoded (UDP datagram or TCP message).
 pub const MAX_QUERY: usize = 4096;
+/// Datagrams read back to back (the queue never empty) after which per-source budgets apply.
+pub const PRESSURE: usize = 32;
+/// Datagrams handled back to back before the loop yields to the thread's other tasks.
+pub const YIELD_EVERY: usize = 64;
 
 /// What every socket of one network shares.
 #[derive(Debug)]
@@ -49,6 +56,8 @@ pub struct Shared {
     pub tcp: Arc<Semaphore>,
     /// Longest wait for a TCP query.
     pub tcp_idle: Duration,
+    /// UDP queries per source and second at most (0: no limit).
+    pub per_source_qps: u32,
 }
 
 impl Shared {
@@ -110,16 +119,39 @@ pub async fn serve_udp(sock: std::net::UdpSocket, sh: Arc<Shared>) {
     };
     // One byte more than the largest query: a full buffer means the datagram was longer.
     let mut buf = vec![0u8; MAX_QUERY + 1];
+    let mut budget = Limiter::new(sh.per_source_qps);
+    // Datagrams read since the socket was last found empty: the queue is building up (the
+    // loop does not keep up) once it passes PRESSURE.
+    let mut backlog = 0usize;
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
+        let (n, src) = match sock.try_recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                backlog = 0;
+                if let Err(e) = sock.readable().await {
+                    tracing::debug!("DNS UDP socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::debug!("DNS UDP receive: {e}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
         };
+        backlog += 1;
+        if backlog % YIELD_EVERY == 0 {
+            // Other networks' sockets and the forwards share this thread.
+            tokio::task::yield_now().await;
+        }
         let t0 = Instant::now();
+        // Budgets are counted always and enforced only while the queue builds up: a client
+        // asking as fast as it gets answers is never cut, a flood is.
+        if !budget.allow(src.ip(), t0) && backlog > PRESSURE {
+            sh.counters.count(QueryResult::RateLimited);
+            continue;
+        }
         let zone = sh.zone.load();
         if !sh.allowed(&zone, src.ip()) {
             if let Some(r) = refuse(&buf[..n.min(MAX_QUERY)], Transport::Udp) {

@@ -2,7 +2,7 @@
 //! crate's `Metrics`) so they are served on `/metrics` with the rest:
 //!
 //! - `shimnet_dns_queries_total{network,result}`: queries by network and what became of them
-//!   (answer, nodata, nxdomain, forwarded, servfail, refused, formerr, notimp);
+//!   (answer, nodata, nxdomain, forwarded, servfail, refused, formerr, notimp, ratelimited);
 //! - `shimnet_dns_forwarded_total{network}`: queries sent to an upstream resolver;
 //! - `shimnet_dns_upstream_failures_total{upstream,reason}`: upstream attempts that failed
 //!   (timeout, error, servfail);
@@ -133,7 +133,7 @@ impl DnsMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "shimnet_dns_queries",
-            "DNS queries on the networks' gateways, by network and result (answer, nodata, nxdomain, forwarded, servfail, refused, formerr, notimp)",
+            "DNS queries on the networks' gateways, by network and result (answer, nodata, nxdomain, forwarded, servfail, refused, formerr, notimp, ratelimited)",
             self.queries.clone(),
         );
         registry.register(

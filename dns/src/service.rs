@@ -50,6 +50,9 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// A TCP connection without a complete query for this long is closed.
     pub tcp_idle: Duration,
+    /// UDP queries per source address and second at most, per listener (0: no limit); beyond
+    /// it queries are dropped unanswered.
+    pub per_source_qps: u32,
 }
 
 impl Default for DnsConfig {
@@ -66,6 +69,7 @@ impl Default for DnsConfig {
             max_forwards: 256,
             max_tcp_connections: 64,
             tcp_idle: Duration::from_secs(10),
+            per_source_qps: 2000,
         }
     }
 }
@@ -389,6 +393,7 @@ impl Inner {
             forwards: self.forwards.clone(),
             tcp: self.tcp.clone(),
             tcp_idle: self.cfg.tcp_idle,
+            per_source_qps: self.cfg.per_source_qps,
         });
         let listeners = net
             .listen
