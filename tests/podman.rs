@@ -118,6 +118,19 @@ impl Podman {
         ]);
     }
 
+    /// Imports the busybox root filesystem again as `snt-pause`, a pod infra image that sleeps
+    /// (Podman's own infra image would come from a registry). Call after `import_busybox`.
+    fn import_pause(&self) {
+        let tar = self.dir.path().join("rootfs.tar");
+        self.run(&[
+            "import",
+            "--change",
+            "ENTRYPOINT=[\"/bin/sleep\",\"1000000\"]",
+            tar.to_str().unwrap(),
+            "snt-pause",
+        ]);
+    }
+
     fn ip_of(&self, container: &str, net: &str) -> Ipv4Addr {
         let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
         self.run(&["inspect", "-f", &f, container])
@@ -271,4 +284,95 @@ fn podman_run_ping_nat_ports_and_rm() {
     });
     assert!(!podman_rules(&h).contains("18480"), "port rules removed");
     assert!(!connect(h.outside.path(), h.host_ip, 18480));
+}
+
+/// `podman network reload` (one container, then `--all`) tears a container's network down and
+/// sets it up again; Podman resends a static address twice (`"ips":["a","a"]`). After each reload
+/// the static address, the published ports and the pod's network must work again.
+#[test]
+fn podman_network_reload_static_ip_ports_and_pod() {
+    let Some(pm) = Podman::new() else { return };
+    let h = TestHost::new("");
+    let net = tag("pr");
+    let caps = json!({"portMappings": true, "ips": true, "mac": true});
+    let conflist = conflist("1.0.0", &net, &h.socket, &net, "10.73.0.0/24", caps);
+    std::fs::write(
+        pm.conf_dir.join(format!("{net}.conflist")),
+        conflist.to_string(),
+    )
+    .unwrap();
+    pm.import_busybox();
+    pm.import_pause();
+    let httpd = ["snt-busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
+    let mut run = vec!["run", "-d", "--name", "st", "--network", &net];
+    run.extend(["--ip", "10.73.0.60", "-p", "18590:80"]);
+    run.extend(httpd);
+    pm.run(&run);
+    pm.run(&[
+        "pod",
+        "create",
+        "--name",
+        "pd",
+        "--network",
+        &net,
+        "--infra-image",
+        "snt-pause",
+        "-p",
+        "18591:80",
+    ]);
+    let mut run = vec!["run", "-d", "--name", "inpod", "--pod", "pd"];
+    run.extend(httpd);
+    pm.run(&run);
+    let infra = pm.run(&["pod", "inspect", "-f", "{{.InfraContainerID}}", "pd"]);
+
+    let works = |when: &str| {
+        assert_eq!(
+            pm.ip_of("st", &net),
+            Ipv4Addr::new(10, 73, 0, 60),
+            "{when}: static address kept"
+        );
+        let pod_ip = pm.ip_of(&infra, &net);
+        assert_eq!(
+            h.call("GET", "/v1/endpoints", None)
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "{when}: one attachment each: {}",
+            h.call("GET", "/v1/endpoints", None)
+        );
+        pm.run(&["exec", "st", "ping", "-c1", "-W2", "10.73.0.1"]);
+        pm.run(&["exec", "st", "ping", "-c1", "-W2", &pod_ip.to_string()]);
+        pm.run(&["exec", "inpod", "ping", "-c1", "-W2", "10.73.0.60"]);
+        for port in [18590, 18591] {
+            assert!(
+                connect(h.outside.path(), h.host_ip, port),
+                "{when}: published port {port} from outside"
+            );
+        }
+        eprintln!("{when}: static 10.73.0.60, pod {pod_ip}, ports 18590/18591 reachable");
+    };
+    works("before reload");
+    let out = pm.cmd(&["network", "reload", "st"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "podman network reload st: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    works("after `network reload st`");
+    pm.run(&["network", "reload", "--all"]);
+    works("after `network reload --all`");
+
+    pm.run(&["pod", "rm", "-f", "-t", "0", "pd"]);
+    pm.run(&["rm", "-f", "-t", "0", "st"]);
+    assert_eq!(h.call("GET", "/v1/endpoints", None), json!([]));
+    eventually("host veths removed", || {
+        !links_in(h.ns.name()).iter().any(|l| l.starts_with("snv"))
+    });
+    let rules = podman_rules(&h);
+    assert!(
+        !rules.contains("18590") && !rules.contains("18591"),
+        "port rules removed"
+    );
 }

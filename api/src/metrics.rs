@@ -87,6 +87,11 @@ struct PeerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -178,6 +183,9 @@ pub struct Metrics {
     repairs: Family<RepairLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
     dns: DnsMetrics,
+    encap_dropped: Family<ModeLabels, Counter>,
+    /// Last totals the data plane reported (vxlan, ipip), to turn them into increments.
+    encap_seen: Mutex<[u64; 2]>,
     /// Serialises refresh + encode of the per-network gauges.
     scrape: Mutex<()>,
 }
@@ -242,6 +250,12 @@ impl Metrics {
         );
         let dns = DnsMetrics::new();
         dns.register(&mut registry);
+        let encap_dropped = Family::<ModeLabels, Counter>::default();
+        registry.register(
+            "shimnet_peering_encap_dropped",
+            "Encapsulated packets dropped because their outer source is not a peer, by mode (vxlan, ipip)",
+            encap_dropped.clone(),
+        );
         Metrics {
             registry,
             dns,
@@ -253,6 +267,8 @@ impl Metrics {
             reconcile_runs,
             repairs,
             peer_up,
+            encap_dropped,
+            encap_seen: Mutex::new([0; 2]),
             scrape: Mutex::new(()),
         }
     }
@@ -314,6 +330,25 @@ impl Metrics {
         self.peer_up.remove(&PeerLabels {
             peer: peer.to_string(),
         });
+    }
+
+    /// Records the data plane's running totals of encapsulated packets dropped from non-peers
+    /// (`shimnet_peering_encap_dropped_total{mode}`). A total below the last one means the data
+    /// plane's counter started over (filter recreated, userspace data plane restarted): it is
+    /// counted from zero again, so the metric never goes back.
+    pub fn record_encap_dropped(&self, vxlan: u64, ipip: u64) {
+        let mut seen = self.encap_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (mode, total)) in [("vxlan", vxlan), ("ipip", ipip)].into_iter().enumerate() {
+            let inc = if total >= seen[i] {
+                total - seen[i]
+            } else {
+                total
+            };
+            seen[i] = total;
+            self.encap_dropped
+                .get_or_create(&ModeLabels { mode })
+                .inc_by(inc);
+        }
     }
 
     /// Replaces the per-network gauges with `usage` (networks gone disappear).

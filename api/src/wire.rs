@@ -214,6 +214,33 @@ pub struct PeersReply {
     /// Counters of the userspace IPIP data plane, when it runs.
     #[serde(default)]
     pub userspace_ipip: Option<UserspaceIpipCounters>,
+    /// Who drops encapsulated packets from non-peers, per encapsulation.
+    #[serde(default)]
+    pub encap_filter: EncapFilterInfo,
+    /// Encapsulated packets from non-peers dropped so far, per encapsulation.
+    #[serde(default)]
+    pub encap_dropped: EncapDropped,
+}
+
+/// Who judges each encapsulation's packets: `nftables`, `iptables` (the firewall filter) or
+/// `userspace` (the userspace IPIP data plane); absent when the encapsulation is not in use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncapFilterInfo {
+    /// VXLAN.
+    pub vxlan: Option<String>,
+    /// IPIP.
+    pub ipip: Option<String>,
+}
+
+/// Encapsulated packets dropped because their outer source is not a peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncapDropped {
+    /// VXLAN packets.
+    pub vxlan: u64,
+    /// IPIP packets.
+    pub ipip: u64,
 }
 
 /// Packet counters of the userspace IPIP data plane.
@@ -226,6 +253,9 @@ pub struct UserspaceIpipCounters {
     pub rx_packets: u64,
     /// Packets dropped (unknown peer or destination, send errors).
     pub dropped: u64,
+    /// Received packets dropped because their outer source is not a peer (part of `dropped`).
+    #[serde(default)]
+    pub non_peer: u64,
     /// Reads from the TUN (fewer than tx_packets while segmentation offload works).
     pub tun_reads: u64,
     /// Writes to the TUN (fewer than rx_packets while coalescing works).

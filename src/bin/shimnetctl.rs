@@ -587,10 +587,21 @@ fn print_peers(v: &PeersReply) {
     );
     if let Some(u) = &v.userspace_ipip {
         println!(
-            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped",
-            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped
+            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped ({} from non-peers)",
+            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped, u.non_peer
         );
     }
+    let judge = |j: &Option<String>| match j {
+        Some(j) => format!(" ({j})"),
+        None => " (not in use)".into(),
+    };
+    println!(
+        "encapsulated packets from non-peers dropped: vxlan {}{}, ipip {}{}",
+        v.encap_dropped.vxlan,
+        judge(&v.encap_filter.vxlan),
+        v.encap_dropped.ipip,
+        judge(&v.encap_filter.ipip)
+    );
     for e in &v.errors {
         println!("error: {e}");
     }

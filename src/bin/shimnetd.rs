@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
+use runtime_net::firewall::BackendKind;
 use runtime_net::peering::{IpipPath, Peering, StatusHandle};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
@@ -205,14 +206,19 @@ fn node_mtu(cfg: &Config) -> Option<u32> {
 }
 
 /// With `[node]` and `[peering]`: starts peering (finds the underlay, chooses the IPIP path,
-/// loads the peer file) and shapes the default network (subnet, MTU, no NAT inside the cluster).
-async fn start_peering(cfg: &mut Config) -> Result<Option<(Peering, StatusHandle, Duration)>> {
+/// opens the encapsulation filter of the engine's firewall backend, loads the peer file) and shapes the default network (subnet, MTU, no NAT inside the cluster).
+async fn start_peering(
+    cfg: &mut Config,
+    firewall: BackendKind,
+) -> Result<Option<(Peering, StatusHandle, Duration)>> {
     let (Some(node), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
         return Ok(None);
     };
     let every = Duration::from_secs(pc.reconcile_interval_secs.max(1));
-    let p = Peering::new(node, pc).await.context("starting peering")?;
+    let p = Peering::new(node, pc, firewall)
+        .await
+        .context("starting peering")?;
     let mtu = p.container_mtu();
     tracing::info!(
         ipip = ?p.ipip_path(),
@@ -270,7 +276,8 @@ async fn peering_loop(
     }
 }
 
-/// Mirrors the peers' reachability into `shimnet_peer_up`, dropping peers no longer listed.
+/// Mirrors the peers' reachability into `shimnet_peer_up` (dropping peers no longer listed) and
+/// the encapsulation drop counters into `shimnet_peering_encap_dropped_total`.
 fn publish_peers(status: &StatusHandle, metrics: &Metrics, shown: &mut Vec<String>) {
     let snap = status.read().unwrap_or_else(|e| e.into_inner()).clone();
     let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
@@ -280,6 +287,7 @@ fn publish_peers(status: &StatusHandle, metrics: &Metrics, shown: &mut Vec<Strin
     for peer in &snap.peers {
         metrics.set_peer_up(&peer.name, peer.reachable);
     }
+    metrics.record_encap_dropped(snap.encap_dropped.vxlan, snap.encap_dropped.ipip);
     *shown = now;
 }
 
@@ -335,7 +343,7 @@ async fn main() -> Result<()> {
         .context("loading names")?;
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
-    let peering = start_peering(&mut cfg).await?;
+    let peering = start_peering(&mut cfg, engine.firewall_kind()).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -161,6 +161,23 @@ pub fn conf(
     })
 }
 
+/// A conflist whose one plugin is [`conf`]'s `shimnet`, declaring `capabilities`.
+pub fn conflist(
+    version: &str,
+    name: &str,
+    socket: &std::path::Path,
+    bridge: &str,
+    subnet: &str,
+    capabilities: Value,
+) -> Value {
+    let mut plugin = conf(version, name, socket, bridge, subnet);
+    let p = plugin.as_object_mut().expect("an object");
+    p.remove("cniVersion");
+    p.remove("name");
+    p.insert("capabilities".into(), capabilities);
+    json!({"cniVersion": version, "name": name, "plugins": [plugin]})
+}
+
 /// Runs a conflist's plugins in order like libcni: each gets the network name and version and the
 /// previous result as `prevResult`; returns the last result or the first failure. Plugins run
 /// inside namespace `host_ns` (reference plugins touch the firewall and links of the namespace

@@ -13,9 +13,18 @@ use std::time::{Duration, Instant};
 /// Image name every test daemon imports (a static busybox rootfs).
 pub const IMAGE: &str = "snt-busybox:latest";
 
+/// The first of `bins` that is not on `PATH`, if any.
+pub fn missing_bin(bins: &[&'static str]) -> Option<&'static str> {
+    bins.iter().copied().find(|bin| {
+        !std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false)
+    })
+}
+
 /// Why dockerd cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    for bin in [
+    let bins = [
         "dockerd",
         "docker",
         "containerd",
@@ -23,15 +32,11 @@ pub fn unavailable() -> Option<String> {
         "nsenter",
         "unshare",
         "busybox",
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "{bin} not found (install docker.io and busybox-static)"
-            ));
-        }
+    ];
+    if let Some(bin) = missing_bin(&bins) {
+        return Some(format!(
+            "{bin} not found (install docker.io and busybox-static)"
+        ));
     }
     if !Path::new("/sys/fs/cgroup").exists() {
         return Some("no cgroup filesystem at /sys/fs/cgroup".into());
@@ -50,7 +55,7 @@ fn which(bin: &str) -> PathBuf {
 }
 
 /// A busybox-static rootfs tarball, built in `dir`.
-fn image_tar(dir: &Path) -> PathBuf {
+pub fn image_tar(dir: &Path) -> PathBuf {
     {
         let root = dir.join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
@@ -59,7 +64,7 @@ fn image_tar(dir: &Path) -> PathBuf {
         std::fs::copy(which("busybox"), root.join("bin/busybox")).unwrap();
         for a in [
             "sh", "ping", "nc", "httpd", "ip", "cat", "echo", "sleep", "true", "printf", "grep",
-            "ifconfig",
+            "ifconfig", "timeout",
         ] {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
         }
@@ -74,6 +79,42 @@ fn image_tar(dir: &Path) -> PathBuf {
             .unwrap();
         assert!(st.success(), "tar failed");
         tar
+    }
+}
+
+/// Runs `script` with `sh` in network namespace `netns` and a private mount namespace (its mounts
+/// vanish with it), output to `log`; the script `exec`s the daemon, so the child is the daemon.
+pub fn spawn_confined(netns: &str, script: &str, log: std::fs::File) -> Child {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args([
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn a confined daemon")
+}
+
+/// SIGTERM, then SIGKILL after `grace`; waits for the exit.
+pub fn terminate(mut c: Child, grace: Duration) {
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while c.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -129,23 +170,7 @@ impl Dockerd {
             .append(true)
             .open(self.dir.path().join("dockerd.log"))
             .unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns))
-            .args([
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn dockerd");
-        self.child = Some(child);
+        self.child = Some(spawn_confined(&self.netns, &script, log));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self
@@ -216,18 +241,8 @@ impl Dockerd {
 
     /// Stops dockerd (SIGTERM, containers are stopped) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(c) = self.child.take() {
+            terminate(c, Duration::from_secs(30));
         }
     }
 

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -75,12 +77,13 @@ impl Fabric {
         }
     }
 
-    /// A node on subnet `subnet` with host number `host` and pod subnet `10.244.<pod>.0/24`.
-    /// `peering` is the `[peering]` body without `cluster_cidr`/`peers_file`.
-    pub fn node(&mut self, name: &str, subnet: usize, host: u8, pod: u8, peering: &str) -> Node {
+    /// Plugs a new namespace `snp-<kind><tag>` into underlay subnet `subnet` as host `host`
+    /// (veth to the router's bridge, address, default route via the router).
+    fn plug(&mut self, kind: &str, subnet: usize, host: u8) -> Plugged {
         assert!(subnet < self.subnets);
         self.ports += 1;
-        let ns = NamedNetns::create(&format!("snp-n{}{}", self.t, self.ports)).expect("node netns");
+        let ns = NamedNetns::create(&format!("snp-{kind}{}{}", self.t, self.ports))
+            .expect("underlay host netns");
         let (inside, port) = (
             format!("snpu{}", self.ports),
             format!("snpp{}{}", self.t, self.ports),
@@ -137,6 +140,33 @@ impl Fabric {
             "via",
             &format!("172.30.{subnet}.1"),
         ]);
+        Plugged {
+            ns,
+            inside,
+            port,
+            addr,
+        }
+    }
+
+    /// A plain host on underlay subnet `subnet` with host number `host`: no shimnetd, no peer
+    /// of anyone (the attacker of the encapsulation tests).
+    pub fn host(&mut self, subnet: usize, host: u8) -> UnderlayHost {
+        let p = self.plug("h", subnet, host);
+        UnderlayHost {
+            ns: p.ns,
+            addr: p.addr,
+        }
+    }
+
+    /// A node on subnet `subnet` with host number `host` and pod subnet `10.244.<pod>.0/24`.
+    /// `peering` is the `[peering]` body without `cluster_cidr`/`peers_file`.
+    pub fn node(&mut self, name: &str, subnet: usize, host: u8, pod: u8, peering: &str) -> Node {
+        let Plugged {
+            ns,
+            inside,
+            port,
+            addr,
+        } = self.plug("n", subnet, host);
         let dir = tempfile::tempdir().expect("tempdir");
         let pod_cidr = format!("10.244.{pod}.0/24");
         let peers_file = dir.path().join("peers.toml");
@@ -168,6 +198,20 @@ impl Fabric {
             daemon: None,
         }
     }
+}
+
+/// A namespace plugged into the underlay.
+struct Plugged {
+    ns: NamedNetns,
+    inside: String,
+    port: String,
+    addr: Ipv4Addr,
+}
+
+/// A host on the underlay that runs no shimnetd.
+pub struct UnderlayHost {
+    pub ns: NamedNetns,
+    pub addr: Ipv4Addr,
 }
 
 /// One node: a namespace with an underlay veth and its own shimnetd.
@@ -202,6 +246,24 @@ impl Node {
             s.push('\n');
         }
         std::fs::write(&self.peers_file, s).unwrap();
+    }
+
+    /// Chooses the firewall backend (`nftables` or `iptables`) of this node's shimnetd; call
+    /// before [`Node::start`].
+    pub fn use_firewall(&self, backend: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("firewall = \"{backend}\"\n{text}")).unwrap();
+    }
+
+    /// The value of the sample `name` (e.g. `shimnet_peer_up{peer="b"}`) in `GET /metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let reply = self
+            .client()
+            .request("GET", "/metrics", None)
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log()));
+        String::from_utf8_lossy(&reply.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Starts shimnetd and waits until its API answers.

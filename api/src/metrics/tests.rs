@@ -110,6 +110,10 @@ fn exposition_holds_recorded_values() {
         errors: vec![],
     }));
     m.set_peer_up("hostb", true);
+    m.record_encap_dropped(5, 0);
+    m.record_encap_dropped(7, 2);
+    // The data plane's VXLAN counter started over (filter recreated): 3 more, not 7 - 3 less.
+    m.record_encap_dropped(3, 2);
     m.set_usage(&usage(
         &[spec("a", "10.1.0.0/24")],
         &[endpoint("a", "c1", "10.1.0.2/24")],
@@ -124,6 +128,8 @@ fn exposition_holds_recorded_values() {
         "shimnet_reconcile_repairs_total{kind=\"firewall_removed\"} 0",
         "shimnet_reconcile_runs_total{result=\"ok\"} 1",
         "shimnet_peer_up{peer=\"hostb\"} 1",
+        "shimnet_peering_encap_dropped_total{mode=\"vxlan\"} 10",
+        "shimnet_peering_encap_dropped_total{mode=\"ipip\"} 2",
         "shimnet_endpoints{network=\"a\"} 1",
         "shimnet_ipam_ipv4_addresses_used{network=\"a\"} 1",
         "shimnet_ipam_ipv4_addresses_capacity{network=\"a\"} 253",

@@ -36,32 +36,17 @@ fn cidrs(name: &str, values: &[String]) -> Result<Vec<IpNetwork>, ApiError> {
     values.iter().map(|v| field(name, v)).collect()
 }
 
-/// Decodes a JSON body, naming the field at fault by its path (`ports[0].host_port`), or `body`
-/// when the JSON itself is broken.
+/// Decodes a JSON body as Go's `encoding/json` would (keys in any case, the last duplicate
+/// winning: most callers are Go programs), naming the field at fault by its path
+/// (`ports[0].host_port`), or `body` when the JSON itself is broken.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.inner().to_string();
-        let path = e.path().to_string();
-        let broken = e.inner().is_syntax() || e.inner().is_eof();
-        let field = if broken {
-            "body".to_string()
-        } else if path == "." || path == "?" || path.is_empty() {
-            // An unknown or missing field names itself in serde's message.
-            inner
-                .split('`')
-                .nth(1)
-                .filter(|_| inner.contains("field"))
-                .unwrap_or("body")
-                .to_string()
+    gojson::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.path().is_empty() {
+            ApiError::invalid("body", format!("invalid JSON body: {}", e.message()))
         } else {
-            path
-        };
-        ApiError::invalid(&field, format!("invalid JSON body: {inner}"))
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
-    Ok(value)
+            ApiError::invalid(e.path(), e.message())
+        }
+    })
 }
 
 /// `NetworkCreate` → `NetworkRequest`.
@@ -324,6 +309,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(network_request(&nb).unwrap().dns, Some(true));
+    }
+
+    #[test]
+    fn go_cased_keys_and_missing_values() {
+        let b: EndpointAttach = decode(
+            br#"{"Container_ID":"c","NetNS":"/x","Ports":[{"Host_Port":80,"CONTAINER_PORT":8080}]}"#,
+        )
+        .unwrap();
+        assert_eq!((b.container_id.as_str(), b.ports[0].host_port), ("c", 80));
+        let e = decode::<EndpointAttach>(
+            br#"{"container_id":"c","netns":"/x","ports":[{"container_port":8080}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ports[0].host_port"));
+        assert_eq!(e.message, "ports[0].host_port: missing");
     }
 
     #[test]

@@ -370,7 +370,10 @@ mod tests {
 
     #[test]
     fn peering_status_decodes_as_the_wire_type() {
-        use runtime_net::peering::{mode::Plane, IpipPath, PeerStatus, PeeringStatus};
+        use runtime_net::firewall::encap::EncapDrops;
+        use runtime_net::peering::{
+            mode::Plane, EncapJudge, EncapJudges, IpipPath, PeerStatus, PeeringStatus,
+        };
         let st = PeeringStatus {
             node: "node-a".into(),
             address: Some("192.168.1.10".parse().unwrap()),
@@ -386,6 +389,11 @@ mod tests {
                 reachable: true,
             }],
             userspace_ipip: Some(Default::default()),
+            encap_filter: EncapJudges {
+                vxlan: Some(EncapJudge::Nftables),
+                ipip: Some(EncapJudge::Userspace),
+            },
+            encap_dropped: EncapDrops { vxlan: 7, ipip: 2 },
         };
         let text = serde_json::to_string(&st).unwrap();
         let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
@@ -394,6 +402,9 @@ mod tests {
         assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
         assert_eq!(w.address.as_deref(), Some("192.168.1.10"));
         assert_eq!(w.userspace_ipip.unwrap().tun_reads, 0);
+        assert_eq!(w.encap_filter.vxlan.as_deref(), Some("nftables"));
+        assert_eq!(w.encap_filter.ipip.as_deref(), Some("userspace"));
+        assert_eq!((w.encap_dropped.vxlan, w.encap_dropped.ipip), (7, 2));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! its `ipam` section (host-local style or another plugin's), the runtime's `runtimeConfig` and
 //! `args`, `prevResult`, and shimnet's own keys (`daemonSocket`, `network`).
 //!
-//! Unknown keys are ignored, as CNI plugins conventionally do; a known key of the wrong type is
-//! an invalid configuration (code 7) naming the key.
+//! Keys are matched as Go's `encoding/json` matches them (the `gojson` crate): exactly, else
+//! case-insensitively, the last duplicate winning. Unknown keys are ignored, as CNI plugins
+//! conventionally do; a known key of the wrong type, or a required one missing, is an invalid
+//! configuration (code 7) naming the key.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -61,7 +63,8 @@ pub struct NetConf {
     pub port_isolation: Option<bool>,
     /// Address management.
     pub ipam: Option<Ipam>,
-    /// DNS settings passed through into the result.
+    /// DNS settings passed through into the result (keys as the spec spells them).
+    #[serde(deserialize_with = "crate::cni::shape::dns")]
     pub dns: Option<Value>,
     /// shimnet: the network answers its containers' names on the gateway (created with `dns`).
     pub dns_enabled: Option<bool>,
@@ -136,31 +139,22 @@ pub struct RuntimeConfig {
     /// `ipRanges`: range sets replacing `ipam.ranges`.
     pub ip_ranges: Vec<Vec<Range>>,
     /// `aliases`: network name → names (Podman's `--network-alias`).
-    #[serde(deserialize_with = "null_as_default")]
     pub aliases: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// A JSON `null` decodes as the type's default (Go leaves a nil map or slice).
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One port mapping.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 pub struct PortMap {
-    /// Host port.
+    /// Host port (required: a missing one is reported as missing, not as port 0).
     pub host_port: u16,
-    /// Container port.
+    /// Container port (required).
     pub container_port: u16,
     /// `tcp`, `udp` or `sctp`.
+    #[serde(default)]
     pub protocol: String,
     /// Host address; all when empty.
-    #[serde(rename = "hostIP")]
+    #[serde(rename = "hostIP", default)]
     pub host_ip: String,
 }
 
@@ -193,8 +187,16 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// A key of the wrong type, or a required value missing: code 7 naming the key by its path.
+fn invalid(e: gojson::Error) -> CniError {
+    CniError::config(format!(
+        "invalid network configuration: key {e}; fix that key"
+    ))
+}
+
 impl NetConf {
-    /// Decodes stdin: invalid JSON is code 6, a known key of the wrong type code 7.
+    /// Decodes stdin as Go's `encoding/json` would (keys in any case, the last duplicate wins:
+    /// go-cni writes `runtimeConfig.portMappings` as `HostPort`, `ContainerPort`, ...): invalid JSON is code 6, a known key of the wrong type code 7.
     pub fn parse(stdin: &[u8]) -> Result<(Value, NetConf), CniError> {
         let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
             CniError::new(
@@ -209,19 +211,14 @@ impl NetConf {
                 "the network configuration on stdin must be a JSON object",
             ));
         }
-        let conf = NetConf::from_value(&raw)?;
+        let conf = gojson::from_slice(stdin).map_err(invalid)?;
         Ok((raw, conf))
     }
 
-    /// Decodes an already parsed configuration object (code 7 on a mistyped key).
+    /// Decodes an already parsed configuration object (code 7 on a mistyped key). Prefer
+    /// [`NetConf::parse`]: only the bytes tell which of two keys differing in case came last.
     pub fn from_value(raw: &Value) -> Result<NetConf, CniError> {
-        serde_path_to_error::deserialize(raw).map_err(|e| {
-            CniError::config(format!(
-                "invalid network configuration: key {}: {}; fix that key",
-                e.path(),
-                e.inner()
-            ))
-        })
+        gojson::from_value(raw).map_err(invalid)
     }
 
     /// The daemon socket to use.
@@ -287,6 +284,43 @@ mod tests {
                 .unwrap_err()
                 .code,
             7
+        );
+    }
+}
+
+#[cfg(test)]
+mod go_tests {
+    use super::*;
+
+    #[test]
+    fn go_cased_keys_decode() {
+        let (_, c) = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"shimnet",
+                 "runtimeConfig":{"portMappings":[{"HostPort":18090,"ContainerPort":8080,"Protocol":"tcp","HostIP":""}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.runtime_config.port_mappings,
+            vec![PortMap {
+                host_port: 18090,
+                container_port: 8080,
+                protocol: "tcp".into(),
+                host_ip: String::new()
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_port_is_missing() {
+        let e = NetConf::parse(
+            br#"{"name":"n","runtimeConfig":{"portMappings":[{"containerPort":80}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg
+                .contains("runtimeConfig.portMappings[0].hostPort: missing"),
+            "{e}"
         );
     }
 }

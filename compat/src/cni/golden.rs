@@ -203,3 +203,54 @@ fn packaged_conflists_translate() {
     }
     assert!(seen >= 3);
 }
+
+/// The exact bytes go-cni 1.1.7 + libcni 1.1.2 wrote to the plugin's stdin (recorded by
+/// `tests/go_clients.rs`; see `tests/fixtures/go-cni-1.1.7/README.md`).
+fn go_cni(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/go-cni-1.1.7/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap()
+}
+
+#[test]
+fn go_cni_add_publishes_its_go_cased_port() {
+    let (_, c) = NetConf::parse(&go_cni("01-ADD.json")).unwrap();
+    let e = AttachEnv {
+        container_id: "c",
+        netns: "/var/run/netns/gocni-pod",
+        ifname: "eth0",
+    };
+    let req = attach_request(&c, e, &args::CniArgs::default(), &[]).unwrap();
+    assert_eq!(
+        serde_json::to_value(&req.ports).unwrap(),
+        json!([{"protocol": "tcp", "host_port": 18690, "container_port": 80}])
+    );
+    let NetworkTarget::Ensure(n) = network_target(&c, None).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (n.name.as_str(), n.subnet.as_str()),
+        ("gocni", "10.74.0.0/24")
+    );
+}
+
+#[test]
+fn go_cni_check_and_del_carry_libcni_cached_result() {
+    for (name, has_prev) in [
+        ("02-CHECK.json", true),
+        ("03-DEL.json", true),
+        ("04-DEL.json", false),
+        ("05-DEL.json", false),
+    ] {
+        let (_, c) = NetConf::parse(&go_cni(name)).unwrap();
+        assert_eq!(c.runtime_config.port_mappings[0].host_port, 18690, "{name}");
+        assert_eq!(c.prev_result.is_some(), has_prev, "{name}");
+        if let Some(prev) = &c.prev_result {
+            let r = CniResult::parse(prev).unwrap();
+            assert!(r.has_address("10.74.0.2/24"), "{name}");
+            assert_eq!(r.interfaces[2]["sandbox"], "/var/run/netns/gocni-pod");
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod result;
+pub mod shape;
 pub mod translate;
 pub mod version;
 

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cni::config::Route;
 use crate::cni::error::{code, CniError};
+use crate::cni::shape::{canonical, ResultShape};
 use crate::cni::version::Version;
 use shimnet_api::wire::DnsInfo;
 
@@ -136,11 +137,18 @@ impl CniResult {
         }
     }
 
-    /// Reads a `prevResult` of any supported version (0.3.0 and later).
+    /// Reads a `prevResult` of any supported version (0.3.0 and later), its keys matched as Go
+    /// matches them.
     pub fn parse(prev: &Value) -> Result<Self, CniError> {
-        let obj = prev
-            .as_object()
-            .ok_or_else(|| CniError::new(code::DECODE, "prevResult is not a JSON object"))?;
+        if !prev.is_object() {
+            return Err(CniError::new(
+                code::DECODE,
+                "prevResult is not a JSON object",
+            ));
+        }
+        let prev = canonical::<ResultShape>(prev)
+            .map_err(|e| CniError::new(code::DECODE, format!("prevResult.{e}")))?;
+        let obj = prev.as_object().expect("a struct shape writes an object");
         let list = |k: &str| -> Result<Vec<Value>, CniError> {
             match obj.get(k) {
                 None | Some(Value::Null) => Ok(Vec::new()),

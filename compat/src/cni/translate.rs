@@ -89,6 +89,17 @@ fn ranges(conf: &NetConf) -> Result<(Option<Range>, Option<Range>), CniError> {
     };
     let (mut v4, mut v6) = (None, None);
     for set in sets {
+        // Go writes an unset `net.IP` field of an untagged struct (go-cni's `IPRanges`) as "",
+        // which Go's reference plugins read as unset.
+        let set: Vec<Range> = set
+            .into_iter()
+            .map(|r| Range {
+                range_start: r.range_start.filter(|s| !s.is_empty()),
+                range_end: r.range_end.filter(|s| !s.is_empty()),
+                gateway: r.gateway.filter(|s| !s.is_empty()),
+                ..r
+            })
+            .collect();
         let [range] = <[Range; 1]>::try_from(set).map_err(|set| {
             CniError::config(format!(
                 "ipam.ranges: a range set with {} ranges; shimnet networks have one subnet per address family, give one range per set",
@@ -296,6 +307,10 @@ pub fn attach_request(
             IpAddr::V4(_) => &mut attach.ip,
             IpAddr::V6(_) => &mut attach.ip6,
         };
+        if slot.as_deref() == Some(ip.to_string().as_str()) {
+            // The same address again (Podman repeats a static address on `network reload`).
+            continue;
+        }
         if slot.is_some() {
             return Err(CniError::config(format!(
                 "{from}: more than one address of one family; shimnet gives an interface one IPv4 and one IPv6 address"
@@ -573,6 +588,41 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_identical_addresses_count_once() {
+        // `podman network reload` of a container with a static address sends it twice.
+        let a = CniArgs::default();
+        let c = conf(r#"{"name":"n","runtimeConfig":{"ips":["10.198.0.60","10.198.0.60"]}}"#);
+        let r = attach_request(&c, env(), &a, &[]).unwrap();
+        assert_eq!((r.ip.as_deref(), r.ip6), (Some("10.198.0.60"), None));
+        let c = conf(
+            r#"{"name":"n","runtimeConfig":{"ips":["10.198.0.60/24","fd00::60","10.198.0.60","fd00::60/64"]}}"#,
+        );
+        let r = attach_request(&c, env(), &a, &[]).unwrap();
+        assert_eq!(
+            (r.ip.as_deref(), r.ip6.as_deref()),
+            (Some("10.198.0.60"), Some("fd00::60"))
+        );
+        let two = conf(r#"{"name":"n","runtimeConfig":{"ips":["10.198.0.60","10.198.0.61"]}}"#);
+        let e = attach_request(&two, env(), &a, &[]).unwrap_err();
+        assert!(e.msg.contains("more than one address of one family"), "{e}");
+    }
+
+    #[test]
+    fn empty_range_strings_are_unset() {
+        // A Go struct without JSON tags writes every field, unset ones as ""; Go's net.IP reads
+        // "" as unset, and so does shimnet.
+        let c = conf(
+            r#"{"name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24"}]]},
+                "runtimeConfig":{"ipRanges":[[{"Subnet":"10.6.0.0/24","RangeStart":"","RangeEnd":"","Gateway":""}]]}}"#,
+        );
+        let NetworkTarget::Ensure(n) = network_target(&c, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.subnet, "10.6.0.0/24");
+        assert_eq!((n.gateway, n.range_start, n.range_end), (None, None, None));
     }
 
     #[test]

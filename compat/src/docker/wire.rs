@@ -1,7 +1,8 @@
 //! Typed Docker plugin calls decoded from their JSON bodies, with errors naming the field.
 //!
-//! Bodies are read as JSON values and walked by hand so that every refusal names the field the
-//! way dockerd spelled it (`IPv4Data[0].Pool`, `Interface.MacAddress`, ...). Unknown fields are
+//! Bodies are read as Go reads them into libnetwork's request structs ([`shape`]: keys in any
+//! case, the last duplicate winning), then walked by hand so that every refusal names the field
+//! the way dockerd spells it (`IPv4Data[0].Pool`, `Interface.MacAddress`, ...). Unknown fields are
 //! ignored; `null` and `""` count as absent, as dockerd sends both.
 
 use std::collections::BTreeMap;
@@ -224,6 +225,10 @@ pub struct PortBinding {
 
 fn port_u16(o: &Obj<'_>, name: &str) -> R<u16> {
     let v = o.u64_opt(name)?.unwrap_or(0);
+    port_in_range(o, name, v)
+}
+
+fn port_in_range(o: &Obj<'_>, name: &str, v: u64) -> R<u16> {
     u16::try_from(v).map_err(|_| WireError::new(join(o.path, name), format!("{v} is not a port")))
 }
 
@@ -254,7 +259,12 @@ pub fn port_bindings(options: Option<&Map<String, Value>>) -> R<Vec<PortBinding>
             .filter(|ip| !ip.is_unspecified());
         out.push(PortBinding {
             proto,
-            port: port_u16(&o, "Port")?,
+            port: port_in_range(
+                &o,
+                "Port",
+                o.u64_opt("Port")?
+                    .ok_or_else(|| WireError::new(join(&path, "Port"), "is required"))?,
+            )?,
             host_ip,
             host_port: port_u16(&o, "HostPort")?,
             host_port_end: port_u16(&o, "HostPortEnd")?,
@@ -472,8 +482,7 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Call, DecodeError> {
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| WireError::new("body", format!("is not valid JSON: {e}")))?
+        shape::canonical(body)?
     };
     let o = Obj::root(&value)?;
     let net_id = |o: &Obj<'_>| o.str_req("NetworkID").map(str::to_string);
@@ -600,5 +609,6 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Call, DecodeError> {
     Ok(call)
 }
 
+mod shape;
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,15 @@
 //! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
 //! - [`compat`]: iptables `FORWARD` coexistence (dockerd's policy DROP) for the nftables backend.
 //! - [`detect()`]: picks one.
+//! - [`encap`]: peering's filter of encapsulated packets (VXLAN, IPIP) from non-peers, for
+//!   either backend.
 //!
 //! Both backends act on the network namespace of the thread that creates them (nftables) or
 //! calls them (iptables).
 
 pub mod compat;
 mod detect;
+pub mod encap;
 mod ipt;
 pub mod iptables;
 pub mod nft;

@@ -1,11 +1,15 @@
 //! Multi-host peering from a static peer list: host-gw routes, VXLAN, IPIP (kernel device or
 //! the [`userspace_ipip`] data plane), per-peer `auto` choice, drift repair and status.
 //!
-//! [`peers`] and [`mode`] and [`plan`] are pure; [`kernel`] is the netlink executor and
-//! [`probe`] the reachability check. [`Peering`] ties them together: each
-//! [`Peering::reconcile`] pass reloads the peer file if it changed, makes the devices, routes and
-//! VXLAN entries match the peer set (owned objects only) and probes every peer.
+//! [`peers`], [`mode`], [`plan`] and [`filter`] are pure; [`kernel`] is the netlink executor,
+//! [`crate::firewall::encap`] the executor of the encapsulation filter and [`probe`] the
+//! reachability check. [`Peering`] ties them together: each [`Peering::reconcile`] pass reloads
+//! the peer file if it changed and applies the peer set in the order of [`filter::PASS`]: the
+//! filter of encapsulated packets first (only peers get in), then the devices, routes and VXLAN
+//! entries (owned objects only), then the guards no longer needed; it probes every peer and
+//! publishes the drop counters.
 
+pub mod filter;
 pub mod kernel;
 pub mod mode;
 pub mod peers;
@@ -19,11 +23,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use self::filter::{Guarded, Step};
 use self::kernel::{DeviceSpec, Kind, Underlay};
 use self::mode::Plane;
 use self::peers::{IpipChoice, NodeConfig, Peer, PeerError, PeeringConfig};
-use self::plan::{Devices, PlannedPeer};
+use self::plan::{Desired, Devices, PlannedPeer};
 use self::userspace_ipip::UserspaceIpip;
+use crate::firewall::encap::{self, EncapDrops, EncapFilter};
+use crate::firewall::{BackendKind, FirewallError};
 use crate::netlink::NetlinkError;
 
 /// VXLAN device name.
@@ -64,6 +71,36 @@ pub struct PeerStatus {
     pub reachable: bool,
 }
 
+/// Who drops the encapsulated packets of non-peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncapJudge {
+    /// The nftables filter (table `ip shimnet-encap`).
+    Nftables,
+    /// The iptables filter (chain `SHIMNET-ENCAP`).
+    Iptables,
+    /// The userspace IPIP data plane itself.
+    Userspace,
+}
+
+impl From<BackendKind> for EncapJudge {
+    fn from(k: BackendKind) -> Self {
+        match k {
+            BackendKind::Nftables => EncapJudge::Nftables,
+            BackendKind::Iptables => EncapJudge::Iptables,
+        }
+    }
+}
+
+/// Per encapsulation, who judges its packets (`None`: not in use on this node, nothing listens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EncapJudges {
+    /// VXLAN.
+    pub vxlan: Option<EncapJudge>,
+    /// IPIP.
+    pub ipip: Option<EncapJudge>,
+}
+
 /// What `GET /v1/peers` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PeeringStatus {
@@ -83,6 +120,11 @@ pub struct PeeringStatus {
     pub peers: Vec<PeerStatus>,
     /// Counters of the userspace IPIP data plane, when it runs.
     pub userspace_ipip: Option<userspace_ipip::CounterSnapshot>,
+    /// Who drops encapsulated packets from non-peers, per encapsulation.
+    pub encap_filter: EncapJudges,
+    /// Encapsulated packets from non-peers dropped so far, per encapsulation (firewall filter
+    /// and userspace IPIP data plane together).
+    pub encap_dropped: EncapDrops,
 }
 
 /// Shared, read-only view of the status.
@@ -97,6 +139,9 @@ pub enum PeeringError {
     /// Kernel request failed.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// The encapsulation filter refused a change.
+    #[error("encapsulation filter: {0}")]
+    Filter(#[from] FirewallError),
     /// Peer file unreadable.
     #[error("peer file {path}: {msg}")]
     File {
@@ -129,6 +174,11 @@ pub struct Peering {
     peers: Vec<Peer>,
     file_text: Option<String>,
     status: StatusHandle,
+    filter: Arc<dyn EncapFilter>,
+    /// Encapsulations the installed filter guards (as last applied successfully).
+    guarded: Guarded,
+    /// The filter last applied successfully.
+    applied: Option<encap::EncapRules>,
 }
 
 fn now_unix() -> u64 {
@@ -138,10 +188,38 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs a blocking call of the encapsulation filter off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FirewallError> + Send + 'static,
+) -> Result<T, PeeringError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            PeeringError::Filter(FirewallError::Unavailable(format!(
+                "filter task failed: {e}"
+            )))
+        })?
+        .map_err(PeeringError::Filter)
+}
+
+/// The userspace IPIP peer table of `planned`: pod subnet → underlay address of IPIP peers.
+fn ipip_table(planned: &[PlannedPeer]) -> Vec<(ipnetwork::Ipv4Network, Ipv4Addr)> {
+    planned
+        .iter()
+        .filter(|p| p.plane == Plane::Ipip)
+        .map(|p| (p.peer.pod_cidr, p.peer.address))
+        .collect()
+}
+
 impl Peering {
-    /// Validates the configuration, finds the underlay interface, chooses the IPIP path and
-    /// loads the peer file (an invalid file at start leaves the peer set empty, logged).
-    pub async fn new(node: NodeConfig, cfg: PeeringConfig) -> Result<Self, PeeringError> {
+    /// Validates the configuration, finds the underlay interface, chooses the IPIP path, opens
+    /// the encapsulation filter of firewall backend `firewall` (removing the other backend's, if
+    /// any) and loads the peer file (an invalid file at start leaves the peer set empty, logged).
+    pub async fn new(
+        node: NodeConfig,
+        cfg: PeeringConfig,
+        firewall: BackendKind,
+    ) -> Result<Self, PeeringError> {
         peers::validate_config(&node, &cfg)?;
         let (conn, h, _) = rtnetlink::new_connection().map_err(|e| NetlinkError::Request {
             op: "open netlink socket",
@@ -167,6 +245,11 @@ impl Peering {
             },
         };
         tracing::info!(ipip = ?ipip, underlay_index = underlay.index, underlay_mtu = underlay.mtu, underlay = %underlay.net, "peering: IPIP path chosen");
+        let filter: Arc<dyn EncapFilter> =
+            Arc::from(blocking(move || encap::open(firewall)).await?);
+        if let Err(e) = blocking(move || encap::remove_other(firewall)).await {
+            tracing::warn!("encapsulation filter of the other firewall backend not removed: {e}");
+        }
         let status = Arc::new(RwLock::new(PeeringStatus {
             node: node.name.clone(),
             address: Some(node.address),
@@ -184,6 +267,9 @@ impl Peering {
             peers: Vec::new(),
             file_text: None,
             status,
+            filter,
+            guarded: Guarded::default(),
+            applied: None,
         };
         if let Err(e) = me.reload(false) {
             tracing::error!("peer file refused, starting without peers: {e}");
@@ -231,10 +317,18 @@ impl Peering {
         self.file_text = Some(text.clone());
         let peers = peers::parse_peers(&text, &self.node, self.cfg.cluster_cidr)
             .map_err(PeeringError::Config)?;
-        let changed = peers != self.peers;
-        self.peers = peers;
+        let changed = self.take(peers);
         tracing::info!(file = %path.display(), peers = self.peers.len(), changed, "peer file loaded");
         Ok(changed)
+    }
+
+    /// The one place a new (validated) peer set becomes the running one, whatever its source
+    /// (the peer file today, a membership source later). It changes nothing in the kernel: the
+    /// next pass applies it, filter first (see [`filter::PASS`]). `true` when it differs.
+    pub fn take(&mut self, peers: Vec<Peer>) -> bool {
+        let changed = peers != self.peers;
+        self.peers = peers;
+        changed
     }
 
     fn planned(&self) -> Vec<PlannedPeer> {
@@ -257,13 +351,20 @@ impl Peering {
         }
     }
 
-    async fn ensure_devices(&mut self, planned: &[PlannedPeer], r: &mut PassReport) -> Devices {
+    /// Creates, repairs or removes the devices `planned` needs; kernel VXLAN/IPIP devices only
+    /// where `allowed` (the filter guarding them is in place).
+    async fn ensure_devices(
+        &mut self,
+        planned: &[PlannedPeer],
+        allowed: Guarded,
+        r: &mut PassReport,
+    ) -> Devices {
         let uses = |p: Plane| planned.iter().any(|x| x.plane == p);
         let mut dev = Devices {
             underlay: self.underlay.index,
             ..Devices::default()
         };
-        if uses(Plane::Vxlan) {
+        if uses(Plane::Vxlan) && allowed.vxlan {
             let spec = self.device(
                 VXLAN_DEV,
                 VXLAN_ALIAS,
@@ -288,7 +389,7 @@ impl Peering {
         }
         let ipip = uses(Plane::Ipip);
         match self.ipip {
-            IpipPath::Kernel if ipip => {
+            IpipPath::Kernel if ipip && allowed.ipip => {
                 let spec = self.device(IPIP_DEV, IPIP_ALIAS, Plane::Ipip.overhead(), None);
                 let kind = Kind::Ipip {
                     local: self.node.address,
@@ -321,6 +422,8 @@ impl Peering {
                     match UserspaceIpip::start(TUN_DEV, self.node.address) {
                         Ok(u) => {
                             tracing::info!(tun = TUN_DEV, "userspace IPIP data plane started");
+                            // Its peers from the start, before any route points at the TUN.
+                            u.set_peers(ipip_table(planned));
                             self.userspace = Some(u);
                             r.changes += 1;
                         }
@@ -354,34 +457,141 @@ impl Peering {
         }
     }
 
-    /// One pass: reload the peer file if it changed, ensure devices, repair routes and VXLAN
-    /// entries, remove what belongs to peers no longer listed, probe every peer.
-    pub async fn reconcile(&mut self, force_reload: bool) -> PassReport {
-        let mut r = PassReport::default();
-        match self.reload(force_reload) {
-            Ok(changed) => r.reloaded = changed,
-            Err(e) => {
-                tracing::error!("peer file refused, keeping the running peer set: {e}");
-                r.errors.push(e.to_string());
+    /// Encapsulations whose kernel device exists now; both when that cannot be told.
+    async fn present(&self, r: &mut PassReport) -> Guarded {
+        let exists = |name: &'static str| kernel::link_exists(&self.h, name);
+        match (exists(VXLAN_DEV).await, exists(IPIP_DEV).await) {
+            (Ok(vxlan), Ok(ipip)) => Guarded { vxlan, ipip },
+            (a, b) => {
+                for e in [a.err(), b.err()].into_iter().flatten() {
+                    r.errors.push(e.to_string());
+                }
+                Guarded {
+                    vxlan: true,
+                    ipip: true,
+                }
             }
         }
-        let planned = self.planned();
-        let dev = self.ensure_devices(&planned, &mut r).await;
-        let want = plan::desired(&planned, &dev);
+    }
+
+    /// Installs the filter guarding `guard` for `planned` (one transaction).
+    async fn guard(&mut self, planned: &[PlannedPeer], guard: Guarded) -> Result<(), PeeringError> {
+        let vxlan = filter::Vxlan {
+            port: self.cfg.vxlan_port,
+            vni: self.cfg.vxlan_vni,
+        };
+        let rules = filter::rules(self.node.address, vxlan, planned, guard);
+        let (f, r) = (self.filter.clone(), rules.clone());
+        let mut res = blocking(move || f.apply(&r)).await;
+        if res.is_err() {
+            // Once more after a moment (e.g. the xtables lock held by another tool) before the
+            // pass fails closed.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (f, r) = (self.filter.clone(), rules.clone());
+            res = blocking(move || f.apply(&r)).await;
+        }
+        match res {
+            Ok(()) => {
+                if self.applied.as_ref() != Some(&rules) {
+                    let peers = |p: Option<&std::collections::BTreeSet<Ipv4Addr>>| {
+                        p.map_or("not guarded".to_string(), |p| {
+                            format!("{} peer(s)", p.len())
+                        })
+                    };
+                    tracing::info!(
+                        backend = ?self.filter.kind(),
+                        vxlan = %peers(rules.vxlan.as_ref().map(|v| &v.peers)),
+                        ipip = %peers(rules.ipip.as_ref()),
+                        "encapsulation filter applied"
+                    );
+                }
+                self.guarded = guard;
+                self.applied = Some(rules);
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever the kernel holds now is not known to be ours.
+                self.guarded = Guarded::default();
+                self.applied = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// One pass: the steps of [`filter::PASS`] in order — reload the peer file if it changed,
+    /// install the filter for the peer set, hand the userspace data plane its peers, ensure
+    /// devices, repair routes and VXLAN entries (removing what belongs to peers no longer
+    /// listed), lift the guards no longer needed, probe every peer and publish the status.
+    pub async fn reconcile(&mut self, force_reload: bool) -> PassReport {
+        let mut r = PassReport::default();
+        let mut planned = Vec::new();
+        // Whether the filter for this peer set is in place; kernel VXLAN/IPIP devices exist only
+        // while it is (fail closed).
+        let mut filtered = false;
+        let mut dev = Devices::default();
+        for step in filter::PASS {
+            match step {
+                Step::Take => {
+                    match self.reload(force_reload) {
+                        Ok(changed) => r.reloaded = changed,
+                        Err(e) => {
+                            tracing::error!("peer file refused, keeping the running peer set: {e}");
+                            r.errors.push(e.to_string());
+                        }
+                    }
+                    planned = self.planned();
+                }
+                Step::Guard => {
+                    let present = self.present(&mut r).await;
+                    let guard = Guarded::wanted(&planned, self.ipip).or(present);
+                    match self.guard(&planned, guard).await {
+                        Ok(()) => filtered = true,
+                        Err(e) => r.errors.push(format!(
+                            "{e}; kernel VXLAN/IPIP devices are removed until the filter is in place"
+                        )),
+                    }
+                }
+                Step::UserspacePeers => {
+                    if let Some(u) = &self.userspace {
+                        u.set_peers(ipip_table(&planned));
+                    }
+                }
+                Step::Devices => {
+                    let allowed = Guarded {
+                        vxlan: filtered,
+                        ipip: filtered,
+                    };
+                    dev = self.ensure_devices(&planned, allowed, &mut r).await;
+                }
+                Step::Routes => {
+                    let want = plan::desired(&planned, &dev);
+                    self.routes(&want, &dev, &mut r).await;
+                }
+                Step::Release => {
+                    if filtered {
+                        let present = self.present(&mut r).await;
+                        let guard = Guarded::wanted(&planned, self.ipip).or(present);
+                        if guard != self.guarded {
+                            if let Err(e) = self.guard(&planned, guard).await {
+                                r.errors.push(e.to_string());
+                            }
+                        }
+                    }
+                }
+                Step::Report => self.report(&planned, &r).await,
+            }
+        }
+        r
+    }
+
+    /// Sets and removes routes, neighbour and forwarding entries so the kernel shows `want`.
+    async fn routes(&self, want: &Desired, dev: &Devices, r: &mut PassReport) {
         for (peer, kind) in &want.missing {
             r.errors.push(format!("peer {peer:?}: no {kind} device"));
         }
-        if let Some(u) = &self.userspace {
-            let table = planned
-                .iter()
-                .filter(|p| p.plane == Plane::Ipip)
-                .map(|p| (p.peer.pod_cidr, p.peer.address))
-                .collect();
-            *u.peers.write().unwrap_or_else(|e| e.into_inner()) = table;
-        }
         match kernel::observe(&self.h, dev.vxlan).await {
             Ok(seen) => {
-                for c in plan::diff(&want, &seen) {
+                for c in plan::diff(want, &seen) {
                     match kernel::apply(&self.h, &c, dev.vxlan).await {
                         Ok(()) => {
                             tracing::debug!(change = ?c, "peering change applied");
@@ -393,13 +603,44 @@ impl Peering {
             }
             Err(e) => r.errors.push(e.to_string()),
         }
-        let peers = self.probe(&planned).await;
+    }
+
+    /// Probes the peers, reads the drop counters and publishes the status of the pass.
+    async fn report(&self, planned: &[PlannedPeer], r: &PassReport) {
+        let peers = self.probe(planned).await;
+        let f = self.filter.clone();
+        let mut errors = r.errors.clone();
+        let userspace = self.userspace.as_ref().map(|u| u.counters.snapshot());
+        let dropped = match blocking(move || f.dropped()).await {
+            Ok(mut d) => {
+                d.ipip += userspace.map_or(0, |u| u.non_peer);
+                d
+            }
+            Err(e) => {
+                // Unreadable this time: the last figures stay.
+                errors.push(e.to_string());
+                self.status
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .encap_dropped
+            }
+        };
+        let judge = EncapJudge::from(self.filter.kind());
+        let judges = EncapJudges {
+            vxlan: self.guarded.vxlan.then_some(judge),
+            ipip: if self.guarded.ipip {
+                Some(judge)
+            } else {
+                self.userspace.as_ref().map(|_| EncapJudge::Userspace)
+            },
+        };
         let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
         st.peers = peers;
         st.last_reconcile = Some(now_unix());
-        st.errors = r.errors.clone();
-        st.userspace_ipip = self.userspace.as_ref().map(|u| u.counters.snapshot());
-        r
+        st.errors = errors;
+        st.userspace_ipip = userspace;
+        st.encap_filter = judges;
+        st.encap_dropped = dropped;
     }
 
     async fn probe(&self, planned: &[PlannedPeer]) -> Vec<PeerStatus> {

@@ -194,3 +194,56 @@ fn malformed_bodies_name_the_field() {
     };
     assert_eq!(e.to_string(), "PoolID: is required");
 }
+
+#[test]
+fn keys_are_matched_as_go_matches_them() {
+    // A Go client marshalling its own structs may spell keys in any case; Go's decoder (and so
+    // libnetwork's own plugins) accepts them. The last of two keys for one field wins.
+    let call = decode_json(
+        "/NetworkDriver.CreateEndpoint",
+        json!({"networkid": "n", "endpointId": "e", "INTERFACE": {"address": "10.0.0.2/24", "macaddress": "02:00:00:00:00:02"},
+               "options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 8080}]}}),
+    )
+    .unwrap();
+    let Call::CreateEndpoint(c) = call else {
+        panic!("{call:?}")
+    };
+    assert_eq!((c.network_id.as_str(), c.endpoint_id.as_str()), ("n", "e"));
+    assert_eq!(c.address.unwrap().to_string(), "10.0.0.2/24");
+    assert_eq!(c.mac.unwrap().to_string(), "02:00:00:00:00:02");
+    assert_eq!(c.ports[0].host_port, 8080);
+    let call = decode(
+        "/NetworkDriver.CreateNetwork",
+        br#"{"NetworkID":"a","networkID":"b","ipv4data":[{"pool":"10.1.0.0/24","GATEWAY":"10.1.0.1/24"}]}"#,
+    )
+    .unwrap();
+    let Call::CreateNetwork(c) = call else {
+        panic!("{call:?}")
+    };
+    assert_eq!(c.network_id, "b", "last duplicate wins");
+    assert_eq!(c.ipv4[0].gateway.unwrap().to_string(), "10.1.0.1/24");
+    // Option keys are a Go map's: exact.
+    let call = decode_json(
+        "/IpamDriver.RequestAddress",
+        json!({"poolid": "p", "Options": {"requestaddresstype": "com.docker.network.gateway"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        call,
+        Call::RequestAddress(RequestAddress {
+            pool_id: "p".into(),
+            address: None,
+            gateway: false,
+            mac: None
+        })
+    );
+}
+
+#[test]
+fn a_missing_container_port_is_missing_not_zero() {
+    let e = field_of(decode_json(
+        "/NetworkDriver.ProgramExternalConnectivity",
+        json!({"NetworkID": "n", "EndpointID": "e", "Options": {"com.docker.network.portmap": [{"Proto": 6, "HostPort": 8080}]}}),
+    ));
+    assert_eq!(e, "Options.com.docker.network.portmap[0].Port");
+}

@@ -564,3 +564,5 @@ fn bench_timings() {
         });
     }
 }
+
+mod encap;

@@ -6,7 +6,9 @@
 //! Send: a packet read from the TUN is looked up by inner destination in the peer table and
 //! sent to that peer's underlay address (the kernel adds the outer header). Receive: the raw
 //! socket returns the whole outer packet; packets whose outer source is not a listed peer are
-//! dropped, the others are written to the TUN without their outer header.
+//! dropped and counted ([`Counters::non_peer`]), the others are written to the TUN without their
+//! outer header. A batch is judged under one read lock of the peer table, so once
+//! [`UserspaceIpip::set_peers`] returns, no packet is judged by the previous table.
 
 mod batch;
 mod gso;
@@ -29,8 +31,10 @@ pub struct Counters {
     pub tx: AtomicU64,
     /// Packets received from peers and written to the TUN.
     pub rx: AtomicU64,
-    /// Packets dropped (unknown peer, no route, send errors).
+    /// Packets dropped (unknown peer, no route, send errors; `non_peer` included).
     pub dropped: AtomicU64,
+    /// Received packets dropped because their outer source is not a listed peer.
+    pub non_peer: AtomicU64,
     /// Reads from the TUN (one per super-packet when segmentation offload is at work).
     pub tun_reads: AtomicU64,
     /// Writes to the TUN (one per coalesced super-packet).
@@ -46,6 +50,8 @@ pub struct CounterSnapshot {
     pub rx_packets: u64,
     /// Packets dropped.
     pub dropped: u64,
+    /// Received packets dropped because their outer source is not a listed peer.
+    pub non_peer: u64,
     /// Reads from the TUN.
     pub tun_reads: u64,
     /// Writes to the TUN.
@@ -60,6 +66,7 @@ impl Counters {
             tx_packets: g(&self.tx),
             rx_packets: g(&self.rx),
             dropped: g(&self.dropped),
+            non_peer: g(&self.non_peer),
             tun_reads: g(&self.tun_reads),
             tun_writes: g(&self.tun_writes),
         }
@@ -130,6 +137,12 @@ impl UserspaceIpip {
             .spawn(move || recv_loop(rx_dev, rx_sock, peers, counters))
             .map_err(io("spawn thread"))?;
         Ok(me)
+    }
+
+    /// Replaces the peer table (pod subnet → underlay address). Waits for the batch being
+    /// judged, so packets received from now on are judged by `table` only.
+    pub fn set_peers(&self, table: Vec<(Ipv4Network, Ipv4Addr)>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 }
 
@@ -272,7 +285,8 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 return;
             }
         };
-        let t = peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Held for the whole batch: a table change waits for it (see `set_peers`).
+        let t = peers.read().unwrap_or_else(|e| e.into_inner());
         let write = |tun: &mut std::fs::File, framed: &[u8]| -> bool {
             match tun.write(framed) {
                 Ok(_) => {
@@ -295,6 +309,7 @@ fn recv_loop(mut tun: std::fs::File, sock: Socket, peers: PeerTable, c: Arc<Coun
                 continue;
             };
             if !t.iter().any(|(_, a)| *a == src) {
+                c.non_peer.fetch_add(1, Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
