@@ -146,9 +146,10 @@ pub async fn serve_udp(sock: std::net::UdpSocket, sh: Arc<Shared>) {
             tokio::task::yield_now().await;
         }
         let t0 = Instant::now();
-        // Budgets are counted always and enforced only while the queue builds up: a client
-        // asking as fast as it gets answers is never cut, a flood is.
-        if !budget.allow(src.ip(), t0) && backlog > PRESSURE {
+        // Budgets count the queries that found others queued behind them and are enforced only
+        // while the queue builds up: a client asking as fast as it gets answers is never cut
+        // (nor counted), a flood is.
+        if backlog > 1 && !budget.allow(src.ip(), t0) && backlog > PRESSURE {
             sh.counters.count(QueryResult::RateLimited);
             continue;
         }

@@ -145,6 +145,16 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     /// None (with a SKIPPED line) when dnsmasq is not installed.
     pub fn start(ns: &str, addr: Ipv4Addr, records: &[(&str, &str)]) -> Option<Self> {
+        let args: Vec<String> = records
+            .iter()
+            .map(|(name, ip)| format!("--host-record={name},{ip}"))
+            .collect();
+        Self::start_with(ns, addr, &args)
+    }
+
+    /// Like [`Dnsmasq::start`] with other options (`--addn-hosts`, `--server`, ...); without a
+    /// `--server` it forwards nothing.
+    pub fn start_with(ns: &str, addr: Ipv4Addr, args: &[String]) -> Option<Self> {
         if !Path::new("/usr/sbin/dnsmasq").exists() {
             eprintln!(
                 "SKIPPED: dnsmasq is not installed (Debian dnsmasq-base; scripts/deps.sh test)"
@@ -154,24 +164,19 @@ impl Dnsmasq {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("dnsmasq.log");
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            ns,
-            "/usr/sbin/dnsmasq",
-            "--keep-in-foreground",
-        ])
-        .args([
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-        ])
-        .arg(format!("--listen-address={addr}"))
-        .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-        .arg("--log-facility=-");
-        for (name, ip) in records {
-            cmd.arg(format!("--host-record={name},{ip}"));
+        cmd.args(["netns", "exec", ns, "/usr/sbin/dnsmasq"])
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-hosts",
+            ])
+            .arg("--bind-interfaces")
+            .arg(format!("--listen-address={addr}"))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg("--log-facility=-")
+            .args(args);
+        if !args.iter().any(|a| a.starts_with("--server")) {
+            cmd.arg("--no-resolv");
         }
         let child = cmd
             .stdout(Stdio::null())
