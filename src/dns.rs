@@ -57,6 +57,7 @@ pub fn entry(rec: &EndpointRecord) -> Entry {
     }
     Entry {
         id: entry_id(&rec.key),
+        container: rec.key.container_id.to_string(),
         names,
         ipv4: Some(rec.ipv4.ip()),
         ipv6: rec.ipv6.map(|n| n.ip()),

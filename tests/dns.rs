@@ -226,6 +226,14 @@ fn names_are_isolated_between_networks() {
     assert_eq!(ask_a(ca.path(), ga, "both.").addrs(), [ip_of(&both_a)]);
     assert_eq!(ask_a(cb.path(), gb, "both.").addrs(), [ip_of(&both_b)]);
     assert_eq!(ask_a(both.path(), gb, "beta.").addrs(), [ip_of(&eb)]);
+    // ...and the names of every network it is attached to from either server (a runtime lists
+    // both gateways; the first answers), while a container on A alone never sees B's names.
+    assert_eq!(ask_a(both.path(), ga, "beta.").addrs(), [ip_of(&eb)]);
+    assert_eq!(
+        ask_a(both.path(), gb, "alpha.dns.shimnet.").addrs(),
+        [ip_of(&ea)]
+    );
+    assert_eq!(ask_a(ca.path(), ga, "beta."), Answer::NxDomain);
     // Asking the other network's server directly: refused (source outside its subnet).
     assert_eq!(
         ask_a(ca.path(), gb, "beta."),

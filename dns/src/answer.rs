@@ -2,7 +2,8 @@
 //! — send these reply bytes, forward to the upstream resolvers, or drop. Nothing here does I/O,
 //! so it is unit-tested and fuzzed as is (`fuzz/fuzz_targets/dns_query.rs`).
 //!
-//! Semantics: local names are answered authoritatively (AA) with the zone's TTL; a local name
+//! Semantics: local names are answered authoritatively (AA) with the zone's TTL — the names of
+//! the network asked, and of the other networks the asking container is attached to; a local name
 //! without records of the asked type is NODATA (NOERROR, empty answer, the SOA in the authority
 //! section so the absence is cached for the TTL), an unknown name under the domain, an unknown
 //! single-label name and an unknown address of the network's subnets are NXDOMAIN. Anything else
@@ -11,6 +12,8 @@
 //! BADVERS; responses and runts are dropped (never answered: no loops, no reflection). A reply
 //! that does not fit the client's UDP size is sent truncated (TC) so that the client retries over
 //! TCP.
+
+use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -181,6 +184,18 @@ fn encode(m: &Message, max: usize) -> Vec<u8> {
 
 /// Answers a query message from `zone`, or says to forward or drop it.
 pub fn respond(zone: &Zone, packet: &[u8], transport: Transport) -> Outcome {
+    respond_in(zone, &Vec::new, packet, transport)
+}
+
+/// Like [`respond`], for a client that is also attached to other networks: a name `zone` does
+/// not know is looked up in `also()` — the tables of the other networks the asking container is
+/// attached to (called only then) — before NXDOMAIN or forwarding.
+pub fn respond_in(
+    zone: &Zone,
+    also: &dyn Fn() -> Vec<Arc<Zone>>,
+    packet: &[u8],
+    transport: Transport,
+) -> Outcome {
     let Some((id, op, response)) = peek_header(packet) else {
         return Outcome::Drop;
     };
@@ -217,10 +232,25 @@ pub fn respond(zone: &Zone, packet: &[u8], transport: Transport) -> Outcome {
     if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
         return simple(ResponseCode::Refused, QueryResult::Refused);
     }
-    let lookup = match name::query_key(q.name()) {
-        Some(k) => zone.lookup(&k),
+    let key = name::query_key(q.name());
+    let mut lookup = match &key {
+        Some(k) => zone.lookup(k),
         None => Lookup::Outside,
     };
+    let others;
+    if let (Some(k), Lookup::NxDomain(_) | Lookup::Outside) = (&key, lookup) {
+        others = also();
+        if let Some(found) = others.iter().find_map(|z| match z.lookup(k) {
+            l @ (Lookup::Host(..) | Lookup::Ptr(..)) => Some(l),
+            _ => None,
+        }) {
+            lookup = match found {
+                // Negative parts of the answer speak for this server's own zones.
+                Lookup::Ptr(n, _) => Lookup::Ptr(n, Authority::Bare),
+                other => other,
+            };
+        }
+    }
     let ttl = zone.ttl();
     let mut m = reply_to(&req, ResponseCode::NoError, recursion);
     m.metadata.authoritative = true;

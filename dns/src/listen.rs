@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::access::{canonical, LocalAddrs};
-use crate::answer::{self, refuse, respond, servfail, Outcome, QueryResult, Transport};
+use crate::answer::{self, refuse, respond_in, servfail, Outcome, QueryResult, Transport};
 use crate::forward::Forwarder;
 use crate::limit::Limiter;
 use crate::metrics::NetCounters;
@@ -44,6 +44,8 @@ pub const YIELD_EVERY: usize = 64;
 pub struct Shared {
     /// The network's current table (swapped whole on every change).
     pub zone: Arc<ArcSwap<Zone>>,
+    /// Every served network's table (this one included), for containers on several networks.
+    pub all: Arc<ArcSwap<Vec<Arc<ArcSwap<Zone>>>>>,
     /// Upstream forwarding.
     pub forwarder: Arc<Forwarder>,
     /// The host's addresses (allowed sources).
@@ -64,6 +66,20 @@ impl Shared {
     fn allowed(&self, zone: &Zone, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         zone.in_subnets(ip) || self.local.contains(ip)
+    }
+
+    /// The tables of the other networks the container at `ip` (on this network) is attached to.
+    fn others(&self, zone: &Zone, ip: IpAddr) -> Vec<Arc<Zone>> {
+        let Some(c) = zone.container_at(canonical(ip)) else {
+            return Vec::new();
+        };
+        self.all
+            .load()
+            .iter()
+            .filter(|cell| !Arc::ptr_eq(cell, &self.zone))
+            .map(|cell| cell.load_full())
+            .filter(|z| z.has_container(c))
+            .collect()
     }
 }
 
@@ -164,7 +180,12 @@ pub async fn serve_udp(sock: std::net::UdpSocket, sh: Arc<Shared>) {
         let outcome = if n > MAX_QUERY {
             oversized(&buf[..n])
         } else {
-            respond(&zone, &buf[..n], Transport::Udp)
+            respond_in(
+                &zone,
+                &|| sh.others(&zone, src.ip()),
+                &buf[..n],
+                Transport::Udp,
+            )
         };
         match outcome {
             Outcome::Reply(reply, result) => {
@@ -273,7 +294,8 @@ async fn tcp_conn(mut s: TcpStream, peer: SocketAddr, sh: &Shared) {
             }
             return;
         }
-        let (reply, result, local) = match respond(&zone, &buf, Transport::Tcp) {
+        let also = || sh.others(&zone, peer.ip());
+        let (reply, result, local) = match respond_in(&zone, &also, &buf, Transport::Tcp) {
             Outcome::Reply(b, r) => (b, r, true),
             Outcome::Drop => return,
             Outcome::Forward(f) => match sh.forwards.try_acquire() {

@@ -176,6 +176,8 @@ struct Inner {
     serial: AtomicU32,
     retrying: AtomicBool,
     nets: Mutex<BTreeMap<String, NetState>>,
+    /// Every served network's table cell, for containers on several networks.
+    all: Arc<ArcSwap<Vec<Arc<ArcSwap<Zone>>>>>,
 }
 
 /// The name service (see the module doc). Dropping it stops every listener.
@@ -236,6 +238,7 @@ impl Dns {
             serial: AtomicU32::new(0),
             retrying: AtomicBool::new(false),
             nets: Mutex::new(BTreeMap::new()),
+            all: Arc::new(ArcSwap::from_pointee(Vec::new())),
             cfg,
         };
         Ok(Dns {
@@ -269,6 +272,7 @@ impl Dns {
             let st = inner.new_state(net, BTreeMap::new());
             nets.insert(name.clone(), st);
         }
+        inner.publish(&nets);
         let st = nets.get_mut(&name).expect("inserted above");
         let errors = inner.bind_missing(st);
         drop(nets);
@@ -288,6 +292,7 @@ impl Dns {
         let mut nets = self.inner.nets.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut st) = nets.remove(network) {
             st.stop();
+            self.inner.publish(&nets);
             self.inner.metrics.remove_network(network);
             tracing::info!(network, "DNS stopped");
         }
@@ -387,6 +392,7 @@ impl Inner {
         let zone = Zone::build(net.clone(), self.settings.clone(), serial, entries.values());
         let shared = Arc::new(Shared {
             zone: Arc::new(ArcSwap::from_pointee(zone)),
+            all: self.all.clone(),
             forwarder: self.forwarder.clone(),
             local: self.local.clone(),
             counters: self.metrics.network(&net.name),
@@ -414,6 +420,12 @@ impl Inner {
             shared,
             listeners,
         }
+    }
+
+    /// Makes the list of every network's table match `nets`.
+    fn publish(&self, nets: &BTreeMap<String, NetState>) {
+        let cells = nets.values().map(|st| st.shared.zone.clone()).collect();
+        self.all.store(Arc::new(cells));
     }
 
     fn rebuild(&self, st: &mut NetState) {

@@ -3,7 +3,7 @@
 //! [`Zone`] from the registered [`Entry`]s and swaps it in whole (see `service`), so a query sees
 //! either the table before a change or the one after it, never a mix.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -18,6 +18,9 @@ use crate::name;
 pub struct Entry {
     /// Identity of the endpoint, unique on its network (e.g. `net/container/eth0`).
     pub id: String,
+    /// The container it belongs to (the same on every network it is attached to): a container
+    /// on several networks resolves the names of all of them, from any of their servers.
+    pub container: String,
     /// Names it answers to; the first is the one reverse lookups return. Names that are not
     /// valid DNS names are ignored.
     pub names: Vec<String>,
@@ -93,6 +96,10 @@ pub struct Zone {
     serial: u32,
     names: HashMap<String, Addrs>,
     ptr: HashMap<IpAddr, Name>,
+    /// Address → container.
+    owners: HashMap<IpAddr, Arc<str>>,
+    /// Containers attached.
+    containers: HashSet<Arc<str>>,
     domain: Name,
     soa_domain: Record,
     soa_reverse: Vec<Record>,
@@ -125,7 +132,19 @@ impl Zone {
         let suffix = format!(".{}", settings.domain);
         let mut names: HashMap<String, Addrs> = HashMap::new();
         let mut ptr = HashMap::new();
+        let mut owners = HashMap::new();
+        let mut containers = HashSet::new();
         for e in entries {
+            let c: Arc<str> = Arc::from(e.container.as_str());
+            containers.insert(c.clone());
+            for ip in e
+                .ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(e.ipv6.map(IpAddr::V6))
+            {
+                owners.insert(ip, c.clone());
+            }
             let mut first: Option<String> = None;
             let mut seen: Vec<String> = Vec::with_capacity(e.names.len());
             for n in &e.names {
@@ -171,6 +190,8 @@ impl Zone {
             serial,
             names,
             ptr,
+            owners,
+            containers,
             domain,
             soa_domain,
             soa_reverse,
@@ -215,6 +236,16 @@ impl Zone {
     /// Every name with its addresses, sorted by name (for the names view).
     pub fn names(&self) -> BTreeMap<&str, &Addrs> {
         self.names.iter().map(|(k, v)| (k.as_str(), v)).collect()
+    }
+
+    /// The container that has address `ip` on this network.
+    pub fn container_at(&self, ip: IpAddr) -> Option<&str> {
+        self.owners.get(&ip).map(|c| &**c)
+    }
+
+    /// True if container `c` is attached to this network.
+    pub fn has_container(&self, c: &str) -> bool {
+        self.containers.contains(c)
     }
 
     /// True if `ip` is inside one of the network's subnets.
@@ -290,6 +321,7 @@ pub(crate) mod tests {
     fn entry(id: &str, names: &[&str], v4: &str, v6: Option<&str>) -> Entry {
         Entry {
             id: id.into(),
+            container: id.into(),
             names: names.iter().map(|s| s.to_string()).collect(),
             ipv4: Some(v4.parse().unwrap()),
             ipv6: v6.map(|s| s.parse().unwrap()),

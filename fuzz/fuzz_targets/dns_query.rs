@@ -36,6 +36,7 @@ fn zones() -> &'static [Zone; 2] {
         let entries: Vec<Entry> = (2..40u8)
             .map(|i| Entry {
                 id: format!("e{i}"),
+                container: format!("c{i}"),
                 names: vec![format!("c{i}"), "shared".into(), format!("a.b{i}")],
                 ipv4: Some(Ipv4Addr::new(10, 89, 0, i)),
                 ipv6: Some(format!("fd00:89::{i}").parse().unwrap()),
@@ -67,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
                 let (n, ip) = l.split_once(' ')?;
                 Some(Entry {
                     id: format!("{i}"),
+                    container: format!("{i}"),
                     names: vec![n.to_string()],
                     ipv4: ip.parse().ok(),
                     ipv6: None,

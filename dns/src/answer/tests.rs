@@ -207,6 +207,7 @@ fn large_answers_are_truncated_over_udp_only() {
         let entries: Vec<_> = (0..n)
             .map(|i| crate::zone::Entry {
                 id: format!("e{i:03}"),
+                container: format!("e{i:03}"),
                 names: vec!["many".into()],
                 ipv4: Some(Ipv4Addr::new(10, 89, 0, i + 2)),
                 ipv6: None,
@@ -278,4 +279,55 @@ fn refusal_and_upstream_checks() {
     );
     assert_eq!(check_upstream(&f, 77, &[0; 5]), UpstreamReply::Foreign);
     assert_eq!(&with_id(&bytes, 0x1234)[..2], &[0x12, 0x34]);
+}
+
+#[test]
+fn names_of_the_other_networks_of_the_asking_container() {
+    use std::cell::Cell;
+    let z = sample();
+    let mut n2 = (*net()).clone();
+    n2.name = "n2".into();
+    n2.subnets = vec!["10.90.0.0/24".parse().unwrap()];
+    let other = Zone::build(
+        Arc::new(n2),
+        settings(),
+        3,
+        [crate::zone::Entry {
+            id: "x".into(),
+            container: "x".into(),
+            names: vec!["beta".into()],
+            ipv4: Some("10.90.0.5".parse().unwrap()),
+            ipv6: None,
+        }]
+        .iter(),
+    );
+    let other = Arc::new(other);
+    let calls = Cell::new(0);
+    let also = || {
+        calls.set(calls.get() + 1);
+        vec![other.clone()]
+    };
+    let ask_in = |name: &str, t| match respond_in(
+        &z,
+        &also,
+        &query(name, t).to_vec().unwrap(),
+        Transport::Udp,
+    ) {
+        Outcome::Reply(b, r) => (Message::from_vec(&b).unwrap(), r),
+        o => panic!("{o:?}"),
+    };
+    let (m, r) = ask_in("beta.dns.shimnet.", RecordType::A);
+    assert_eq!(r, QueryResult::Answer);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 90, 0, 5)]);
+    let (m, _) = ask_in("5.0.90.10.in-addr.arpa.", RecordType::PTR);
+    assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "beta.dns.shimnet."));
+    assert_eq!(ask_in("gamma.", RecordType::A).1, QueryResult::NxDomain);
+    let before = calls.get();
+    assert_eq!(ask_in("web.", RecordType::A).1, QueryResult::Answer);
+    assert_eq!(calls.get(), before, "own names need no other table");
+    // Without the other table: not known.
+    assert_eq!(
+        ask(&z, &query("beta.", RecordType::A)).1,
+        QueryResult::NxDomain
+    );
 }

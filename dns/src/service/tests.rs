@@ -48,6 +48,7 @@ fn network(ip: &str) -> NetworkDns {
 fn entry(id: &str, name: &str, ip: &str) -> Entry {
     Entry {
         id: id.into(),
+        container: id.into(),
         names: vec![name.into()],
         ipv4: Some(ip.parse().unwrap()),
         ipv6: None,
@@ -198,4 +199,45 @@ fn a_bad_domain_is_refused() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("bad domain"), "{e}");
+}
+
+#[test]
+fn a_container_on_two_networks_resolves_both_from_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ip1, ip2) = ("127.0.0.26", "127.0.0.27");
+    let port = free_port(ip1);
+    let dns = service(&dir, port);
+    let net = |name: &str, ip: &str| NetworkDns {
+        name: name.into(),
+        subnets: vec!["127.0.0.0/8".parse().unwrap()],
+        listen: vec![ip.parse().unwrap()],
+        internal: true,
+    };
+    assert!(dns.set_network(net("a", ip1)).is_empty());
+    assert!(dns.set_network(net("b", ip2)).is_empty());
+    // The asking "container" has 127.0.0.1 on network a (the test's source address).
+    let member = |net: &str, ip: &str| Entry {
+        id: format!("{net}/client"),
+        container: "client".into(),
+        names: vec!["client".into()],
+        ipv4: Some(ip.parse().unwrap()),
+        ipv6: None,
+    };
+    dns.set_entry("a", member("a", "127.0.0.1"));
+    dns.set_entry("b", entry("b/beta", "beta", "127.0.5.5"));
+    assert_eq!(
+        udp_ask(ip1, port, "beta.").unwrap().response_code,
+        ResponseCode::NXDomain,
+        "not attached to b: b's names stay hidden"
+    );
+    dns.set_entry("b", member("b", "127.0.5.1"));
+    assert_eq!(
+        addr_of(&udp_ask(ip1, port, "beta.").unwrap()).as_deref(),
+        Some("127.0.5.5")
+    );
+    dns.remove_entry("b", "b/client");
+    assert_eq!(
+        udp_ask(ip1, port, "beta.").unwrap().response_code,
+        ResponseCode::NXDomain
+    );
 }
