@@ -265,10 +265,10 @@ fn main() {
             .unwrap()
             .stdout,
     )
-    .lines()
-    .next()
-    .unwrap_or("dnsmasq")
-    .to_string();
+    .split_whitespace()
+    .take(3)
+    .collect::<Vec<_>>()
+    .join(" ");
 
     let servers: [IpAddr; 2] = [GATEWAY.into(), DNSMASQ_ADDR.into()];
     let local = names.clone();
