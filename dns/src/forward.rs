@@ -6,10 +6,11 @@
 //! which — or when no server is left — the client gets SERVFAIL.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -29,6 +30,9 @@ pub struct Forwarder {
     attempt: Duration,
     deadline: Duration,
     metrics: DnsMetrics,
+    /// This service's own listening addresses: an upstream list naming one of them (a host
+    /// whose resolv.conf points at a gateway) would send queries round in a loop.
+    own: ArcSwap<Vec<IpAddr>>,
 }
 
 enum Attempt {
@@ -50,7 +54,13 @@ impl Forwarder {
             attempt,
             deadline,
             metrics,
+            own: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Sets the service's own listening addresses, which are never used as upstreams.
+    pub fn set_own(&self, addrs: Vec<IpAddr>) {
+        self.own.store(Arc::new(addrs));
     }
 
     /// The upstream list.
@@ -63,7 +73,12 @@ impl Forwarder {
         let start = Instant::now();
         let ups = self.source.current();
         let mut relayed_failure: Option<Vec<u8>> = None;
-        for up in ups.plan(self.source.now_ms()) {
+        let own = self.own.load();
+        for up in ups
+            .plan(self.source.now_ms())
+            .into_iter()
+            .filter(|u| !own.contains(&u.addr.ip()))
+        {
             let left = self.deadline.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;

@@ -426,6 +426,8 @@ impl Inner {
     fn publish(&self, nets: &BTreeMap<String, NetState>) {
         let cells = nets.values().map(|st| st.shared.zone.clone()).collect();
         self.all.store(Arc::new(cells));
+        let own = nets.values().flat_map(|st| st.net.listen.clone()).collect();
+        self.forwarder.set_own(own);
     }
 
     fn rebuild(&self, st: &mut NetState) {

@@ -230,3 +230,25 @@ async fn tcp_queries_are_forwarded_over_tcp() {
     assert_eq!(r, QueryResult::Forwarded);
     assert_eq!(Message::from_vec(&b).unwrap().id, 0x1234);
 }
+
+#[tokio::test]
+async fn own_addresses_are_never_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, port) = fake_udp("127.0.0.12", 0).await;
+    serve(s, Behaviour::Answer);
+    let fw = forwarder(&dir, &["127.0.0.12"], port, 2000, 4000);
+    fw.set_own(vec!["127.0.0.12".parse().unwrap()]);
+    let (_, r) = fw
+        .forward(&forward_of("loop.example."), Transport::Udp)
+        .await;
+    assert_eq!(
+        r,
+        QueryResult::ServFail,
+        "the only upstream is this service itself"
+    );
+    fw.set_own(vec![]);
+    let (_, r) = fw
+        .forward(&forward_of("loop.example."), Transport::Udp)
+        .await;
+    assert_eq!(r, QueryResult::Forwarded);
+}
