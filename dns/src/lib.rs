@@ -1,7 +1,7 @@
 //! shimnet's name service: each network that asks for it (`dns`) gets a DNS server on its
 //! gateway address(es), answering the names of the containers attached to it and forwarding
-//! everything else to the host's resolvers. No extra process: it runs inside shimnetd, on a
-//! thread of its own.
+//! everything else to the host's resolvers. No extra process: it runs inside shimnetd, on
+//! threads of its own (one per UDP socket, one runtime thread for TCP and forwarding).
 //!
 //! The crate knows nothing of the engine: the daemon tells it which networks to serve
 //! ([`Dns::set_network`], [`NetworkDns`]) and which names exist ([`Dns::set_entry`], [`Entry`]).
@@ -14,7 +14,8 @@
 //! - [`access`]: who may ask (the network's subnets and the host).
 //! - [`limit`]: the per-source query budget that keeps one flooding container from starving the
 //!   others.
-//! - [`listen`]: the UDP/TCP sockets of a network and their limits.
+//! - [`listen`]: the sockets of a network and their limits; TCP served on the runtime.
+//! - [`udp`]: a UDP socket served by a thread of its own.
 //! - [`metrics`]: Prometheus families.
 //! - `service`: [`Dns`], which ties them together.
 
@@ -28,6 +29,7 @@ pub mod listen;
 pub mod metrics;
 pub mod name;
 mod service;
+pub mod udp;
 pub mod upstream;
 pub mod zone;
 

@@ -1,13 +1,11 @@
 //! One network's sockets: UDP and TCP on each of its gateway addresses (port 53 in the daemon),
 //! bound to that address only — never a wildcard — with `IP_FREEBIND`, so a gateway address that
 //! is still being added (IPv6 duplicate address detection) or is re-added after its bridge was
-//! re-created does not stop the bind.
+//! re-created does not stop the bind. UDP sockets are served by a thread each ([`crate::udp`]),
+//! TCP listeners by the service's runtime (here).
 //!
-//! Protection: while the socket's queue builds up (the loop does not keep up), a UDP source over
-//! its per-second budget is dropped unread ([`crate::limit`]); a
-//! source outside the network's subnets that is not the host gets REFUSED (and a
-//! TCP connection from it is closed after that reply); local answers are computed inline on the
-//! receive loop (no task, no allocation beyond the reply); forwarded queries run as tasks, at most
+//! Protection: a source outside the network's subnets that is not the host gets REFUSED (and a
+//! TCP connection from it is closed after that reply); forwarded queries run as tasks, at most
 //! `max_forwards` at once across every network (beyond that: SERVFAIL at once); TCP connections
 //! are limited across every network (further clients wait in the kernel's backlog), each closed
 //! after `tcp_idle` without a complete query. A datagram longer than [`MAX_QUERY`] or a TCP
@@ -21,23 +19,20 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::access::{canonical, LocalAddrs};
 use crate::answer::{self, refuse, respond_in, servfail, Outcome, QueryResult, Transport};
 use crate::forward::Forwarder;
-use crate::limit::Limiter;
 use crate::metrics::NetCounters;
 use crate::zone::Zone;
 
 /// Largest query decoded (UDP datagram or TCP message).
 pub const MAX_QUERY: usize = 4096;
-/// Datagrams read back to back (the queue never empty) after which per-source budgets apply.
-pub const PRESSURE: usize = 32;
-/// Datagrams handled back to back before the loop yields to the thread's other tasks.
-pub const YIELD_EVERY: usize = 64;
+/// Longest a UDP reply waits for room in the socket's send buffer.
+pub const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What every socket of one network shares.
 #[derive(Debug)]
@@ -63,13 +58,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn allowed(&self, zone: &Zone, ip: IpAddr) -> bool {
+    pub(crate) fn allowed(&self, zone: &Zone, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         zone.in_subnets(ip) || self.local.contains(ip)
     }
 
     /// The tables of the other networks the container at `ip` (on this network) is attached to.
-    fn others(&self, zone: &Zone, ip: IpAddr) -> Vec<Arc<Zone>> {
+    pub(crate) fn others(&self, zone: &Zone, ip: IpAddr) -> Vec<Arc<Zone>> {
         let Some(c) = zone.container_at(canonical(ip)) else {
             return Vec::new();
         };
@@ -92,131 +87,32 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
             s.set_freebind_v6(true)?;
         }
     }
-    s.set_nonblocking(true)?;
     Ok(s)
 }
 
-/// A UDP socket bound to exactly `addr`.
+/// A UDP socket bound to exactly `addr` (blocking: served by a thread of its own, see
+/// [`crate::udp`]); a send blocks at most [`SEND_TIMEOUT`].
 pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
     // Room for a burst of queries while the loop is busy (capped by net.core.rmem_max).
     let _ = s.set_recv_buffer_size(1 << 20);
+    s.set_write_timeout(Some(SEND_TIMEOUT))?;
     s.bind(&addr.into())?;
     Ok(s.into())
 }
 
-/// A TCP listener bound to exactly `addr`.
+/// A TCP listener bound to exactly `addr` (non-blocking, for the runtime).
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_nonblocking(true)?;
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(128)?;
     Ok(s.into())
 }
 
-async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    match sock.try_send_to(bytes, to) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            let _ = sock.send_to(bytes, to).await;
-        }
-        Err(e) => tracing::debug!(client = %to, "DNS reply not sent: {e}"),
-    }
-}
-
-/// Serves a UDP socket until the task is aborted.
-pub async fn serve_udp(sock: std::net::UdpSocket, sh: Arc<Shared>) {
-    let sock = match UdpSocket::from_std(sock) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!("DNS UDP socket: {e}");
-            return;
-        }
-    };
-    // One byte more than the largest query: a full buffer means the datagram was longer.
-    let mut buf = vec![0u8; MAX_QUERY + 1];
-    let mut budget = Limiter::new(sh.per_source_qps);
-    // Datagrams read since the socket was last found empty: the queue is building up (the
-    // loop does not keep up) once it passes PRESSURE.
-    let mut backlog = 0usize;
-    loop {
-        let (n, src) = match sock.try_recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                backlog = 0;
-                if let Err(e) = sock.readable().await {
-                    tracing::debug!("DNS UDP socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!("DNS UDP receive: {e}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        backlog += 1;
-        if backlog % YIELD_EVERY == 0 {
-            // Other networks' sockets and the forwards share this thread.
-            tokio::task::yield_now().await;
-        }
-        let t0 = Instant::now();
-        // Budgets count the queries that found others queued behind them and are enforced only
-        // while the queue builds up: a client asking as fast as it gets answers is never cut
-        // (nor counted), a flood is.
-        if backlog > 1 && !budget.allow(src.ip(), t0) && backlog > PRESSURE {
-            sh.counters.count(QueryResult::RateLimited);
-            continue;
-        }
-        let zone = sh.zone.load();
-        if !sh.allowed(&zone, src.ip()) {
-            if let Some(r) = refuse(&buf[..n.min(MAX_QUERY)], Transport::Udp) {
-                send(&sock, &r, src).await;
-                sh.counters.count(QueryResult::Refused);
-            }
-            continue;
-        }
-        let outcome = if n > MAX_QUERY {
-            oversized(&buf[..n])
-        } else {
-            respond_in(
-                &zone,
-                &|| sh.others(&zone, src.ip()),
-                &buf[..n],
-                Transport::Udp,
-            )
-        };
-        match outcome {
-            Outcome::Reply(reply, result) => {
-                send(&sock, &reply, src).await;
-                sh.counters.count(result);
-                sh.counters.local_latency(t0.elapsed().as_secs_f64());
-            }
-            Outcome::Forward(f) => match sh.forwards.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    sh.counters.forwarded();
-                    let (sh, sock) = (sh.clone(), sock.clone());
-                    tokio::spawn(async move {
-                        let (reply, result) = sh.forwarder.forward(&f, Transport::Udp).await;
-                        drop(permit);
-                        send(&sock, &reply, src).await;
-                        sh.counters.count(result);
-                        sh.counters.forwarded_latency(t0.elapsed().as_secs_f64());
-                    });
-                }
-                Err(_) => {
-                    send(&sock, &servfail(&f), src).await;
-                    sh.counters.count(QueryResult::ServFail);
-                }
-            },
-            Outcome::Drop => {}
-        }
-    }
-}
-
 /// FORMERR for a datagram longer than [`MAX_QUERY`] (only its header is looked at).
-fn oversized(packet: &[u8]) -> Outcome {
+pub(crate) fn oversized(packet: &[u8]) -> Outcome {
     let mut head = packet[..answer::HEADER].to_vec();
     // Claim no records, so that only the header is decoded.
     head[4..].fill(0);

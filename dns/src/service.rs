@@ -1,8 +1,9 @@
 //! [`Dns`]: the name service as the daemon uses it — networks added and removed with their
 //! listeners, endpoints' names registered and unregistered, views for the API.
 //!
-//! Every socket is served by one dedicated thread running its own single-threaded tokio runtime:
-//! a query flood can take at most that thread, never the daemon's API or engine workers. Writers
+//! Each UDP socket is served by a thread of its own ([`crate::udp`]); TCP listeners and forwarded
+//! queries run on one dedicated thread with its own single-threaded tokio runtime. A query flood
+//! can take those threads, never the daemon's API or engine workers. Writers
 //! (the engine's hook) take a mutex, rebuild the network's [`Zone`] from its entries and swap it
 //! in with one atomic pointer store; readers (the query path) only load that pointer.
 
@@ -19,9 +20,10 @@ use tokio::task::AbortHandle;
 
 use crate::access::LocalAddrs;
 use crate::forward::Forwarder;
-use crate::listen::{bind_tcp, bind_udp, serve_tcp, serve_udp, Shared};
+use crate::listen::{bind_tcp, bind_udp, serve_tcp, Shared};
 use crate::metrics::DnsMetrics;
 use crate::name;
+use crate::udp::UdpServer;
 use crate::upstream::Source;
 use crate::zone::{Entry, NetworkDns, Zone, ZoneSettings};
 
@@ -85,12 +87,29 @@ pub enum DnsError {
     Thread(#[from] std::io::Error),
 }
 
+/// How a socket is served.
+#[derive(Debug)]
+enum Serving {
+    /// A UDP socket's thread (held: dropping it stops the thread).
+    Udp(#[allow(dead_code)] UdpServer),
+    /// A TCP listener's task on the runtime.
+    Tcp(AbortHandle),
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Serving::Tcp(t) = self {
+            t.abort();
+        }
+    }
+}
+
 /// One socket of a network.
 #[derive(Debug)]
 struct Listener {
     addr: SocketAddr,
     tcp: bool,
-    task: Option<AbortHandle>,
+    task: Option<Serving>,
     error: Option<String>,
 }
 
@@ -105,9 +124,7 @@ struct NetState {
 impl NetState {
     fn stop(&mut self) {
         for l in &mut self.listeners {
-            if let Some(t) = l.task.take() {
-                t.abort();
-            }
+            l.task = None;
         }
     }
 }
@@ -447,9 +464,12 @@ impl Inner {
         for l in st.listeners.iter_mut().filter(|l| l.task.is_none()) {
             let sh = st.shared.clone();
             let bound = if l.tcp {
-                bind_tcp(l.addr).map(|s| self.rt.spawn(serve_tcp(s, sh)).abort_handle())
+                bind_tcp(l.addr)
+                    .map(|s| Serving::Tcp(self.rt.spawn(serve_tcp(s, sh)).abort_handle()))
             } else {
-                bind_udp(l.addr).map(|s| self.rt.spawn(serve_udp(s, sh)).abort_handle())
+                bind_udp(l.addr)
+                    .and_then(|s| UdpServer::start(s, sh, self.rt.clone()))
+                    .map(Serving::Udp)
             };
             match bound {
                 Ok(task) => {

@@ -6,7 +6,7 @@
 //! - answer latency p50/p99 for a local name (a random one of N each time) and for a forwarded
 //!   name (both servers forward to the same upstream dnsmasq in the "outside" namespace; dnsmasq
 //!   runs with `--cache-size=0`, so neither caches);
-//! - queries per second on one core: each server pinned to CPU 0 (shimnetd's `shimnet-dns`
+//! - queries per second on one core: each server pinned to CPU 0 (shimnetd's UDP listener
 //!   thread, dnsmasq's only thread), the load generator on CPU 1 keeping 64 queries in flight;
 //! - resident memory: shimnetd with the network and no endpoints, then with N endpoints named;
 //!   dnsmasq with the N names.
@@ -62,13 +62,15 @@ fn pin_self(cpu: usize) {
     }
 }
 
-/// The thread id of shimnetd's `shimnet-dns` thread.
+/// The thread id of shimnetd's UDP listener thread (`shimnet-dns-udp`; the bench's network has
+/// one).
 fn dns_thread(pid: u32) -> Option<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
         .find(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "shimnet-dns")
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "shimnet-dns-udp")
         })
         .and_then(|t| t.file_name().to_str()?.parse().ok())
 }
@@ -310,7 +312,7 @@ fn main() {
         "-- throughput, {:?} each, servers pinned to CPU 0, client to CPU 1",
         s.load
     );
-    let tid = dns_thread(pid).expect("shimnet-dns thread");
+    let tid = dns_thread(pid).expect("shimnet-dns-udp thread");
     pin(tid, 0);
     pin(dm_pid, 0);
     let qps = run_in(client.path(), {
