@@ -3,12 +3,15 @@
 # Usage: scripts/deps.sh [run|test]
 set -euo pipefail
 what=${1:-run}
-run_pkgs=(iproute2 nftables libnftables-dev iptables pkg-config)
+# protobuf-compiler: etcd-client (the etcd membership source) compiles etcd's protos.
+run_pkgs=(iproute2 nftables libnftables-dev iptables pkg-config protobuf-compiler)
 test_pkgs=(iputils-ping tcpdump busybox-static procps podman containernetworking-plugins conmon runc uidmap tar docker.io netavark systemd curl dpkg-dev lintian iperf3 gnuplot-nox dnsmasq-base dnsutils)
 # systemd as PID 1 in a container (tests/systemd_pid1.rs)
 test_pkgs+=(debootstrap systemd-container)
 # containerd and the Go CNI libraries (tests/go_clients.rs)
 test_pkgs+=(containerd golang-go golang-github-containerd-go-cni-dev golang-github-appc-cni-dev)
+# a real etcd cluster, etcdctl and test certificates (tests/etcd.rs, benches/membership.rs)
+test_pkgs+=(etcd-server etcd-client openssl)
 pkgs=("${run_pkgs[@]}")
 [[ $what == test ]] && pkgs+=("${test_pkgs[@]}")
 missing=()

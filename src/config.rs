@@ -2,14 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
+use membership_etcd::EtcdConfig;
 use runtime_net::firewall::BackendKind;
-use runtime_net::peering::peers::{validate_config, NodeConfig, PeeringConfig};
+use runtime_net::peering::peers::{validate_settings, NodeSettings, PeeringConfig, SourceKind};
 use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
 use shimnet_api::server::Limits;
 use shimnet_api::wire::NetworkCreate;
 use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// The embedded default configuration (also shipped as `packaging/shimnetd.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../packaging/shimnetd.toml");
@@ -68,10 +71,13 @@ pub struct Config {
     pub api: ApiConfig,
     /// This node (`[node]`), for multi-host peering.
     #[serde(default)]
-    pub node: Option<NodeConfig>,
+    pub node: Option<NodeSettings>,
     /// Multi-host peering (`[peering]`); needs `[node]`.
     #[serde(default)]
     pub peering: Option<PeeringConfig>,
+    /// Cluster membership through etcd (`[etcd]`); with `[peering] source = "etcd"`.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
     /// Name resolution on networks with `dns` (`[dns]`).
     #[serde(default)]
     pub dns: DnsSection,
@@ -243,6 +249,67 @@ fn default_interval() -> u64 {
     30
 }
 
+/// Deserializes `text` layered over [`EMBEDDED_DEFAULT`]. On error, also names the embedded
+/// default when the offending value came from it rather than from `text`.
+fn layered(text: &str) -> Result<Config, (Option<&'static str>, toml::de::Error)> {
+    let from_default = |e| (Some("embedded default"), e);
+    let mut base = DeTable::parse(EMBEDDED_DEFAULT).map_err(from_default)?;
+    let top = DeTable::parse(text).map_err(|e| (None, e))?;
+    // Spans of embedded values are moved past the end of `text`, so that an error in one of them
+    // is never shown against a line of `text`.
+    let offset = text.len() + 1;
+    for (_, v) in base.get_mut().iter_mut() {
+        shift_spans(v, offset);
+    }
+    let span = top.span();
+    let mut root = base.into_inner();
+    overlay(&mut root, top.into_inner());
+    let de = toml::de::Deserializer::from(Spanned::new(span, root));
+    Config::deserialize(de).map_err(|mut e| {
+        if e.span().is_some_and(|s| s.start >= offset) {
+            e.set_input(None);
+            (Some("embedded default"), e)
+        } else {
+            e.set_input(Some(text));
+            (None, e)
+        }
+    })
+}
+
+/// Puts every key of `top` over `base`: tables present in both are merged key by key, anything
+/// else in `top` replaces the value in `base`.
+fn overlay<'a>(base: &mut DeTable<'a>, top: DeTable<'a>) {
+    for (k, v) in top {
+        match (base.get_mut(k.get_ref().as_ref()), v.get_ref()) {
+            (Some(b), DeValue::Table(_)) if matches!(b.get_ref(), DeValue::Table(_)) => {
+                let span = v.span();
+                let (DeValue::Table(bt), DeValue::Table(tt)) = (b.get_mut(), v.into_inner()) else {
+                    unreachable!("both checked to be tables")
+                };
+                overlay(bt, tt);
+                // Errors about the merged table (a missing key) point at the text's table.
+                let merged = std::mem::replace(bt, DeTable::new());
+                *b = Spanned::new(span, DeValue::Table(merged));
+            }
+            _ => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Moves the span of `v` and of everything inside it by `by` bytes.
+fn shift_spans(v: &mut Spanned<DeValue<'_>>, by: usize) {
+    let span = v.span();
+    let mut inner = std::mem::replace(v.get_mut(), DeValue::Boolean(false));
+    match &mut inner {
+        DeValue::Table(t) => t.iter_mut().for_each(|(_, x)| shift_spans(x, by)),
+        DeValue::Array(a) => a.iter_mut().for_each(|x| shift_spans(x, by)),
+        _ => {}
+    }
+    *v = Spanned::new(span.start + by..span.end + by, inner);
+}
+
 /// Loading the configuration failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -266,35 +333,58 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Parses TOML text; `origin` names it in errors.
+    /// Parses TOML text layered over the embedded default: every key the text leaves out keeps
+    /// its embedded value (tables are merged key by key, any other value — arrays such as
+    /// `networks` included — is replaced whole). `origin` names the text in errors, which point
+    /// at the offending key's line.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
         let bad = |message: String| ConfigError::Parse {
             origin: origin.to_string(),
             message,
         };
+        let cfg = layered(text).map_err(|(o, e)| ConfigError::Parse {
+            origin: o.unwrap_or(origin).to_string(),
+            message: e.to_string(),
+        })?;
         match (&cfg.node, &cfg.peering) {
             (None, Some(_)) => return Err(bad("[peering] needs a [node] section".into())),
-            (Some(n), Some(p)) => validate_config(n, p).map_err(|e| bad(e.to_string()))?,
+            (Some(n), p) => validate_settings(n, p.as_ref()).map_err(|e| bad(e.to_string()))?,
             _ => {}
         }
-        cfg.check_networks().map_err(|message| ConfigError::Parse {
-            origin: origin.to_string(),
-            message,
-        })?;
+        let etcd_source = cfg
+            .peering
+            .as_ref()
+            .filter(|p| p.source == SourceKind::Etcd);
+        match (etcd_source, &cfg.etcd) {
+            (Some(_), None) => {
+                return Err(bad(
+                    "peering.source: \"etcd\" needs an [etcd] section (endpoints = [...])".into(),
+                ))
+            }
+            (Some(p), Some(e)) => e
+                .validate(p.cluster_cidr)
+                .map_err(|e| bad(e.to_string()))?,
+            (None, Some(_)) => {
+                return Err(bad(
+                    "[etcd] is set but [peering] source is not \"etcd\"; set source = \"etcd\" or remove [etcd]".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        cfg.check_networks().map_err(bad)?;
         shimnet_dns::name::check(cfg.dns.domain.trim_end_matches('.'))
             .map_err(|e| bad(format!("dns.domain: {:?} {e}", cfg.dns.domain)))?;
         Ok(cfg)
     }
 
-    /// With `[node]`: the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
+    /// With `[node]` and its `pod_cidr` (set, or leased through etcd and filled in by the
+    /// daemon): the default network `shimnet0` takes `pod_cidr` as its subnet (gateway =
     /// first host) and `mtu`; with `[peering]` also, traffic to `cluster_cidr` is never
     /// masqueraded and is let in. The network is added when the configuration lacks it.
     pub fn apply_node(&mut self, mtu: Option<u32>) {
-        let Some(node) = &self.node else { return };
+        let Some(pod_cidr) = self.node.as_ref().and_then(|n| n.pod_cidr) else {
+            return;
+        };
         let idx = match self.networks.iter().position(|n| n.name == DEFAULT_NETWORK) {
             Some(i) => i,
             None => {
@@ -307,9 +397,8 @@ impl Config {
             }
         };
         let n = &mut self.networks[idx];
-        n.subnet = node.pod_cidr.to_string();
-        n.gateway =
-            Some(std::net::Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1).to_string());
+        n.subnet = pod_cidr.to_string();
+        n.gateway = Some(std::net::Ipv4Addr::from(u32::from(pod_cidr.network()) + 1).to_string());
         n.range_start = None;
         n.range_end = None;
         if mtu.is_some() {
@@ -476,9 +565,129 @@ mod tests {
     }
 
     #[test]
+    fn etcd_membership_settings_are_checked_and_named() {
+        let node = "[node]\nname = \"a\"\naddress = \"192.168.1.10\"\n";
+        let peering =
+            "[peering]\nmode = \"auto\"\ncluster_cidr = \"10.244.0.0/16\"\nsource = \"etcd\"\n";
+        let etcd = "[etcd]\nendpoints = [\"http://198.19.9.1:2379\"]\n";
+        // No pod_cidr: leased later; the default network is shaped once it is known.
+        let mut c =
+            Config::parse(&format!("{EMBEDDED_DEFAULT}\n{node}{peering}{etcd}"), "x").unwrap();
+        let e = c.etcd.clone().unwrap();
+        assert_eq!(
+            (e.prefix.as_str(), e.subnet_len, e.lease_ttl_secs),
+            ("/shimnet", 24, 60)
+        );
+        c.apply_node(Some(1450));
+        assert_eq!(
+            c.networks[0].subnet, "10.87.0.0/16",
+            "not shaped before the lease"
+        );
+        c.node.as_mut().unwrap().pod_cidr = Some("10.244.7.0/24".parse().unwrap());
+        c.apply_node(Some(1450));
+        assert_eq!(c.networks[0].subnet, "10.244.7.0/24");
+        for (text, want) in [
+            (
+                format!("{node}{peering}"),
+                "peering.source: \"etcd\" needs an [etcd] section",
+            ),
+            (
+                format!(
+                    "{node}pod_cidr = \"10.244.1.0/24\"\n{}{etcd}",
+                    peering.replace("source = \"etcd\"\n", "")
+                ),
+                "[etcd] is set but [peering] source is not \"etcd\"",
+            ),
+            (
+                format!("{node}{}", peering.replace("\"etcd\"", "\"file\"")),
+                "node.pod_cidr: required unless",
+            ),
+            (
+                format!("{node}{peering}[etcd]\nendpoints = [\"198.19.9.1:2379\"]\n"),
+                "etcd.endpoints[0]",
+            ),
+            (
+                format!("{node}{peering}{etcd}subnet_len = 8\n"),
+                "etcd.subnet_len",
+            ),
+            (format!("{node}{peering}{etcd}ttl = 5\n"), "ttl"),
+            (
+                format!("{}{peering}{etcd}", node.replace("\"a\"", "\"a/b\"")),
+                "node.name",
+            ),
+        ] {
+            let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{text}"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
     fn missing_default_path_falls_back_but_explicit_does_not() {
         let (_, origin) = Config::load(Path::new("/nonexistent/shimnetd.toml"), false).unwrap();
         assert_eq!(origin, "embedded default");
         assert!(Config::load(Path::new("/nonexistent/shimnetd.toml"), true).is_err());
+    }
+
+    #[test]
+    fn a_file_sets_only_what_it_changes() {
+        let default = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(Config::parse("", "empty").unwrap(), default);
+        // The README's multi-host file: [node] and [peering] alone.
+        let text = "[node]\nname = \"a\"\naddress = \"192.168.1.10\"\npod_cidr = \"10.244.1.0/24\"\n[peering]\nmode = \"auto\"\ncluster_cidr = \"10.244.0.0/16\"\npeers_file = \"/etc/shimnet/peers.toml\"\n";
+        let c = Config::parse(text, "x").unwrap();
+        assert_eq!(c.state_dir, default.state_dir);
+        assert_eq!(c.api_socket, default.api_socket);
+        assert_eq!(c.plugin_dir, default.plugin_dir);
+        assert_eq!(c.networks, default.networks);
+        assert_eq!(c.node.as_ref().unwrap().name, "a");
+        assert_eq!(c.peering.as_ref().unwrap().vxlan_port, 4789);
+        // One key of a section: the section's other keys keep their defaults.
+        let c = Config::parse("[docker]\ndocker0_compat = true\n", "x").unwrap();
+        assert!(c.docker.docker0_compat && c.docker.enabled);
+        assert_eq!(c.docker.call_timeout_secs, 20);
+        assert_eq!(c.networks, default.networks);
+        let c = Config::parse("[api]\nmax_body_bytes = 4096\n", "x").unwrap();
+        assert_eq!(c.api.max_body_bytes, 4096);
+        assert_eq!(c.api.max_connections, ApiConfig::default().max_connections);
+        let c = Config::parse("firewall = \"iptables\"\n", "x").unwrap();
+        assert_eq!(c.firewall, FirewallChoice::Iptables);
+        assert_eq!(c.reconcile_interval_secs, default.reconcile_interval_secs);
+    }
+
+    #[test]
+    fn declared_networks_replace_the_default_network() {
+        let c = Config::parse(
+            "[[networks]]\nname = \"a\"\nsubnet = \"10.9.0.0/24\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.networks.len(), 1);
+        assert_eq!(c.networks[0].name, "a");
+        assert!(Config::parse("networks = []\n", "x")
+            .unwrap()
+            .networks
+            .is_empty());
+    }
+
+    #[test]
+    fn errors_in_a_partial_file_point_at_its_line() {
+        for (text, line, key) in [
+            ("\n\nfirewal = \"auto\"\n", 3, "firewal"),
+            ("[docker]\ndocker0 = true\n", 2, "docker0"),
+            ("[api]\nmax_connections = -1\n", 2, "-1"),
+            ("reconcile_interval_secs = \"often\"\n", 1, "often"),
+            ("[node]\nname = \"a\"\n", 1, "address"),
+        ] {
+            let e = Config::parse(text, "f.toml").unwrap_err().to_string();
+            assert!(e.starts_with("config f.toml: "), "{e}");
+            assert!(e.contains(&format!("line {line},")), "{text:?}: {e}");
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+        let e = Config::parse("[[networks]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
     }
 }

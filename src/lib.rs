@@ -8,5 +8,6 @@ pub mod dns;
 pub mod docker;
 pub mod docs;
 pub mod netns;
+pub mod peers_view;
 pub mod ping;
 pub mod status;

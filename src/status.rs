@@ -88,6 +88,24 @@ pub fn summarize(text: &str) -> std::io::Result<Summary> {
     Ok(s)
 }
 
+/// The state store line of `shimnetctl status`, from `/v1/health`'s `store` object.
+pub fn store_line(store: &serde_json::Value) -> String {
+    let n = |k: &str| store[k].as_u64().unwrap_or(0);
+    let counts = format!(
+        "{} I/O error(s), {} reopen(s) since start",
+        n("io_errors"),
+        n("reopens")
+    );
+    let last = store["last_error"].as_str().unwrap_or("none");
+    if let Some(fatal) = store["fatal"].as_str() {
+        format!("state store: FAILED, shimnetd is exiting to be restarted: {fatal} ({counts})")
+    } else if store["healthy"] == true && store["open"] == true {
+        format!("state store: ok ({counts})")
+    } else {
+        format!("state store: FAILING, writes are refused: {last} ({counts}); it recovers by itself once the cause is gone (e.g. disk space freed)")
+    }
+}
+
 /// Human lines of a summary.
 pub fn render(s: &Summary) -> Vec<String> {
     let mut out = Vec::new();
@@ -178,5 +196,27 @@ shimnet_peer_up{peer="b"} 0
         );
         assert_eq!(lines[2], "reconcile repairs: endpoint_reclaimed 3");
         assert_eq!(lines[3], "peers: 1 up, 1 down");
+    }
+
+    #[test]
+    fn store_line_says_what_is_wrong() {
+        let ok = serde_json::json!({"healthy": true, "open": true, "io_errors": 0, "reopens": 0});
+        assert_eq!(
+            store_line(&ok),
+            "state store: ok (0 I/O error(s), 0 reopen(s) since start)"
+        );
+        let full = serde_json::json!({"healthy": false, "open": true, "io_errors": 3, "reopens": 2,
+            "last_error": "I/O error: No space left on device (os error 28)"});
+        let line = store_line(&full);
+        assert!(
+            line.starts_with(
+                "state store: FAILING, writes are refused: I/O error: No space left on device"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("3 I/O error(s), 2 reopen(s)"), "{line}");
+        let fatal = serde_json::json!({"healthy": false, "open": false, "io_errors": 1, "reopens": 0,
+            "fatal": "reopening failed: DB corrupted"});
+        assert!(store_line(&fatal).starts_with("state store: FAILED"));
     }
 }

@@ -97,7 +97,7 @@ impl Host {
         std::fs::write(
             dir.path().join("shimnetd.toml"),
             format!(
-                "state_dir = \"{d}/state\"\napi_socket = \"{d}/api.sock\"\nplugin_dir = \"{d}/plugins\"\nreconcile_interval_secs = 0\n",
+                "state_dir = \"{d}/state\"\napi_socket = \"{d}/api.sock\"\nplugin_dir = \"{d}/plugins\"\nreconcile_interval_secs = 0\nnetworks = []\n",
                 d = dir.path().display()
             ),
         )

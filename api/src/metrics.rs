@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use runtime_net::engine::{Engine, ReconcileReport};
+use runtime_net::store::StoreHealth;
 use runtime_net::types::{EndpointRecord, NetworkSpec};
 use shimnet_dns::DnsMetrics;
 
@@ -94,6 +95,28 @@ struct ModeLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+/// The membership source's state at one moment, for [`Metrics::set_membership`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipSample {
+    /// `file` or `etcd`.
+    pub source: &'static str,
+    /// Whether the source answers (etcd: lease kept alive and watch running).
+    pub up: bool,
+    /// Peers in the running set.
+    pub peers: u64,
+    /// Entries skipped as invalid.
+    pub skipped: u64,
+    /// Watch events received so far.
+    pub watch_events: u64,
+    /// Sessions established so far.
+    pub sessions: u64,
 }
 
 type DurationFamily = Family<OpKind, Histogram, fn() -> Histogram>;
@@ -183,9 +206,17 @@ pub struct Metrics {
     repairs: Family<RepairLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
     dns: DnsMetrics,
+    source_up: Family<SourceLabels, Gauge>,
+    members: Family<SourceLabels, Gauge>,
+    skipped: Family<SourceLabels, Gauge>,
+    watch_events: Family<SourceLabels, Counter>,
+    sessions: Family<SourceLabels, Counter>,
     encap_dropped: Family<ModeLabels, Counter>,
     /// Last totals the data plane reported (vxlan, ipip), to turn them into increments.
     encap_seen: Mutex<[u64; 2]>,
+    store_healthy: Gauge,
+    store_io_errors: Counter,
+    store_reopens: Counter,
     /// Serialises refresh + encode of the per-network gauges.
     scrape: Mutex<()>,
 }
@@ -250,15 +281,68 @@ impl Metrics {
         );
         let dns = DnsMetrics::new();
         dns.register(&mut registry);
+        let source_up = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_source_up",
+            "1 while the membership source answers (etcd: lease kept alive and watch running; file: readable and valid)",
+            source_up.clone(),
+        );
+        let members = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_peers",
+            "Peers in the running peer set",
+            members.clone(),
+        );
+        let skipped = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "shimnet_membership_skipped_entries",
+            "Entries the membership source skipped as invalid",
+            skipped.clone(),
+        );
+        let watch_events = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "shimnet_etcd_watch_events",
+            "Watch events received from etcd",
+            watch_events.clone(),
+        );
+        let sessions = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "shimnet_etcd_sessions",
+            "etcd sessions (lease + watch) established; more than one means it reconnected",
+            sessions.clone(),
+        );
         let encap_dropped = Family::<ModeLabels, Counter>::default();
         registry.register(
             "shimnet_peering_encap_dropped",
             "Encapsulated packets dropped because their outer source is not a peer, by mode (vxlan, ipip)",
             encap_dropped.clone(),
         );
+        let store_healthy = Gauge::default();
+        registry.register(
+            "shimnet_store_healthy",
+            "1 while the state store writes, 0 from an I/O failure (e.g. a full disk) until a write succeeds again",
+            store_healthy.clone(),
+        );
+        let store_io_errors = Counter::default();
+        registry.register(
+            "shimnet_store_io_errors",
+            "I/O failures of the state store (calls, and attempts to open it again)",
+            store_io_errors.clone(),
+        );
+        let store_reopens = Counter::default();
+        registry.register(
+            "shimnet_store_reopens",
+            "Times the state store was closed and opened again after an I/O failure",
+            store_reopens.clone(),
+        );
         Metrics {
             registry,
             dns,
+            source_up,
+            members,
+            skipped,
+            watch_events,
+            sessions,
             operations,
             durations,
             endpoints,
@@ -269,6 +353,9 @@ impl Metrics {
             peer_up,
             encap_dropped,
             encap_seen: Mutex::new([0; 2]),
+            store_healthy,
+            store_io_errors,
+            store_reopens,
             scrape: Mutex::new(()),
         }
     }
@@ -332,6 +419,26 @@ impl Metrics {
         });
     }
 
+    /// Mirrors the membership source's state (the counters only ever move up).
+    pub fn set_membership(&self, m: &MembershipSample) {
+        let l = SourceLabels { source: m.source };
+        self.source_up.get_or_create(&l).set(i64::from(m.up));
+        self.members.get_or_create(&l).set(m.peers as i64);
+        self.skipped.get_or_create(&l).set(m.skipped as i64);
+        if m.source == "etcd" {
+            for (family, total) in [
+                (&self.watch_events, m.watch_events),
+                (&self.sessions, m.sessions),
+            ] {
+                let c = family.get_or_create(&l);
+                let now = c.get();
+                if total > now {
+                    c.inc_by(total - now);
+                }
+            }
+        }
+    }
+
     /// Records the data plane's running totals of encapsulated packets dropped from non-peers
     /// (`shimnet_peering_encap_dropped_total{mode}`). A total below the last one means the data
     /// plane's counter started over (filter recreated, userspace data plane restarted): it is
@@ -376,13 +483,31 @@ impl Metrics {
         out
     }
 
-    /// Refreshes the per-network gauges from `engine`'s records and encodes everything.
+    /// Sets the state store's metrics from its health (the counters only ever move forward).
+    pub fn set_store(&self, h: &StoreHealth) {
+        self.store_healthy.set(i64::from(h.healthy && h.open));
+        for (c, v) in [
+            (&self.store_io_errors, h.io_errors),
+            (&self.store_reopens, h.reopens),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+
+    /// Refreshes the per-network gauges from `engine`'s records and the store's health, and
+    /// encodes everything. While the store cannot be read the per-network gauges keep their last
+    /// values, so the health metrics are still served.
     pub async fn scrape(&self, engine: &Engine) -> runtime_net::engine::Result<String> {
-        let networks = engine.networks().await?;
-        let endpoints = engine.endpoints(None).await?;
-        let u = usage(&networks, &endpoints);
+        let records = match engine.networks().await {
+            Ok(n) => engine.endpoints(None).await.map(|e| (n, e)),
+            Err(e) => Err(e),
+        };
         let _one = self.scrape.lock().expect("scrape lock");
-        self.set_usage(&u);
+        self.set_store(&engine.store_health());
+        match records {
+            Ok((networks, endpoints)) => self.set_usage(&usage(&networks, &endpoints)),
+            Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
+        }
         Ok(self.encode())
     }
 }

@@ -220,6 +220,9 @@ pub struct PeersReply {
     /// Encapsulated packets from non-peers dropped so far, per encapsulation.
     #[serde(default)]
     pub encap_dropped: EncapDropped,
+    /// Where the peers come from.
+    #[serde(default)]
+    pub source: Option<SourceInfo>,
 }
 
 /// Who judges each encapsulation's packets: `nftables`, `iptables` (the firewall filter) or
@@ -241,6 +244,81 @@ pub struct EncapDropped {
     pub vxlan: u64,
     /// IPIP packets.
     pub ipip: u64,
+}
+
+/// The membership source in [`PeersReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInfo {
+    /// `file` or `etcd`.
+    pub kind: String,
+    /// The peer file's path or the etcd endpoints.
+    pub detail: String,
+    /// The etcd member in use.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// File: readable and valid. etcd: lease kept alive and watch running.
+    pub reachable: bool,
+    /// Unix time since which `reachable` has had its value.
+    pub since: Option<u64>,
+    /// Unix time of the last peer set published.
+    pub last_update: Option<u64>,
+    /// Why the source is unreachable, or why its last input was refused.
+    pub error: Option<String>,
+    /// Entries skipped as invalid, each named.
+    pub skipped: Vec<String>,
+    /// Watch events received (etcd).
+    pub watch_events: u64,
+    /// Sessions (lease + watch) established (etcd).
+    pub sessions: u64,
+    /// Last revision seen (etcd).
+    pub revision: Option<i64>,
+    /// This node's lease (etcd).
+    pub lease_id: Option<i64>,
+    /// Lease TTL in seconds (etcd).
+    pub lease_ttl: Option<u64>,
+    /// Unix time at which this node's lease expires as of its last renewal (etcd).
+    pub lease_expires: Option<u64>,
+}
+
+/// `GET /v1/cluster`: subnet reservations (etcd membership).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterReply {
+    /// `etcd`.
+    pub source: String,
+    /// The etcd endpoints.
+    pub endpoints: String,
+    /// Whether etcd answers.
+    pub reachable: bool,
+    /// Unix time since which `reachable` has had its value.
+    pub since: Option<u64>,
+    /// Key prefix.
+    pub prefix: String,
+    /// All pod subnets.
+    pub cluster_cidr: String,
+    /// Prefix length of each node's subnet.
+    pub subnet_len: u8,
+    /// Last revision seen.
+    pub revision: Option<i64>,
+    /// Reservations, by subnet.
+    pub reservations: Vec<ReservationInfo>,
+}
+
+/// One reservation in [`ClusterReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationInfo {
+    /// The subnet.
+    pub subnet: String,
+    /// The node holding it.
+    pub node: String,
+    /// Whether the node is live (its lease alive).
+    pub live: bool,
+    /// Its underlay address, when live.
+    pub address: Option<String>,
+    /// Unix time at which its lease expires, when looked up.
+    pub lease_expires: Option<u64>,
 }
 
 /// Packet counters of the userspace IPIP data plane.
@@ -276,4 +354,7 @@ pub struct PeerInfo {
     pub mode: String,
     /// Whether the last probe across the data plane was answered.
     pub reachable: bool,
+    /// Unix time at which the peer's membership lease expires (etcd, when looked up).
+    #[serde(default)]
+    pub lease_expires: Option<u64>,
 }

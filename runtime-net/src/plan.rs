@@ -360,7 +360,7 @@ pub fn same_network(a: &NetworkSpec, b: &NetworkSpec) -> bool {
 pub struct ReconcilePlan {
     /// Endpoint records whose namespace is gone: tear down and release.
     pub reclaim: Vec<EndpointKey>,
-    /// Owned links with no record: delete.
+    /// Owned links with no record, and every link in the reap group: delete.
     pub delete_links: Vec<String>,
     /// Networks whose firewall rules exist without a record: remove.
     pub delete_fw_networks: Vec<NetworkName>,
@@ -395,6 +395,12 @@ pub fn plan_reconcile(
     }
     let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
     for link in links {
+        // Detached, waiting for deletion: a daemon killed before deleting it, or a detach that
+        // never finished — gone whatever its alias or record says.
+        if link.group == crate::netlink::REAP_GROUP {
+            plan.delete_links.push(link.name.clone());
+            continue;
+        }
         let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else {
             continue;
         };
@@ -588,7 +594,46 @@ mod tests {
             index: 1,
             alias,
             kind,
+            group: 0,
         }
+    }
+
+    #[test]
+    fn reconcile_deletes_every_link_in_the_reap_group() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let live = record(&net, "live");
+        let reaping = |mut l: LinkInfo| {
+            l.group = crate::netlink::REAP_GROUP;
+            l
+        };
+        let links = vec![
+            // A live endpoint's veth whose detach was cut short: the record is still there.
+            reaping(link(
+                live.host_ifname.as_str(),
+                Some(naming::veth_alias(&live.key)),
+                LinkKind::Veth,
+            )),
+            // A veth rolled back before it got shimnet's alias.
+            reaping(link("snv0123456789ab", None, LinkKind::Veth)),
+            // Not in the group, not shimnet's: left alone.
+            link("eth9", None, LinkKind::Veth),
+        ];
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            std::slice::from_ref(&live),
+            &links,
+            &[name("a")],
+            &[],
+            |_| true,
+        );
+        assert_eq!(
+            plan.delete_links,
+            vec![live.host_ifname.to_string(), "snv0123456789ab".to_string()]
+        );
+        assert!(
+            plan.reclaim.is_empty(),
+            "the record is the DEL's to release"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
 use shimnet_api::wire::{
-    EndpointAttach, NamesReply, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET,
+    ClusterReply, EndpointAttach, NamesReply, NetworkCreate, PeersReply, PortSpec,
+    DEFAULT_API_SOCKET,
 };
 
 /// Control shimnetd.
@@ -40,8 +41,15 @@ enum Cmd {
     Status,
     /// Run a reconciliation pass now.
     Reconcile,
-    /// Peers of this node: chosen mode, reachability across the data plane, last reconcile.
-    Peers,
+    /// Peers of this node: where they come from (peer file or etcd, reachable since when), each
+    /// peer's subnet, address, chosen mode, reachability across the data plane, lease expiry.
+    Peers {
+        /// List etcd's subnet reservations instead (same as `shimnetctl cluster`).
+        #[arg(long)]
+        reservations: bool,
+    },
+    /// Subnet reservations of the etcd membership: which node holds which subnet, live or gone.
+    Cluster,
     /// Report usable kernel features and run a live probe: two throwaway namespaces attached to a
     /// network ping each other and the gateway, then everything is removed.
     Check {
@@ -497,7 +505,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Status => {
-            let mut v: Value = c.call("GET", "/v1/status", none)?;
+            // Health first: it answers even while the state store cannot be read.
+            let health = c.request("GET", "/v1/health", None)?;
+            let health: Value = serde_json::from_slice(&health.body).context("/v1/health")?;
+            let status: Result<Value, _> = c.call("GET", "/v1/status", none);
             let scrape = c.request("GET", "/metrics", None)?;
             if scrape.status != 200 {
                 bail!("GET /metrics answered HTTP {}", scrape.status);
@@ -505,18 +516,27 @@ fn run(cli: Cli) -> Result<()> {
             let text = String::from_utf8(scrape.body).context("/metrics is not UTF-8")?;
             let summary = shimnet::status::summarize(&text).context("parsing /metrics")?;
             if cli.json {
+                let mut v = match &status {
+                    Ok(v) => v.clone(),
+                    Err(e) => serde_json::json!({"status_error": e.to_string()}),
+                };
+                v["health"] = health;
                 v["metrics"] = serde_json::to_value(&summary)?;
                 print_json(&v);
                 return Ok(());
             }
-            println!(
-                "shimnetd {} — firewall {}, {} network(s), {} endpoint(s), up {} s",
-                s(&v, "version"),
-                s(&v, "status.firewall"),
-                s(&v, "status.networks"),
-                s(&v, "status.endpoints"),
-                s(&v, "status.uptime_seconds")
-            );
+            match &status {
+                Ok(v) => println!(
+                    "shimnetd {} — firewall {}, {} network(s), {} endpoint(s), up {} s",
+                    s(v, "version"),
+                    s(v, "status.firewall"),
+                    s(v, "status.networks"),
+                    s(v, "status.endpoints"),
+                    s(v, "status.uptime_seconds")
+                ),
+                Err(e) => println!("shimnetd — status unavailable: {e}"),
+            }
+            println!("{}", shimnet::status::store_line(&health["store"]));
             for line in shimnet::status::render(&summary) {
                 println!("{line}");
             }
@@ -531,80 +551,37 @@ fn run(cli: Cli) -> Result<()> {
             shimnet::docs::generate(Cli::command(), &dir)
                 .with_context(|| format!("writing docs into {}", dir.display()))?;
         }
-        Cmd::Peers => {
-            let v: PeersReply = c.call("GET", "/v1/peers", none)?;
+        Cmd::Peers {
+            reservations: false,
+        } => {
+            let v: PeersReply = c.call("GET", "/v1/peers?leases=true", none)?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print_peers(&v);
+                for line in shimnet::peers_view::render_peers(&v, now_unix()) {
+                    println!("{line}");
+                }
+            }
+        }
+        Cmd::Peers { reservations: true } | Cmd::Cluster => {
+            let v: ClusterReply = c.call("GET", "/v1/cluster", none)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for line in shimnet::peers_view::render_cluster(&v, now_unix()) {
+                    println!("{line}");
+                }
             }
         }
     }
     Ok(())
 }
 
-fn print_peers(v: &PeersReply) {
-    let now = std::time::SystemTime::now()
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let last = match v.last_reconcile {
-        Some(t) => format!("{}s ago (unix {t})", now.saturating_sub(t)),
-        None => "never".into(),
-    };
-    let or_dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    println!(
-        "node {} ({}, pods {}), IPIP path: {}, last reconcile: {last}",
-        v.node,
-        or_dash(&v.address),
-        or_dash(&v.pod_cidr),
-        or_dash(&v.ipip)
-    );
-    let rows = v
-        .peers
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.address.clone(),
-                p.pod_cidr.clone(),
-                p.mode.clone(),
-                if p.reachable { "yes" } else { "NO" }.into(),
-                last.clone(),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "PEER",
-            "ADDRESS",
-            "POD-CIDR",
-            "MODE",
-            "REACHABLE",
-            "LAST-RECONCILE",
-        ],
-        rows,
-    );
-    if let Some(u) = &v.userspace_ipip {
-        println!(
-            "userspace IPIP: {} packets sent ({} TUN reads), {} received ({} TUN writes), {} dropped ({} from non-peers)",
-            u.tx_packets, u.tun_reads, u.rx_packets, u.tun_writes, u.dropped, u.non_peer
-        );
-    }
-    let judge = |j: &Option<String>| match j {
-        Some(j) => format!(" ({j})"),
-        None => " (not in use)".into(),
-    };
-    println!(
-        "encapsulated packets from non-peers dropped: vxlan {}{}, ipip {}{}",
-        v.encap_dropped.vxlan,
-        judge(&v.encap_filter.vxlan),
-        v.encap_dropped.ipip,
-        judge(&v.encap_filter.ipip)
-    );
-    for e in &v.errors {
-        println!("error: {e}");
-    }
+        .unwrap_or(0)
 }
 
 /// Result of the live probe.

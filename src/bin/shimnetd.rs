@@ -11,7 +11,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig};
 use runtime_net::firewall::BackendKind;
-use runtime_net::peering::{IpipPath, Peering, StatusHandle};
+use runtime_net::peering::file_source::FileSource;
+use runtime_net::peering::peers::SourceKind;
+use runtime_net::peering::source::{MembershipView, PeerSubscription, SourceHandle};
+use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
 use shimnet::dns::DnsHook;
@@ -205,18 +208,95 @@ fn node_mtu(cfg: &Config) -> Option<u32> {
         .and_then(|n| n.mtu)
 }
 
-/// With `[node]` and `[peering]`: starts peering (finds the underlay, chooses the IPIP path,
-/// opens the encapsulation filter of the engine's firewall backend, loads the peer file) and shapes the default network (subnet, MTU, no NAT inside the cluster).
-async fn start_peering(
-    cfg: &mut Config,
-    firewall: BackendKind,
-) -> Result<Option<(Peering, StatusHandle, Duration)>> {
-    let (Some(node), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
+/// Where the peers come from, started and ready to run.
+enum Source {
+    /// The peer file, re-read every pass interval and on SIGHUP.
+    File(FileSource, tokio::sync::mpsc::Receiver<()>),
+    /// etcd.
+    Etcd(Box<membership_etcd::EtcdSource>),
+}
+
+/// Peering, started: the controller, its membership source and what the API serves.
+struct PeeringRun {
+    peering: Peering,
+    source: Source,
+    subscription: PeerSubscription,
+    view: MembershipView,
+    every: Duration,
+    /// SIGHUP: re-read the peer file (file source).
+    reload_source: Option<tokio::sync::mpsc::Sender<()>>,
+}
+
+/// With `[node]` and `[peering]`: starts the membership source (the peer file, or etcd: lease
+/// the pod subnet, list the cluster), then peering (finds the underlay, chooses the IPIP path)
+/// with the peers known at start, opens the encapsulation filter of the engine's firewall
+/// backend, and shapes the default network (subnet, MTU, no NAT inside the cluster).
+async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option<PeeringRun>> {
+    let (Some(settings), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
         return Ok(None);
     };
     let every = Duration::from_secs(pc.reconcile_interval_secs.max(1));
-    let p = Peering::new(node, pc, firewall)
+    let (node, initial, source, subscription, status, refresh, reload_source) = match pc.source {
+        SourceKind::File => {
+            let pod_cidr = settings
+                .pod_cidr
+                .context("node.pod_cidr: required with the peer file")?;
+            let node = settings.resolve(pod_cidr);
+            let (mut fs, sub) =
+                FileSource::new(pc.peers_file.clone(), node.clone(), pc.cluster_cidr);
+            let initial = match fs.load(true) {
+                Ok(p) => p.unwrap_or_default(),
+                Err(e) => {
+                    tracing::error!("peer file refused, starting without peers: {e}");
+                    Vec::new()
+                }
+            };
+            let status = fs.feed().status();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            (
+                node,
+                Some(initial),
+                Source::File(fs, rx),
+                sub,
+                status,
+                None,
+                Some(tx),
+            )
+        }
+        SourceKind::Etcd => {
+            let etcd = cfg
+                .etcd
+                .clone()
+                .context("peering.source = \"etcd\" needs [etcd]")?;
+            let started = membership_etcd::start(membership_etcd::StartArgs {
+                etcd,
+                node: settings.clone(),
+                peering: pc.clone(),
+                state_dir: cfg.state_dir.clone(),
+            })
+            .await
+            .context("etcd membership")?;
+            tracing::info!(
+                pod_cidr = %started.node.pod_cidr,
+                peers = started.initial.as_ref().map(Vec::len),
+                "etcd membership: pod subnet leased"
+            );
+            (
+                started.node,
+                started.initial,
+                Source::Etcd(Box::new(started.source)),
+                started.subscription,
+                started.status,
+                Some(started.refresh),
+                None,
+            )
+        }
+    };
+    if let Some(n) = cfg.node.as_mut() {
+        n.pod_cidr = Some(node.pod_cidr);
+    }
+    let p = Peering::new(node, pc, firewall, initial)
         .await
         .context("starting peering")?;
     let mtu = p.container_mtu();
@@ -232,13 +312,27 @@ async fn start_peering(
         }
     );
     cfg.apply_node(Some(mtu));
-    let status = p.status();
-    Ok(Some((p, status, every)))
+    let view = MembershipView {
+        peering: p.status(),
+        source: status,
+        refresh,
+    };
+    Ok(Some(PeeringRun {
+        peering: p,
+        source,
+        subscription,
+        view,
+        every,
+        reload_source,
+    }))
 }
 
-/// Reconciles peering every `every`, and at once when asked (SIGHUP).
+/// Applies each new peer set from the membership source at once, and reconciles every `every`
+/// and when asked (SIGHUP); probes peers in the background, one probe at a time.
 async fn peering_loop(
     mut p: Peering,
+    mut peers: PeerSubscription,
+    source: SourceHandle,
     every: Duration,
     metrics: Arc<Metrics>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
@@ -249,17 +343,22 @@ async fn peering_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut last_errors: Vec<String> = Vec::new();
+    let mut probing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        let force = tokio::select! {
-            _ = tick.tick() => false,
-            Some(()) = reload.recv() => true,
+        let mut taken = false;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = reload.recv() => {}
+            set = peers.changed() => {
+                taken = p.take(set.to_vec());
+            }
             () = &mut stop => break,
-        };
-        let r = p.reconcile(force).await;
-        if r.changes > 0 || r.reloaded {
+        }
+        let r = p.reconcile().await;
+        if r.changes > 0 || taken {
             tracing::info!(
                 changes = r.changes,
-                reloaded = r.reloaded,
+                new_peer_set = taken,
                 peers = p.peers().len(),
                 "peering reconciled"
             );
@@ -272,14 +371,18 @@ async fn peering_loop(
             }
             last_errors = r.errors;
         }
-        publish_peers(&p.status(), &metrics, &mut shown);
+        if probing.as_ref().is_none_or(|h| h.is_finished()) {
+            probing = Some(tokio::spawn(p.probe()));
+        }
+        publish_peers(&p, &source, &metrics, &mut shown);
     }
 }
 
 /// Mirrors the peers' reachability into `shimnet_peer_up` (dropping peers no longer listed) and
-/// the encapsulation drop counters into `shimnet_peering_encap_dropped_total`.
-fn publish_peers(status: &StatusHandle, metrics: &Metrics, shown: &mut Vec<String>) {
-    let snap = status.read().unwrap_or_else(|e| e.into_inner()).clone();
+/// the encapsulation drop counters into `shimnet_peering_encap_dropped_total` and the membership
+/// source's state into its metrics.
+fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &mut Vec<String>) {
+    let snap = p.status().read().unwrap_or_else(|e| e.into_inner()).clone();
     let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
     for gone in shown.iter().filter(|n| !now.contains(n)) {
         metrics.remove_peer(gone);
@@ -289,6 +392,15 @@ fn publish_peers(status: &StatusHandle, metrics: &Metrics, shown: &mut Vec<Strin
     }
     metrics.record_encap_dropped(snap.encap_dropped.vxlan, snap.encap_dropped.ipip);
     *shown = now;
+    let src = source.read().unwrap_or_else(|e| e.into_inner()).clone();
+    metrics.set_membership(&shimnet_api::metrics::MembershipSample {
+        source: src.kind.as_str(),
+        up: src.reachable,
+        peers: p.peers().len() as u64,
+        skipped: src.skipped.len() as u64,
+        watch_events: src.watch_events,
+        sessions: src.sessions,
+    });
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -409,8 +521,8 @@ async fn main() -> Result<()> {
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
     let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone()).with_dns(dns.clone());
-    if let Some((_, status, _)) = &peering {
-        rest = rest.with_peers(status.clone());
+    if let Some(run) = &peering {
+        rest = rest.with_peers(run.view.clone());
     }
     let api = spawn_api(
         inherited,
@@ -446,26 +558,51 @@ async fn main() -> Result<()> {
         });
     }
 
-    let reload_peers = peering.map(|(p, _, every)| {
+    let reload_peers = peering.map(|run| {
         let (tx, rx) = tokio::sync::mpsc::channel::<()>(4);
+        let source = run.view.source.clone();
+        match run.source {
+            Source::File(fs, reload) => {
+                tokio::spawn(fs.run(run.every, reload, stopped(stop_rx.clone())));
+            }
+            Source::Etcd(src) => {
+                tokio::spawn(src.run(stopped(stop_rx.clone())));
+            }
+        }
         tokio::spawn(peering_loop(
-            p,
-            every,
+            run.peering,
+            run.subscription,
+            source,
+            run.every,
             metrics.clone(),
             rx,
             stopped(stop_rx.clone()),
         ));
-        tx
+        (tx, run.reload_source)
     });
 
+    let mut store_health = engine.store_health_changes();
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Ok(h) = store_health.wait_for(|h| h.fatal.is_some()) => {
+                // Reopening the store in this process is not safe (see runtime-net's
+                // store::handle); a restart by the service manager recovers it or stops with
+                // the reason.
+                failure = h.fatal.clone();
+                break;
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
                 match load_config(&args) {
                     Ok(mut new) => {
+                        let leased = cfg.node.as_ref().and_then(|n| n.pod_cidr);
+                        if let Some(n) = new.node.as_mut().filter(|n| n.pod_cidr.is_none()) {
+                            // The subnet leased through etcd at start stays this node's.
+                            n.pod_cidr = leased;
+                        }
                         new.apply_node(node_mtu(&cfg));
                         if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
                             tracing::warn!("api_socket and state_dir changes take effect at the next start");
@@ -473,12 +610,15 @@ async fn main() -> Result<()> {
                         if new.dns != cfg.dns {
                             tracing::warn!("[dns] changes take effect at the next start");
                         }
-                        if new.node != cfg.node || new.peering != cfg.peering {
-                            tracing::warn!("[node] and [peering] changes take effect at the next start; the peer file reloads now");
+                        if new.node != cfg.node || new.peering != cfg.peering || new.etcd != cfg.etcd {
+                            tracing::warn!("[node], [peering] and [etcd] changes take effect at the next start; the peer file reloads now");
                         }
                         reconcile(&engine, &metrics, "reload").await;
                         ensure_declared(&engine, &new).await;
-                        if let Some(tx) = &reload_peers {
+                        if let Some((tx, file)) = &reload_peers {
+                            if let Some(f) = file {
+                                let _ = f.try_send(());
+                            }
                             let _ = tx.try_send(());
                         }
                     }
@@ -487,12 +627,22 @@ async fn main() -> Result<()> {
             }
         }
     }
-    tracing::info!("shutting down; containers keep their networking");
+    match &failure {
+        Some(why) => tracing::error!(
+            "state store: {why}; exiting so that the service manager restarts shimnetd (containers keep their networking)"
+        ),
+        None => tracing::info!("shutting down; containers keep their networking"),
+    }
     activation::notify_stopping();
     let _ = stop_tx.send(true);
     let _ = api.await;
     if let Some(p) = plugin {
         let _ = p.await;
     }
-    Ok(())
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(
+            "state store cannot be reopened safely: {why}"
+        )),
+        None => Ok(()),
+    }
 }

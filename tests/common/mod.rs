@@ -151,10 +151,16 @@ impl TestHost {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let config = dir.path().join("shimnetd.toml");
+        // Only the networks the test declares (none: not even the embedded default's).
+        let no_networks = if config_networks.contains("[[networks]]") {
+            ""
+        } else {
+            "networks = []\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\napi_socket = \"{}\"\nplugin_dir = \"{}\"\nreconcile_interval_secs = 0\n{}\n",
+                "state_dir = \"{}\"\napi_socket = \"{}\"\nplugin_dir = \"{}\"\nreconcile_interval_secs = 0\n{no_networks}{}\n",
                 dir.path().join("state").display(),
                 socket.display(),
                 dir.path().join("plugins").display(),

@@ -79,10 +79,10 @@ impl Fabric {
 
     /// Plugs a new namespace `snp-<kind><tag>` into underlay subnet `subnet` as host `host`
     /// (veth to the router's bridge, address, default route via the router).
-    fn plug(&mut self, kind: &str, subnet: usize, host: u8) -> Plugged {
+    pub fn plug(&mut self, kind: &str, subnet: usize, host: u8) -> Plugged {
         assert!(subnet < self.subnets);
         self.ports += 1;
-        let ns = NamedNetns::create(&format!("snp-{kind}{}{}", self.t, self.ports))
+        let ns = NamedNetns::create(&format!("snp-{kind}{}-{}", self.t, self.ports))
             .expect("underlay host netns");
         let (inside, port) = (
             format!("snpu{}", self.ports),
@@ -161,6 +161,20 @@ impl Fabric {
     /// A node on subnet `subnet` with host number `host` and pod subnet `10.244.<pod>.0/24`.
     /// `peering` is the `[peering]` body without `cluster_cidr`/`peers_file`.
     pub fn node(&mut self, name: &str, subnet: usize, host: u8, pod: u8, peering: &str) -> Node {
+        self.node_with(name, subnet, host, Some(pod), peering, "")
+    }
+
+    /// Like [`Fabric::node`]; `pod: None` leaves `pod_cidr` out (leased through etcd) and
+    /// `extra` is appended to the config (e.g. an `[etcd]` section).
+    pub fn node_with(
+        &mut self,
+        name: &str,
+        subnet: usize,
+        host: u8,
+        pod: Option<u8>,
+        peering: &str,
+        extra: &str,
+    ) -> Node {
         let Plugged {
             ns,
             inside,
@@ -168,15 +182,23 @@ impl Fabric {
             addr,
         } = self.plug("n", subnet, host);
         let dir = tempfile::tempdir().expect("tempdir");
-        let pod_cidr = format!("10.244.{pod}.0/24");
+        let pod_cidr = pod.map(|p| format!("10.244.{p}.0/24")).unwrap_or_default();
+        let pod_line = pod
+            .map(|_| format!("pod_cidr = \"{pod_cidr}\"\n"))
+            .unwrap_or_default();
         let peers_file = dir.path().join("peers.toml");
         std::fs::write(&peers_file, "").unwrap();
+        let interval = if peering.contains("reconcile_interval_secs") {
+            ""
+        } else {
+            "reconcile_interval_secs = 1\n"
+        };
         let socket = dir.path().join("api.sock");
         let config = dir.path().join("shimnetd.toml");
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\napi_socket = \"{}\"\nplugin_dir = \"{}\"\nreconcile_interval_secs = 0\n\n[docker]\nenabled = false\n\n[node]\nname = \"{name}\"\naddress = \"{addr}\"\npod_cidr = \"{pod_cidr}\"\n\n[peering]\ncluster_cidr = \"{CLUSTER}\"\npeers_file = \"{}\"\nreconcile_interval_secs = 1\n{peering}\n",
+                "state_dir = \"{}\"\napi_socket = \"{}\"\nplugin_dir = \"{}\"\nreconcile_interval_secs = 0\n\n[docker]\nenabled = false\n\n[node]\nname = \"{name}\"\naddress = \"{addr}\"\n{pod_line}\n[peering]\ncluster_cidr = \"{CLUSTER}\"\npeers_file = \"{}\"\n{interval}{peering}\n{extra}\n",
                 dir.path().join("state").display(),
                 socket.display(),
                 dir.path().join("plugins").display(),
@@ -201,11 +223,16 @@ impl Fabric {
 }
 
 /// A namespace plugged into the underlay.
-struct Plugged {
-    ns: NamedNetns,
-    inside: String,
-    port: String,
-    addr: Ipv4Addr,
+/// A namespace plugged into the underlay.
+pub struct Plugged {
+    /// The namespace.
+    pub ns: NamedNetns,
+    /// Its end of the veth (its underlay interface).
+    pub inside: String,
+    /// The router's end of the veth.
+    pub port: String,
+    /// Its underlay address.
+    pub addr: Ipv4Addr,
 }
 
 /// A host on the underlay that runs no shimnetd.
@@ -268,17 +295,29 @@ impl Node {
 
     /// Starts shimnetd and waits until its API answers.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_started(Duration::from_secs(30));
+    }
+
+    /// Starts shimnetd without waiting (see [`Node::wait_started`]).
+    pub fn spawn(&mut self) {
         assert!(self.daemon.is_none());
         let log = self.dir.path().join("shimnetd.log");
-        let client = self.client();
-        // Owned by `self` before the wait, so a failed start is still killed on drop.
-        let child = self.daemon.insert(
+        // Owned by `self` at once, so a failed start is still killed on drop.
+        self.daemon = Some(
             crate::common::shimnetd_command(self.ns.name(), &self.config, &log)
                 .spawn()
                 .expect("spawn shimnetd"),
         );
-        let name = &self.name;
-        crate::common::wait_serving(child, &client, Duration::from_secs(30), || {
+    }
+
+    /// Waits until the spawned shimnetd answers.
+    pub fn wait_started(&mut self, limit: Duration) {
+        let log = self.dir.path().join("shimnetd.log");
+        let client = self.client();
+        let name = self.name.clone();
+        let child = self.daemon.as_mut().expect("spawned");
+        crate::common::wait_serving(child, &client, limit, || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             format!("(node {name}) {text}")
         });

@@ -143,3 +143,48 @@ fn exposition_holds_recorded_values() {
     assert!(!text.contains("peer=\"hostb\""));
     assert!(!text.contains("network=\"a\""));
 }
+
+#[test]
+fn membership_metrics_mirror_the_source() {
+    let m = Metrics::new();
+    let mut s = MembershipSample {
+        source: "etcd",
+        up: true,
+        peers: 19,
+        skipped: 1,
+        watch_events: 40,
+        sessions: 1,
+    };
+    m.set_membership(&s);
+    s.up = false;
+    s.watch_events = 45;
+    m.set_membership(&s);
+    s.watch_events = 45;
+    s.sessions = 2;
+    m.set_membership(&s);
+    let text = m.encode();
+    for line in [
+        "shimnet_membership_source_up{source=\"etcd\"} 0",
+        "shimnet_membership_peers{source=\"etcd\"} 19",
+        "shimnet_membership_skipped_entries{source=\"etcd\"} 1",
+        "shimnet_etcd_watch_events_total{source=\"etcd\"} 45",
+        "shimnet_etcd_sessions_total{source=\"etcd\"} 2",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let f = Metrics::new();
+    f.set_membership(&MembershipSample {
+        source: "file",
+        up: true,
+        peers: 2,
+        skipped: 0,
+        watch_events: 0,
+        sessions: 0,
+    });
+    let text = f.encode();
+    assert!(
+        text.contains("shimnet_membership_peers{source=\"file\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("shimnet_etcd_watch_events_total{"), "{text}");
+}

@@ -36,7 +36,7 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Ful
 pub struct RestApi {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
-    peers: Option<runtime_net::peering::StatusHandle>,
+    peers: Option<runtime_net::peering::source::MembershipView>,
     dns: Option<Arc<shimnet_dns::Dns>>,
 }
 
@@ -123,10 +123,17 @@ impl RestApi {
         }
     }
 
-    /// Also serves `GET /v1/peers` from this peering status.
-    pub fn with_peers(mut self, status: runtime_net::peering::StatusHandle) -> Self {
-        self.peers = Some(status);
+    /// Also serves `GET /v1/peers` and `GET /v1/cluster` from this peering and membership
+    /// status.
+    pub fn with_peers(mut self, view: runtime_net::peering::source::MembershipView) -> Self {
+        self.peers = Some(view);
         self
+    }
+
+    fn peering(&self) -> Result<&runtime_net::peering::source::MembershipView, ApiError> {
+        self.peers.as_ref().ok_or_else(|| {
+            ApiError::not_found("peering is not configured ([node] and [peering] in shimnetd.toml)")
+        })
     }
 
     /// Answers one request; never fails (errors become JSON error replies).
@@ -188,7 +195,16 @@ impl RestApi {
         match segs.as_slice() {
             ["v1", "health"] => {
                 only(m, &[Method::GET], &path)?;
-                ok(&serde_json::json!({"status": "ok"}))
+                let store = e.check_store().await;
+                let (code, status) = match (&store.fatal, store.healthy && store.open) {
+                    (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+                    (None, true) => (StatusCode::OK, "ok"),
+                    (None, false) => (StatusCode::OK, "degraded"),
+                };
+                Ok(json_response(
+                    code,
+                    &serde_json::json!({"status": status, "store": store}),
+                ))
             }
             ["v1", "status"] => {
                 only(m, &[Method::GET], &path)?;
@@ -204,15 +220,36 @@ impl RestApi {
             }
             ["v1", "peers"] => {
                 only(m, &[Method::GET], &path)?;
-                match &self.peers {
-                    Some(st) => {
-                        let snap = st.read().unwrap_or_else(|e| e.into_inner()).clone();
-                        ok(&snap)
-                    }
-                    None => Err(ApiError::not_found(
-                        "peering is not configured ([node] and [peering] in shimnetd.toml)",
-                    )),
+                let view = self.peering()?;
+                // Lease expiries cost one etcd request per peer: only when asked for.
+                if flag(q("leases"), "leases")? {
+                    view.refresh().await;
                 }
+                ok(&view.snapshot())
+            }
+            ["v1", "cluster"] => {
+                only(m, &[Method::GET], &path)?;
+                let view = self.peering()?;
+                let src = view.source();
+                let Some(cluster) = src.cluster.clone() else {
+                    return Err(ApiError::not_found(format!(
+                        "subnet reservations exist only with [peering] source = \"etcd\" (this node's source: {})",
+                        src.kind.as_str()
+                    )));
+                };
+                view.refresh().await;
+                let src = view.source();
+                ok(&serde_json::json!({
+                    "source": src.kind,
+                    "endpoints": src.detail,
+                    "reachable": src.reachable,
+                    "since": src.since,
+                    "prefix": cluster.prefix,
+                    "cluster_cidr": cluster.cluster_cidr,
+                    "subnet_len": cluster.subnet_len,
+                    "revision": src.revision,
+                    "reservations": src.reservations,
+                }))
             }
             ["v1", "reconcile"] => {
                 only(m, &[Method::POST], &path)?;
@@ -355,6 +392,18 @@ where
     }
 }
 
+/// A boolean query parameter: absent or `false`/`0` → false, `true`/`1`/empty → true.
+fn flag(v: Option<String>, name: &str) -> Result<bool, ApiError> {
+    match v.as_deref() {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            name,
+            format!("{other:?}: expected true or false"),
+        )),
+    }
+}
+
 /// Value of `name` in a query string (no percent-decoding: values are plain names).
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query
@@ -387,6 +436,7 @@ mod tests {
                 pod_cidr: "10.244.2.0/24".parse().unwrap(),
                 mode: Plane::HostGw,
                 reachable: true,
+                lease_expires: Some(1_700_000_060),
             }],
             userspace_ipip: Some(Default::default()),
             encap_filter: EncapJudges {
@@ -394,6 +444,10 @@ mod tests {
                 ipip: Some(EncapJudge::Userspace),
             },
             encap_dropped: EncapDrops { vxlan: 7, ipip: 2 },
+            source: Some(runtime_net::peering::source::SourceStatus::new(
+                runtime_net::peering::peers::SourceKind::Etcd,
+                "http://198.19.9.1:2379",
+            )),
         };
         let text = serde_json::to_string(&st).unwrap();
         let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
@@ -405,6 +459,19 @@ mod tests {
         assert_eq!(w.encap_filter.vxlan.as_deref(), Some("nftables"));
         assert_eq!(w.encap_filter.ipip.as_deref(), Some("userspace"));
         assert_eq!((w.encap_dropped.vxlan, w.encap_dropped.ipip), (7, 2));
+        assert_eq!(w.peers[0].lease_expires, Some(1_700_000_060));
+        let src = w.source.unwrap();
+        assert_eq!((src.kind.as_str(), src.reachable), ("etcd", false));
+        assert_eq!(src.detail, "http://198.19.9.1:2379");
+    }
+
+    #[test]
+    fn boolean_query_flags() {
+        assert!(!flag(None, "leases").unwrap());
+        assert!(flag(Some("true".into()), "leases").unwrap());
+        assert!(flag(Some(String::new()), "leases").unwrap());
+        let e = flag(Some("yes".into()), "leases").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("leases"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::firewall::{self, BackendKind, Firewall, FirewallError, NetworkRules, 
 use crate::naming;
 use crate::netlink::{BridgeConfig, Netlink, VethConfig};
 use crate::plan::{self, FieldError, NetworkRequest};
-use crate::store::{AllocRequest, Store, StoreError};
+use crate::store::{AllocRequest, Store, StoreError, StoreHealth};
 use crate::sysctl;
 use crate::types::{
     ContainerId, EndpointKey, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec,
@@ -86,6 +86,8 @@ pub struct Status {
     pub endpoints: usize,
     /// Seconds since the engine started.
     pub uptime_seconds: u64,
+    /// The state store's health.
+    pub store: StoreHealth,
 }
 
 /// The engine. Cheap to share behind an `Arc`.
@@ -216,7 +218,29 @@ impl Engine {
             networks: n,
             endpoints: e,
             uptime_seconds: self.started.elapsed().as_secs(),
+            store: self.store.health(),
         })
+    }
+
+    /// How the state store is doing (I/O failures, reopens; see `store::handle`).
+    pub fn store_health(&self) -> StoreHealth {
+        self.store.health()
+    }
+
+    /// Like [`Engine::store_health`], after one small write when the store is unhealthy (at
+    /// most once a second), so the answer follows the disk even while nothing else writes.
+    pub async fn check_store(&self) -> StoreHealth {
+        let s = self.store.clone();
+        match tokio::task::spawn_blocking(move || s.probe()).await {
+            Ok(h) => h,
+            Err(_) => self.store.health(),
+        }
+    }
+
+    /// The store's health as it changes; `fatal` set means the daemon must exit (reopening the
+    /// store in this process is not safe) so that the service manager restarts it.
+    pub fn store_health_changes(&self) -> tokio::sync::watch::Receiver<StoreHealth> {
+        self.store.subscribe_health()
     }
 
     /// Validates, records and builds a new network.

@@ -102,6 +102,8 @@ pub struct LinkInfo {
     pub alias: Option<String>,
     /// Kind.
     pub kind: LinkKind,
+    /// Device group ([`REAP_GROUP`]: detached, waiting for deletion).
+    pub group: u32,
 }
 
 /// Long-lived netlink handle in the daemon's namespace.
@@ -139,24 +141,40 @@ impl Netlink {
     }
     /// Detaches an endpoint's veth at once — down, so no traffic flows — and
     /// deletes it in the background (see [`reaper`]). `Ok(false)` if there was no such link.
+    ///
+    /// Runs as a task of its own: a caller that gives up half-way (a client that disconnects, a
+    /// timeout) cannot leave the link in the reap group without its deletion queued — the group
+    /// is deleted only when something is queued after the link went in.
     pub async fn detach_veth(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        let Some(link) = query::link_by_name(&self.handle, name.as_str()).await? else {
-            return Ok(false);
-        };
-        let index = link.header.index;
-        match self
-            .handle
-            .link()
-            .set(reaper::detach_message(index))
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
-            Err(e) => return Err(request_error("detach link", name.as_str(), e)),
+        let (handle, reaper, name) = (self.handle.clone(), self.reaper.clone(), name.clone());
+        let task = tokio::spawn(async move {
+            let Some(link) = query::link_by_name(&handle, name.as_str()).await? else {
+                return Ok(false);
+            };
+            let index = link.header.index;
+            let set = handle
+                .link()
+                .set(reaper::detach_message(index))
+                .execute()
+                .await;
+            match set {
+                Ok(()) => {
+                    reaper.delete(index);
+                    Ok(true)
+                }
+                Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+                Err(e) => {
+                    // The kernel sets the group before the flags: on a later failure the link
+                    // may be in the group already, and must not be left there unswept.
+                    reaper.sweep();
+                    Err(request_error("detach link", name.as_str(), e))
+                }
+            }
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-        self.reaper.delete(index);
-        Ok(true)
     }
     /// Background deletions not finished yet.
     pub fn pending_deletions(&self) -> usize {
@@ -166,16 +184,18 @@ impl Netlink {
     pub async fn attach_veth(&self, cfg: &VethConfig) -> Result<(), NetlinkError> {
         veth::attach(&self.handle, cfg).await
     }
-    /// Links whose alias marks them as shimnet's.
+    /// Links whose alias marks them as shimnet's, and every link in the reap group (only
+    /// detached links waiting for deletion are put there, alias or not).
     pub async fn owned_links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let links = query::dump_links(&self.handle).await?;
         Ok(links
             .iter()
             .map(query::link_info)
             .filter(|l| {
-                l.alias
-                    .as_deref()
-                    .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+                l.group == REAP_GROUP
+                    || l.alias
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
             })
             .collect())
     }

@@ -226,6 +226,17 @@ pub(crate) fn kind(m: &LinkMessage) -> LinkKind {
     }
 }
 
+/// Device group of a link (0, the default group, when not reported).
+pub(crate) fn group(m: &LinkMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Group(g) => Some(*g),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// The public summary of a link message.
 pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     LinkInfo {
@@ -233,6 +244,7 @@ pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
         index: m.header.index,
         alias: alias(m),
         kind: kind(m),
+        group: group(m),
     }
 }
 

@@ -85,7 +85,8 @@ pub fn rules(local: Ipv4Addr, vxlan: Vxlan, planned: &[PlannedPeer], guard: Guar
 /// One step of a peering pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Take the new peer set (peer file today, any membership source later) and plan it.
+    /// Plan the peer set [`super::Peering::take`] made the running one (from the peer file or
+    /// etcd: the pass does not care).
     Take,
     /// Install the filter for the new peer set, keeping the guard of every encapsulation whose
     /// device exists now. If this fails, no kernel VXLAN/IPIP device is kept (fail closed).

@@ -1,20 +1,24 @@
-//! Multi-host peering from a static peer list: host-gw routes, VXLAN, IPIP (kernel device or
-//! the [`userspace_ipip`] data plane), per-peer `auto` choice, drift repair and status.
+//! Multi-host peering: host-gw routes, VXLAN, IPIP (kernel device or the [`userspace_ipip`]
+//! data plane), per-peer `auto` choice, drift repair and status, fed with peer sets by a
+//! membership source ([`source`]: the peer file, [`file_source`], or etcd in its own crate).
 //!
 //! [`peers`], [`mode`], [`plan`] and [`filter`] are pure; [`kernel`] is the netlink executor,
 //! [`crate::firewall::encap`] the executor of the encapsulation filter and [`probe`] the
-//! reachability check. [`Peering`] ties them together: each [`Peering::reconcile`] pass reloads
-//! the peer file if it changed and applies the peer set in the order of [`filter::PASS`]: the
-//! filter of encapsulated packets first (only peers get in), then the devices, routes and VXLAN
-//! entries (owned objects only), then the guards no longer needed; it probes every peer and
-//! publishes the drop counters.
+//! reachability check. [`Peering`] ties them together: [`Peering::take`] is the one path by
+//! which a peer set becomes the running one, and each [`Peering::reconcile`] pass applies it in
+//! the order of [`filter::PASS`]: the filter of encapsulated packets first (only peers get in),
+//! then the devices, routes and VXLAN entries (owned objects only), then the guards no longer
+//! needed, then the status and drop counters. [`Peering::probe`] checks every peer across the
+//! data plane apart from the pass, so a new peer set is never held up by a slow probe.
 
+pub mod file_source;
 pub mod filter;
 pub mod kernel;
 pub mod mode;
 pub mod peers;
 pub mod plan;
 pub mod probe;
+pub mod source;
 pub mod userspace_ipip;
 
 use std::net::Ipv4Addr;
@@ -67,8 +71,10 @@ pub struct PeerStatus {
     pub pod_cidr: ipnetwork::Ipv4Network,
     /// The data plane chosen for it.
     pub mode: Plane,
-    /// Whether an ICMP echo across the data plane was answered in the last pass.
+    /// Whether an ICMP echo across the data plane was answered in the last probe.
     pub reachable: bool,
+    /// Unix time at which the peer's membership lease expires (etcd, when looked up).
+    pub lease_expires: Option<u64>,
 }
 
 /// Who drops the encapsulated packets of non-peers.
@@ -125,6 +131,8 @@ pub struct PeeringStatus {
     /// Encapsulated packets from non-peers dropped so far, per encapsulation (firewall filter
     /// and userspace IPIP data plane together).
     pub encap_dropped: EncapDrops,
+    /// Where the peers come from, and whether that source answers.
+    pub source: Option<source::SourceStatus>,
 }
 
 /// Shared, read-only view of the status.
@@ -157,8 +165,6 @@ pub enum PeeringError {
 pub struct PassReport {
     /// Kernel changes carried out (devices repaired, routes/entries set or removed).
     pub changes: usize,
-    /// Whether a new peer file was taken.
-    pub reloaded: bool,
     /// Errors (the pass keeps going past each one).
     pub errors: Vec<String>,
 }
@@ -172,7 +178,8 @@ pub struct Peering {
     ipip: IpipPath,
     userspace: Option<UserspaceIpip>,
     peers: Vec<Peer>,
-    file_text: Option<String>,
+    /// Whether a peer set has been taken: until then nothing owned is added or removed.
+    known: bool,
     status: StatusHandle,
     filter: Arc<dyn EncapFilter>,
     /// Encapsulations the installed filter guards (as last applied successfully).
@@ -181,7 +188,7 @@ pub struct Peering {
     applied: Option<encap::EncapRules>,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -212,13 +219,16 @@ fn ipip_table(planned: &[PlannedPeer]) -> Vec<(ipnetwork::Ipv4Network, Ipv4Addr)
 }
 
 impl Peering {
-    /// Validates the configuration, finds the underlay interface, chooses the IPIP path, opens
-    /// the encapsulation filter of firewall backend `firewall` (removing the other backend's, if
-    /// any) and loads the peer file (an invalid file at start leaves the peer set empty, logged).
+    /// Validates the configuration, finds the underlay interface, chooses the IPIP path and
+    /// opens the encapsulation filter of firewall backend `firewall` (removing the other
+    /// backend's, if any). `initial` is the peer set known at start; `None` (a membership source
+    /// that has not answered yet) leaves every owned route, device and filter as it is until
+    /// [`Peering::take`].
     pub async fn new(
         node: NodeConfig,
         cfg: PeeringConfig,
         firewall: BackendKind,
+        initial: Option<Vec<Peer>>,
     ) -> Result<Self, PeeringError> {
         peers::validate_config(&node, &cfg)?;
         let (conn, h, _) = rtnetlink::new_connection().map_err(|e| NetlinkError::Request {
@@ -257,24 +267,20 @@ impl Peering {
             ipip: Some(ipip),
             ..PeeringStatus::default()
         }));
-        let mut me = Peering {
+        Ok(Peering {
             h,
             node,
             cfg,
             underlay,
             ipip,
             userspace: None,
-            peers: Vec::new(),
-            file_text: None,
+            known: initial.is_some(),
+            peers: initial.unwrap_or_default(),
             status,
             filter,
             guarded: Guarded::default(),
             applied: None,
-        };
-        if let Err(e) = me.reload(false) {
-            tracing::error!("peer file refused, starting without peers: {e}");
-        }
-        Ok(me)
+        })
     }
 
     /// The status, shared with the API.
@@ -303,30 +309,13 @@ impl Peering {
         &self.peers
     }
 
-    /// Reads the peer file; takes it if it is valid and (unless `force`) changed. `Ok(true)` when
-    /// a new peer set was taken; on error the running peer set stays.
-    pub fn reload(&mut self, force: bool) -> Result<bool, PeeringError> {
-        let path = self.cfg.peers_file.clone();
-        let text = std::fs::read_to_string(&path).map_err(|e| PeeringError::File {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        if !force && self.file_text.as_deref() == Some(text.as_str()) {
-            return Ok(false);
-        }
-        self.file_text = Some(text.clone());
-        let peers = peers::parse_peers(&text, &self.node, self.cfg.cluster_cidr)
-            .map_err(PeeringError::Config)?;
-        let changed = self.take(peers);
-        tracing::info!(file = %path.display(), peers = self.peers.len(), changed, "peer file loaded");
-        Ok(changed)
-    }
-
     /// The one place a new (validated) peer set becomes the running one, whatever its source
-    /// (the peer file today, a membership source later). It changes nothing in the kernel: the
-    /// next pass applies it, filter first (see [`filter::PASS`]). `true` when it differs.
+    /// (the peer file or etcd, through [`source::PeerSubscription`]). It changes nothing in the
+    /// kernel: the next pass applies it, filter first (see [`filter::PASS`]). `true` when it
+    /// differs from the running set (or is the first one).
     pub fn take(&mut self, peers: Vec<Peer>) -> bool {
-        let changed = peers != self.peers;
+        let changed = !self.known || peers != self.peers;
+        self.known = true;
         self.peers = peers;
         changed
     }
@@ -518,12 +507,22 @@ impl Peering {
         }
     }
 
-    /// One pass: the steps of [`filter::PASS`] in order — reload the peer file if it changed,
-    /// install the filter for the peer set, hand the userspace data plane its peers, ensure
-    /// devices, repair routes and VXLAN entries (removing what belongs to peers no longer
-    /// listed), lift the guards no longer needed, probe every peer and publish the status.
-    pub async fn reconcile(&mut self, force_reload: bool) -> PassReport {
+    /// One pass: the steps of [`filter::PASS`] in order — plan the running peer set, install
+    /// the filter for it, hand the userspace data plane its peers, ensure devices, repair routes
+    /// and VXLAN entries (removing what belongs to peers no longer in the set), lift the guards
+    /// no longer needed and publish the status. Until a peer set is known it changes nothing.
+    pub async fn reconcile(&mut self) -> PassReport {
         let mut r = PassReport::default();
+        if !self.known {
+            let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
+            st.last_reconcile = Some(now_unix());
+            st.errors = vec![
+                "no peer set from the membership source yet; owned routes, devices and filter left as they are"
+                    .into(),
+            ];
+            r.errors = st.errors.clone();
+            return r;
+        }
         let mut planned = Vec::new();
         // Whether the filter for this peer set is in place; kernel VXLAN/IPIP devices exist only
         // while it is (fail closed).
@@ -531,16 +530,8 @@ impl Peering {
         let mut dev = Devices::default();
         for step in filter::PASS {
             match step {
-                Step::Take => {
-                    match self.reload(force_reload) {
-                        Ok(changed) => r.reloaded = changed,
-                        Err(e) => {
-                            tracing::error!("peer file refused, keeping the running peer set: {e}");
-                            r.errors.push(e.to_string());
-                        }
-                    }
-                    planned = self.planned();
-                }
+                // The set itself was taken by [`Peering::take`]; the pass plans it.
+                Step::Take => planned = self.planned(),
                 Step::Guard => {
                     let present = self.present(&mut r).await;
                     let guard = Guarded::wanted(&planned, self.ipip).or(present);
@@ -605,9 +596,9 @@ impl Peering {
         }
     }
 
-    /// Probes the peers, reads the drop counters and publishes the status of the pass.
+    /// Reads the drop counters and publishes the status of the pass (each peer's reachability
+    /// as the last probe found it, while the peer is unchanged).
     async fn report(&self, planned: &[PlannedPeer], r: &PassReport) {
-        let peers = self.probe(planned).await;
         let f = self.filter.clone();
         let mut errors = r.errors.clone();
         let userspace = self.userspace.as_ref().map(|u| u.counters.snapshot());
@@ -635,7 +626,15 @@ impl Peering {
             },
         };
         let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
-        st.peers = peers;
+        let old = std::mem::take(&mut st.peers);
+        st.peers = planned
+            .iter()
+            .map(|p| {
+                let mut s = status_of(p, false);
+                s.reachable = old.iter().any(|o| *o == s.with_reachable(true));
+                s
+            })
+            .collect();
         st.last_reconcile = Some(now_unix());
         st.errors = errors;
         st.userspace_ipip = userspace;
@@ -643,28 +642,58 @@ impl Peering {
         st.encap_dropped = dropped;
     }
 
-    async fn probe(&self, planned: &[PlannedPeer]) -> Vec<PeerStatus> {
+    /// A probe of every peer across the data plane (an ICMP echo from this node's gateway to the
+    /// peer's), to be run apart from the pass; when it ends it records each peer's reachability
+    /// in the status, for peers still unchanged by then.
+    pub fn probe(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let src = probe::gateway(self.node.pod_cidr);
-        let tasks: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                let dst = probe::gateway(p.peer.pod_cidr);
-                tokio::task::spawn_blocking(move || {
-                    probe::ping(src, dst, Duration::from_millis(900)).unwrap_or(false)
+        let planned = if self.known {
+            self.planned()
+        } else {
+            Vec::new()
+        };
+        let status = self.status.clone();
+        async move {
+            let tasks: Vec<_> = planned
+                .iter()
+                .map(|p| {
+                    let dst = probe::gateway(p.peer.pod_cidr);
+                    tokio::task::spawn_blocking(move || {
+                        probe::ping(src, dst, Duration::from_millis(900)).unwrap_or(false)
+                    })
                 })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(planned.len());
-        for (p, t) in planned.iter().zip(tasks) {
-            out.push(PeerStatus {
-                name: p.peer.name.clone(),
-                address: p.peer.address,
-                pod_cidr: p.peer.pod_cidr,
-                mode: p.plane,
-                reachable: t.await.unwrap_or(false),
-            });
+                .collect();
+            let mut results = Vec::with_capacity(planned.len());
+            for (p, t) in planned.iter().zip(tasks) {
+                results.push(status_of(p, t.await.unwrap_or(false)));
+            }
+            let mut st = status.write().unwrap_or_else(|e| e.into_inner());
+            for s in &mut st.peers {
+                if let Some(r) = results.iter().find(|r| r.with_reachable(s.reachable) == *s) {
+                    s.reachable = r.reachable;
+                }
+            }
         }
-        out
+    }
+}
+
+fn status_of(p: &PlannedPeer, reachable: bool) -> PeerStatus {
+    PeerStatus {
+        name: p.peer.name.clone(),
+        address: p.peer.address,
+        pod_cidr: p.peer.pod_cidr,
+        mode: p.plane,
+        reachable,
+        lease_expires: None,
+    }
+}
+
+impl PeerStatus {
+    fn with_reachable(&self, reachable: bool) -> PeerStatus {
+        PeerStatus {
+            reachable,
+            ..self.clone()
+        }
     }
 }
 
@@ -676,6 +705,7 @@ pub(crate) mod tests {
         PeeringConfig {
             mode,
             cluster_cidr: "10.0.0.0/8".parse().unwrap(),
+            source: super::peers::SourceKind::File,
             peers_file: "/nonexistent".into(),
             auto_encap: ModeSetting::Vxlan,
             ipip: IpipChoice::Auto,

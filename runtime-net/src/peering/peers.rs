@@ -1,7 +1,6 @@
 //! The `[node]` and `[peering]` configuration and the peer file: pure parsing and validation.
 //! Every error names the entry at fault (`peer[2] "node-c": ...`).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -35,6 +34,27 @@ pub enum IpipChoice {
     Userspace,
 }
 
+/// Where the peer set comes from (`[peering] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The static peer file (`peers_file`), re-read when it changes and on SIGHUP.
+    #[default]
+    File,
+    /// etcd (`[etcd]`): leased pod subnets, published node records, a watched prefix.
+    Etcd,
+}
+
+impl SourceKind {
+    /// Name as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Etcd => "etcd",
+        }
+    }
+}
+
 /// `[node]`: this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +67,32 @@ pub struct NodeConfig {
     pub pod_cidr: Ipv4Network,
 }
 
+/// `[node]` as written in the configuration: with the etcd membership source `pod_cidr` may be
+/// left out (a subnet is then leased from `cluster_cidr`); [`NodeSettings::resolve`] gives the
+/// [`NodeConfig`] the data plane runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// Underlay address of this node.
+    pub address: Ipv4Addr,
+    /// This node's container subnet, when fixed by the configuration.
+    #[serde(default)]
+    pub pod_cidr: Option<Ipv4Network>,
+}
+
+impl NodeSettings {
+    /// The node with its pod subnet.
+    pub fn resolve(&self, pod_cidr: Ipv4Network) -> NodeConfig {
+        NodeConfig {
+            name: self.name.clone(),
+            address: self.address,
+            pod_cidr,
+        }
+    }
+}
+
 /// `[peering]`: how this node reaches its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +101,11 @@ pub struct PeeringConfig {
     pub mode: ModeSetting,
     /// Union of all pod subnets: never masqueraded, allowed in.
     pub cluster_cidr: Ipv4Network,
-    /// The peer file (TOML, `[[peer]]` entries).
+    /// Where the peer set comes from: the peer file (default) or etcd (`[etcd]`).
+    #[serde(default)]
+    pub source: SourceKind,
+    /// The peer file (TOML, `[[peer]]` entries), read when `source` is `file`.
+    #[serde(default = "default_peers_file")]
     pub peers_file: PathBuf,
     /// Encapsulation `auto` uses for a peer outside this node's L2 subnet (`vxlan` or `ipip`).
     #[serde(default = "default_auto_encap")]
@@ -74,6 +124,9 @@ pub struct PeeringConfig {
     pub reconcile_interval_secs: u64,
 }
 
+fn default_peers_file() -> PathBuf {
+    PathBuf::from("/etc/shimnet/peers.toml")
+}
 fn default_auto_encap() -> ModeSetting {
     ModeSetting::Vxlan
 }
@@ -88,7 +141,7 @@ fn default_interval() -> u64 {
 }
 
 /// One validated peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Peer node name.
     pub name: String,
@@ -141,14 +194,36 @@ struct RawPeer {
     mode: Option<String>,
 }
 
-/// Checks `[node]` against `[peering]`.
-pub fn validate_config(node: &NodeConfig, p: &PeeringConfig) -> Result<(), PeerError> {
-    if node.name.is_empty() {
+/// Checks `[node]` as written against `[peering]` (`None`: no peering): `pod_cidr` is required
+/// unless the etcd source leases one; a node name used in etcd keys has no `/`.
+pub fn validate_settings(node: &NodeSettings, p: Option<&PeeringConfig>) -> Result<(), PeerError> {
+    let etcd = p.is_some_and(|p| p.source == SourceKind::Etcd);
+    if etcd && (node.name.contains('/') || node.name.chars().any(char::is_whitespace)) {
         return Err(PeerError::Config {
             field: "node.name",
-            message: "must not be empty".into(),
+            message: format!("{:?}: no '/' or spaces (it names etcd keys)", node.name),
         });
     }
+    if node.name.len() > 63 {
+        return Err(PeerError::Config {
+            field: "node.name",
+            message: "longer than 63 characters".into(),
+        });
+    }
+    match (node.pod_cidr, p) {
+        (Some(c), Some(p)) => validate_config(&node.resolve(c), p),
+        (Some(_), None) => Ok(()),
+        (None, Some(p)) if etcd => validate_peering(&node.name, p),
+        (None, _) => Err(PeerError::Config {
+            field: "node.pod_cidr",
+            message: "required unless [peering] source = \"etcd\" leases one".into(),
+        }),
+    }
+}
+
+/// Checks `[node]` against `[peering]`.
+pub fn validate_config(node: &NodeConfig, p: &PeeringConfig) -> Result<(), PeerError> {
+    validate_peering(&node.name, p)?;
     if node.pod_cidr.ip() != node.pod_cidr.network() || node.pod_cidr.prefix() > 30 {
         return Err(PeerError::Config {
             field: "node.pod_cidr",
@@ -173,6 +248,17 @@ pub fn validate_config(node: &NodeConfig, p: &PeeringConfig) -> Result<(), PeerE
             message: format!("{} lies inside node.pod_cidr", node.address),
         });
     }
+    Ok(())
+}
+
+/// The checks of `[node]`/`[peering]` that do not involve the pod subnet.
+fn validate_peering(name: &str, p: &PeeringConfig) -> Result<(), PeerError> {
+    if name.is_empty() {
+        return Err(PeerError::Config {
+            field: "node.name",
+            message: "must not be empty".into(),
+        });
+    }
     if !matches!(p.auto_encap, ModeSetting::Vxlan | ModeSetting::Ipip) {
         return Err(PeerError::Config {
             field: "peering.auto_encap",
@@ -188,11 +274,13 @@ pub fn validate_config(node: &NodeConfig, p: &PeeringConfig) -> Result<(), PeerE
     Ok(())
 }
 
-fn is_subnet(inner: Ipv4Network, outer: Ipv4Network) -> bool {
+/// Whether `inner` lies entirely inside `outer`.
+pub fn is_subnet(inner: Ipv4Network, outer: Ipv4Network) -> bool {
     outer.prefix() <= inner.prefix() && outer.contains(inner.network())
 }
 
-/// Parses and validates a peer file's text against this node and the cluster CIDR.
+/// Parses and validates a peer file's text against this node and the cluster CIDR. The first
+/// invalid entry refuses the whole file.
 pub fn parse_peers(
     text: &str,
     node: &NodeConfig,
@@ -200,96 +288,103 @@ pub fn parse_peers(
 ) -> Result<Vec<Peer>, PeerError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| PeerError::Syntax(e.to_string()))?;
     let mut out: Vec<Peer> = Vec::with_capacity(raw.peer.len());
-    let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, r) in raw.peer.into_iter().enumerate() {
         let entry = format!("peer[{i}] {:?}", r.name);
         let bad = |message: String| PeerError::Entry {
             entry: entry.clone(),
             message,
         };
-        if r.name.is_empty() || r.name.len() > 63 || r.name.chars().any(char::is_whitespace) {
-            return Err(bad("name: must be 1 to 63 characters without spaces".into()));
-        }
-        if let Some(j) = names.insert(r.name.clone(), i) {
-            return Err(bad(format!("name: already used by peer[{j}]")));
-        }
-        if r.name == node.name {
-            return Err(bad(format!(
-                "name: {:?} is this node ([node] name); a node is not its own peer",
-                r.name
-            )));
-        }
         let address: Ipv4Addr = r
             .address
             .parse()
             .map_err(|_| bad(format!("address {:?}: not an IPv4 address", r.address)))?;
-        if address.is_unspecified()
-            || address.is_multicast()
-            || address.is_broadcast()
-            || address.is_loopback()
-        {
-            return Err(bad(format!(
-                "address {address}: not a unicast host address"
-            )));
-        }
-        if address == node.address {
-            return Err(bad(format!(
-                "address {address}: is this node's address ([node] address); a node is not its own peer"
-            )));
-        }
         let pod_cidr: Ipv4Network = r
             .pod_cidr
             .parse()
             .map_err(|_| bad(format!("pod_cidr {:?}: not an IPv4 CIDR", r.pod_cidr)))?;
-        if pod_cidr.ip() != pod_cidr.network() || pod_cidr.prefix() > 30 {
-            return Err(bad(format!(
-                "pod_cidr {pod_cidr}: not a network address with a prefix of at most /30"
-            )));
-        }
-        if !is_subnet(pod_cidr, cluster) {
-            return Err(bad(format!(
-                "pod_cidr {pod_cidr}: not inside cluster_cidr {cluster}"
-            )));
-        }
-        if pod_cidr.overlaps(node.pod_cidr) {
-            return Err(bad(format!(
-                "pod_cidr {pod_cidr} overlaps this node's pod_cidr {}",
-                node.pod_cidr
-            )));
-        }
-        if pod_cidr.contains(address) {
-            return Err(bad(format!(
-                "address {address} lies inside its own pod_cidr"
-            )));
-        }
-        for (j, o) in out.iter().enumerate() {
-            if o.pod_cidr.overlaps(pod_cidr) {
-                return Err(bad(format!(
-                    "pod_cidr {pod_cidr} overlaps peer[{j}] {:?}",
-                    o.name
-                )));
-            }
-            if o.address == address {
-                return Err(bad(format!(
-                    "address {address}: already used by peer[{j}] {:?}",
-                    o.name
-                )));
-            }
-        }
         let mode = match r.mode.as_deref() {
             None => None,
             Some(m) => Some(parse_mode(m).ok_or_else(|| {
                 bad(format!("mode {m:?}: expected host-gw, ipip, vxlan or auto"))
             })?),
         };
-        out.push(Peer {
+        let peer = Peer {
             name: r.name,
             address,
             pod_cidr,
             mode,
-        });
+        };
+        check_peer(&peer, node, cluster, &out, |j| {
+            format!("peer[{j}] {:?}", out[j].name)
+        })
+        .map_err(bad)?;
+        out.push(peer);
     }
     Ok(out)
+}
+
+/// Checks one peer, whatever its source, against this node, the cluster CIDR and the peers
+/// already accepted (`accepted[j]` is named by `label(j)` in messages). The message names the
+/// field at fault (`pod_cidr 10.2.1.0/24 overlaps peer[0] "node-b"`).
+pub fn check_peer(
+    peer: &Peer,
+    node: &NodeConfig,
+    cluster: Ipv4Network,
+    accepted: &[Peer],
+    label: impl Fn(usize) -> String,
+) -> Result<(), String> {
+    let (name, address, pod_cidr) = (&peer.name, peer.address, peer.pod_cidr);
+    if name.is_empty() || name.len() > 63 || name.chars().any(char::is_whitespace) {
+        return Err("name: must be 1 to 63 characters without spaces".into());
+    }
+    if let Some(j) = accepted.iter().position(|o| &o.name == name) {
+        return Err(format!("name: already used by {}", label(j)));
+    }
+    if *name == node.name {
+        return Err(format!(
+            "name: {name:?} is this node ([node] name); a node is not its own peer"
+        ));
+    }
+    if address.is_unspecified()
+        || address.is_multicast()
+        || address.is_broadcast()
+        || address.is_loopback()
+    {
+        return Err(format!("address {address}: not a unicast host address"));
+    }
+    if address == node.address {
+        return Err(format!(
+            "address {address}: is this node's address ([node] address); a node is not its own peer"
+        ));
+    }
+    if pod_cidr.ip() != pod_cidr.network() || pod_cidr.prefix() > 30 {
+        return Err(format!(
+            "pod_cidr {pod_cidr}: not a network address with a prefix of at most /30"
+        ));
+    }
+    if !is_subnet(pod_cidr, cluster) {
+        return Err(format!(
+            "pod_cidr {pod_cidr}: not inside cluster_cidr {cluster}"
+        ));
+    }
+    if pod_cidr.overlaps(node.pod_cidr) {
+        return Err(format!(
+            "pod_cidr {pod_cidr} overlaps this node's pod_cidr {}",
+            node.pod_cidr
+        ));
+    }
+    if pod_cidr.contains(address) {
+        return Err(format!("address {address} lies inside its own pod_cidr"));
+    }
+    for (j, o) in accepted.iter().enumerate() {
+        if o.pod_cidr.overlaps(pod_cidr) {
+            return Err(format!("pod_cidr {pod_cidr} overlaps {}", label(j)));
+        }
+        if o.address == address {
+            return Err(format!("address {address}: already used by {}", label(j)));
+        }
+    }
+    Ok(())
 }
 
 fn parse_mode(s: &str) -> Option<ModeSetting> {
@@ -421,6 +516,7 @@ pod_cidr = "10.2.1.0/24"
         let p = PeeringConfig {
             mode: ModeSetting::Auto,
             cluster_cidr: "10.0.0.0/8".parse().unwrap(),
+            source: SourceKind::File,
             peers_file: "/x".into(),
             auto_encap: ModeSetting::HostGw,
             ipip: IpipChoice::Auto,

@@ -6,6 +6,7 @@
 //! write transactions, so concurrent callers never see each other's half-done allocations.
 
 mod alloc;
+mod handle;
 mod pools;
 mod schema;
 #[cfg(test)]
@@ -22,6 +23,8 @@ use crate::types::{
     EndpointKey, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
 };
 use alloc::{pool_rows, PoolTables};
+pub use handle::StoreHealth;
+use handle::{Handle, Opener};
 use schema::{
     endpoint_key, from_json, net4_pool, net6_pool, net_ipam, network_endpoint_range, to_json, Fail,
     ALLOCATIONS, CURSORS, ENDPOINTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
@@ -100,9 +103,10 @@ pub struct AllocRequest {
     pub names: Vec<HostName>,
 }
 
-/// The redb-backed store. `Send + Sync`: share it through an `Arc`.
+/// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
+/// closes and opens its database again by itself (see [`handle`]).
 pub struct Store {
-    db: Database,
+    db: Handle,
     path: PathBuf,
 }
 
@@ -115,18 +119,27 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) `<dir>/shimnet.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(
+            dir,
+            Box::new(|path| {
+                Database::builder()
+                    .set_cache_size(64 * 1024 * 1024)
+                    .create(path)
+            }),
+        )
+    }
+
+    /// Opens `<dir>/shimnet.redb` with `opener` (which reopens it after I/O errors too).
+    pub(crate) fn open_with(dir: &Path, opener: Opener) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db {
             path: dir.to_path_buf(),
             msg: format!("cannot create state directory: {e}"),
         })?;
-        let db = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
-            .create(&path)
-            .map_err(|e| StoreError::Db {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
+        let db = Handle::open(path.clone(), opener).map_err(|e| StoreError::Db {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         let store = Store { db, path };
         store.write(|txn| {
             let mut meta = txn.open_table(META)?;
@@ -152,24 +165,53 @@ impl Store {
         Ok(store)
     }
 
+    /// How the store is doing (I/O failures, reopens).
+    pub fn health(&self) -> StoreHealth {
+        self.db.health()
+    }
+
+    /// Health changes as they happen.
+    pub fn subscribe_health(&self) -> tokio::sync::watch::Receiver<StoreHealth> {
+        self.db.subscribe()
+    }
+
+    /// Tries one small write when the store is unhealthy (at most once a second), so that its
+    /// health follows the disk even while nothing else writes; returns the health after it.
+    pub fn probe(&self) -> StoreHealth {
+        if self.db.probe_due() {
+            let probed = self.write(|txn| {
+                let mut meta = txn.open_table(META)?;
+                let n = meta.get("probe")?.map_or(0, |g| g.value());
+                meta.insert("probe", n.wrapping_add(1))?;
+                Ok(())
+            });
+            if let Err(e) = probed {
+                tracing::debug!("state store probe: {e}");
+            }
+        }
+        self.health()
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Runs `body` in one write transaction and commits it durably; on error nothing is written.
+    /// Runs `body` in one write transaction and commits it durably; on error nothing is written
+    /// (after an I/O error, see [`handle`] for what "nothing" means).
     fn write<T>(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        let run = || -> Result<T, Fail> {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            let out = body(&txn)?;
-            txn.commit()?;
-            Ok(out)
-        };
-        run().map_err(|f| self.fail(f))
+        self.db
+            .with(true, |db| {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                let out = body(&txn)?;
+                txn.commit()?;
+                Ok(out)
+            })
+            .map_err(|f| self.fail(f))
     }
 
     /// Runs `body` on a consistent snapshot.
@@ -177,11 +219,12 @@ impl Store {
         &self,
         body: impl FnOnce(&redb::ReadTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        let run = || -> Result<T, Fail> {
-            let txn = self.db.begin_read()?;
-            body(&txn)
-        };
-        run().map_err(|f| self.fail(f))
+        self.db
+            .with(false, |db| {
+                let txn = db.begin_read()?;
+                body(&txn)
+            })
+            .map_err(|f| self.fail(f))
     }
 
     fn fail(&self, f: Fail) -> StoreError {
@@ -194,6 +237,10 @@ impl Store {
             Fail::Corrupt(msg) => StoreError::Db {
                 path: self.path.clone(),
                 msg: format!("bad stored value: {msg}"),
+            },
+            Fail::Unavailable(msg) => StoreError::Db {
+                path: self.path.clone(),
+                msg,
             },
         }
     }

@@ -98,6 +98,8 @@ pub(crate) enum Fail {
     Db(redb::Error),
     Corrupt(String),
     Refused(StoreError),
+    /// The database is closed after an I/O error and could not be opened again (yet).
+    Unavailable(String),
 }
 
 macro_rules! db_errors {

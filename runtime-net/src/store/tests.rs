@@ -10,6 +10,7 @@ use crate::types::ContainerId;
 
 mod bench;
 mod crash;
+mod faults;
 mod props;
 
 pub(super) fn spec(name: &str, subnet: &str, gateway: &str) -> NetworkSpec {
