@@ -8,7 +8,7 @@ use crate::cni::config::Route;
 use crate::cni::error::{code, CniError};
 use crate::cni::shape::{canonical, ResultShape};
 use crate::cni::version::Version;
-use shimnet_api::wire::DnsInfo;
+use shimnet_wire::DnsInfo;
 
 /// What the plugin reads from the daemon's network reply (`NetworkSpec`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
