@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-run}
 # protobuf-compiler: etcd-client (the etcd membership source) compiles etcd's protos.
 run_pkgs=(iproute2 nftables libnftables-dev iptables pkg-config protobuf-compiler)
-test_pkgs=(iputils-ping tcpdump busybox-static procps podman containernetworking-plugins conmon runc uidmap tar docker.io netavark systemd curl dpkg-dev lintian iperf3 gnuplot-nox ethtool)
+test_pkgs=(iputils-ping tcpdump busybox-static procps podman containernetworking-plugins conmon runc uidmap tar docker.io netavark systemd curl dpkg-dev lintian iperf3 gnuplot-nox dnsmasq-base dnsutils ethtool)
 # systemd as PID 1 in a container (tests/systemd_pid1.rs)
 test_pkgs+=(debootstrap systemd-container)
 # containerd and the Go CNI libraries (tests/go_clients.rs)

@@ -78,6 +78,68 @@ pub struct Config {
     /// Cluster membership through etcd (`[etcd]`); with `[peering] source = "etcd"`.
     #[serde(default)]
     pub etcd: Option<EtcdConfig>,
+    /// Name resolution on networks with `dns` (`[dns]`).
+    #[serde(default)]
+    pub dns: DnsSection,
+}
+
+/// `[dns]`: the name service of networks created with `dns` (see README, "Name resolution").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Search domain: every name also answers as `NAME.DOMAIN`.
+    pub domain: String,
+    /// TTL of local answers, seconds.
+    pub ttl_secs: u32,
+    /// The host's resolv.conf: where other names are forwarded.
+    pub resolv_conf: PathBuf,
+    /// systemd-resolved's upstream list, used when `resolv_conf` names only its stub.
+    pub resolved_resolv_conf: PathBuf,
+    /// Longest wait for one upstream resolver, milliseconds.
+    pub upstream_timeout_ms: u64,
+    /// Longest time a forwarded query takes in all (then SERVFAIL), milliseconds.
+    pub forward_timeout_ms: u64,
+    /// Forwarded queries in flight at most (more get SERVFAIL at once).
+    pub max_forwards: usize,
+    /// TCP connections open at most, across networks.
+    pub max_tcp_connections: usize,
+    /// UDP queries per source address and second at most (0: no limit); more are dropped.
+    pub max_queries_per_source: u32,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        let d = shimnet_dns::DnsConfig::default();
+        DnsSection {
+            domain: d.domain,
+            ttl_secs: d.ttl,
+            resolv_conf: d.resolv_conf,
+            resolved_resolv_conf: d.resolved_conf,
+            upstream_timeout_ms: d.attempt_timeout.as_millis() as u64,
+            forward_timeout_ms: d.forward_deadline.as_millis() as u64,
+            max_forwards: d.max_forwards,
+            max_tcp_connections: d.max_tcp_connections,
+            max_queries_per_source: d.per_source_qps,
+        }
+    }
+}
+
+impl DnsSection {
+    /// The name service's settings (zero limits raised to the smallest that works).
+    pub fn settings(&self) -> shimnet_dns::DnsConfig {
+        shimnet_dns::DnsConfig {
+            domain: self.domain.trim_end_matches('.').to_string(),
+            ttl: self.ttl_secs,
+            resolv_conf: self.resolv_conf.clone(),
+            resolved_conf: self.resolved_resolv_conf.clone(),
+            attempt_timeout: Duration::from_millis(self.upstream_timeout_ms.max(1)),
+            forward_deadline: Duration::from_millis(self.forward_timeout_ms.max(1)),
+            max_forwards: self.max_forwards.max(1),
+            max_tcp_connections: self.max_tcp_connections.max(1),
+            per_source_qps: self.max_queries_per_source,
+            ..shimnet_dns::DnsConfig::default()
+        }
+    }
 }
 
 /// `[api]`: who may use the sockets and the limits that protect the daemon from slow or hostile
@@ -314,6 +376,8 @@ impl Config {
             (None, None) => {}
         }
         cfg.check_networks().map_err(bad)?;
+        shimnet_dns::name::check(cfg.dns.domain.trim_end_matches('.'))
+            .map_err(|e| bad(format!("dns.domain: {:?} {e}", cfg.dns.domain)))?;
         Ok(cfg)
     }
 
@@ -482,6 +546,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode") || e.contains("gre"), "{e}");
+    }
+
+    #[test]
+    fn dns_section_defaults_and_checks() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "x").unwrap();
+        assert_eq!(c.dns.settings(), shimnet_dns::DnsConfig::default());
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[dns]\ndomain = \"ctr.example.\"\nresolv_conf = \"/tmp/r.conf\"\nttl_secs = 30\n"
+        );
+        let s = Config::parse(&text, "x").unwrap().dns.settings();
+        assert_eq!(s.domain, "ctr.example");
+        assert_eq!(s.ttl, 30);
+        assert_eq!(s.resolv_conf, PathBuf::from("/tmp/r.conf"));
+        let bad = format!("{EMBEDDED_DEFAULT}\n[dns]\ndomain = \"a b\"\n");
+        let e = Config::parse(&bad, "x").unwrap_err().to_string();
+        assert!(e.contains("dns.domain"), "{e}");
+        let typo = format!("{EMBEDDED_DEFAULT}\n[dns]\ndomian = \"x\"\n");
+        assert!(Config::parse(&typo, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("domian"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod cni_support;
 mod common;
 mod containerd;
+mod dns_support;
 mod dockerd;
 mod go_support;
 
@@ -186,6 +187,93 @@ fn go_cni_setup_check_remove_like_containerd() {
             &subst,
         );
     }
+}
+
+/// go-cni (containerd's CRI path) on a conflist with `dnsEnabled`: the pod's name — go-cni passes
+/// the CRI label `K8S_POD_NAME` in CNI_ARGS — resolves on the gateway for another container of the
+/// network, bare and under the search domain; the result's DNS announces the gateway and the
+/// domain; the name goes with `Remove`.
+#[test]
+fn go_cni_pod_name_resolves_on_the_gateway() {
+    let Some(client) = go_support::cniclient() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // No upstream: nothing here is ever forwarded off the test's namespaces.
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "").unwrap();
+    let h = TestHost::new(&format!(
+        "[dns]\nresolv_conf = \"{}\"\nresolved_resolv_conf = \"{}\"\n",
+        resolv.display(),
+        dir.path().join("resolved.conf").display()
+    ));
+    let net = tag("gd");
+    let (conf_dir, bin_dir, cache, record) = (
+        dir.path().join("net.d"),
+        dir.path().join("bin"),
+        dir.path().join("cache"),
+        dir.path().join("record"),
+    );
+    for d in [&conf_dir, &bin_dir, &cache, &record] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let caps = json!({"portMappings": true});
+    let mut list = conflist("1.0.0", &net, &h.socket, &net, "10.75.0.0/24", caps);
+    list["plugins"][0]["dnsEnabled"] = json!(true);
+    std::fs::write(conf_dir.join("10-shimnet.conflist"), list.to_string()).unwrap();
+    go_support::recording_plugin(&bin_dir, &plugin());
+    let plugin_dirs = format!("{}:{REF_DIR}", bin_dir.display());
+    let pod = container("gp");
+    let netns = pod.path().display().to_string();
+    let args = |cmd: &'static str| {
+        [
+            cmd,
+            conf_dir.to_str().unwrap(),
+            plugin_dirs.as_str(),
+            pod.name(),
+            netns.as_str(),
+        ]
+    };
+
+    let out = run_client(&client, &cache, &record, &args("setup"));
+    let pod_ip = out["setup"]["Interfaces"]["eth0"]["IPConfigs"][0]["IP"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let dns: Vec<&Value> = out["setup"]["DNS"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no DNS in go-cni's result: {out}"))
+        .iter()
+        .filter(|d| d.get("nameservers").is_some())
+        .collect();
+    assert_eq!(dns.len(), 1, "{out}");
+    assert_eq!(dns[0]["nameservers"], json!(["10.75.0.1"]), "{out}");
+    assert_eq!(dns[0]["search"], json!(["dns.shimnet"]), "{out}");
+
+    // Another container of the network (through REST) asks the gateway.
+    let cli = container("gq");
+    h.attach(&net, &cli, json!({"name": "asker"}));
+    let g: std::net::IpAddr = "10.75.0.1".parse().unwrap();
+    use dns_support::{ask_a, Answer};
+    assert_eq!(
+        ask_a(cli.path(), g, "gocni-pod.").addrs(),
+        [pod_ip.as_str()]
+    );
+    assert_eq!(
+        ask_a(cli.path(), g, "gocni-pod.dns.shimnet.").addrs(),
+        [pod_ip.as_str()]
+    );
+    let _rc = dns_support::NetnsResolvConf::from_reply(cli.name(), dns[0]);
+    assert_eq!(
+        dns_support::getent(cli.name(), "gocni-pod").as_deref(),
+        Some(pod_ip.as_str()),
+        "glibc in the other container, configured from go-cni's DNS"
+    );
+    assert!(dns_support::ping_name(cli.name(), "gocni-pod"));
+
+    let out = run_client(&client, &cache, &record, &args("remove"));
+    assert_eq!(out["remove"].as_array().unwrap().len(), 3);
+    assert_eq!(ask_a(cli.path(), g, "gocni-pod."), Answer::NxDomain);
 }
 
 /// `ctr run --cni` (containerd 1.6, Debian): ctr's go-cni loads the first conflist of

@@ -95,6 +95,7 @@ impl Podman {
             .expect("busybox-static at /usr/bin/busybox");
         for app in [
             "sh", "ping", "nc", "httpd", "sleep", "ip", "echo", "cat", "wget", "ifconfig",
+            "nslookup",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
         }
@@ -375,4 +376,121 @@ fn podman_network_reload_static_ip_ports_and_pod() {
         !rules.contains("18590") && !rules.contains("18591"),
         "port rules removed"
     );
+}
+
+#[test]
+fn podman_names_and_aliases_resolve_and_go_with_rm() {
+    let Some(pm) = Podman::new() else { return };
+    // shimnetd forwards other names to an empty upstream list: nothing leaves the test.
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "").unwrap();
+    let h = TestHost::new(&format!("[dns]\nresolv_conf = \"{}\"\n", resolv.display()));
+    let net = tag("pd");
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [{
+            "type": "shimnet",
+            "daemonSocket": h.socket,
+            "bridge": net,
+            "dnsEnabled": true,
+            "capabilities": {"portMappings": true, "ips": true, "mac": true, "aliases": true},
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.148.0.0/24", "gateway": "10.148.0.1"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+        }]
+    });
+    std::fs::write(
+        pm.conf_dir.join(format!("{net}.conflist")),
+        conflist.to_string(),
+    )
+    .unwrap();
+    pm.import_busybox();
+    pm.run(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        &net,
+        "--network-alias",
+        "webalias",
+        "snt-busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let web_ip = pm.ip_of("web", &net).to_string();
+    let id = pm.run(&["inspect", "-f", "{{.Id}}", "web"]);
+    let short = &id[..12];
+
+    // A second container: Podman wrote its resolv.conf from the CNI result's dns; it resolves
+    // the name, the alias and the short id, and reaches the server by name.
+    let script = format!(
+        "cat /etc/resolv.conf; nslookup web; nslookup webalias; nslookup {short}; \
+         wget -qO- http://web/; wget -qO- http://webalias/; ping -c1 -W2 web"
+    );
+    let out = pm.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "snt-busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    println!("{out}");
+    assert!(
+        out.contains("nameserver 10.148.0.1"),
+        "resolv.conf from the result: {out}"
+    );
+    assert!(out.contains("dns.shimnet"), "search domain: {out}");
+    assert!(
+        out.matches(&format!("Address: {web_ip}")).count() >= 3,
+        "web, webalias and {short} resolve to {web_ip}: {out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| *l == "shimnet").count(),
+        2,
+        "fetched by name and by alias: {out}"
+    );
+    assert!(out.contains("1 packets received"), "ping web: {out}");
+    let v = h.call("GET", &format!("/v1/networks/{net}/names"), None);
+    let names: Vec<&str> = v["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    for n in ["web", "webalias", short] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+
+    // podman rm: the names are gone (asked of the gateway directly).
+    pm.run(&["rm", "-f", "-t", "0", "web"]);
+    let gone = pm
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "snt-busybox",
+            "sh",
+            "-c",
+            "nslookup web 10.148.0.1; nslookup webalias 10.148.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&gone.stdout),
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert!(!text.contains(&web_ip), "stale answer after rm: {text}");
+    assert!(text.contains("NXDOMAIN"), "{text}");
+    let v = h.call("GET", &format!("/v1/networks/{net}/names"), None);
+    assert!(!v["names"].to_string().contains("web"), "{v}");
 }

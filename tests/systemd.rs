@@ -222,18 +222,46 @@ fn socket_activation_starts_the_real_daemon_on_first_connection() {
     assert_eq!(exe, Path::new(env!("CARGO_BIN_EXE_shimnetd")));
     let caps = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let eff = caps.lines().find(|l| l.starts_with("CapEff:")).unwrap();
-    // NET_ADMIN(12) NET_RAW(13) SYS_ADMIN(21) SYS_PTRACE(19): 0x283000.
-    assert!(eff.ends_with("0000000000283000"), "{eff}");
+    // NET_BIND_SERVICE(10) NET_ADMIN(12) NET_RAW(13) SYS_ADMIN(21) SYS_PTRACE(19): 0x283400.
+    assert!(eff.ends_with("0000000000283400"), "{eff}");
 
     // Real work with only the unit's capabilities: a CNI ADD through the plugin binary, the
     // container reaches its gateway, DEL.
     let c = container("a");
     let net = tag("sk");
-    let conf = conf("1.0.0", &net, &sock, &net, "10.74.0.0/24");
-    let call = Call::new(c.name(), &c.path().display().to_string());
+    let mut conf = conf("1.0.0", &net, &sock, &net, "10.74.0.0/24");
+    conf["dnsEnabled"] = serde_json::json!(true);
+    let mut call = Call::new(c.name(), &c.path().display().to_string());
+    call.args = "K8S_POD_NAME=web".into();
     let o = shimnet("ADD", &call, &conf);
     assert_eq!(o.code, 0, "ADD: {o:?}\n{}", h.log());
     assert!(ping(&c, "10.74.0.1"), "container cannot reach its gateway");
+    // The name service binds port 53 on the gateway with the unit's capabilities.
+    let dig = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.name(),
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(["@10.74.0.1", "web"])
+        .output()
+        .unwrap();
+    let ip = o.out["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&dig.stdout).trim(),
+        ip,
+        "{}",
+        h.log()
+    );
     let o = shimnet("DEL", &call, &conf);
     assert_eq!(o.code, 0, "DEL: {o:?}");
 

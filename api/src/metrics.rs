@@ -3,8 +3,10 @@
 //!
 //! One [`Metrics`] is shared by every front door: the REST API (and the CNI plugin, which calls
 //! it with a `shimnet-cni/` user agent), the Docker plugin, the reconcile loop and — through
-//! [`Metrics::set_peer_up`] — the peering code. Per-network gauges are computed from the
-//! engine's records at each scrape ([`usage`] is the pure part), so they can never drift.
+//! [`Metrics::set_peer_up`] — the peering code, and the name service (whose families,
+//! `shimnet_dns_*`, are registered here and counted by `shimnet_dns`). Per-network gauges are
+//! computed from the engine's records at each scrape ([`usage`] is the pure part), so they can
+//! never drift.
 
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -19,6 +21,7 @@ use prometheus_client::registry::Registry;
 use runtime_net::engine::{Engine, ReconcileReport};
 use runtime_net::store::StoreHealth;
 use runtime_net::types::{EndpointRecord, NetworkSpec};
+use shimnet_dns::DnsMetrics;
 
 /// Content type of the exposition (OpenMetrics 1.0.0 text, which Prometheus negotiates).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -180,6 +183,7 @@ pub fn rest_operation(method: &str, path: &str) -> &'static str {
         ("GET", ["v1", "networks", _]) => "network_inspect",
         ("PUT", ["v1", "networks", _]) => "network_ensure",
         ("DELETE", ["v1", "networks", _]) => "network_delete",
+        ("GET", ["v1", "networks", _, "names"]) => "network_names",
         ("GET", ["v1", "networks", _, "endpoints"]) => "endpoint_list",
         ("POST", ["v1", "networks", _, "endpoints"]) => "endpoint_attach",
         ("GET", ["v1", "networks", _, "endpoints", _]) => "endpoint_inspect",
@@ -201,6 +205,7 @@ pub struct Metrics {
     reconcile_runs: Family<ResultLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
+    dns: DnsMetrics,
     source_up: Family<SourceLabels, Gauge>,
     members: Family<SourceLabels, Gauge>,
     skipped: Family<SourceLabels, Gauge>,
@@ -274,6 +279,8 @@ impl Metrics {
             "1 when the peer is reachable, 0 when it is down",
             peer_up.clone(),
         );
+        let dns = DnsMetrics::new();
+        dns.register(&mut registry);
         let source_up = Family::<SourceLabels, Gauge>::default();
         registry.register(
             "shimnet_membership_source_up",
@@ -330,6 +337,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            dns,
             source_up,
             members,
             skipped,
@@ -350,6 +358,11 @@ impl Metrics {
             store_reopens,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// The name service's families (hand them to `shimnet_dns::Dns::start`).
+    pub fn dns(&self) -> &DnsMetrics {
+        &self.dns
     }
 
     /// Counts one operation and observes its duration.

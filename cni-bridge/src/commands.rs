@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shimnet_compat::cni::error::code;
+use shimnet_compat::cni::result::merge_dns;
 use shimnet_compat::cni::translate::AttachEnv;
 use shimnet_compat::cni::{
     args, attach_request, network_name, network_target, CniError, CniResult, Endpoint, NetConf,
@@ -158,7 +159,8 @@ fn add(
             .map(|i| i.routes.clone())
             .unwrap_or_default()
     };
-    let ours = CniResult::from_endpoint(&net, &ep, &env.ifname, &routes, conf.dns.as_ref());
+    let dns = merge_dns(conf.dns.as_ref(), ep.dns.as_ref());
+    let ours = CniResult::from_endpoint(&net, &ep, &env.ifname, &routes, dns.as_ref());
     let result = match &conf.prev_result {
         Some(prev) if !prev.is_null() => CniResult::chain(CniResult::parse(prev)?, ours),
         _ => ours,

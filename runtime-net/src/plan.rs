@@ -81,6 +81,8 @@ pub struct NetworkRequest {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     /// MAC prefix of endpoints that ask for no MAC (default `0a:58`).
     pub mac_prefix: Option<MacPrefix>,
+    /// Serve container names on the gateway (default off).
+    pub dns: Option<bool>,
 }
 
 impl NetworkRequest {
@@ -104,6 +106,7 @@ impl NetworkRequest {
             allow_from: Vec::new(),
             host_binding_ipv4: None,
             mac_prefix: None,
+            dns: None,
         }
     }
 }
@@ -257,6 +260,7 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
         allow_from: req.allow_from,
         host_binding_ipv4: req.host_binding_ipv4,
         mac_prefix: req.mac_prefix.unwrap_or_default(),
+        dns: req.dns.unwrap_or(false),
     })
 }
 

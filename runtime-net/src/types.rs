@@ -115,6 +115,24 @@ fn check_network_name(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn check_host_name(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 253 {
+        return Err("must be 1 to 253 characters");
+    }
+    for label in s.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated label must be 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return Err("may only contain ASCII letters, digits, '-', '_' and dots between labels");
+        }
+    }
+    Ok(())
+}
+
 fn check_container_id(s: &str) -> Result<(), &'static str> {
     if s.is_empty() || s.len() > 255 {
         return Err("must be 1 to 255 characters");
@@ -146,6 +164,22 @@ string_newtype!(
     "container id",
     check_container_id
 );
+string_newtype!(
+    /// A name a container answers to on a network with name resolution (DNS): dot-separated
+    /// labels of 1–63 ASCII letters, digits, '-' or '_', at most 253 characters in all.
+    HostName,
+    "host name",
+    check_host_name
+);
+
+impl ContainerId {
+    /// The short form of the id (its first 12 characters), the name container runtimes give a
+    /// container besides its own; `None` when that is not a valid [`HostName`].
+    pub fn short_name(&self) -> Option<HostName> {
+        let short: String = self.0.chars().take(12).collect();
+        HostName::new(&short).ok()
+    }
+}
 
 /// An Ethernet MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -359,6 +393,10 @@ pub struct NetworkSpec {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     /// First two bytes of the MAC of endpoints that ask for none (the rest is their IPv4 address).
     pub mac_prefix: MacPrefix,
+    /// Serve its containers' names on the gateway (DNS). Absent in records written before the
+    /// option existed: off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns: bool,
 }
 
 /// Identifies one attachment: a container's interface on a network.
@@ -434,6 +472,9 @@ pub struct EndpointRecord {
     /// Published ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMapping>,
+    /// Names the container answers to on the network (its name, then its aliases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<HostName>,
 }
 
 #[cfg(test)]
@@ -480,6 +521,38 @@ mod tests {
         assert!("00:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("zz:00:00:00:00:01".parse::<MacAddr>().is_err());
         assert!("02:42:0a".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn host_names_and_short_ids() {
+        assert!(HostName::new("web").is_ok());
+        assert!(HostName::new("my.app_1-x").is_ok());
+        for bad in ["", "a..b", ".a", "a.", "a b", "wéb", &"a".repeat(64)] {
+            assert!(HostName::new(bad).is_err(), "{bad:?}");
+        }
+        let id = ContainerId::new("0123456789abcdef0123").unwrap();
+        assert_eq!(id.short_name().unwrap().as_str(), "0123456789ab");
+        assert_eq!(
+            ContainerId::new("c1")
+                .unwrap()
+                .short_name()
+                .unwrap()
+                .as_str(),
+            "c1"
+        );
+        assert!(ContainerId::new("a.b..c").unwrap().short_name().is_none());
+    }
+
+    #[test]
+    fn records_without_the_new_fields_still_decode() {
+        let spec: NetworkSpec = serde_json::from_str(
+            r#"{"name":"n","bridge":"n","subnet":"10.0.0.0/24","gateway":"10.0.0.1","mtu":1500,
+                "masquerade":true,"icc":true,"internal":false,"hairpin":false}"#,
+        )
+        .unwrap();
+        assert!(!spec.dns);
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(!text.contains("dns"), "off is not written: {text}");
     }
 
     #[test]

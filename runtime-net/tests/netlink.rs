@@ -238,6 +238,7 @@ async fn check(nl: &Netlink, c: &VethConfig) -> Vec<String> {
         allow_from: vec![],
         host_binding_ipv4: None,
         mac_prefix: MacPrefix::LOCAL,
+        dns: false,
     };
     let rec = EndpointRecord {
         key: EndpointKey {
@@ -255,6 +256,7 @@ async fn check(nl: &Netlink, c: &VethConfig) -> Vec<String> {
         gateway6: c.gateway6,
         mtu: c.mtu,
         ports: vec![],
+        names: vec![],
     };
     let container = match NetnsEntry.enter(&c.netns).await {
         Ok(ns) => ns.observe(&ifname("eth0")).await.unwrap(),

@@ -11,7 +11,8 @@ use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
 use shimnet_wire::{
-    ClusterReply, EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET,
+    ClusterReply, EndpointAttach, NamesReply, NetworkCreate, PeersReply, PortSpec,
+    DEFAULT_API_SOCKET,
 };
 
 /// Control shimnetd.
@@ -79,6 +80,8 @@ enum NetworkCmd {
         #[arg(long)]
         force: bool,
     },
+    /// The names a network with --dns answers (and where its DNS server listens and forwards).
+    Names { name: String },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -117,6 +120,9 @@ struct CreateArgs {
     /// Destination never masqueraded (repeatable).
     #[arg(long)]
     no_masquerade_to: Vec<String>,
+    /// Answer the containers' names on the gateway (DNS, UDP and TCP port 53).
+    #[arg(long)]
+    dns: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +151,12 @@ enum EndpointCmd {
         /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (repeatable).
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
+        /// The container's name (resolvable on a network with --dns).
+        #[arg(long)]
+        name: Option<String>,
+        /// Another name it answers to on this network (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
     },
     /// Detach (idempotent).
     Detach {
@@ -227,6 +239,51 @@ fn s(v: &Value, path: &str) -> String {
     }
 }
 
+/// `network names`: where the server listens and forwards, then one line per name.
+fn print_names(v: &NamesReply) {
+    if !v.dns {
+        println!(
+            "network {} does not resolve names (create it with --dns)",
+            v.network
+        );
+        return;
+    }
+    let listening: Vec<String> = v
+        .listeners
+        .iter()
+        .map(|l| match &l.error {
+            None => format!("{}/{}", l.address, l.protocol),
+            Some(e) => format!("{}/{} NOT BOUND ({e})", l.address, l.protocol),
+        })
+        .collect();
+    println!(
+        "network {}: domain {}, listening on {}",
+        v.network,
+        v.domain.as_deref().unwrap_or("-"),
+        listening.join(", ")
+    );
+    if v.internal {
+        println!("internal: other names are refused, nothing is forwarded");
+    } else if v.upstreams.is_empty() {
+        println!("upstreams: none (other names get SERVFAIL)");
+    } else {
+        println!("upstreams: {}", v.upstreams.join(", "));
+    }
+    let rows = v
+        .names
+        .iter()
+        .map(|n| {
+            let v6 = if n.ipv6.is_empty() {
+                "-".to_string()
+            } else {
+                n.ipv6.join(",")
+            };
+            vec![n.name.clone(), n.ipv4.join(","), v6]
+        })
+        .collect();
+    table(&["NAME", "IPV4", "IPV6"], rows);
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -277,6 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                 internal: a.internal.then_some(true),
                 hairpin: a.hairpin.then_some(true),
                 no_masquerade_to: a.no_masquerade_to,
+                dns: a.dns.then_some(true),
                 ..Default::default()
             };
             let v: Value = c.call("POST", "/v1/networks", Some(&body))?;
@@ -313,6 +371,9 @@ fn run(cli: Cli) -> Result<()> {
                     if n["icc"] == false {
                         flags.push("no-icc");
                     }
+                    if n["dns"] == true {
+                        flags.push("dns");
+                    }
                     vec![
                         s(n, "name"),
                         s(n, "bridge"),
@@ -332,6 +393,14 @@ fn run(cli: Cli) -> Result<()> {
             let v: Value = c.call("GET", &format!("/v1/networks/{name}"), none)?;
             print_json(&v);
         }
+        Cmd::Network(NetworkCmd::Names { name }) => {
+            let v: NamesReply = c.call("GET", &format!("/v1/networks/{name}/names"), none)?;
+            if cli.json {
+                print_json(&serde_json::to_value(&v)?);
+                return Ok(());
+            }
+            print_names(&v);
+        }
         Cmd::Network(NetworkCmd::Rm { name, force }) => {
             let q = if force { "?force=true" } else { "" };
             let v: Value = c.call("DELETE", &format!("/v1/networks/{name}{q}"), none)?;
@@ -350,6 +419,8 @@ fn run(cli: Cli) -> Result<()> {
             ip6,
             mac,
             publish,
+            name,
+            aliases,
         }) => {
             let ports = publish
                 .iter()
@@ -363,6 +434,8 @@ fn run(cli: Cli) -> Result<()> {
                 ip6,
                 mac,
                 ports,
+                name,
+                aliases,
             };
             let v: Value = c.call(
                 "POST",

@@ -17,6 +17,7 @@ use runtime_net::peering::source::{MembershipView, PeerSubscription, SourceHandl
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
+use shimnet::dns::DnsHook;
 use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::metrics::Metrics;
 use shimnet_api::rest::{convert, RestApi};
@@ -499,6 +500,16 @@ async fn main() -> Result<()> {
         .context("starting the engine")?,
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
+    // The name service follows the records from here on: networks with `dns` are served and the
+    // recorded names registered before reconciliation reclaims anything.
+    let dns = Arc::new(
+        shimnet_dns::Dns::start(cfg.dns.settings(), metrics.dns().clone())
+            .context("starting the name service")?,
+    );
+    engine
+        .set_observer(Arc::new(DnsHook::new(dns.clone())))
+        .await
+        .context("loading names")?;
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
     let peering = start_peering(&mut cfg, engine.firewall_kind()).await?;
@@ -545,7 +556,8 @@ async fn main() -> Result<()> {
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
     let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone())
-        .with_call_timeout(Duration::from_secs(cfg.api.call_timeout_secs.max(1)));
+        .with_call_timeout(Duration::from_secs(cfg.api.call_timeout_secs.max(1)))
+        .with_dns(dns.clone());
     if let Some(run) = &peering {
         rest = rest.with_peers(run.view.clone());
     }
@@ -631,6 +643,9 @@ async fn main() -> Result<()> {
                         new.apply_node(node_mtu(&cfg));
                         if new.api_socket != cfg.api_socket || new.state_dir != cfg.state_dir {
                             tracing::warn!("api_socket and state_dir changes take effect at the next start");
+                        }
+                        if new.dns != cfg.dns {
+                            tracing::warn!("[dns] changes take effect at the next start");
                         }
                         if new.node != cfg.node || new.peering != cfg.peering || new.etcd != cfg.etcd {
                             tracing::warn!("[node], [peering] and [etcd] changes take effect at the next start; the peer file reloads now");

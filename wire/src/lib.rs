@@ -59,6 +59,9 @@ pub struct NetworkCreate {
     /// Docker's MAC scheme (02:42 + IPv4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_mac: Option<bool>,
+    /// Serve the containers' names on the gateway (DNS; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<bool>,
 }
 
 /// A network as the REST API shows it: the reply to create and ensure, the items of `GET
@@ -146,6 +149,75 @@ pub struct EndpointAttach {
     /// Published ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// The container's name (resolvable on a network with `dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// More names it answers to on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// What a container attached to a network with `dns` puts in its resolv.conf: the `dns` member
+/// of the attach (and endpoint) reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsInfo {
+    /// Name servers (the network's gateways).
+    pub nameservers: Vec<String>,
+    /// Search domains.
+    pub search: Vec<String>,
+}
+
+/// `GET /v1/networks/{name}/names`: what the network's DNS server answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamesReply {
+    /// Network name.
+    pub network: String,
+    /// Whether the network serves names at all (`dns`); the rest is empty when not.
+    pub dns: bool,
+    /// Search domain (every name also answers as `NAME.DOMAIN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Internal network: nothing is forwarded.
+    #[serde(default)]
+    pub internal: bool,
+    /// The server's sockets.
+    #[serde(default)]
+    pub listeners: Vec<DnsListener>,
+    /// Upstream resolvers other names are forwarded to.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Version of the name table (grows with every change).
+    #[serde(default)]
+    pub serial: u32,
+    /// The names, sorted.
+    #[serde(default)]
+    pub names: Vec<NameEntry>,
+}
+
+/// One socket of a network's DNS server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsListener {
+    /// Address and port.
+    pub address: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// Served now.
+    pub serving: bool,
+    /// Why it could not be bound (retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One name of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameEntry {
+    /// The name.
+    pub name: String,
+    /// Its IPv4 addresses.
+    pub ipv4: Vec<String>,
+    /// Its IPv6 addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6: Vec<String>,
 }
 
 /// Error body of every non-2xx reply: `{"error": {...}}`.

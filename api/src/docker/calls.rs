@@ -83,6 +83,8 @@ pub fn create_endpoint_request(
         ipv6: ipv6.filter(|_| spec.subnet6.is_some()),
         mac: c.mac,
         ports: port_requests(&c.ports)?,
+        // dockerd resolves its containers' names itself (its embedded DNS).
+        names: Vec::new(),
     })
 }
 

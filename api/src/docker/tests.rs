@@ -162,6 +162,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         host_binding_ipv4: None,
         mac_prefix: shimnet_compat::docker::conventions::MAC_PREFIX,
         range4: None,
+        dns: false,
     };
     let rec = EndpointRecord {
         kind: runtime_net::EndpointKind::Prepared,
@@ -179,6 +180,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         gateway6: None,
         mtu: 1400,
         ports,
+        names: vec![],
     };
     (spec, rec)
 }

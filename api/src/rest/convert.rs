@@ -9,8 +9,8 @@ use ipnetwork::IpNetwork;
 use runtime_net::engine::AttachRequest;
 use runtime_net::plan::NetworkRequest;
 use runtime_net::{
-    ContainerId, EndpointKey, EndpointKind, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
-    Protocol,
+    ContainerId, EndpointKey, EndpointKind, HostName, IfName, MacAddr, NetworkName, NetworkSpec,
+    PortMapping, Protocol,
 };
 use shimnet_compat::docker::conventions::MAC_PREFIX as DOCKER_MAC_PREFIX;
 
@@ -72,7 +72,42 @@ pub fn network_request(b: &NetworkCreate) -> Result<NetworkRequest, ApiError> {
     r.allow_from = cidrs("allow_from", &b.allow_from)?;
     r.host_binding_ipv4 = opt::<Ipv4Addr>("host_binding_ipv4", &b.host_binding_ipv4)?;
     r.mac_prefix = b.docker_mac.unwrap_or(false).then_some(DOCKER_MAC_PREFIX);
+    r.dns = b.dns;
     Ok(r)
+}
+
+/// Most names one endpoint may have (its name and aliases).
+pub const MAX_NAMES: usize = 64;
+
+/// `name` then `aliases`, validated (the field is named: `name`, `aliases[2]`), duplicates
+/// (ignoring case) dropped.
+pub fn names(name: Option<&str>, aliases: &[String]) -> Result<Vec<HostName>, ApiError> {
+    if aliases.len() >= MAX_NAMES {
+        return Err(ApiError::invalid(
+            "aliases",
+            format!(
+                "{} aliases; at most {} names per endpoint",
+                aliases.len(),
+                MAX_NAMES - 1
+            ),
+        ));
+    }
+    let mut out: Vec<HostName> = Vec::with_capacity(aliases.len() + 1);
+    let named = name.map(|n| ("name".to_string(), n));
+    let aliased = aliases
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("aliases[{i}]"), a.as_str()));
+    for (f, v) in named.into_iter().chain(aliased) {
+        let h: HostName = field(&f, v)?;
+        if !out
+            .iter()
+            .any(|o| o.as_str().eq_ignore_ascii_case(h.as_str()))
+        {
+            out.push(h);
+        }
+    }
+    Ok(out)
 }
 
 /// A network as the REST API shows it.
@@ -151,6 +186,7 @@ pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<Attach
         ipv6: opt::<Ipv6Addr>("ip6", &b.ip6)?,
         mac: opt::<MacAddr>("mac", &b.mac)?,
         ports: ports.into_iter().map(Into::into).collect(),
+        names: names(b.name.as_deref(), &b.aliases)?,
     })
 }
 
@@ -261,6 +297,45 @@ mod tests {
             attach_request(n, &b).unwrap_err().field.as_deref(),
             Some("ports.host_port")
         );
+    }
+
+    #[test]
+    fn names_are_checked_and_deduplicated() {
+        let n = NetworkName::new("n1").unwrap();
+        let mut b = EndpointAttach {
+            container_id: "c1".into(),
+            netns: "/run/netns/x".into(),
+            name: Some("web".into()),
+            aliases: vec!["www".into(), "WEB".into(), "api.v1".into()],
+            ..Default::default()
+        };
+        let r = attach_request(n.clone(), &b).unwrap();
+        let got: Vec<&str> = r.names.iter().map(|h| h.as_str()).collect();
+        assert_eq!(got, ["web", "www", "api.v1"]);
+        b.aliases[1] = "bad name".into();
+        assert_eq!(
+            attach_request(n.clone(), &b).unwrap_err().field.as_deref(),
+            Some("aliases[1]")
+        );
+        b.aliases.clear();
+        b.name = Some("-".repeat(64));
+        assert_eq!(
+            attach_request(n.clone(), &b).unwrap_err().field.as_deref(),
+            Some("name")
+        );
+        b.name = None;
+        b.aliases = (0..MAX_NAMES).map(|i| format!("a{i}")).collect();
+        assert_eq!(
+            attach_request(n, &b).unwrap_err().field.as_deref(),
+            Some("aliases")
+        );
+        let nb = NetworkCreate {
+            name: "n".into(),
+            subnet: "10.1.0.0/24".into(),
+            dns: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(network_request(&nb).unwrap().dns, Some(true));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 pub use crate::http::json_response;
 use crate::http::{read_body, time_boxed};
 use crate::metrics::{self, FrontDoor, Metrics};
-use shimnet_wire::{EndpointAttach, NetworkCreate};
+use shimnet_wire::{DnsInfo, DnsListener, EndpointAttach, NameEntry, NamesReply, NetworkCreate};
 
 /// Default time one request may wait for the engine before it is answered 503.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,6 +34,7 @@ pub struct RestApi {
     metrics: Arc<Metrics>,
     peers: Option<runtime_net::peering::source::MembershipView>,
     call_timeout: Duration,
+    dns: Option<Arc<shimnet_dns::Dns>>,
 }
 
 impl RestApi {
@@ -49,6 +50,74 @@ impl RestApi {
             metrics,
             peers: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            dns: None,
+        }
+    }
+
+    /// Serves `GET /v1/networks/{name}/names` from this name service and announces it in attach
+    /// replies (`dns`).
+    pub fn with_dns(mut self, dns: Arc<shimnet_dns::Dns>) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// `rec` as JSON, with `dns` (what to put in resolv.conf) when its network serves names.
+    fn endpoint_reply(&self, rec: &runtime_net::EndpointRecord) -> serde_json::Value {
+        let mut v = serde_json::to_value(rec).expect("serialisable record");
+        let announce = self
+            .dns
+            .as_ref()
+            .and_then(|d| d.announce(rec.key.network.as_str()));
+        if let (Some(a), Some(obj)) = (announce, v.as_object_mut()) {
+            let info = DnsInfo {
+                nameservers: a.nameservers.iter().map(|ip| ip.to_string()).collect(),
+                search: a.search,
+            };
+            obj.insert(
+                "dns".into(),
+                serde_json::to_value(info).expect("serialisable"),
+            );
+        }
+        v
+    }
+
+    /// The names view of a network.
+    fn names(&self, spec: &runtime_net::NetworkSpec) -> NamesReply {
+        let view = self.dns.as_ref().and_then(|d| d.view(spec.name.as_str()));
+        let Some(v) = view else {
+            return NamesReply {
+                network: spec.name.to_string(),
+                dns: false,
+                internal: spec.internal,
+                ..NamesReply::default()
+            };
+        };
+        NamesReply {
+            network: v.network,
+            dns: true,
+            domain: Some(v.domain),
+            internal: v.internal,
+            listeners: v
+                .listeners
+                .into_iter()
+                .map(|l| DnsListener {
+                    address: l.address.to_string(),
+                    protocol: l.protocol.to_string(),
+                    serving: l.serving,
+                    error: l.error,
+                })
+                .collect(),
+            upstreams: v.upstreams.iter().map(|u| u.to_string()).collect(),
+            serial: v.serial,
+            names: v
+                .names
+                .into_iter()
+                .map(|n| NameEntry {
+                    name: n.name,
+                    ipv4: n.ipv4.iter().map(|ip| ip.to_string()).collect(),
+                    ipv6: n.ipv6.iter().map(|ip| ip.to_string()).collect(),
+                })
+                .collect(),
         }
     }
 
@@ -254,7 +323,7 @@ impl RestApi {
                         } else {
                             StatusCode::OK
                         };
-                        Ok(json_response(status, &a.record))
+                        Ok(json_response(status, &self.endpoint_reply(&a.record)))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
@@ -262,10 +331,16 @@ impl RestApi {
             ["v1", "networks", name, "endpoints", id] => {
                 let key = convert::endpoint_key(name, id, q("ifname").as_deref())?;
                 match *m {
-                    Method::GET => ok(&e.endpoint(&key).await?),
+                    Method::GET => ok(&self.endpoint_reply(&e.endpoint(&key).await?)),
                     Method::DELETE => ok(&serde_json::json!({"released": e.detach(&key).await?})),
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
+            }
+            ["v1", "networks", name, "names"] => {
+                only(m, &[Method::GET], &path)?;
+                let name: NetworkName = convert::field("network", name)?;
+                let spec = e.network(&name).await?;
+                ok(&self.names(&spec))
             }
             ["v1", "networks", name, "endpoints", id, "check"] => {
                 only(m, &[Method::GET], &path)?;

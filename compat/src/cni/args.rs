@@ -1,4 +1,5 @@
-//! `CNI_ARGS` (`K=V;K=V`): the static `IP=` and `MAC=` Podman passes there.
+//! `CNI_ARGS` (`K=V;K=V`): the static `IP=` and `MAC=` Podman passes there, and
+//! `K8S_POD_NAME` (the container's name with Podman, the pod's with Kubernetes runtimes).
 
 use crate::cni::error::CniError;
 
@@ -9,6 +10,8 @@ pub struct CniArgs {
     pub ips: Vec<String>,
     /// `MAC=`.
     pub mac: Option<String>,
+    /// `K8S_POD_NAME=`.
+    pub pod_name: Option<String>,
 }
 
 /// Parses `CNI_ARGS`. Pairs without `=` are refused (code 4), unknown keys ignored.
@@ -28,6 +31,7 @@ pub fn parse(s: &str) -> Result<CniArgs, CniError> {
                     .map(String::from),
             ),
             "MAC" if !v.is_empty() => out.mac = Some(v.to_string()),
+            "K8S_POD_NAME" if !v.is_empty() => out.pod_name = Some(v.to_string()),
             _ => {}
         }
     }
@@ -44,6 +48,7 @@ mod tests {
             parse("IgnoreUnknown=1;K8S_POD_NAME=rp2;MAC=02:00:00:00:00:77;IP=10.232.0.77").unwrap();
         assert_eq!(a.ips, vec!["10.232.0.77"]);
         assert_eq!(a.mac.as_deref(), Some("02:00:00:00:00:77"));
+        assert_eq!(a.pod_name.as_deref(), Some("rp2"));
         assert_eq!(parse("").unwrap(), CniArgs::default());
         assert_eq!(parse("IP=10.0.0.2,fd00::2").unwrap().ips.len(), 2);
         assert_eq!(parse("IP").unwrap_err().code, 4);

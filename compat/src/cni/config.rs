@@ -66,6 +66,8 @@ pub struct NetConf {
     /// DNS settings passed through into the result (keys as the spec spells them).
     #[serde(deserialize_with = "crate::cni::shape::dns")]
     pub dns: Option<Value>,
+    /// shimnet: the network answers its containers' names on the gateway (created with `dns`).
+    pub dns_enabled: Option<bool>,
     /// Runtime-provided capabilities.
     pub runtime_config: RuntimeConfig,
     /// Runtime arguments (`args.cni.ips`, `args.cni.mac`).
@@ -136,6 +138,8 @@ pub struct RuntimeConfig {
     pub mac: Option<String>,
     /// `ipRanges`: range sets replacing `ipam.ranges`.
     pub ip_ranges: Vec<Vec<Range>>,
+    /// `aliases`: network name → names (Podman's `--network-alias`).
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// One port mapping.
@@ -293,6 +297,27 @@ mod tests {
         assert_eq!(c.delegated_ipam(), Some("static"));
         assert_eq!(c.runtime_config.port_mappings[0].container_port, 8080);
         assert_eq!(c.valid_attachments[0].container_id, "a");
+        assert!(c.runtime_config.aliases.is_empty());
+        assert_eq!(c.dns_enabled, None);
+    }
+
+    #[test]
+    fn podman_aliases_and_dns_enabled() {
+        let (_, c) = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"shimnet","dnsEnabled":true,
+                 "runtimeConfig":{"aliases":{"n":["web","www"],"other":["x"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.dns_enabled, Some(true));
+        assert_eq!(c.runtime_config.aliases["n"], ["web", "www"]);
+        let (_, c) = NetConf::parse(br#"{"name":"n","runtimeConfig":{"aliases":null}}"#).unwrap();
+        assert!(c.runtime_config.aliases.is_empty());
+        assert_eq!(
+            NetConf::parse(br#"{"name":"n","dnsEnabled":"yes"}"#)
+                .unwrap_err()
+                .code,
+            7
+        );
     }
 }
 

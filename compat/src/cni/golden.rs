@@ -50,6 +50,8 @@ fn podman_add_with_ports() {
             "container_id": "cc783d35bc58d78fe6e676adf0affdf53b15b6b77a5866abaff124073d68b1a8",
             "netns": "/run/netns/netns-b70a8d97-e0d9-26f3-9d4c-f76fbc9dfa2d",
             "ifname": "eth0",
+            // Podman's container name, from CNI_ARGS K8S_POD_NAME.
+            "name": "rp1",
             "ports": [
                 {"protocol": "tcp", "host_port": 18095, "container_port": 8080},
                 {"protocol": "udp", "host_port": 18096, "container_port": 9000},
@@ -96,6 +98,7 @@ fn result_matches_reference_shape() {
         gateway: "10.232.0.1".into(),
         gateway6: None,
         mtu: 1500,
+        dns: None,
     };
     let routes = &c.ipam.as_ref().unwrap().routes;
     let ours = CniResult::from_endpoint(&net, &ep, "eth0", routes, c.dns.as_ref())

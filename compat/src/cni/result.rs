@@ -8,6 +8,7 @@ use crate::cni::config::Route;
 use crate::cni::error::{code, CniError};
 use crate::cni::shape::{canonical, ResultShape};
 use crate::cni::version::Version;
+use shimnet_wire::DnsInfo;
 
 /// What the plugin reads from the daemon's network reply (`NetworkSpec`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +42,33 @@ pub struct Endpoint {
     pub gateway6: Option<String>,
     /// MTU.
     pub mtu: u32,
+    /// The network's name service, when it has one (`dns` in the daemon's reply).
+    #[serde(default)]
+    pub dns: Option<DnsInfo>,
+}
+
+/// The result's `dns`: the daemon's name service (its gateway as nameserver, its search domain)
+/// first, then what the configuration's `dns` says (its servers after ours, its `domain` and
+/// `options` as they are).
+pub fn merge_dns(conf: Option<&Value>, ours: Option<&DnsInfo>) -> Option<Value> {
+    let Some(ours) = ours else {
+        return conf.cloned();
+    };
+    let mut out = conf.and_then(Value::as_object).cloned().unwrap_or_default();
+    let list = |key: &str, first: &[String]| -> Value {
+        let mut all: Vec<String> = first.to_vec();
+        for v in out.get(key).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(s) = v.as_str().filter(|s| !all.iter().any(|a| a == s)) {
+                all.push(s.to_string());
+            }
+        }
+        json!(all)
+    };
+    let ns = list("nameservers", &ours.nameservers);
+    let search = list("search", &ours.search);
+    out.insert("nameservers".into(), ns);
+    out.insert("search".into(), search);
+    Some(Value::Object(out))
 }
 
 /// A result in version-neutral form: JSON objects as the spec names their keys, normalised on
@@ -240,8 +268,35 @@ mod tests {
                 gateway: "10.5.0.1".into(),
                 gateway6: Some("fd00:5::1".into()),
                 mtu: 1500,
+                dns: None,
             },
         )
+    }
+
+    #[test]
+    fn the_name_service_comes_first_in_dns() {
+        let ours = DnsInfo {
+            nameservers: vec!["10.5.0.1".into()],
+            search: vec!["dns.shimnet".into()],
+        };
+        assert_eq!(merge_dns(None, None), None);
+        let conf = json!({"nameservers": ["192.0.2.53", "10.5.0.1"], "search": ["corp"], "options": ["ndots:2"]});
+        assert_eq!(merge_dns(Some(&conf), None), Some(conf.clone()));
+        assert_eq!(
+            merge_dns(Some(&conf), Some(&ours)).unwrap(),
+            json!({"nameservers": ["10.5.0.1", "192.0.2.53"], "search": ["dns.shimnet", "corp"], "options": ["ndots:2"]})
+        );
+        assert_eq!(
+            merge_dns(None, Some(&ours)).unwrap(),
+            json!({"nameservers": ["10.5.0.1"], "search": ["dns.shimnet"]})
+        );
+        let e: Endpoint = serde_json::from_value(
+            json!({"host_ifname": "v", "netns": "/n", "ipv4": "10.5.0.2/24",
+            "mac": "02:00:00:00:00:01", "gateway": "10.5.0.1", "mtu": 1500,
+            "dns": {"nameservers": ["10.5.0.1"], "search": ["dns.shimnet"]}}),
+        )
+        .unwrap();
+        assert_eq!(e.dns, Some(ours));
     }
 
     #[test]

@@ -226,8 +226,23 @@ pub fn network_target(
         masquerade: Some(conf.ip_masq.unwrap_or(false)),
         icc: conf.port_isolation.map(|iso| !iso),
         hairpin: Some(conf.hairpin_mode.unwrap_or(false)),
+        dns: conf.dns_enabled.filter(|on| *on),
         ..NetworkCreate::default()
     })))
+}
+
+/// True if `s` can be a DNS name of a container (shimnetd's rule for `name` and `aliases`:
+/// dot-separated labels of 1–63 ASCII letters, digits, '-' or '_', at most 253 characters).
+/// Names that are not are left out of the request, so an odd `K8S_POD_NAME` never fails an ADD.
+pub fn usable_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The address part of `ip` or `ip/len`.
@@ -309,6 +324,17 @@ pub fn attach_request(
         .clone()
         .or(args_cni.mac)
         .or(cni_args.mac.clone());
+    attach.name = cni_args.pod_name.clone().filter(|n| usable_name(n));
+    // Podman keys the aliases by its network name: the configuration's `name`.
+    let keys = [Some(conf.name.as_str()), conf.network.as_deref()];
+    attach.aliases = keys
+        .into_iter()
+        .flatten()
+        .filter_map(|k| conf.runtime_config.aliases.get(k))
+        .flatten()
+        .filter(|a| usable_name(a))
+        .cloned()
+        .collect();
     attach.ports = conf
         .runtime_config
         .port_mappings
@@ -506,6 +532,62 @@ mod tests {
         );
         let two = conf(r#"{"name":"n","runtimeConfig":{"ips":["10.5.0.9","10.5.0.10"]}}"#);
         assert_eq!(attach_request(&two, env(), &a, &[]).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn names_from_cni_args_and_aliases() {
+        let a = args::parse("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap();
+        let c = conf(
+            r#"{"name":"n","dnsEnabled":true,"ipam":{"subnet":"10.5.0.0/24"},
+                "runtimeConfig":{"aliases":{"n":["www","bad name"],"m":["x"]}}}"#,
+        );
+        let r = attach_request(&c, env(), &a, &[]).unwrap();
+        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.aliases, ["www"]);
+        let NetworkTarget::Ensure(n) = network_target(&c, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.dns, Some(true));
+        let NetworkTarget::Ensure(n) = network_target(
+            &conf(r#"{"name":"n","ipam":{"subnet":"10.5.0.0/24"}}"#),
+            None,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.dns, None, "off unless asked");
+        let odd = args::parse("K8S_POD_NAME=not a name").unwrap();
+        assert_eq!(attach_request(&c, env(), &odd, &[]).unwrap().name, None);
+        assert!(usable_name("my.app_1"));
+        for bad in ["", "a..b", "a.", "wéb", &"a".repeat(64)] {
+            assert!(!usable_name(bad), "{bad:?}");
+        }
+    }
+
+    #[cfg(feature = "engine")]
+    #[test]
+    fn usable_names_are_what_the_daemon_accepts() {
+        for s in [
+            "web",
+            "my.app",
+            "a_b-c",
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a/b",
+            "ü",
+            &"a".repeat(63),
+            &"a".repeat(64),
+            &vec!["a".repeat(63); 4].join("."),
+        ] {
+            assert_eq!(
+                usable_name(s),
+                runtime_net::HostName::new(s).is_ok(),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

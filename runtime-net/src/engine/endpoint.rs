@@ -21,7 +21,7 @@ use crate::plan::ports::PortRequest;
 use crate::plan::FieldError;
 use crate::store::AllocRequest;
 use crate::types::{
-    ContainerId, EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, NetworkName,
+    ContainerId, EndpointKey, EndpointKind, EndpointRecord, HostName, IfName, MacAddr, NetworkName,
     NetworkSpec, PortMapping,
 };
 
@@ -47,6 +47,8 @@ pub struct AttachRequest {
     pub mac: Option<MacAddr>,
     /// Ports to publish.
     pub ports: Vec<PortRequest>,
+    /// Names the container answers to on a network with name resolution (recorded).
+    pub names: Vec<HostName>,
 }
 
 impl AttachRequest {
@@ -105,6 +107,7 @@ impl Engine {
             ipv6: req.ipv6,
             mac: req.mac,
             ports: req.ports.clone(),
+            names: req.names.clone(),
         };
         let t0 = std::time::Instant::now();
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
@@ -133,6 +136,10 @@ impl Engine {
                 return Err(collect(errors).expect_err("at least one error"));
             }
         };
+        // Record point: reserved, built and recorded — now the endpoint's names exist.
+        if let Some(o) = self.observer() {
+            o.endpoint_up(&spec, &rec);
+        }
         tracing::debug!(
             endpoint = %key,
             ip = %rec.ipv4,
@@ -246,8 +253,22 @@ impl Engine {
         let spec = self.store(move |s| s.network(&n)).await?;
         let plan = planner::detach(spec.as_ref(), &rec);
         self.apply_all(&plan).await?;
+        // Names go before the addresses are released: a new endpoint that gets one of them can
+        // never be found under this endpoint's names.
+        if let Some(o) = self.observer() {
+            o.endpoint_down(key);
+        }
         let k = key.clone();
-        let released = self.store(move |s| s.release_endpoint(&k)).await?;
+        let released = match self.store(move |s| s.release_endpoint(&k)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Still recorded: its names stay with it.
+                if let (Some(o), Some(spec)) = (self.observer(), &spec) {
+                    o.endpoint_up(spec, &rec);
+                }
+                return Err(e);
+            }
+        };
         tracing::debug!(endpoint = %key, "detached");
         Ok(released)
     }

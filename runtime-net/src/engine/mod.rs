@@ -7,12 +7,14 @@
 //!   roll back in reverse — split at [`Engine::join`] for prepared endpoints.
 //! - `apply`: carrying out an endpoint plan step by step, and undoing it.
 //! - `pools`: address pools by id, on the same store and allocator as networks.
+//! - `observer`: the one outward hook, told each recorded change of a network or endpoint.
 //! - `reconcile`: bringing the kernel back in line with the records.
 
 mod apply;
 mod endpoint;
 mod error;
 mod network;
+mod observer;
 mod pools;
 mod reconcile;
 #[cfg(test)]
@@ -21,11 +23,12 @@ mod tests;
 pub use endpoint::{AttachRequest, Attachment};
 use error::collect;
 pub use error::{EngineError, Result};
+pub use observer::Observer;
 pub use reconcile::ReconcileReport;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::{Mutex, RwLock};
@@ -73,6 +76,8 @@ pub struct Engine {
     /// Serialises operations on one endpoint key.
     key_locks: StdMutex<HashMap<EndpointKey, Arc<Mutex<()>>>>,
     started: Instant,
+    /// Told about every recorded change (set once, see [`Engine::set_observer`]).
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl Engine {
@@ -104,7 +109,35 @@ impl Engine {
             topology: RwLock::new(()),
             key_locks: StdMutex::new(HashMap::new()),
             started: Instant::now(),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Installs the observer (once; a second call is refused with `false`) and tells it about
+    /// every recorded network and endpoint. Changes made meanwhile wait for the replay, so none
+    /// is missed or told twice out of order.
+    pub async fn set_observer(&self, observer: Arc<dyn Observer>) -> Result<bool> {
+        let _w = self.topology.write().await;
+        if self.observer.set(observer.clone()).is_err() {
+            return Ok(false);
+        }
+        let (networks, endpoints) = self
+            .store(|s| Ok((s.networks()?, s.endpoints(None)?)))
+            .await?;
+        for spec in &networks {
+            observer.network_up(spec);
+        }
+        for rec in &endpoints {
+            if let Some(spec) = networks.iter().find(|n| n.name == rec.key.network) {
+                observer.endpoint_up(spec, rec);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The observer, once installed.
+    fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.get().map(|o| o.as_ref())
     }
 
     /// The firewall backend in use.

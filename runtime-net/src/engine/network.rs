@@ -70,6 +70,9 @@ impl Engine {
                 Err(r) => EngineError::Many(vec![e, r]),
             });
         }
+        if let Some(o) = self.observer() {
+            o.network_up(&spec);
+        }
         tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "network created");
         Ok(spec)
     }
@@ -84,6 +87,13 @@ impl Engine {
                 return Err(EngineError::Conflict(format!(
                     "network {} exists with subnet {} on bridge {}, not {} on {}",
                     have.name, have.subnet, have.bridge, wanted.subnet, wanted.bridge
+                )));
+            }
+            if have.dns != wanted.dns {
+                return Err(EngineError::Conflict(format!(
+                    "dns: network {} exists with name resolution {}; delete it first to change that",
+                    have.name,
+                    if have.dns { "on" } else { "off" }
                 )));
             }
             return Ok(have);
@@ -194,6 +204,9 @@ impl Engine {
         self.teardown_network(&spec).await?;
         let n = name.clone();
         self.store(move |s| s.remove_network(&n)).await?;
+        if let Some(o) = self.observer() {
+            o.network_down(name);
+        }
         tracing::info!(network = %name, "network deleted");
         Ok(spec)
     }

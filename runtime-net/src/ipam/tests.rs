@@ -349,6 +349,7 @@ fn spec(prefix: MacPrefix) -> NetworkSpec {
         allow_from: vec![],
         host_binding_ipv4: None,
         mac_prefix: prefix,
+        dns: false,
     }
 }
 

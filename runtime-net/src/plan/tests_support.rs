@@ -36,6 +36,7 @@ pub(crate) fn record(net: &NetworkSpec, cid: &str) -> EndpointRecord {
         gateway6: None,
         mtu: net.mtu,
         ports: vec![],
+        names: vec![],
     }
 }
 

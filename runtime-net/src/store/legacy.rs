@@ -17,7 +17,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::Deserialize;
 
 use crate::types::{
-    EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, MacPrefix, NetworkName,
+    EndpointKey, EndpointKind, EndpointRecord, HostName, IfName, MacAddr, MacPrefix, NetworkName,
     NetworkSpec, PortMapping,
 };
 
@@ -56,6 +56,9 @@ pub struct StoredNetwork {
     /// Before `mac_prefix`: true for `02:42`.
     #[serde(default)]
     docker_mac: bool,
+    /// Absent before name resolution existed: off.
+    #[serde(default)]
+    dns: bool,
 }
 
 impl From<StoredNetwork> for NetworkSpec {
@@ -81,6 +84,7 @@ impl From<StoredNetwork> for NetworkSpec {
             } else {
                 MacPrefix::LOCAL
             }),
+            dns: s.dns,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct StoredEndpoint {
     mtu: u32,
     #[serde(default)]
     ports: Vec<PortMapping>,
+    /// Absent before name resolution existed: none.
+    #[serde(default)]
+    names: Vec<HostName>,
 }
 
 impl From<StoredEndpoint> for EndpointRecord {
@@ -126,6 +133,7 @@ impl From<StoredEndpoint> for EndpointRecord {
             gateway6: s.gateway6,
             mtu: s.mtu,
             ports: s.ports,
+            names: s.names,
         }
     }
 }

@@ -22,7 +22,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransacti
 use crate::ipam::{default_mac, Family, IpamError, Pool};
 use crate::plan::ports::{self, PortRequest, PortsTaken};
 use crate::types::{
-    EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
+    EndpointKey, EndpointKind, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec,
     PortMapping,
 };
 use alloc::{pool_rows, PoolTables};
@@ -107,6 +107,8 @@ pub struct AllocRequest {
     pub mac: Option<MacAddr>,
     /// Ports to publish; each gets the first host port of its range no other endpoint has.
     pub ports: Vec<PortRequest>,
+    /// Names the container answers to (recorded with the endpoint).
+    pub names: Vec<HostName>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
@@ -404,6 +406,7 @@ impl Store {
                 gateway6: spec.gateway6,
                 mtu: spec.mtu,
                 ports: chosen,
+                names: req.names.clone(),
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
             Ok((rec, true))

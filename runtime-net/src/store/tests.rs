@@ -31,6 +31,7 @@ pub(super) fn spec(name: &str, subnet: &str, gateway: &str) -> NetworkSpec {
         allow_from: vec![],
         host_binding_ipv4: None,
         mac_prefix: MacPrefix::LOCAL,
+        dns: false,
     }
 }
 
@@ -48,6 +49,7 @@ pub(super) fn req(net: &str, cid: &str) -> AllocRequest {
         ipv6: None,
         mac: None,
         ports: vec![],
+        names: vec![],
     }
 }
 

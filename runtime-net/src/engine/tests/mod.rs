@@ -4,6 +4,7 @@
 
 mod attach;
 mod detach;
+mod observer;
 mod reconcile;
 
 use std::net::IpAddr;
@@ -97,6 +98,7 @@ pub(super) fn managed(net: &str, cid: &str, netns: &str) -> AttachRequest {
         ipv6: None,
         mac: None,
         ports: vec![],
+        names: vec![],
     }
 }
 
