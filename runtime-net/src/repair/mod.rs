@@ -20,6 +20,7 @@ pub mod guard;
 pub mod links;
 pub mod listen;
 pub mod nft;
+pub mod run;
 
 use std::fmt;
 

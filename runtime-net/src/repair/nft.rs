@@ -149,9 +149,9 @@ pub fn classify(m: &Message) -> Option<Dirty> {
     let Message::Change {
         family,
         object,
+        deleted,
         table,
         chain,
-        ..
     } = m
     else {
         return None;
@@ -164,13 +164,22 @@ pub fn classify(m: &Message) -> Option<Dirty> {
     {
         return None;
     }
+    // A table or chain appearing is not drift (iptables creates its tables and built-in chains
+    // on first use), except a built-in chain changing (its policy); rules count either way.
+    let c = chain.as_deref();
+    let ours = |c: &str| c.starts_with(IPTABLES_CHAIN_PREFIX) || JUMP_CHAINS.contains(&c);
     match object {
-        Object::Table => Some(Dirty::Iptables(table.clone())),
-        Object::Chain | Object::Rule => {
-            let c = chain.as_deref()?;
-            (c.starts_with(IPTABLES_CHAIN_PREFIX) || JUMP_CHAINS.contains(&c))
-                .then(|| Dirty::Iptables(table.clone()))
+        Object::Table => deleted.then(|| Dirty::Iptables(table.clone())),
+        Object::Chain => {
+            let c = c?;
+            let relevant = if *deleted {
+                ours(c)
+            } else {
+                JUMP_CHAINS.contains(&c)
+            };
+            relevant.then(|| Dirty::Iptables(table.clone()))
         }
+        Object::Rule => ours(c?).then(|| Dirty::Iptables(table.clone())),
         Object::Set | Object::Other => None,
     }
 }
@@ -359,7 +368,31 @@ mod tests {
             )),
             filter
         );
-        assert_eq!(t(change(2, Object::Table, "filter", None)), filter);
+        let del = |mut m: Message| {
+            if let Message::Change { deleted, .. } = &mut m {
+                *deleted = true;
+            }
+            m
+        };
+        assert_eq!(t(del(change(2, Object::Table, "filter", None))), filter);
+        assert_eq!(
+            t(change(2, Object::Table, "filter", None)),
+            None,
+            "created on first use"
+        );
+        assert_eq!(
+            t(change(2, Object::Chain, "filter", Some("FORWARD"))),
+            filter,
+            "policy"
+        );
+        assert_eq!(
+            t(change(2, Object::Chain, "filter", Some("SHIMNET-X"))),
+            None
+        );
+        assert_eq!(
+            t(del(change(2, Object::Chain, "filter", Some("SHIMNET-X")))),
+            filter
+        );
         assert_eq!(
             t(change(2, Object::Rule, "nat", Some("POSTROUTING"))),
             Some(Dirty::Iptables("nat".into()))
