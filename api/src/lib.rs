@@ -14,6 +14,8 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod repair_metrics;
+#[cfg(feature = "server")]
 pub mod rest;
 #[cfg(feature = "server")]
 pub mod server;
