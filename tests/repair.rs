@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use runtime_net::repair::run::{self, Repairer, RunConfig};
 use runtime_net::repair::{driver::Timing, Dirty};
+use serde_json::json;
 use shimnet::netns::{run_in, NamedNetns};
 
 /// Records what the loop asks for; repairs nothing.
@@ -169,4 +170,171 @@ fn the_loop_reports_owned_objects_and_ignores_the_rest() {
     });
     drop(stop);
     h.join().unwrap();
+}
+
+const NET: &str = "[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\n";
+
+/// `shimnet_repairs_total{kind="<kind>"}` in the daemon's `/metrics`.
+fn repairs(h: &TestHost, kind: &str) -> f64 {
+    let reply = h
+        .client()
+        .request("GET", "/metrics", None)
+        .expect("GET /metrics");
+    let want = format!("shimnet_repairs_total{{kind=\"{kind}\"}} ");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&want)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs `cmd` inside the host namespace (`ip netns exec`).
+fn in_host(h: &TestHost, cmd: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", h.ns.name()];
+    v.extend_from_slice(cmd);
+    sh(&v);
+}
+
+/// Waits for `cond`, then checks that `kind` was repaired once more than `before` and not again
+/// in the next half second (no repair loop).
+fn repaired_once(h: &TestHost, kind: &str, before: f64, what: &str, cond: impl FnMut() -> bool) {
+    eventually(what, cond);
+    eventually(&format!("{what}: counted"), || {
+        repairs(h, kind) >= before + 1.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = repairs(h, kind);
+    assert_eq!(
+        after,
+        before + 1.0,
+        "{what}: one repair, no loop\n{}",
+        h.log()
+    );
+}
+
+#[test]
+fn bridge_gateway_and_port_come_back_on_their_own() {
+    // reconcile_interval_secs = 0 (TestHost): no periodic pass; only notifications repair.
+    let h = TestHost::new(NET);
+    let c = container("rp");
+    let ep = h.attach("n1", &c, json!({}));
+    let veth = ep["host_ifname"].as_str().unwrap().to_string();
+    assert!(ping(&c, "10.10.0.1"));
+
+    let before = repairs(&h, "bridge");
+    h.ip(&["link", "del", "n1"]);
+    repaired_once(&h, "bridge", before, "bridge re-created", || {
+        try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
+    });
+    eventually("port back on the new bridge", || {
+        h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+    });
+    eventually("traffic after the bridge came back", || {
+        ping(&c, "10.10.0.1")
+    });
+
+    let before = repairs(&h, "gateway");
+    h.ip(&["addr", "del", "10.10.0.1/24", "dev", "n1"]);
+    repaired_once(&h, "gateway", before, "gateway address back", || {
+        h.ip(&["-o", "addr", "show", "dev", "n1"])
+            .contains("10.10.0.1/24")
+    });
+    assert!(ping(&c, "10.10.0.1"), "traffic after the address came back");
+
+    let before = repairs(&h, "port");
+    h.ip(&["link", "set", &veth, "nomaster"]);
+    repaired_once(&h, "port", before, "port back on its bridge", || {
+        h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+    });
+    assert!(ping(&c, "10.10.0.1"), "traffic after the port came back");
+
+    // Unrelated changes repair nothing.
+    let total = |h: &TestHost| -> f64 {
+        ["bridge", "gateway", "port"]
+            .iter()
+            .map(|k| repairs(h, k))
+            .sum()
+    };
+    let before = total(&h);
+    h.ip(&["link", "add", "xbr", "type", "bridge"]);
+    h.ip(&["link", "set", "xbr", "up"]);
+    h.ip(&["addr", "add", "10.99.0.1/24", "dev", "xbr"]);
+    h.ip(&["link", "del", "xbr"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(total(&h), before);
+}
+
+/// Container → outside (forwarding and masquerade in the firewall).
+fn outside_reachable(h: &TestHost, c: &NamedNetns) -> bool {
+    ping(c, &h.outside_ip.to_string())
+}
+
+#[test]
+fn nft_table_comes_back_after_a_flush_or_delete() {
+    let h = TestHost::new(NET);
+    if !h.nft_ruleset().contains("table inet shimnet") {
+        println!("SKIPPED: the daemon does not use nftables here");
+        return;
+    }
+    let c = container("rn");
+    h.attach(
+        "n1",
+        &c,
+        json!({"ports": [{"host_port": 8080, "container_port": 80}]}),
+    );
+    assert!(outside_reachable(&h, &c));
+    for breaker in [
+        &["nft", "flush", "ruleset"][..],
+        &["nft", "delete", "table", "inet", "shimnet"][..],
+    ] {
+        let before = repairs(&h, "nft_table");
+        in_host(&h, breaker);
+        repaired_once(&h, "nft_table", before, &breaker.join(" "), || {
+            let r = h.nft_ruleset();
+            r.contains("table inet shimnet") && r.contains("8080")
+        });
+        eventually("traffic", || outside_reachable(&h, &c));
+    }
+}
+
+#[test]
+fn iptables_chains_and_jumps_come_back() {
+    let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
+    let c = container("ri");
+    h.attach("n1", &c, json!({}));
+    assert!(outside_reachable(&h, &c));
+    let jump = |h: &TestHost| h.iptables_save().contains("-A FORWARD -j SHIMNET-FORWARD");
+    assert!(jump(&h), "{}", h.iptables_save());
+
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-F", "FORWARD"]);
+    repaired_once(&h, "iptables", before, "FORWARD jump back", || jump(&h));
+    eventually("traffic", || outside_reachable(&h, &c));
+
+    // Another rule inserted ahead of the jump: shimnet's layout (its jump anywhere in FORWARD)
+    // still holds, so nothing is repaired and nothing loops.
+    let before = repairs(&h, "iptables");
+    in_host(
+        &h,
+        &[
+            "iptables",
+            "-I",
+            "FORWARD",
+            "1",
+            "-s",
+            "192.0.2.1",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(repairs(&h, "iptables"), before);
+    assert!(jump(&h));
+
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-t", "nat", "-F", "POSTROUTING"]);
+    repaired_once(&h, "iptables", before, "masquerade back", || {
+        h.iptables_save()
+            .contains("-A POSTROUTING -j SHIMNET-POSTROUTING")
+    });
+    eventually("traffic", || outside_reachable(&h, &c));
 }

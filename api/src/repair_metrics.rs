@@ -1,5 +1,6 @@
 //! Metrics of event-driven repair, registered into the daemon's [`crate::metrics::Metrics`]:
 //! `shimnet_repairs_total{kind}` (objects put back after a change from outside),
+//! `shimnet_repair_checks_total{kind}` (objects checked, repaired or not),
 //! `shimnet_repair_errors_total{kind}`, `shimnet_repair_latency_seconds{kind}` (first
 //! notification → repaired) and, for `shimnetctl status`, the time and latency of the last
 //! repair of each kind.
@@ -31,6 +32,7 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct RepairMetrics {
     repairs: Family<KindLabels, Counter>,
+    checks: Family<KindLabels, Counter>,
     errors: Family<KindLabels, Counter>,
     latency: LatencyFamily,
     last_time: Family<KindLabels, F64Gauge>,
@@ -46,6 +48,12 @@ impl RepairMetrics {
             "shimnet_repairs",
             "Owned objects put back after a change from outside (event-driven repair), by kind",
             repairs.clone(),
+        );
+        let checks = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "shimnet_repair_checks",
+            "Owned objects checked after a notification (repaired or found in place), by kind",
+            checks.clone(),
         );
         let errors = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -73,9 +81,11 @@ impl RepairMetrics {
         );
         for kind in kinds {
             repairs.get_or_create(&KindLabels { kind }).inc_by(0);
+            checks.get_or_create(&KindLabels { kind }).inc_by(0);
         }
         RepairMetrics {
             repairs,
+            checks,
             errors,
             latency,
             last_time,
@@ -87,6 +97,7 @@ impl RepairMetrics {
     /// place (not counted), `Err` failed.
     pub fn record(&self, kind: &'static str, outcome: Result<bool, &str>, latency: Duration) {
         let l = KindLabels { kind };
+        self.checks.get_or_create(&l).inc();
         match outcome {
             Ok(false) => {}
             Ok(true) => {
