@@ -9,6 +9,9 @@ scripts/deps.sh test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --show-output 2>&1 | tee target/test.log
+# The engine's decisions (attach, detach, rollback, reconcile, repair) run on in-memory fakes
+# without root or kernel access: build as root, run the same test binary as nobody.
+scripts/unprivileged.sh 2>&1 | tee -a target/test.log
 # A short fuzz pass over every target (the long one: scripts/fuzz.sh 300; the long chaos run:
 # scripts/chaos.sh; the short chaos run is part of cargo test).
 scripts/fuzz.sh 10

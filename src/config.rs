@@ -9,7 +9,7 @@ use runtime_net::plan;
 use serde::Deserialize;
 use shimnet_api::rest::convert;
 use shimnet_api::server::Limits;
-use shimnet_api::wire::NetworkCreate;
+use shimnet_wire::NetworkCreate;
 use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -99,6 +99,9 @@ pub struct ApiConfig {
     pub body_timeout_secs: u64,
     /// Seconds an idle connection stays open.
     pub idle_timeout_secs: u64,
+    /// Longest time a REST request waits for the engine before it is answered 503 (the Docker
+    /// socket has `[docker] call_timeout_secs`).
+    pub call_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -112,6 +115,7 @@ impl Default for ApiConfig {
             header_timeout_secs: d.header_read_timeout.as_secs(),
             body_timeout_secs: d.body_read_timeout.as_secs(),
             idle_timeout_secs: d.idle_timeout.as_secs(),
+            call_timeout_secs: 20,
         }
     }
 }
@@ -443,6 +447,7 @@ mod tests {
         assert!(c.docker.docker0_compat && c.docker.enabled);
         assert_eq!(c.docker.daemon_json, PathBuf::from("/tmp/d.json"));
         assert_eq!(c.docker.call_timeout_secs, 20);
+        assert_eq!(c.api.call_timeout_secs, 20);
         let text = format!("{EMBEDDED_DEFAULT}\n[docker]\ndocker0 = true\n");
         let e = Config::parse(&text, "x").unwrap_err().to_string();
         assert!(e.contains("docker0"), "{e}");

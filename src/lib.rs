@@ -1,9 +1,9 @@
 //! Wiring shared by the `shimnetd` and `shimnetctl` binaries: configuration, namespace handles,
-//! systemd socket activation and readiness ([`activation`]), the ICMP probe used by `shimnetctl check`, and the Docker plugin front door ([`docker`]).
+//! systemd socket activation and readiness ([`activation`]) and the ICMP probe used by
+//! `shimnetctl check`. The front doors themselves live in `shimnet-api`.
 
 pub mod activation;
 pub mod config;
-pub mod docker;
 pub mod docs;
 pub mod netns;
 pub mod peers_view;

@@ -1,7 +1,7 @@
 //! `shimnetctl peers` and `shimnetctl cluster` as text (pure: a reply and the current time in,
 //! lines out).
 
-use shimnet_api::wire::{ClusterReply, PeersReply, SourceInfo};
+use shimnet_wire::{ClusterReply, PeersReply, SourceInfo};
 
 /// `12s ago (unix 1795745860)`, or `-`.
 pub fn ago(t: Option<u64>, now: u64) -> String {
@@ -190,7 +190,7 @@ pub fn render_cluster(c: &ClusterReply, now: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shimnet_api::wire::{PeerInfo, ReservationInfo};
+    use shimnet_wire::{PeerInfo, ReservationInfo};
 
     fn source() -> SourceInfo {
         SourceInfo {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::wire::ErrorBody;
+use shimnet_wire::ErrorBody;
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,30 @@
-//! Mapping of engine and decoding failures to the REST API's error shape — the one place where
-//! that happens for this front door.
+//! The one mapping of engine failures to HTTP ([`classify`]), used by both front doors, and the
+//! REST API's error shape built on it. The Docker door turns the same classification into its
+//! `{"Err": ...}` shape (`crate::docker::PluginError`).
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use runtime_net::engine::EngineError;
 use runtime_net::plan::FieldError;
+use shimnet_wire::{ErrorBody, ErrorDetail};
 
-use crate::wire::{ErrorBody, ErrorDetail};
+use crate::http::{json_response, BodyTooLarge, TimedOut};
+
+/// HTTP status and stable code of an engine failure, for every front door: a refused field is
+/// 400, something missing 404, a clash with existing state 409, a namespace path that cannot be
+/// used 400 (it came from the request), everything else 500.
+pub fn classify(e: &EngineError) -> (StatusCode, &'static str) {
+    match e {
+        EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        EngineError::Netlink(runtime_net::netlink::NetlinkError::Netns { .. }) => {
+            (StatusCode::BAD_REQUEST, "invalid_argument")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
 
 /// An error ready to be sent: status, stable code, message, optional field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +86,7 @@ impl ApiError {
                 field: self.field,
             },
         };
-        crate::rest::json_response(self.status, &body)
+        json_response(self.status, &body)
     }
 }
 
@@ -81,18 +98,41 @@ impl From<FieldError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let (status, code) = match &e {
-            EngineError::Invalid(f) => return f.clone().into(),
-            EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        let (status, code) = classify(&e);
+        match &e {
+            EngineError::Invalid(f) => f.clone().into(),
             EngineError::Netlink(runtime_net::netlink::NetlinkError::Netns { .. }) => {
-                return ApiError::invalid("netns", e.to_string())
+                ApiError::invalid("netns", e.to_string())
             }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+            _ => ApiError {
+                status,
+                code,
+                message: e.to_string(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl From<BodyTooLarge> for ApiError {
+    fn from(e: BodyTooLarge) -> Self {
         ApiError {
-            status,
-            code,
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: e.0,
+            field: Some("body".into()),
+        }
+    }
+}
+
+impl From<TimedOut> for ApiError {
+    fn from(e: TimedOut) -> Self {
+        ApiError {
+            status: e.status(),
+            code: match e {
+                TimedOut::Late { .. } => "unavailable",
+                TimedOut::Failed { .. } => "internal",
+            },
             message: e.to_string(),
             field: None,
         }
@@ -118,5 +158,23 @@ mod tests {
             (e.status, e.field.as_deref()),
             (StatusCode::BAD_REQUEST, Some("subnet"))
         );
+    }
+
+    #[test]
+    fn both_doors_share_one_classification() {
+        let conflict = EngineError::Conflict("x".into());
+        let rest = ApiError::from(EngineError::Conflict("x".into()));
+        let docker = crate::docker::PluginError::from(conflict);
+        assert_eq!(rest.status, docker.status);
+        let late = TimedOut::Late {
+            call: "/v1/networks/n/endpoints".into(),
+            limit: std::time::Duration::from_secs(20),
+        };
+        let e = ApiError::from(late.clone());
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert_eq!(crate::docker::PluginError::from(late).status, e.status);
     }
 }

@@ -1,16 +1,18 @@
 //! shimnet's HTTP front doors on unix sockets.
 //!
-//! - [`wire`]: JSON request bodies of the REST API, shared by server and clients.
 //! - [`client`]: a small blocking HTTP/1.1 client over a unix socket (CLI, CNI plugin).
 //! - `rest` (feature `server`): the REST API handler, mapping requests to engine calls.
 //! - `metrics` (feature `server`): the Prometheus registry served as `/metrics`.
 //! - `server` (feature `server`): the unix-socket listener around any handler.
 
 pub mod client;
-pub mod wire;
 
 #[cfg(feature = "server")]
+pub mod docker;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

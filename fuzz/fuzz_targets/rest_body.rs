@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use shimnet_api::rest::{convert, query_param};
-use shimnet_api::wire::{EndpointAttach, NetworkCreate};
+use shimnet_wire::{EndpointAttach, NetworkCreate};
 
 include!("common_spec.rs");
 

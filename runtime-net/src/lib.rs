@@ -1,13 +1,18 @@
 //! shimnet engine: everything that decides and changes container networking on one host.
 //!
-//! Front doors (REST API, Docker plugin, CNI) call into [`engine::Engine`]; nothing here knows
-//! HTTP, Docker or CNI. Kernel side effects live in [`netlink`], [`firewall`] and [`sysctl`];
-//! state lives in [`store`]; the rest is pure logic.
+//! Front doors call into [`engine::Engine`] with requests already translated into the engine's
+//! types; nothing here knows a front door's protocol (a shape test holds the crate to that).
+//! Decisions are pure ([`plan`]); kernel side effects go through narrow traits ([`kernel`],
+//! [`firewall::Firewall`]) implemented by [`netlink`], [`sysctl`] and the firewall backends;
+//! state lives in [`store`].
 
 pub mod engine;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod features;
 pub mod firewall;
 pub mod ipam;
+pub mod kernel;
 pub mod naming;
 pub mod netlink;
 pub mod nspath;

@@ -11,6 +11,9 @@ use crate::types::{EndpointKey, IfName, NetworkName};
 pub const VETH_PREFIX: &str = "snv";
 /// Prefix of the alias (IFLA_IFALIAS) set on every link shimnet owns.
 pub const ALIAS_PREFIX: &str = "shimnet:";
+/// Namespace recorded for a prepared endpoint until it is joined: the daemon's own, where its
+/// container end waits.
+pub const UNJOINED_NETNS: &str = "/proc/self/ns/net";
 
 /// The host-side veth name of an endpoint: `snv` + 12 hex digits of SHA-256 of the key.
 pub fn host_veth_name(key: &EndpointKey) -> IfName {
@@ -97,6 +100,6 @@ mod tests {
             parse_alias(&bridge_alias(&k.network)),
             Some(Owner::Bridge("net1".into()))
         );
-        assert_eq!(parse_alias("docker0"), None);
+        assert_eq!(parse_alias("br0"), None);
     }
 }

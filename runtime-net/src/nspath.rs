@@ -1,5 +1,6 @@
 //! Checks that a path from a request names a network namespace (a bind mount or `/proc/PID/ns/net`
-//! file of the nsfs file system whose namespace type is "network") before anything enters it.
+//! file of the nsfs file system whose namespace type is "network") before anything enters it, and
+//! whether a recorded one is still there.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,9 +57,23 @@ pub fn check_netns(path: &Path) -> Result<(), NetnsPathError> {
     Ok(())
 }
 
+/// True if a namespace path still exists and is a namespace (not a stale empty file).
+pub fn alive(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_netns_is_not_alive() {
+        assert!(!alive(Path::new("/nonexistent/netns")));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(!alive(f.path()), "a plain file is not a namespace");
+        assert!(alive(Path::new("/proc/self/ns/net")));
+    }
 
     #[test]
     fn only_network_namespaces_pass() {

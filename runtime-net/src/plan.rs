@@ -1,5 +1,13 @@
 //! Pure planning: turning a network request into a validated [`NetworkSpec`], checking it
-//! against the networks that exist, and deciding what reconciliation must change.
+//! against the networks that exist, and deciding what reconciliation must change; endpoint
+//! changes as values ([`endpoint`]), the host-port decision ([`ports`]) and the drift check
+//! ([`check`]). Nothing here touches the kernel or the store.
+
+pub mod check;
+pub mod endpoint;
+pub mod ports;
+#[cfg(test)]
+pub(crate) mod tests_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -8,7 +16,9 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use crate::naming::{self, Owner};
 use crate::netlink::{LinkInfo, LinkKind};
-use crate::types::{EndpointKey, EndpointRecord, IfName, NetworkName, NetworkSpec};
+use crate::types::{
+    EndpointKey, EndpointKind, EndpointRecord, IfName, MacPrefix, NetworkName, NetworkSpec,
+};
 
 /// Default MTU of a new network.
 pub const DEFAULT_MTU: u32 = 1500;
@@ -33,7 +43,8 @@ impl FieldError {
     }
 }
 
-/// What a caller asks for when creating a network; unset fields take docker-like defaults.
+/// What a caller asks for when creating a network; unset fields take the usual bridge defaults
+/// (first host as gateway, MTU 1500, masquerade and inter-container traffic on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkRequest {
     /// Name.
@@ -68,8 +79,8 @@ pub struct NetworkRequest {
     pub allow_from: Vec<IpNetwork>,
     /// Default host address for published ports.
     pub host_binding_ipv4: Option<Ipv4Addr>,
-    /// Docker MAC scheme.
-    pub docker_mac: bool,
+    /// MAC prefix of endpoints that ask for no MAC (default `0a:58`).
+    pub mac_prefix: Option<MacPrefix>,
 }
 
 impl NetworkRequest {
@@ -92,7 +103,7 @@ impl NetworkRequest {
             no_masquerade_to: Vec::new(),
             allow_from: Vec::new(),
             host_binding_ipv4: None,
-            docker_mac: false,
+            mac_prefix: None,
         }
     }
 }
@@ -245,7 +256,7 @@ pub fn build_spec(req: NetworkRequest) -> Result<NetworkSpec, FieldError> {
         no_masquerade_to: req.no_masquerade_to,
         allow_from: req.allow_from,
         host_binding_ipv4: req.host_binding_ipv4,
-        docker_mac: req.docker_mac,
+        mac_prefix: req.mac_prefix.unwrap_or_default(),
     })
 }
 
@@ -309,7 +320,7 @@ pub fn check_clash(spec: &NetworkSpec, existing: &[NetworkSpec]) -> Result<(), C
 }
 
 /// Checks a new spec against the addresses already on the host (other than on its own bridge):
-/// a subnet that overlaps another interface's network (docker0, Podman's bridge, the uplink...)
+/// a subnet that overlaps another interface's network (another manager's bridge, the uplink...)
 /// would break routing for one of them.
 pub fn check_host_overlap(
     spec: &NetworkSpec,
@@ -368,49 +379,68 @@ pub struct ReconcilePlan {
     pub reinstall_ports: Vec<EndpointKey>,
 }
 
-/// Plans reconciliation from the records and what the kernel shows. `netns_alive` tells whether
-/// an endpoint's namespace still exists.
+/// Whether an endpoint is still in use (pure). A managed endpoint lives as long as its namespace.
+/// A prepared one's namespace may be invisible to the daemon (the caller runs in another mount
+/// namespace); it then counts as alive while its host end exists and its container end is not
+/// back beside it — when the namespace dies the kernel deletes the pair, and a caller that is done
+/// with it moves the container end back first.
+pub fn endpoint_alive(
+    rec: &EndpointRecord,
+    netns_alive: bool,
+    host_present: bool,
+    container_end_here: bool,
+) -> bool {
+    netns_alive || (rec.kind == EndpointKind::Prepared && host_present && !container_end_here)
+}
+
+/// Whether an owned link is still wanted (pure): a bridge of a recorded network under its
+/// recorded name, or the host end of a live endpoint. Links in the reap group are retired —
+/// a daemon killed before deleting them, or a detach that never finished — and go whatever
+/// their alias or record says. Other links without an owner alias are not shimnet's and are
+/// always kept.
+pub fn keep_link(
+    link: &LinkInfo,
+    networks: &BTreeMap<&str, &NetworkSpec>,
+    live_veths: &BTreeSet<&str>,
+) -> bool {
+    if link.group == crate::netlink::REAP_GROUP {
+        return false;
+    }
+    let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else {
+        return true;
+    };
+    match (owner, link.kind) {
+        (Owner::Bridge(net), LinkKind::Bridge) => networks
+            .get(net.as_str())
+            .is_some_and(|n| n.bridge.as_str() == link.name),
+        (Owner::Endpoint(_), LinkKind::Veth) => live_veths.contains(link.name.as_str()),
+        _ => false,
+    }
+}
+
+/// Plans reconciliation from the records and what the kernel shows. `alive` tells whether an
+/// endpoint is still in use (see [`endpoint_alive`]).
 pub fn plan_reconcile(
     networks: &[NetworkSpec],
     endpoints: &[EndpointRecord],
     links: &[LinkInfo],
     fw_networks: &[NetworkName],
     fw_ports: &[IfName],
-    netns_alive: impl Fn(&EndpointRecord) -> bool,
+    alive: impl Fn(&EndpointRecord) -> bool,
 ) -> ReconcilePlan {
     let mut plan = ReconcilePlan::default();
     let known_nets: BTreeMap<&str, &NetworkSpec> =
         networks.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut live_veths: BTreeSet<&str> = BTreeSet::new();
     for ep in endpoints {
-        if netns_alive(ep) && known_nets.contains_key(ep.key.network.as_str()) {
+        if alive(ep) && known_nets.contains_key(ep.key.network.as_str()) {
             live_veths.insert(ep.host_ifname.as_str());
         } else {
             plan.reclaim.push(ep.key.clone());
         }
     }
-    let bridges: BTreeSet<&str> = networks.iter().map(|n| n.bridge.as_str()).collect();
     for link in links {
-        // Detached, waiting for deletion: a daemon killed before deleting it, or a detach that
-        // never finished — gone whatever its alias or record says.
-        if link.group == crate::netlink::REAP_GROUP {
-            plan.delete_links.push(link.name.clone());
-            continue;
-        }
-        let Some(owner) = link.alias.as_deref().and_then(naming::parse_alias) else {
-            continue;
-        };
-        let keep = match (owner, link.kind) {
-            (Owner::Bridge(net), LinkKind::Bridge) => {
-                known_nets
-                    .get(net.as_str())
-                    .is_some_and(|n| n.bridge.as_str() == link.name)
-                    && bridges.contains(link.name.as_str())
-            }
-            (Owner::Endpoint(_), LinkKind::Veth) => live_veths.contains(link.name.as_str()),
-            _ => false,
-        };
-        if !keep {
+        if !keep_link(link, &known_nets, &live_veths) {
             plan.delete_links.push(link.name.clone());
         }
     }
@@ -440,7 +470,7 @@ pub fn plan_reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ContainerId, MacAddr, PortMapping};
+    use crate::types::{ContainerId, PortMapping};
 
     fn name(s: &str) -> NetworkName {
         NetworkName::new(s).unwrap()
@@ -451,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_docker_like() {
+    fn defaults_are_the_usual_bridge_ones() {
         let s = build_spec(req("net1", "10.1.0.0/24")).unwrap();
         assert_eq!(s.gateway, "10.1.0.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(s.bridge.as_str(), "net1");
@@ -527,9 +557,9 @@ mod tests {
     fn host_overlap_detected_except_own_bridge_and_link_local() {
         let s = build_spec(req("a", "10.88.0.0/24")).unwrap();
         let host = |l: &str, a: &str| vec![(l.to_string(), a.parse::<IpNetwork>().unwrap())];
-        let e = check_host_overlap(&s, &host("cni-podman0", "10.88.0.1/16")).unwrap_err();
+        let e = check_host_overlap(&s, &host("podman0", "10.88.0.1/16")).unwrap_err();
         assert_eq!(e.field, "subnet");
-        assert!(e.message.contains("cni-podman0"), "{}", e.message);
+        assert!(e.message.contains("podman0"), "{}", e.message);
         assert!(
             check_host_overlap(&s, &host("a", "10.88.0.1/24")).is_ok(),
             "own bridge"
@@ -563,34 +593,24 @@ mod tests {
         assert!(check_clash(&e, &[a]).is_ok());
     }
 
-    fn record(net: &NetworkSpec, cid: &str) -> EndpointRecord {
-        let key = EndpointKey {
-            network: net.name.clone(),
-            container_id: ContainerId::new(cid).unwrap(),
-            ifname: IfName::new("eth0").unwrap(),
-        };
-        EndpointRecord {
-            host_ifname: naming::host_veth_name(&key),
-            key,
-            netns: format!("/run/netns/{cid}").into(),
-            ipv4: "10.1.0.2/24".parse().unwrap(),
-            ipv6: None,
-            mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            gateway: net.gateway,
-            gateway6: None,
-            mtu: 1500,
-            ports: vec![],
-        }
-    }
+    use super::tests_support::{link, record};
 
-    fn link(name: &str, alias: Option<String>, kind: LinkKind) -> LinkInfo {
-        LinkInfo {
-            name: name.into(),
-            index: 1,
-            alias,
-            kind,
-            group: 0,
-        }
+    #[test]
+    fn prepared_endpoints_live_while_their_pair_does() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let mut r = record(&net, "c");
+        assert!(endpoint_alive(&r, true, false, false));
+        assert!(
+            !endpoint_alive(&r, false, true, false),
+            "managed: namespace only"
+        );
+        r.kind = EndpointKind::Prepared;
+        assert!(endpoint_alive(&r, false, true, false), "handed over");
+        assert!(
+            !endpoint_alive(&r, false, true, true),
+            "container end is back"
+        );
+        assert!(!endpoint_alive(&r, false, false, false), "pair gone");
     }
 
     #[test]
@@ -657,7 +677,7 @@ mod tests {
                 Some(naming::veth_alias(&orphan_key)),
                 LinkKind::Veth,
             ),
-            link("docker0", None, LinkKind::Bridge),
+            link("foreign0", None, LinkKind::Bridge),
         ];
         let plan = plan_reconcile(
             std::slice::from_ref(&net),

@@ -1,9 +1,11 @@
-//! sysctl writes under /proc/sys (forwarding, per-interface settings).
+//! sysctl writes under /proc/sys (forwarding, per-interface settings): the [`Sysctl`] executor.
 //!
-//! `SHIMNET_SYSCTL_DIR` replaces `/proc/sys` where that is read-only, e.g. inside the Docker
-//! managed plugin, which mounts the host's `/proc` elsewhere.
+//! `SHIMNET_SYSCTL_DIR` replaces `/proc/sys` where that is read-only, e.g. inside a plugin
+//! container that mounts the host's `/proc` elsewhere.
 
 use std::path::PathBuf;
+
+use crate::kernel::Sysctl;
 
 /// A sysctl write failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,26 +27,25 @@ fn dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/proc/sys"), PathBuf::from)
 }
 
-/// Writes `value` to `/proc/sys/<key>` (slash-separated, e.g. `net/ipv4/ip_forward`) unless it
-/// already holds it.
-pub fn set(key: &str, value: &str) -> Result<(), SysctlError> {
-    let path = dir().join(key);
-    let io = |source| SysctlError {
-        path: path.clone(),
-        source,
-    };
-    let current = std::fs::read_to_string(&path).map_err(io)?;
-    if current.trim() == value {
-        return Ok(());
-    }
-    std::fs::write(&path, value).map_err(io)
-}
+/// The sysctls of the daemon's namespace, as files under `/proc/sys` (or `SHIMNET_SYSCTL_DIR`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSys;
 
-/// Turns on IPv4 (and optionally IPv6) forwarding in the current namespace.
-pub fn enable_forwarding(ipv6: bool) -> Result<(), SysctlError> {
-    set("net/ipv4/ip_forward", "1")?;
-    if ipv6 {
-        set("net/ipv6/conf/all/forwarding", "1")?;
+impl Sysctl for ProcSys {
+    fn set(&self, key: &str, value: &str) -> Result<(), SysctlError> {
+        let path = dir().join(key);
+        let io = |source| SysctlError {
+            path: path.clone(),
+            source,
+        };
+        let current = std::fs::read_to_string(&path).map_err(io)?;
+        if current.trim() == value {
+            return Ok(());
+        }
+        std::fs::write(&path, value).map_err(io)
     }
-    Ok(())
+
+    fn exists(&self, key: &str) -> bool {
+        dir().join(key).exists()
+    }
 }

@@ -141,7 +141,7 @@ string_newtype!(
     check_network_name
 );
 string_newtype!(
-    /// A container (or Docker endpoint) id: 1–255 characters of `[A-Za-z0-9_.-]`.
+    /// A container (or endpoint) id: 1–255 characters of `[A-Za-z0-9_.-]`.
     ContainerId,
     "container id",
     check_container_id
@@ -152,11 +152,6 @@ string_newtype!(
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
-    /// Docker's scheme: `02:42` followed by the four bytes of the IPv4 address.
-    pub fn from_ipv4_docker(ip: Ipv4Addr) -> Self {
-        let o = ip.octets();
-        MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-    }
     /// True for a unicast address (multicast bit clear) that is not all zeros.
     pub fn is_valid_unicast(&self) -> bool {
         self.0[0] & 1 == 0 && self.0 != [0; 6]
@@ -221,6 +216,68 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// The first two bytes of the MACs a network gives endpoints that ask for none; the other four
+/// are the endpoint's IPv4 address. The default, `0a:58`, is locally administered and unicast
+/// (the form Kubernetes network plugins use); front doors with conventions of their own pass theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacPrefix(pub [u8; 2]);
+
+impl MacPrefix {
+    /// `0a:58`.
+    pub const LOCAL: MacPrefix = MacPrefix([0x0a, 0x58]);
+
+    /// The MAC of an endpoint with this IPv4 address.
+    pub fn mac(self, ipv4: Ipv4Addr) -> MacAddr {
+        let o = ipv4.octets();
+        MacAddr([self.0[0], self.0[1], o[0], o[1], o[2], o[3]])
+    }
+}
+
+impl Default for MacPrefix {
+    fn default() -> Self {
+        MacPrefix::LOCAL
+    }
+}
+
+impl fmt::Display for MacPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}:{:02x}", self.0[0], self.0[1])
+    }
+}
+
+impl FromStr for MacPrefix {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || invalid("MAC prefix", s, "must be two hex bytes like 0a:58");
+        let (a, b) = s.split_once([':', '-']).ok_or_else(bad)?;
+        if a.len() != 2 || b.len() != 2 {
+            return Err(bad());
+        }
+        let a = u8::from_str_radix(a, 16).map_err(|_| bad())?;
+        let b = u8::from_str_radix(b, 16).map_err(|_| bad())?;
+        if a & 1 != 0 {
+            return Err(invalid(
+                "MAC prefix",
+                s,
+                "must be unicast (first byte even)",
+            ));
+        }
+        Ok(MacPrefix([a, b]))
+    }
+}
+
+impl Serialize for MacPrefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for MacPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,7 +315,10 @@ pub struct PortMapping {
 }
 
 /// Desired state of one bridge network.
+///
+/// Records written by earlier versions are read through [`crate::store::legacy`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "crate::store::legacy::StoredNetwork")]
 pub struct NetworkSpec {
     /// Network name (unique on the host).
     pub name: NetworkName,
@@ -269,8 +329,7 @@ pub struct NetworkSpec {
     /// IPv4 gateway address, set on the bridge.
     pub gateway: Ipv4Addr,
     /// First and last IPv4 address handed out dynamically (inclusive); the whole subnet when
-    /// `None` (docker's `--ip-range`, host-local's `rangeStart`/`rangeEnd`). Static requests may
-    /// use any address of the subnet.
+    /// `None`. Static requests may use any address of the subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range4: Option<(Ipv4Addr, Ipv4Addr)>,
     /// Optional IPv6 subnet.
@@ -295,12 +354,11 @@ pub struct NetworkSpec {
     /// Other subnets allowed to open connections into this network (isolation exceptions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_from: Vec<ipnetwork::IpNetwork>,
-    /// Host address published ports bind to when a mapping names none (docker's host_binding_ipv4).
+    /// Host address published ports bind to when a mapping names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_binding_ipv4: Option<Ipv4Addr>,
-    /// Use docker's MAC scheme (02:42 + IPv4) for endpoints without a requested MAC.
-    #[serde(default)]
-    pub docker_mac: bool,
+    /// First two bytes of the MAC of endpoints that ask for none (the rest is their IPv4 address).
+    pub mac_prefix: MacPrefix,
 }
 
 /// Identifies one attachment: a container's interface on a network.
@@ -308,7 +366,7 @@ pub struct NetworkSpec {
 pub struct EndpointKey {
     /// Network.
     pub network: NetworkName,
-    /// Container (or Docker endpoint) id.
+    /// Container (or endpoint) id.
     pub container_id: ContainerId,
     /// Interface name inside the container.
     pub ifname: IfName,
@@ -320,11 +378,41 @@ impl fmt::Display for EndpointKey {
     }
 }
 
+/// Who puts the container end of an endpoint in place: the one thing that differs between the
+/// ways an endpoint is attached, recorded with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// The engine creates the container end inside the endpoint's namespace and gives it its
+    /// addresses and default routes.
+    #[default]
+    Managed,
+    /// The engine builds the pair in its own namespace and leaves the container end there under a
+    /// temporary name ([`crate::naming::peer_temp_name`]) with its MAC and MTU; the caller moves it
+    /// into the namespace, names and configures it, and then tells the engine which namespace it
+    /// is ([`crate::engine::Engine::join`]).
+    Prepared,
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndpointKind::Managed => "managed",
+            EndpointKind::Prepared => "prepared",
+        })
+    }
+}
+
 /// Everything recorded about one attachment.
+///
+/// Records written by earlier versions are read through [`crate::store::legacy`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "crate::store::legacy::StoredEndpoint")]
 pub struct EndpointRecord {
     /// Identity.
     pub key: EndpointKey,
+    /// Who puts the container end in place.
+    pub kind: EndpointKind,
     /// Network namespace path the interface lives in.
     pub netns: PathBuf,
     /// Host-side veth name.
@@ -373,10 +461,21 @@ mod tests {
     }
 
     #[test]
-    fn mac_parse_and_docker_scheme() {
+    fn mac_parse_and_prefix_scheme() {
         let m: MacAddr = "02:42:0a:e6:00:02".parse().unwrap();
-        assert_eq!(m, MacAddr::from_ipv4_docker("10.230.0.2".parse().unwrap()));
+        let p: MacPrefix = "02:42".parse().unwrap();
+        assert_eq!(m, p.mac("10.230.0.2".parse().unwrap()));
         assert_eq!(m.to_string(), "02:42:0a:e6:00:02");
+        assert_eq!(
+            MacPrefix::default()
+                .mac("10.1.2.3".parse().unwrap())
+                .to_string(),
+            "0a:58:0a:01:02:03"
+        );
+        assert_eq!(p.to_string(), "02:42");
+        assert!("03:00".parse::<MacPrefix>().is_err(), "multicast");
+        assert!("0a".parse::<MacPrefix>().is_err());
+        assert!("0a:5".parse::<MacPrefix>().is_err());
         assert!("01:00:5e:00:00:01".parse::<MacAddr>().is_err());
         assert!("00:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("zz:00:00:00:00:01".parse::<MacAddr>().is_err());

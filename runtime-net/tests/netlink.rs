@@ -8,8 +8,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use runtime_net::netlink::{BridgeConfig, LinkKind, Netlink, NetlinkError, VethConfig};
-use runtime_net::types::{IfName, MacAddr};
+use runtime_net::kernel::{BridgePort, ContainerConfig, Links, Namespaces, PairSpec, Sysctl};
+use runtime_net::netlink::{BridgeConfig, LinkKind, Netlink, NetlinkError, NetnsEntry};
+use runtime_net::plan::check::{problems as endpoint_problems, Seen};
+use runtime_net::sysctl::ProcSys;
+use runtime_net::types::{
+    ContainerId, EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, MacPrefix,
+    NetworkName, NetworkSpec,
+};
 use serde_json::Value;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -124,22 +130,142 @@ fn bridge_cfg() -> BridgeConfig {
     }
 }
 
+/// One endpoint as the engine's executors see it.
+#[derive(Debug, Clone)]
+struct VethConfig {
+    host_ifname: IfName,
+    host_alias: String,
+    netns: PathBuf,
+    mac: MacAddr,
+    ipv4: ipnetwork::Ipv4Network,
+    ipv6: Option<ipnetwork::Ipv6Network>,
+    gateway6: Option<std::net::Ipv6Addr>,
+    mtu: u32,
+    hairpin: bool,
+    isolated: bool,
+}
+
 fn veth_cfg(n: u8, ns: &Ns) -> VethConfig {
     VethConfig {
-        bridge: ifname("snbr0"),
         host_ifname: ifname(&format!("snvtest{n:08}")),
         host_alias: format!("shimnet:ep=test/c{n}/eth0"),
         netns: ns.path(),
-        container_ifname: ifname("eth0"),
         mac: MacAddr([0x02, 0x42, 10, 88, 0, n]),
         ipv4: format!("10.88.0.{n}/24").parse().unwrap(),
         ipv6: Some(format!("fd00:88::{n:x}/64").parse().unwrap()),
-        gateway: Some("10.88.0.1".parse().unwrap()),
         gateway6: Some("fd00:88::1".parse().unwrap()),
         mtu: 1450,
         hairpin: true,
         isolated: false,
     }
+}
+
+/// The executor calls of an attach plan, in the engine's order: leftover removed, pair created,
+/// IPv6 off on the port, then the port and the container end configured side by side.
+async fn attach(nl: &Netlink, c: &VethConfig) -> Result<(), NetlinkError> {
+    let entering = NetnsEntry.enter(&c.netns);
+    let created = async {
+        nl.delete_link(c.host_ifname.as_str()).await?;
+        nl.create_pair(&PairSpec {
+            host: c.host_ifname.clone(),
+            mtu: c.mtu,
+            bridge: ifname("snbr0"),
+            bridge_index: None,
+            peer: ifname("eth0"),
+            peer_mac: c.mac,
+            peer_netns: Some(c.netns.clone()),
+        })
+        .await
+    };
+    let (created, inside) = futures::join!(created, entering);
+    let undo = |e| async move {
+        let _ = nl.delete_link(c.host_ifname.as_str()).await;
+        Err(e)
+    };
+    // A namespace that cannot be entered is the cause when creating failed too.
+    let inside = match inside {
+        Ok(i) => i,
+        Err(e) => return undo(e).await,
+    };
+    created?;
+    ProcSys
+        .set(
+            &format!("net/ipv6/conf/{}/disable_ipv6", c.host_ifname),
+            "1",
+        )
+        .expect("sysctl");
+    let mut addrs = vec![ipnetwork::IpNetwork::V4(c.ipv4)];
+    addrs.extend(c.ipv6.map(ipnetwork::IpNetwork::V6));
+    let mut gateways = vec!["10.88.0.1".parse().unwrap()];
+    gateways.extend(c.gateway6.map(std::net::IpAddr::V6));
+    let port = BridgePort {
+        name: c.host_ifname.clone(),
+        alias: c.host_alias.clone(),
+        hairpin: c.hairpin,
+        isolated: c.isolated,
+        enslave: None,
+    };
+    let cfg = ContainerConfig {
+        ifname: ifname("eth0"),
+        addrs,
+        gateways,
+        ipv6_link_local: c.ipv6.is_some(),
+    };
+    let (a, b) = futures::join!(nl.configure_port(&port), inside.configure(&cfg));
+    match a.and(b) {
+        Ok(()) => Ok(()),
+        Err(e) => undo(e).await,
+    }
+}
+
+/// The engine's drift check over what the executors show.
+async fn check(nl: &Netlink, c: &VethConfig) -> Vec<String> {
+    let name = NetworkName::new("test").unwrap();
+    let spec = NetworkSpec {
+        name: name.clone(),
+        bridge: ifname("snbr0"),
+        subnet: "10.88.0.0/24".parse().unwrap(),
+        gateway: "10.88.0.1".parse().unwrap(),
+        range4: None,
+        subnet6: None,
+        gateway6: None,
+        mtu: c.mtu,
+        masquerade: true,
+        icc: !c.isolated,
+        internal: false,
+        hairpin: c.hairpin,
+        no_masquerade_to: vec![],
+        allow_from: vec![],
+        host_binding_ipv4: None,
+        mac_prefix: MacPrefix::LOCAL,
+    };
+    let rec = EndpointRecord {
+        key: EndpointKey {
+            network: name,
+            container_id: ContainerId::new("c").unwrap(),
+            ifname: ifname("eth0"),
+        },
+        kind: EndpointKind::Managed,
+        netns: c.netns.clone(),
+        host_ifname: c.host_ifname.clone(),
+        ipv4: c.ipv4,
+        ipv6: c.ipv6,
+        mac: c.mac,
+        gateway: "10.88.0.1".parse().unwrap(),
+        gateway6: c.gateway6,
+        mtu: c.mtu,
+        ports: vec![],
+    };
+    let container = match NetnsEntry.enter(&c.netns).await {
+        Ok(ns) => ns.observe(&ifname("eth0")).await.unwrap(),
+        Err(e) => runtime_net::kernel::ContainerEnd::NetnsMissing(e.to_string()),
+    };
+    let seen = Seen {
+        bridge: nl.link("snbr0").await.unwrap().map(|b| b.index),
+        host: nl.link(c.host_ifname.as_str()).await.unwrap(),
+        container: Some(container),
+    };
+    endpoint_problems(&spec, &rec, &seen)
 }
 
 fn link(ns: &Ns, dev: &str) -> Value {
@@ -247,11 +373,11 @@ fn attach_two_endpoints_configures_and_carries_traffic() {
     let (problems, ports, owned) = in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap();
-        nl.attach_veth(&a).await.unwrap();
+        attach(&nl, &a).await.unwrap();
         let mut b = b;
         b.hairpin = false;
-        nl.attach_veth(&b).await.unwrap();
-        let p = nl.check_veth(&a).await.unwrap();
+        attach(&nl, &b).await.unwrap();
+        let p = check(&nl, &a).await;
         let ports = nl.bridge_ports(&ifname("snbr0")).await.unwrap();
         let owned = nl.owned_links().await.unwrap();
         (p, ports, owned)
@@ -314,10 +440,10 @@ fn attach_two_endpoints_configures_and_carries_traffic() {
     let a = v1.clone();
     let (p, d1, d2, exists, ports) = in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
-        let p = nl.check_veth(&a).await.unwrap();
-        let d1 = nl.delete_link(&a.host_ifname).await.unwrap();
-        let d2 = nl.delete_link(&a.host_ifname).await.unwrap();
-        let exists = nl.link_exists(&a.host_ifname).await.unwrap();
+        let p = check(&nl, &a).await;
+        let d1 = nl.delete_link(a.host_ifname.as_str()).await.unwrap();
+        let d2 = nl.delete_link(a.host_ifname.as_str()).await.unwrap();
+        let exists = nl.link(a.host_ifname.as_str()).await.unwrap().is_some();
         let ports = nl.bridge_ports(&ifname("snbr0")).await.unwrap();
         (p, d1, d2, exists, ports)
     });
@@ -351,8 +477,8 @@ fn isolated_ports_reach_gateway_but_not_each_other() {
     in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap();
-        nl.attach_veth(&a).await.unwrap();
-        nl.attach_veth(&b).await.unwrap();
+        attach(&nl, &a).await.unwrap();
+        attach(&nl, &b).await.unwrap();
     });
     let port = &link(&host, v1.host_ifname.as_str())["linkinfo"]["info_slave_data"];
     assert_eq!(port["isolated"], true, "{port}");
@@ -376,9 +502,9 @@ fn attach_into_missing_or_invalid_netns_leaves_nothing() {
     let (e1, e2, problems) = in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap();
-        let e1 = nl.attach_veth(&a).await.unwrap_err();
-        let e2 = nl.attach_veth(&b).await.unwrap_err();
-        let p = nl.check_veth(&a).await.unwrap();
+        let e1 = attach(&nl, &a).await.unwrap_err();
+        let e2 = attach(&nl, &b).await.unwrap_err();
+        let p = check(&nl, &a).await;
         (e1, e2, p)
     });
     for (e, v) in [(&e1, &v), (&e2, &w)] {
@@ -420,10 +546,10 @@ fn attach_replaces_stale_pair() {
     let problems = in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap();
-        nl.attach_veth(&a).await.unwrap();
+        attach(&nl, &a).await.unwrap();
         // And again over a complete, healthy pair.
-        nl.attach_veth(&a).await.unwrap();
-        nl.check_veth(&a).await.unwrap()
+        attach(&nl, &a).await.unwrap();
+        check(&nl, &a).await
     });
     assert!(problems.is_empty(), "{problems:?}");
     let links = host.ip_json(&["link", "show"]).to_string();
@@ -468,7 +594,7 @@ fn bench(n: usize, ipv6: bool) {
             c.host_alias = format!("shimnet:ep=test/b{i}/eth0");
             let ip = 0x0a58_0002u32 + i as u32; // 10.88.0.2 upwards in a /16
             c.ipv4 = ipnetwork::Ipv4Network::new(ip.into(), 16).unwrap();
-            c.mac = MacAddr::from_ipv4_docker(ip.into());
+            c.mac = MacPrefix([0x02, 0x42]).mac(ip.into());
             c.ipv6 = Some(format!("fd00:88::{:x}/64", i + 2).parse().unwrap());
             if !ipv6 {
                 c.ipv6 = None;
@@ -485,7 +611,7 @@ fn bench(n: usize, ipv6: bool) {
         let mut att = Vec::new();
         for c in &cfgs {
             let t = Instant::now();
-            nl.attach_veth(c).await.unwrap();
+            attach(&nl, c).await.unwrap();
             att.push(t.elapsed());
         }
         assert_eq!(
@@ -495,14 +621,14 @@ fn bench(n: usize, ipv6: bool) {
         let mut del = Vec::new();
         for c in &cfgs {
             let t = Instant::now();
-            assert!(nl.delete_link(&c.host_ifname).await.unwrap());
+            assert!(nl.delete_link(c.host_ifname.as_str()).await.unwrap());
             del.push(t.elapsed());
         }
         (att, del)
     });
     let (am, dm) = (median(&mut att), median(&mut del));
     eprintln!(
-        "{n} endpoints (ipv6 {ipv6}): attach_veth median {am:?} (p90 {:?}, max {:?}); delete_link median {dm:?} (p90 {:?}, max {:?})",
+        "{n} endpoints (ipv6 {ipv6}): attach median {am:?} (p90 {:?}, max {:?}); delete_link median {dm:?} (p90 {:?}, max {:?})",
         att[n * 9 / 10],
         att[n - 1],
         del[n * 9 / 10],

@@ -10,7 +10,7 @@ use serde_json::Value;
 use shimnet::netns::{run_in, NamedNetns};
 use shimnet::ping::ping;
 use shimnet_api::client::Client;
-use shimnet_api::wire::{
+use shimnet_wire::{
     ClusterReply, EndpointAttach, NetworkCreate, PeersReply, PortSpec, DEFAULT_API_SOCKET,
 };
 

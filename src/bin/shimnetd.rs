@@ -17,10 +17,11 @@ use runtime_net::peering::source::{MembershipView, PeerSubscription, SourceHandl
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
-use shimnet::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
+use shimnet_api::docker::{Docker0Adoption, PluginApi, PluginConfig, SOCKET_NAME};
 use shimnet_api::metrics::Metrics;
 use shimnet_api::rest::{convert, RestApi};
 use shimnet_api::server;
+use shimnet_compat::docker::conventions;
 use shimnet_compat::docker::daemon_json::{docker0_settings, Docker0Settings};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -124,17 +125,10 @@ async fn ensure_docker0(
     match engine.ensure_network(s.network.clone()).await {
         Ok(spec) => {
             tracing::info!(network = %spec.name, bridge = %spec.bridge, subnet = %spec.subnet, "docker0-compatible network ready");
-            if s.iptables {
-                match engine.ensure_docker_chains().await {
-                    Ok(()) => tracing::info!("docker0: DOCKER-USER is jumped first from FORWARD"),
-                    Err(e) => tracing::error!("docker0: docker chain layout not installed: {e}"),
-                }
-            }
             Some(Docker0Adoption {
                 network: spec.name.clone(),
                 bridge: spec.bridge.to_string(),
                 id_file: cfg.state_dir.join("docker0.network-id"),
-                docker_chains: s.iptables,
             })
         }
         Err(e) => {
@@ -142,6 +136,56 @@ async fn ensure_docker0(
             None
         }
     }
+}
+
+/// dockerd `--bridge=none` deletes any link called docker0 shortly after it starts: puts the
+/// docker0 network's bridge back the moment it is deleted (link notifications, no polling), and
+/// whenever the subscription (re)starts, in case it went while nobody was listening (shimnetd not
+/// running, notifications lost).
+fn watch_docker0(
+    engine: Arc<Engine>,
+    network: runtime_net::NetworkName,
+    bridge: String,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let repair = |why: &'static str| {
+            let (engine, network) = (engine.clone(), network.clone());
+            async move {
+                match engine.repair_bridge(&network).await {
+                    Ok(true) => tracing::info!(network = %network, why, "docker0 bridge restored"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(network = %network, "docker0 repair failed: {e}"),
+                }
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            let mut deleted = match runtime_net::netlink::watch::deleted_links() {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::error!("docker0: cannot watch for the bridge being deleted: {e}");
+                    return;
+                }
+            };
+            repair("watch started").await;
+            loop {
+                tokio::select! {
+                    name = deleted.recv() => match name {
+                        Some(n) if n == bridge => repair("deleted").await,
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = &mut stop => return,
+                }
+            }
+            tracing::warn!("docker0: link notifications ended; subscribing again");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut stop => return,
+            }
+        }
+    });
 }
 
 async fn reconcile(engine: &Engine, metrics: &Metrics, why: &str) {
@@ -433,10 +477,23 @@ async fn main() -> Result<()> {
     // Taken first so a bad descriptor fails the start before anything is built.
     let inherited = activation::inherited_listener().context("socket activation")?;
     let metrics = Arc::new(Metrics::new());
+    let settings = cfg.docker.enabled.then(|| {
+        docker_settings(&cfg).unwrap_or_else(|e| {
+            tracing::error!("daemon.json ignored: {e:#}");
+            docker0_settings(None).expect("defaults parse")
+        })
+    });
+    // docker0-compatible mode keeps dockerd's chain layout in iptables' FORWARD (unless
+    // daemon.json turns iptables off); the firewall owns its order.
+    let admin_chains = settings
+        .as_ref()
+        .filter(|s| cfg.docker.docker0_compat && s.iptables)
+        .map(|_| conventions::chain_layout());
     let engine = Arc::new(
         Engine::new(&EngineConfig {
             state_dir: cfg.state_dir.clone(),
             firewall: cfg.firewall.preference(),
+            admin_chains,
         })
         .await
         .context("starting the engine")?,
@@ -451,37 +508,15 @@ async fn main() -> Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let plugin = if cfg.docker.enabled {
-        let settings = docker_settings(&cfg).unwrap_or_else(|e| {
-            tracing::error!("daemon.json ignored: {e:#}");
-            docker0_settings(None).expect("defaults parse")
-        });
+    let plugin = if let Some(settings) = settings {
         let docker0 = ensure_docker0(&engine, &cfg, &settings).await;
         if let Some(d) = &docker0 {
-            // dockerd --bridge=none deletes any link called docker0 shortly after it starts.
-            let (e, net, stop) = (engine.clone(), d.network.clone(), stopped(stop_rx.clone()));
-            let chains = d.docker_chains;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                tokio::pin!(stop);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            match e.ensure_bridge_present(&net).await {
-                                Ok(true) if chains => {
-                                    // Re-applying the network put shimnet's FORWARD jump first.
-                                    if let Err(err) = e.ensure_docker_chains().await {
-                                        tracing::warn!("docker chain layout: {err}");
-                                    }
-                                }
-                                Ok(_) => {}
-                                Err(err) => tracing::warn!(network = %net, "docker0 repair failed: {err}"),
-                            }
-                        }
-                        () = &mut stop => break,
-                    }
-                }
-            });
+            watch_docker0(
+                engine.clone(),
+                d.network.clone(),
+                d.bridge.clone(),
+                stopped(stop_rx.clone()),
+            );
         }
         let path = cfg.plugin_dir.join(SOCKET_NAME);
         let listener = server::bind(&path, 0o660, gid)?;
@@ -509,7 +544,8 @@ async fn main() -> Result<()> {
     // The REST API comes up last: once it answers, every declared network (docker0 included)
     // exists. Under socket activation the service manager's socket is served instead (and left
     // in place at exit); connections queued on it meanwhile are answered now.
-    let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone());
+    let mut rest = RestApi::with_metrics(engine.clone(), metrics.clone())
+        .with_call_timeout(Duration::from_secs(cfg.api.call_timeout_secs.max(1)));
     if let Some(run) = &peering {
         rest = rest.with_peers(run.view.clone());
     }

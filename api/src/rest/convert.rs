@@ -1,5 +1,5 @@
 //! Parse, then act: REST bodies and query strings → typed engine requests, each refusal naming
-//! the field.
+//! the field; engine values → REST replies.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -8,10 +8,14 @@ use std::str::FromStr;
 use ipnetwork::IpNetwork;
 use runtime_net::engine::AttachRequest;
 use runtime_net::plan::NetworkRequest;
-use runtime_net::{ContainerId, EndpointKey, IfName, MacAddr, NetworkName, PortMapping, Protocol};
+use runtime_net::{
+    ContainerId, EndpointKey, EndpointKind, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
+    Protocol,
+};
+use shimnet_compat::docker::conventions::MAC_PREFIX as DOCKER_MAC_PREFIX;
 
 use crate::error::ApiError;
-use crate::wire::{EndpointAttach, NetworkCreate, PortSpec};
+use shimnet_wire::{EndpointAttach, Network, NetworkCreate, PortSpec};
 
 /// Parses `value` as `T`, naming `field` on failure.
 pub fn field<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError>
@@ -67,8 +71,32 @@ pub fn network_request(b: &NetworkCreate) -> Result<NetworkRequest, ApiError> {
     r.no_masquerade_to = cidrs("no_masquerade_to", &b.no_masquerade_to)?;
     r.allow_from = cidrs("allow_from", &b.allow_from)?;
     r.host_binding_ipv4 = opt::<Ipv4Addr>("host_binding_ipv4", &b.host_binding_ipv4)?;
-    r.docker_mac = b.docker_mac.unwrap_or(false);
+    r.mac_prefix = b.docker_mac.unwrap_or(false).then_some(DOCKER_MAC_PREFIX);
     Ok(r)
+}
+
+/// A network as the REST API shows it.
+pub fn network_reply(s: &NetworkSpec) -> Network {
+    let strings = |v: &[IpNetwork]| v.iter().map(ToString::to_string).collect();
+    Network {
+        name: s.name.to_string(),
+        bridge: s.bridge.to_string(),
+        subnet: s.subnet.to_string(),
+        gateway: s.gateway.to_string(),
+        range4: s.range4.map(|(a, b)| (a.to_string(), b.to_string())),
+        subnet6: s.subnet6.map(|n| n.to_string()),
+        gateway6: s.gateway6.map(|g| g.to_string()),
+        mtu: s.mtu,
+        masquerade: s.masquerade,
+        icc: s.icc,
+        internal: s.internal,
+        hairpin: s.hairpin,
+        no_masquerade_to: strings(&s.no_masquerade_to),
+        allow_from: strings(&s.allow_from),
+        host_binding_ipv4: s.host_binding_ipv4.map(|a| a.to_string()),
+        mac_prefix: s.mac_prefix.to_string(),
+        docker_mac: s.mac_prefix == DOCKER_MAC_PREFIX,
+    }
 }
 
 /// One `PortSpec` → `PortMapping`.
@@ -113,7 +141,8 @@ pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<Attach
     Ok(AttachRequest {
         network,
         container_id: field::<ContainerId>("container_id", &b.container_id)?,
-        netns: PathBuf::from(&b.netns),
+        kind: EndpointKind::Managed,
+        netns: Some(PathBuf::from(&b.netns)),
         ifname: match &b.ifname {
             Some(i) => field("ifname", i)?,
             None => IfName::new("eth0").expect("valid"),
@@ -121,7 +150,7 @@ pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<Attach
         ipv4: opt::<Ipv4Addr>("ip", &b.ip)?,
         ipv6: opt::<Ipv6Addr>("ip6", &b.ip6)?,
         mac: opt::<MacAddr>("mac", &b.mac)?,
-        ports,
+        ports: ports.into_iter().map(Into::into).collect(),
     })
 }
 

@@ -1,42 +1,39 @@
-//! The REST API (`/v1/...`): routing, body limits and one engine call per request.
+//! The REST API (`/v1/...`): routing, body limits and one engine call per request, run under the
+//! call time limit ([`crate::http::time_boxed`]) like every engine call of the Docker door.
 
 pub mod convert;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use runtime_net::engine::Engine;
 use runtime_net::NetworkName;
 use serde::Serialize;
 
 use crate::error::ApiError;
+pub use crate::http::json_response;
+use crate::http::{read_body, time_boxed};
 use crate::metrics::{self, FrontDoor, Metrics};
-use crate::wire::{EndpointAttach, NetworkCreate};
+use shimnet_wire::{EndpointAttach, NetworkCreate};
 
-/// Largest accepted request body.
-pub const MAX_BODY: usize = 1 << 20;
+/// Default time one request may wait for the engine before it is answered 503.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Version string reported by `/v1/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A JSON reply with the given status.
-pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).expect("serialisable reply");
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
-}
-
-/// The REST API over one engine.
+/// The REST API over one engine. Cheap to clone (shared parts only).
+#[derive(Clone)]
 pub struct RestApi {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     peers: Option<runtime_net::peering::source::MembershipView>,
+    call_timeout: Duration,
 }
 
 impl RestApi {
@@ -51,7 +48,15 @@ impl RestApi {
             engine,
             metrics,
             peers: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// Answers 503 when the engine has not answered a request within `limit` (the work still
+    /// finishes in the background).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     /// Also serves `GET /v1/peers` and `GET /v1/cluster` from this peering and membership
@@ -84,9 +89,18 @@ impl RestApi {
                 .and_then(|v| v.to_str().ok()),
         );
         let start = std::time::Instant::now();
-        let reply = match self.route(req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
+        let (parts, body) = req.into_parts();
+        let reply = match read_body(body).await {
+            Err(e) => ApiError::from(e).into_response(),
+            Ok(body) => {
+                let me = self.clone();
+                let work = async move { me.route(parts, body).await };
+                match time_boxed(&path, self.call_timeout, work).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => e.into_response(),
+                    Err(late) => ApiError::from(late).into_response(),
+                }
+            }
         };
         let elapsed = start.elapsed();
         let operation = metrics::rest_operation(method.as_str(), &path);
@@ -111,12 +125,7 @@ impl RestApi {
         }
     }
 
-    async fn route<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
-    where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let (parts, body) = req.into_parts();
+    async fn route(&self, parts: Parts, body: Bytes) -> Result<Response<Full<Bytes>>, ApiError> {
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
         let q = |name: &str| query_param(&query, name);
@@ -189,11 +198,17 @@ impl RestApi {
                 ok(&report?)
             }
             ["v1", "networks"] => match *m {
-                Method::GET => ok(&e.networks().await?),
+                Method::GET => {
+                    let nets = e.networks().await?;
+                    ok(&nets.iter().map(convert::network_reply).collect::<Vec<_>>())
+                }
                 Method::POST => {
-                    let b: NetworkCreate = convert::decode(&read_body(body).await?)?;
+                    let b: NetworkCreate = convert::decode(&body)?;
                     let spec = e.create_network(convert::network_request(&b)?).await?;
-                    Ok(json_response(StatusCode::CREATED, &spec))
+                    Ok(json_response(
+                        StatusCode::CREATED,
+                        &convert::network_reply(&spec),
+                    ))
                 }
                 _ => Err(ApiError::method_not_allowed(m, &path)),
             },
@@ -203,22 +218,26 @@ impl RestApi {
                     Method::GET => {
                         let spec = e.network(&name).await?;
                         let eps = e.endpoints(Some(&name)).await?;
-                        ok(&serde_json::json!({"network": spec, "endpoints": eps.len()}))
+                        ok(&serde_json::json!({
+                            "network": convert::network_reply(&spec),
+                            "endpoints": eps.len()
+                        }))
                     }
                     Method::PUT => {
-                        let b: NetworkCreate = convert::decode(&read_body(body).await?)?;
+                        let b: NetworkCreate = convert::decode(&body)?;
                         if b.name != name.as_str() {
                             return Err(ApiError::invalid(
                                 "name",
                                 format!("{:?} differs from the path's {name:?}", b.name),
                             ));
                         }
-                        ok(&e.ensure_network(convert::network_request(&b)?).await?)
+                        let spec = e.ensure_network(convert::network_request(&b)?).await?;
+                        ok(&convert::network_reply(&spec))
                     }
                     Method::DELETE => {
                         let force = matches!(q("force").as_deref(), Some("true" | "1"));
                         let spec = e.delete_network(&name, force).await?;
-                        ok(&serde_json::json!({"deleted": spec}))
+                        ok(&serde_json::json!({"deleted": convert::network_reply(&spec)}))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
@@ -228,14 +247,14 @@ impl RestApi {
                 match *m {
                     Method::GET => ok(&e.endpoints(Some(&name)).await?),
                     Method::POST => {
-                        let b: EndpointAttach = convert::decode(&read_body(body).await?)?;
-                        let (rec, created) = e.attach(convert::attach_request(name, &b)?).await?;
-                        let status = if created {
+                        let b: EndpointAttach = convert::decode(&body)?;
+                        let a = e.attach(convert::attach_request(name, &b)?).await?;
+                        let status = if a.created {
                             StatusCode::CREATED
                         } else {
                             StatusCode::OK
                         };
-                        Ok(json_response(status, &rec))
+                        Ok(json_response(status, &a.record))
                     }
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
@@ -300,23 +319,6 @@ fn only(m: &Method, allowed: &[Method], path: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Reads a body up to [`MAX_BODY`].
-pub async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
-where
-    B: Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "payload_too_large",
-            message: format!("request body: {e} (limit {MAX_BODY} bytes)"),
-            field: Some("body".into()),
-        }),
-    }
-}
-
 /// A boolean query parameter: absent or `false`/`0` → false, `true`/`1`/empty → true.
 fn flag(v: Option<String>, name: &str) -> Result<bool, ApiError> {
     match v.as_deref() {
@@ -375,7 +377,7 @@ mod tests {
             )),
         };
         let text = serde_json::to_string(&st).unwrap();
-        let w: crate::wire::PeersReply = serde_json::from_str(&text).unwrap();
+        let w: shimnet_wire::PeersReply = serde_json::from_str(&text).unwrap();
         assert_eq!(w.ipip.as_deref(), Some("userspace"));
         assert_eq!(w.peers[0].mode, "host-gw");
         assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");

@@ -222,7 +222,7 @@ impl NetConf {
         self.daemon_socket
             .as_deref()
             .filter(|s| !s.is_empty())
-            .unwrap_or(shimnet_api::wire::DEFAULT_API_SOCKET)
+            .unwrap_or(shimnet_wire::DEFAULT_API_SOCKET)
     }
 
     /// The IPAM plugin type to delegate to, if it is not host-local style.

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use shimnet_api::wire::{EndpointAttach, NetworkCreate, PortSpec};
+use shimnet_wire::{EndpointAttach, NetworkCreate, PortSpec};
 
 use crate::cni::args::CniArgs;
 use crate::cni::config::{NetConf, Range};

@@ -79,7 +79,7 @@ pub fn docker0_settings(text: Option<&str>) -> Result<Docker0Settings, WireError
         req.range_end = Some(Ipv4Addr::from(last));
     }
     req.bridge = Some(IfName::new("docker0").expect("valid name"));
-    req.docker_mac = true;
+    req.mac_prefix = Some(super::conventions::MAC_PREFIX);
     req.hairpin = Some(true);
     if let Some(m) = o.u64_opt("mtu")? {
         let m = u32::try_from(m).map_err(|_| WireError::new("mtu", format!("{m} is too large")))?;
@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(s.network.subnet.to_string(), "172.17.0.0/16");
         assert_eq!(s.network.gateway, Some("172.17.0.1".parse().unwrap()));
         assert_eq!(s.network.bridge.as_ref().unwrap().as_str(), "docker0");
-        assert!(s.network.docker_mac);
+        assert_eq!(
+            s.network.mac_prefix,
+            Some(super::super::conventions::MAC_PREFIX)
+        );
         assert!(s.iptables);
         assert_eq!(s.default_pools, docker_default_pools());
     }

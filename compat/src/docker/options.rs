@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
+use runtime_net::plan::ports::PortRequest;
 use runtime_net::plan::NetworkRequest;
 use runtime_net::{IfName, NetworkName, Protocol};
 use serde_json::{Map, Value};
@@ -131,7 +132,7 @@ pub fn network_request(c: &CreateNetwork) -> Result<NetworkRequest, WireError> {
     let subnet = Ipv4Network::new(pool.network(), pool.prefix())
         .map_err(|e| WireError::new("IPv4Data[0].Pool", e.to_string()))?;
     let mut req = NetworkRequest::new(name, subnet);
-    req.docker_mac = true;
+    req.mac_prefix = Some(super::conventions::MAC_PREFIX);
     // Sibling containers reach published ports of each other through the host address.
     req.hairpin = Some(true);
     req.gateway = match v4.gateway.map(|g| g.ip()) {
@@ -226,20 +227,8 @@ pub fn network_request(c: &CreateNetwork) -> Result<NetworkRequest, WireError> {
     Ok(req)
 }
 
-/// A binding with its protocol resolved and its host port range made explicit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortRequest {
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Host address (`None` = all).
-    pub host_ip: Option<IpAddr>,
-    /// Host ports any one of which may be used (a single port when docker named one).
-    pub host_ports: RangeInclusive<u16>,
-    /// Container port.
-    pub container_port: u16,
-}
-
-/// Resolves dockerd's bindings: numeric protocols, `HostPort..HostPortEnd` ranges, port 0.
+/// Resolves dockerd's bindings into the engine's port requests: numeric protocols,
+/// `HostPort..HostPortEnd` ranges (any one of which may be used), port 0 (any ephemeral port).
 pub fn port_requests(bindings: &[PortBinding]) -> Result<Vec<PortRequest>, WireError> {
     let mut out = Vec::new();
     for (i, b) in bindings.iter().enumerate() {

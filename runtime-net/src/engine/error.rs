@@ -47,6 +47,11 @@ impl From<StoreError> for EngineError {
             StoreError::NetworkExists(n) => {
                 EngineError::Conflict(format!("network {n} already exists"))
             }
+            StoreError::PortsTaken(p) => EngineError::Conflict(p.to_string()),
+            StoreError::NoSuchEndpoint(k) => EngineError::NotFound {
+                what: "endpoint",
+                name: k.to_string(),
+            },
             StoreError::NetworkInUse(n, c) => EngineError::Conflict(format!(
                 "network {n} still has {c} endpoint(s); detach them first"
             )),

@@ -1,13 +1,14 @@
 //! Reconciliation: bringing the kernel in line with the records at start, on SIGHUP and
-//! periodically (re-apply networks, reclaim endpoints whose namespace is gone, remove owned
-//! objects nothing records, re-install published ports missing from the firewall).
+//! periodically (re-apply networks, reclaim endpoints that are gone, remove owned objects nothing
+//! records, re-install published ports missing from the firewall). The decisions are the pure
+//! functions of [`crate::plan`] ([`plan::endpoint_alive`], [`plan::keep_link`],
+//! [`plan::plan_reconcile`]); this pass gathers what they need and carries out the result.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
 
 use super::{blocking, Engine, Result};
-use crate::plan::{self, ReconcilePlan};
-use crate::types::{IfName, NetworkSpec};
+use crate::plan::{self, endpoint::container_end_name, ReconcilePlan};
+use crate::types::{EndpointKey, EndpointKind, EndpointRecord, NetworkSpec};
 
 /// What a reconciliation pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,7 +27,7 @@ pub struct ReconcileReport {
 
 impl Engine {
     /// Brings the kernel in line with the records: re-applies every network, reclaims endpoints
-    /// whose namespace is gone, removes owned objects nothing records. Keeps going past errors.
+    /// that are gone, removes owned objects nothing records. Keeps going past errors.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let _w = self.topology.write().await;
         let mut report = ReconcileReport::default();
@@ -42,13 +43,13 @@ impl Engine {
             }
         }
         let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let links = self.nl.owned_links().await?;
+        let links = self.kernel.links.owned_links().await?;
         let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
         let fw_ports = self.fw(|fw| fw.owned_ports()).await?;
-        let docker_alive = self.docker_endpoints_alive(&endpoints).await;
+        let alive = self.alive_endpoints(&endpoints).await;
         let plan: ReconcilePlan =
             plan::plan_reconcile(&networks, &endpoints, &links, &fw_nets, &fw_ports, |ep| {
-                netns_alive(&ep.netns) || docker_alive.contains(&ep.key)
+                alive.contains(&ep.key)
             });
         for key in &plan.reclaim {
             match self.detach_locked(key).await {
@@ -57,11 +58,8 @@ impl Engine {
             }
         }
         for name in &plan.delete_links {
-            match IfName::new(name) {
-                Ok(n) => match self.nl.delete_link(&n).await {
-                    Ok(_) => report.links_removed += 1,
-                    Err(e) => report.errors.push(e.to_string()),
-                },
+            match self.kernel.links.delete_link(name).await {
+                Ok(_) => report.links_removed += 1,
                 Err(e) => report.errors.push(e.to_string()),
             }
         }
@@ -83,30 +81,39 @@ impl Engine {
             if let Some((ep, spec)) =
                 ep.and_then(|e| Some((e, by_name.get(e.key.network.as_str())?)))
             {
-                if let Err(e) = self.install_ports(spec, ep).await {
+                let rules = plan::endpoint::port_rules(spec, ep);
+                if let Err(e) = self.fw(move |fw| fw.add_ports(&rules)).await {
                     report.errors.push(format!("ports of {}: {e}", ep.key));
                 }
             }
         }
         Ok(report)
     }
-}
 
-/// True if a namespace path still exists and is a namespace (not a stale empty file).
-pub(super) fn netns_alive(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_netns_is_not_alive() {
-        assert!(!netns_alive(Path::new("/nonexistent/netns")));
-        let f = tempfile::NamedTempFile::new().unwrap();
-        assert!(!netns_alive(f.path()), "a plain file is not a namespace");
-        assert!(netns_alive(Path::new("/proc/self/ns/net")));
+    /// The endpoints still in use ([`plan::endpoint_alive`] over what the kernel shows). A
+    /// prepared endpoint whose namespace the daemon cannot see is looked at through its links.
+    async fn alive_endpoints(&self, endpoints: &[EndpointRecord]) -> HashSet<EndpointKey> {
+        let mut alive = HashSet::new();
+        for ep in endpoints {
+            let netns_alive = self.kernel.netns.alive(&ep.netns);
+            let (host, here) = if netns_alive || ep.kind != EndpointKind::Prepared {
+                (false, false)
+            } else {
+                let links = &self.kernel.links;
+                let peer = container_end_name(ep);
+                let (host, peer) = futures::join!(
+                    links.link(ep.host_ifname.as_str()),
+                    links.link(peer.as_str())
+                );
+                (
+                    host.map(|l| l.is_some()).unwrap_or(false),
+                    peer.map(|l| l.is_some()).unwrap_or(true),
+                )
+            };
+            if plan::endpoint_alive(ep, netns_alive, host, here) {
+                alive.insert(ep.key.clone());
+            }
+        }
+        alive
     }
 }

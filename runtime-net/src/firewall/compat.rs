@@ -1,15 +1,17 @@
-//! Coexistence with iptables managers (dockerd, podman's CNI/netavark iptables driver) for the
+//! Coexistence with other iptables managers (container engines' iptables drivers) for the
 //! nftables backend.
 //!
-//! A forwarded packet must be accepted by every base chain on the forward hook. dockerd sets the
-//! iptables `FORWARD` policy to DROP, so an accept in `inet shimnet` alone is not enough. When the
-//! `iptables` binary exists and table `filter` already has a `FORWARD` chain, this module keeps a
-//! chain `SHIMNET-FORWARD`, jumped from `FORWARD` at position 1, with `-i BR -j ACCEPT` and
-//! `-o BR -j ACCEPT` per network (comment `shimnet:<net>`); the real filtering stays in nftables.
-//! It never touches anybody else's chains. Runs on network create/delete only.
+//! A forwarded packet must be accepted by every base chain on the forward hook. Some managers set
+//! the iptables `FORWARD` policy to DROP, so an accept in `inet shimnet` alone is not enough. When
+//! the `iptables` binary exists and table `filter` already has a `FORWARD` chain, this module keeps
+//! a chain `SHIMNET-FORWARD`, jumped from `FORWARD` (placed by [`super::forward`]), with
+//! `-i BR -j ACCEPT` and `-o BR -j ACCEPT` per network (comment `shimnet:<net>`); the real
+//! filtering stays in nftables. It never touches anybody else's chains. Runs on network
+//! create/delete, and at every base pass when an admin chain layout is configured.
 
 use std::fs;
 
+use super::forward::{self, AdminChains};
 use super::ipt::Ipt;
 use super::nft::ffi::NftContext;
 use crate::types::{IfName, NetworkName};
@@ -37,6 +39,8 @@ pub fn accept_rules(net: &NetworkName, bridge: &IfName) -> [String; 2] {
 /// is an exec).
 pub struct Compat {
     fams: Vec<Ipt>,
+    /// Admin chain layout to keep in `FORWARD`.
+    pub admin: Option<AdminChains>,
 }
 
 impl Compat {
@@ -47,8 +51,29 @@ impl Compat {
                 .into_iter()
                 .filter_map(|v6| Ipt::new(v6).ok())
                 .collect(),
+            admin: None,
         }
     }
+}
+
+/// With an admin chain layout configured: creates it and puts its jump first in `FORWARD` of
+/// every family (before `SHIMNET-FORWARD` when that chain is in use). Nothing otherwise.
+pub fn ensure_admin(c: &Compat) -> Result<(), String> {
+    let Some(admin) = &c.admin else {
+        return Ok(());
+    };
+    for ipt in &c.fams {
+        let r = ipt
+            .chain_exists("filter", CHAIN)
+            .and_then(|own| forward::ensure(ipt, Some(admin), own.then_some(CHAIN)));
+        match r {
+            Ok(()) => {}
+            // IPv6 is best effort: ip6tables may lack a table here.
+            Err(e) if ipt.v6 => tracing::debug!("{}: admin chain layout: {e}", ipt.cmd()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Does table `filter` of this family have a `FORWARD` chain (without creating it)?
@@ -84,7 +109,7 @@ pub fn ensure_network(
             continue;
         }
         ipt.ensure_chain("filter", CHAIN)?;
-        ipt.ensure_first("filter", "FORWARD", JUMP)?;
+        forward::ensure(ipt, c.admin.as_ref(), Some(CHAIN))?;
         // Drop stale rules of this network (bridge renamed), then add.
         let want = accept_rules(net, bridge);
         let t = tag(net);

@@ -1,6 +1,9 @@
 //! Thin wrapper around the `iptables` crate (which execs `iptables`/`ip6tables` in the calling
 //! thread's network namespace): idempotent chain and jump helpers, and deletion of rules by
 //! their comment. Errors are flattened to strings right away (the crate's are not `Send`).
+//!
+//! The only module that runs iptables (a shape test holds it to that); the order of `FORWARD`
+//! is decided by [`super::forward`].
 
 use std::process::Command;
 
@@ -44,6 +47,16 @@ impl Ipt {
             self.inner.new_chain(table, chain).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Inserts `rule` at position 1 of `chain`.
+    pub fn insert_first(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
+        self.inner.insert(table, chain, rule, 1).map_err(err)
+    }
+
+    /// Deletes every copy of `rule` from `chain`.
+    pub fn delete_all(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
+        self.inner.delete_all(table, chain, rule).map_err(err)
     }
 
     /// Inserts `rule` at position 1 of `chain` unless an identical rule is already there.
@@ -138,6 +151,50 @@ impl Ipt {
         }
         Ok(())
     }
+}
+
+/// `iptables-save -c -t TABLE` (IPv4, with counters) in the calling thread's namespace.
+pub fn save_with_counters(table: &str) -> Result<String, String> {
+    let out = Command::new("iptables-save")
+        .args(["-c", "-t", table])
+        .output()
+        .map_err(|e| format!("iptables-save: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-save: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `iptables-restore -w 5 --noflush` (IPv4) fed `input`: one atomic commit of the tables it
+/// names, leaving every chain it does not mention alone.
+pub fn restore_noflush(input: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("iptables-restore: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-restore: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// The `--comment` value of a rule spec as printed by `iptables -S` (quotes removed).

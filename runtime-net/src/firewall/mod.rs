@@ -2,7 +2,10 @@
 //!
 //! - [`nft`]: table `inet shimnet` through libnftables, in process (preferred).
 //! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
-//! - [`compat`]: iptables `FORWARD` coexistence (dockerd's policy DROP) for the nftables backend.
+//! - [`compat`]: iptables `FORWARD` coexistence (another manager's policy DROP) for the nftables
+//!   backend.
+//! - [`forward`]: the one owner of iptables' `FORWARD` order (shimnet's jump, and an optional
+//!   admin chain jumped first: [`AdminChains`]); [`ipt`] is the only module that runs iptables.
 //! - [`detect()`]: picks one.
 //! - [`encap`]: peering's filter of encapsulated packets (VXLAN, IPIP) from non-peers, for
 //!   either backend.
@@ -13,6 +16,7 @@
 pub mod compat;
 mod detect;
 pub mod encap;
+pub mod forward;
 mod ipt;
 pub mod iptables;
 pub mod nft;
@@ -20,6 +24,7 @@ pub mod nft;
 mod tests;
 
 pub use detect::detect;
+pub use forward::AdminChains;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -98,8 +103,9 @@ pub struct PortRules {
 pub trait Firewall: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
-    /// Creates the base tables/chains (idempotent) and the coexistence rules for iptables'
-    /// FORWARD chain when another manager (dockerd) set its policy to DROP.
+    /// Creates the base tables/chains (idempotent), the admin chain layout when one is configured
+    /// ([`AdminChains`]) and the coexistence rules for iptables' FORWARD chain when another
+    /// manager set its policy to DROP.
     fn ensure_base(&self) -> Result<(), FirewallError>;
     /// Installs or replaces the rules of one network (idempotent, atomic per call).
     fn apply_network(&self, rules: &NetworkRules) -> Result<(), FirewallError>;

@@ -97,7 +97,7 @@ pub enum IpamError {
 
 /// Next free address after `last` (wrapping), never network/broadcast/reserved/used.
 ///
-/// Starting after the last address handed out (as CNI host-local does) means a just-released
+/// Starting after the last address handed out (as the reference host-local IPAM does) means a just-released
 /// address is not handed straight back. Only addresses inside `pool.range` are handed out.
 pub fn next_free(
     pool: &Pool,
@@ -209,8 +209,8 @@ impl<E, I: Iterator<Item = Result<IpAddr, E>>> Ascending<I> {
 
 /// Checks that a static request for `ip` can be granted.
 ///
-/// The address must lie in the subnet (not necessarily in `pool.range`: as with Docker, the
-/// range only limits what is handed out dynamically), must not be the network address, the
+/// The address must lie in the subnet (not necessarily in `pool.range`: the range only
+/// limits what is handed out dynamically), must not be the network address, the
 /// IPv4 broadcast or a reserved address, and must not be in `used`.
 pub fn check_static(pool: &Pool, used: &BTreeSet<IpAddr>, ip: IpAddr) -> Result<(), IpamError> {
     let fam = Family::of_net(&pool.subnet);
@@ -232,15 +232,8 @@ pub fn check_static(pool: &Pool, used: &BTreeSet<IpAddr>, ip: IpAddr) -> Result<
     Ok(())
 }
 
-/// The MAC an endpoint gets when none was requested: docker's 02:42+IPv4 when the network asks for
-/// it, otherwise a locally administered address derived from the IPv4 address.
-///
-/// The non-docker form is `0a:58` followed by the four IPv4 bytes, as Kubernetes network plugins
-/// do (locally administered, unicast).
+/// The MAC an endpoint gets when none was requested: the network's MAC prefix followed by the
+/// four bytes of the IPv4 address (see [`crate::types::MacPrefix`]).
 pub fn default_mac(spec: &NetworkSpec, ipv4: Ipv4Addr) -> MacAddr {
-    if spec.docker_mac {
-        return MacAddr::from_ipv4_docker(ipv4);
-    }
-    let o = ipv4.octets();
-    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+    spec.mac_prefix.mac(ipv4)
 }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::types::{IfName, NetworkName};
+use crate::types::{IfName, MacPrefix, NetworkName};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -188,7 +188,7 @@ fn static_requests() {
         .with_range(ip("10.1.0.100"), ip("10.1.0.150"));
     let used = set(&["10.1.0.5"]);
     assert_eq!(check_static(&p, &used, ip("10.1.0.6")), Ok(()));
-    // Inside the subnet but outside the range: allowed (Docker semantics).
+    // Inside the subnet but outside the range: allowed (the range only limits dynamic picks).
     assert_eq!(check_static(&p, &used, ip("10.1.0.160")), Ok(()));
     assert_eq!(
         check_static(&p, &used, ip("10.1.0.5")),
@@ -331,7 +331,7 @@ fn scan_errors_are_passed_through() {
     assert_eq!(r, Err("no table"));
 }
 
-fn spec(docker_mac: bool) -> NetworkSpec {
+fn spec(prefix: MacPrefix) -> NetworkSpec {
     NetworkSpec {
         name: NetworkName::new("n1").unwrap(),
         bridge: IfName::new("br-n1").unwrap(),
@@ -348,15 +348,18 @@ fn spec(docker_mac: bool) -> NetworkSpec {
         no_masquerade_to: vec![],
         allow_from: vec![],
         host_binding_ipv4: None,
-        docker_mac,
+        mac_prefix: prefix,
     }
 }
 
 #[test]
 fn default_macs() {
     let a = Ipv4Addr::new(10, 88, 1, 2);
-    assert_eq!(default_mac(&spec(true), a).to_string(), "02:42:0a:58:01:02");
-    let m = default_mac(&spec(false), a);
+    assert_eq!(
+        default_mac(&spec(MacPrefix([2, 0x42])), a).to_string(),
+        "02:42:0a:58:01:02"
+    );
+    let m = default_mac(&spec(MacPrefix::default()), a);
     assert_eq!(m.to_string(), "0a:58:0a:58:01:02");
     assert!(m.is_valid_unicast());
     assert_eq!(m.0[0] & 0x02, 0x02, "locally administered");

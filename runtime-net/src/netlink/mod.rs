@@ -1,25 +1,29 @@
 //! Netlink executor: bridges, veth pairs, namespaces, addresses and routes through one long-lived
-//! rtnetlink handle (plus a short-lived socket inside each container namespace).
+//! rtnetlink handle (plus a short-lived socket inside each container namespace). Implements the
+//! engine's [`Links`] and [`Namespaces`] traits.
 //!
 //! Submodules each own one job: [`query`] reads links/addresses/routes, [`bridge`] creates and
-//! repairs bridges, [`veth`] builds endpoints, [`check`] compares an endpoint with the kernel and
-//! [`netns`] opens sockets inside container namespaces. No process is ever executed.
+//! repairs bridges, [`veth`] builds endpoints, [`netns`] opens sockets inside container
+//! namespaces, [`reaper`] deletes retired links in the background and [`watch`] reports links that
+//! disappear. No process is ever executed.
 
 mod bridge;
-mod check;
 mod netns;
-mod prepare;
 pub(crate) mod query;
 mod reaper;
 pub use reaper::REAP_GROUP;
 mod veth;
+pub mod watch;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ipnetwork::IpNetwork;
 
-use crate::types::{IfName, MacAddr};
+use crate::kernel::{
+    BridgePort, ContainerConfig, ContainerEnd, InNetns, KFuture, Links, Namespaces, PairSpec,
+};
+use crate::nspath::NetnsPathError;
+use crate::types::IfName;
 
 /// Netlink failures, each naming the object involved.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,7 @@ pub enum NetlinkError {
 }
 
 /// Desired bridge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
     /// Device name.
     pub name: IfName,
@@ -47,37 +51,6 @@ pub struct BridgeConfig {
     pub mtu: u32,
     /// Gateway addresses with prefix, set on the bridge.
     pub addrs: Vec<IpNetwork>,
-}
-
-/// Desired veth pair of one endpoint.
-#[derive(Debug, Clone)]
-pub struct VethConfig {
-    /// Bridge the host end is enslaved to.
-    pub bridge: IfName,
-    /// Host end name.
-    pub host_ifname: IfName,
-    /// Owner alias of the host end.
-    pub host_alias: String,
-    /// Container namespace path.
-    pub netns: PathBuf,
-    /// Container end name inside the namespace.
-    pub container_ifname: IfName,
-    /// Container end MAC.
-    pub mac: MacAddr,
-    /// Container IPv4 address/prefix.
-    pub ipv4: Ipv4Network,
-    /// Container IPv6 address/prefix.
-    pub ipv6: Option<Ipv6Network>,
-    /// IPv4 default gateway; no default route when `None`.
-    pub gateway: Option<Ipv4Addr>,
-    /// IPv6 default gateway.
-    pub gateway6: Option<Ipv6Addr>,
-    /// MTU of both ends.
-    pub mtu: u32,
-    /// Hairpin mode on the bridge port.
-    pub hairpin: bool,
-    /// Port isolation on the bridge port (icc=false).
-    pub isolated: bool,
 }
 
 /// Kind of an owned link.
@@ -92,7 +65,7 @@ pub enum LinkKind {
 }
 
 /// A link as seen in the kernel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
     /// Name.
     pub name: String,
@@ -102,6 +75,12 @@ pub struct LinkInfo {
     pub alias: Option<String>,
     /// Kind.
     pub kind: LinkKind,
+    /// Index of its master (bridge), if enslaved.
+    pub master: Option<u32>,
+    /// Administratively up.
+    pub up: bool,
+    /// MTU.
+    pub mtu: Option<u32>,
     /// Device group ([`REAP_GROUP`]: detached, waiting for deletion).
     pub group: u32,
 }
@@ -131,24 +110,98 @@ impl Netlink {
         })?;
         Ok(Netlink { handle, reaper })
     }
-    /// Creates or repairs a bridge: alias, MTU, addresses, up. Returns its index.
-    pub async fn ensure_bridge(&self, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
-        bridge::ensure(&self.handle, cfg).await
+
+    /// Names of the links enslaved to bridge `bridge` (empty if the bridge does not exist).
+    pub async fn bridge_ports(&self, bridge: &IfName) -> Result<Vec<String>, NetlinkError> {
+        let Some(br) = query::link_by_name(&self.handle, bridge.as_str()).await? else {
+            return Ok(Vec::new());
+        };
+        let links = query::dump_links(&self.handle).await?;
+        Ok(links
+            .iter()
+            .filter(|l| query::master(l) == Some(br.header.index))
+            .filter_map(query::name)
+            .collect())
     }
-    /// Deletes a link by name; `Ok(false)` if it did not exist.
-    pub async fn delete_link(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        query::delete_by_name(&self.handle, name.as_str()).await
+}
+
+impl Links for Netlink {
+    fn link<'a>(&'a self, name: &'a str) -> KFuture<'a, Option<LinkInfo>> {
+        Box::pin(async move {
+            Ok(query::link_by_name(&self.handle, name)
+                .await?
+                .as_ref()
+                .map(query::link_info))
+        })
     }
-    /// Detaches an endpoint's veth at once — down, so no traffic flows — and
-    /// deletes it in the background (see [`reaper`]). `Ok(false)` if there was no such link.
+
+    fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>> {
+        Box::pin(async move {
+            let links = query::dump_links(&self.handle).await?;
+            Ok(links
+                .iter()
+                .map(query::link_info)
+                .filter(|l| {
+                    l.group == REAP_GROUP
+                        || l.alias
+                            .as_deref()
+                            .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+                })
+                .collect())
+        })
+    }
+
+    fn host_addresses(&self) -> KFuture<'_, Vec<(String, IpNetwork)>> {
+        Box::pin(async move {
+            // One dump after the other: a netlink socket serves one dump at a time.
+            let addrs = query::all_addresses(&self.handle).await?;
+            let links = query::dump_links(&self.handle).await?;
+            let names: std::collections::HashMap<u32, String> = links
+                .iter()
+                .filter_map(|l| query::name(l).map(|n| (l.header.index, n)))
+                .collect();
+            Ok(addrs
+                .into_iter()
+                .filter_map(|(index, ip, prefix)| {
+                    let net = IpNetwork::new(ip, prefix).ok()?;
+                    Some((
+                        names
+                            .get(&index)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{index}")),
+                        net,
+                    ))
+                })
+                .collect())
+        })
+    }
+
+    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, u32> {
+        Box::pin(bridge::ensure(&self.handle, cfg))
+    }
+
+    fn create_pair<'a>(&'a self, pair: &'a PairSpec) -> KFuture<'a, ()> {
+        Box::pin(veth::create_pair(&self.handle, pair))
+    }
+
+    fn configure_port<'a>(&'a self, port: &'a BridgePort) -> KFuture<'a, ()> {
+        Box::pin(veth::configure_port(&self.handle, port))
+    }
+
+    fn delete_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {
+        Box::pin(query::delete_by_name(&self.handle, name))
+    }
+
+    /// Takes the link down at once — no traffic flows — and deletes it in the background (see
+    /// [`reaper`]).
     ///
     /// Runs as a task of its own: a caller that gives up half-way (a client that disconnects, a
     /// timeout) cannot leave the link in the reap group without its deletion queued — the group
     /// is deleted only when something is queued after the link went in.
-    pub async fn detach_veth(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        let (handle, reaper, name) = (self.handle.clone(), self.reaper.clone(), name.clone());
+    fn retire_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {
+        let (handle, reaper, name) = (self.handle.clone(), self.reaper.clone(), name.to_owned());
         let task = tokio::spawn(async move {
-            let Some(link) = query::link_by_name(&handle, name.as_str()).await? else {
+            let Some(link) = query::link_by_name(&handle, &name).await? else {
                 return Ok(false);
             };
             let index = link.header.index;
@@ -171,78 +224,69 @@ impl Netlink {
                 }
             }
         });
-        match task.await {
-            Ok(r) => r,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        })
     }
-    /// Background deletions not finished yet.
-    pub fn pending_deletions(&self) -> usize {
+
+    fn pending_deletions(&self) -> usize {
         self.reaper.pending()
     }
-    /// Creates and configures an endpoint's veth pair (idempotent: replaces a stale pair).
-    pub async fn attach_veth(&self, cfg: &VethConfig) -> Result<(), NetlinkError> {
-        veth::attach(&self.handle, cfg).await
+}
+
+/// Entering container namespaces through their files (`/run/netns/x`, `/proc/<pid>/ns/net`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetnsEntry;
+
+impl Namespaces for NetnsEntry {
+    fn check(&self, path: &Path) -> Result<(), NetnsPathError> {
+        crate::nspath::check_netns(path)
     }
-    /// Links whose alias marks them as shimnet's, and every link in the reap group (only
-    /// detached links waiting for deletion are put there, alias or not).
-    pub async fn owned_links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
-        let links = query::dump_links(&self.handle).await?;
-        Ok(links
-            .iter()
-            .map(query::link_info)
-            .filter(|l| {
-                l.group == REAP_GROUP
-                    || l.alias
-                        .as_deref()
-                        .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
+
+    fn alive(&self, path: &Path) -> bool {
+        crate::nspath::alive(path)
+    }
+
+    fn enter<'a>(&'a self, path: &'a Path) -> KFuture<'a, Box<dyn InNetns>> {
+        Box::pin(async move {
+            let file = netns::open(path)?;
+            let handle = netns::connect_in(&file, path).await?;
+            Ok(Box::new(InsideNetns {
+                handle,
+                shown: path.display().to_string(),
+            }) as Box<dyn InNetns>)
+        })
+    }
+}
+
+/// A netlink socket inside one container namespace.
+struct InsideNetns {
+    handle: rtnetlink::Handle,
+    shown: String,
+}
+
+impl InNetns for InsideNetns {
+    fn configure<'a>(&'a self, cfg: &'a ContainerConfig) -> KFuture<'a, ()> {
+        Box::pin(veth::configure_container(&self.handle, cfg, &self.shown))
+    }
+
+    fn observe<'a>(&'a self, ifname: &'a IfName) -> KFuture<'a, ContainerEnd> {
+        Box::pin(async move {
+            let h = &self.handle;
+            let object = format!("{ifname} in {}", self.shown);
+            let Some(link) = query::link_by_name(h, ifname.as_str()).await? else {
+                return Ok(ContainerEnd::LinkMissing);
+            };
+            Ok(ContainerEnd::Present {
+                mac: query::mac(&link),
+                up: query::is_up(&link),
+                addrs: query::addresses(h, link.header.index, &object).await?,
+                gateways: query::default_gateways(h, &object).await?,
             })
-            .collect())
-    }
-    /// Differences between the kernel and `cfg` (empty when all is in place).
-    pub async fn check_veth(&self, cfg: &VethConfig) -> Result<Vec<String>, NetlinkError> {
-        check::check(&self.handle, cfg).await
-    }
-    /// Every address in the daemon's namespace as (link name, address/prefix).
-    pub async fn host_addresses(&self) -> Result<Vec<(String, IpNetwork)>, NetlinkError> {
-        // One dump after the other: a netlink socket serves one dump at a time.
-        let addrs = query::all_addresses(&self.handle).await?;
-        let links = query::dump_links(&self.handle).await?;
-        let names: std::collections::HashMap<u32, String> = links
-            .iter()
-            .filter_map(|l| query::name(l).map(|n| (l.header.index, n)))
-            .collect();
-        Ok(addrs
-            .into_iter()
-            .filter_map(|(index, ip, prefix)| {
-                let net = IpNetwork::new(ip, prefix).ok()?;
-                Some((
-                    names
-                        .get(&index)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{index}")),
-                    net,
-                ))
-            })
-            .collect())
-    }
-    /// Whether a link of that name exists in the daemon's namespace.
-    pub async fn link_exists(&self, name: &IfName) -> Result<bool, NetlinkError> {
-        Ok(query::link_by_name(&self.handle, name.as_str())
-            .await?
-            .is_some())
-    }
-    /// Names of the links enslaved to bridge `bridge` (empty if the bridge does not exist).
-    pub async fn bridge_ports(&self, bridge: &IfName) -> Result<Vec<String>, NetlinkError> {
-        let Some(br) = query::link_by_name(&self.handle, bridge.as_str()).await? else {
-            return Ok(Vec::new());
-        };
-        let links = query::dump_links(&self.handle).await?;
-        Ok(links
-            .iter()
-            .filter(|l| query::master(l) == Some(br.header.index))
-            .filter_map(query::name)
-            .collect())
+        })
     }
 }
 
@@ -279,6 +323,7 @@ mod tests {
     fn handle_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Netlink>();
+        assert_send_sync::<NetnsEntry>();
     }
 
     #[test]

@@ -244,6 +244,9 @@ pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
         index: m.header.index,
         alias: alias(m),
         kind: kind(m),
+        master: master(m),
+        up: is_up(m),
+        mtu: mtu(m),
         group: group(m),
     }
 }

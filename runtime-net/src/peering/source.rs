@@ -284,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_wake_only_for_a_different_set() {
-        let (feed, mut sub) = PeerFeed::new(SourceKind::Etcd, "http://e:2379");
+        let (feed, mut sub) = PeerFeed::new(SourceKind::Etcd, "e1:2379");
         assert!(sub.current().is_none());
         assert!(feed.publish(vec![peer("b", "10.2.0.0/24")]));
         assert_eq!(sub.changed().await.len(), 1);

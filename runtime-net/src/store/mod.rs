@@ -7,6 +7,7 @@
 
 mod alloc;
 mod handle;
+pub mod legacy;
 mod pools;
 mod schema;
 #[cfg(test)]
@@ -19,8 +20,10 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::ipam::{default_mac, Family, IpamError, Pool};
+use crate::plan::ports::{self, PortRequest, PortsTaken};
 use crate::types::{
-    EndpointKey, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec, PortMapping,
+    EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
+    PortMapping,
 };
 use alloc::{pool_rows, PoolTables};
 pub use handle::StoreHealth;
@@ -80,6 +83,9 @@ pub enum StoreError {
         #[source]
         source: IpamError,
     },
+    /// A host port asked for is published by another endpoint.
+    #[error(transparent)]
+    PortsTaken(#[from] PortsTaken),
 }
 
 /// What an endpoint asks for; the store fills in the rest from the network spec.
@@ -87,6 +93,8 @@ pub enum StoreError {
 pub struct AllocRequest {
     /// Identity of the endpoint.
     pub key: EndpointKey,
+    /// Who puts its container end in place.
+    pub kind: EndpointKind,
     /// Namespace path.
     pub netns: PathBuf,
     /// Host-side veth name.
@@ -97,8 +105,8 @@ pub struct AllocRequest {
     pub ipv6: Option<Ipv6Addr>,
     /// Requested MAC.
     pub mac: Option<MacAddr>,
-    /// Published ports.
-    pub ports: Vec<PortMapping>,
+    /// Ports to publish; each gets the first host port of its range no other endpoint has.
+    pub ports: Vec<PortRequest>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
@@ -106,6 +114,9 @@ pub struct AllocRequest {
 pub struct Store {
     db: Handle,
     path: PathBuf,
+    /// Test hook: the next write fails with this message instead of committing.
+    #[cfg(any(test, feature = "fakes"))]
+    fail_next: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -138,7 +149,12 @@ impl Store {
             path: path.clone(),
             msg: e.to_string(),
         })?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            #[cfg(any(test, feature = "fakes"))]
+            fail_next: std::sync::Mutex::new(None),
+        };
         store.write(|txn| {
             let mut meta = txn.open_table(META)?;
             let version = meta.get("schema")?.map(|g| g.value());
@@ -195,12 +211,25 @@ impl Store {
         &self.path
     }
 
+    /// Makes the next write transaction fail with `msg` (tests of the callers' rollback).
+    #[cfg(any(test, feature = "fakes"))]
+    pub fn fail_next_write(&self, msg: &str) {
+        *self.fail_next.lock().expect("fail hook") = Some(msg.to_string());
+    }
+
     /// Runs `body` in one write transaction and commits it durably; on error nothing is written
     /// (after an I/O error, see [`handle`] for what "nothing" means).
     fn write<T>(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
+        #[cfg(any(test, feature = "fakes"))]
+        if let Some(msg) = self.fail_next.lock().expect("fail hook").take() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                msg,
+            });
+        }
         self.db
             .with(true, |db| {
                 let mut txn = db.begin_write()?;
@@ -300,9 +329,10 @@ impl Store {
         })
     }
 
-    /// Allocates addresses and records the endpoint in one durable transaction. If the key is
-    /// already recorded, returns the existing record and `false` (the request is not compared:
-    /// a retry gets what the first call got).
+    /// Allocates addresses and host ports and records the endpoint in one durable transaction, so
+    /// no two endpoints are ever given the same address or host port. If the key is already
+    /// recorded, returns the existing record and `false` (the request is not compared: a retry
+    /// gets what the first call got).
     pub fn allocate_endpoint(
         &self,
         req: &AllocRequest,
@@ -322,6 +352,12 @@ impl Store {
             if let Some(g) = eps.get(ekey.as_str())? {
                 return Ok((from_json("endpoint", &ekey, g.value())?, false));
             }
+            let chosen = if req.ports.is_empty() {
+                Vec::new()
+            } else {
+                let taken = ports_of_others(&eps, &req.key)?;
+                ports::choose(&req.ports, &taken).map_err(StoreError::from)?
+            };
             let mut pools = PoolTables::open(txn)?;
 
             let ip4 = pools
@@ -358,6 +394,7 @@ impl Store {
 
             let rec = EndpointRecord {
                 key: req.key.clone(),
+                kind: req.kind,
                 netns: req.netns.clone(),
                 host_ifname: req.host_ifname.clone(),
                 ipv4,
@@ -366,7 +403,7 @@ impl Store {
                 gateway: spec.gateway,
                 gateway6: spec.gateway6,
                 mtu: spec.mtu,
-                ports: req.ports.clone(),
+                ports: chosen,
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
             Ok((rec, true))
@@ -388,6 +425,32 @@ impl Store {
             }
             eps.insert(ekey.as_str(), to_json("endpoint", rec)?.as_str())?;
             Ok(())
+        })
+    }
+
+    /// Gives an endpoint the first free host port of each request (other endpoints' ports count
+    /// as taken, its own do not), replacing what it published, in one transaction. Returns the
+    /// record before and after.
+    pub fn replace_ports(
+        &self,
+        key: &EndpointKey,
+        requests: &[PortRequest],
+    ) -> Result<(EndpointRecord, EndpointRecord), StoreError> {
+        let ekey = endpoint_key(key);
+        self.write(|txn| {
+            let mut eps = txn.open_table(ENDPOINTS)?;
+            let old: EndpointRecord = match eps.get(ekey.as_str())? {
+                Some(g) => from_json("endpoint", &ekey, g.value())?,
+                None => return Err(StoreError::NoSuchEndpoint(key.clone()).into()),
+            };
+            let taken = ports_of_others(&eps, key)?;
+            let chosen = ports::choose(requests, &taken).map_err(StoreError::from)?;
+            let new = EndpointRecord {
+                ports: chosen,
+                ..old.clone()
+            };
+            eps.insert(ekey.as_str(), to_json("endpoint", &new)?.as_str())?;
+            Ok((old, new))
         })
     }
 
@@ -461,4 +524,20 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// The published ports of every endpoint but `key`, with their owners.
+fn ports_of_others(
+    eps: &impl ReadableTable<&'static str, &'static str>,
+    key: &EndpointKey,
+) -> Result<Vec<(EndpointKey, PortMapping)>, Fail> {
+    let mut taken = Vec::new();
+    for row in eps.iter()? {
+        let (k, v) = row?;
+        let rec: EndpointRecord = from_json("endpoint", k.value(), v.value())?;
+        if &rec.key != key {
+            taken.extend(rec.ports.iter().map(|p| (rec.key.clone(), *p)));
+        }
+    }
+    Ok(taken)
 }

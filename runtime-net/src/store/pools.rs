@@ -1,5 +1,6 @@
-//! Generic address pools for Docker's IPAM driver: pools by id, addresses by owner, stored in
-//! the same database and allocated by the same code as network endpoints.
+//! Generic address pools (for callers that manage pools apart from networks): pools by id,
+//! addresses by owner, stored in the same database and allocated by the same code as network
+//! endpoints.
 
 use std::net::IpAddr;
 
@@ -53,7 +54,7 @@ impl Store {
         })
     }
 
-    /// Removes a pool together with all its allocations (Docker releases a pool as a whole);
+    /// Removes a pool together with all its allocations (pools are released as a whole);
     /// `Ok(None)` if absent.
     pub fn remove_pool(&self, id: &str) -> Result<Option<Pool>, StoreError> {
         self.write(|txn| {

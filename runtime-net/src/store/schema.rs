@@ -23,7 +23,7 @@ pub(crate) const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("
 pub(crate) const ALLOCATIONS: TableDefinition<&[u8], &str> = TableDefinition::new("allocations");
 /// Pool key → number of the last address handed out dynamically.
 pub(crate) const CURSORS: TableDefinition<&str, u128> = TableDefinition::new("cursors");
-/// Generic (Docker IPAM driver) pool id → JSON `Pool`.
+/// Generic pool id → JSON `Pool`.
 pub(crate) const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
 
 /// Pool key of a network's IPv4 addresses.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::types::ContainerId;
+use crate::types::{ContainerId, MacPrefix};
 
 mod bench;
 mod crash;
@@ -30,12 +30,13 @@ pub(super) fn spec(name: &str, subnet: &str, gateway: &str) -> NetworkSpec {
         no_masquerade_to: vec![],
         allow_from: vec![],
         host_binding_ipv4: None,
-        docker_mac: false,
+        mac_prefix: MacPrefix::LOCAL,
     }
 }
 
 pub(super) fn req(net: &str, cid: &str) -> AllocRequest {
     AllocRequest {
+        kind: EndpointKind::Managed,
         key: EndpointKey {
             network: NetworkName::new(net).unwrap(),
             container_id: ContainerId::new(cid).unwrap(),
@@ -182,7 +183,7 @@ fn static_requests_and_their_conflicts() {
     let mut s = spec("n1", "10.1.0.0/24", "10.1.0.1");
     s.subnet6 = Some("fd01::/64".parse().unwrap());
     s.gateway6 = Some("fd01::1".parse().unwrap());
-    s.docker_mac = true;
+    s.mac_prefix = MacPrefix([2, 0x42]);
     st.insert_network(&s).unwrap();
 
     let mut r = req("n1", "c1");
@@ -329,8 +330,8 @@ fn generic_pools() {
     ));
     let id = "local/10.40.0.0/24";
     assert_eq!(st.pool(id).unwrap(), Some(p.clone()));
-    // Gateway requested statically (reserved addresses are refused, so Docker's gateway is not
-    // put in `reserved` by callers that want to allocate it).
+    // Gateway requested statically (reserved addresses are refused, so a gateway is not put in
+    // `reserved` by callers that want to allocate it).
     assert!(matches!(
         st.allocate_address(id, "gw", Some(ip("10.40.0.1"))),
         Err(StoreError::PoolIpam {

@@ -36,7 +36,7 @@ fn recorded_network_with_icc_off_and_mtu() {
     assert_eq!(r.mtu, Some(1400));
     assert_eq!(r.internal, Some(false));
     assert_eq!(r.bridge.unwrap().as_str(), "br-2d2c3363a681");
-    assert!(r.docker_mac);
+    assert_eq!(r.mac_prefix, Some(crate::docker::conventions::MAC_PREFIX));
     assert_eq!(r.subnet6, None);
 }
 

@@ -21,13 +21,11 @@
 //! reserved byte after the 24-bit VNI.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
 use super::{EncapDrops, EncapFilter, EncapRules};
-use crate::firewall::{BackendKind, FirewallError};
+use crate::firewall::{ipt, BackendKind, FirewallError};
 
 /// The chain that judges encapsulated packets.
 pub const CHAIN: &str = "SHIMNET-ENCAP";
@@ -253,48 +251,12 @@ impl IptEncap {
     }
 
     fn save(&self, op: &str) -> Result<Saved, FirewallError> {
-        let out = Command::new("iptables-save")
-            .args(["-c", "-t", "filter"])
-            .output()
-            .map_err(|e| fail(op, format!("iptables-save: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(
-                op,
-                format!(
-                    "iptables-save: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
-        Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+        let text = ipt::save_with_counters("filter").map_err(|e| fail(op, e))?;
+        Ok(parse_save(&text))
     }
 
     fn restore(&self, op: &str, input: &str) -> Result<(), FirewallError> {
-        let mut child = Command::new("iptables-restore")
-            .args(["-w", "5", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(op, format!("iptables-restore: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|e| fail(op, format!("iptables-restore: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| fail(op, format!("iptables-restore: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(
-                op,
-                format!(
-                    "iptables-restore: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
-        Ok(())
+        ipt::restore_noflush(input).map_err(|e| fail(op, e))
     }
 }
 

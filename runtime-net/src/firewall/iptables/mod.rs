@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 
 use self::rules::{Rule, CHAINS, DNAT, FORWARD, FORWARD_RULES};
 use super::ipt::{comment_of, Ipt};
-use super::{BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
+use super::{forward, AdminChains, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
 use crate::types::{IfName, NetworkName};
 
 /// The iptables backend.
 pub struct IptablesBackend {
     v4: Ipt,
     v6: Option<Ipt>,
+    admin: Option<AdminChains>,
 }
 
 fn fail(op: &str, msg: impl Into<String>) -> FirewallError {
@@ -37,7 +38,17 @@ impl IptablesBackend {
                     .ok_or_else(|| fail("probe iptables", "cannot list filter FORWARD"))
             })?;
         let v6 = Ipt::new(true).ok();
-        Ok(Self { v4, v6 })
+        Ok(Self {
+            v4,
+            v6,
+            admin: None,
+        })
+    }
+
+    /// Keeps an admin chain jumped first from `FORWARD` (see [`forward`]).
+    pub fn with_admin(mut self, admin: Option<AdminChains>) -> Self {
+        self.admin = admin;
+        self
     }
 
     fn fams(&self) -> impl Iterator<Item = &Ipt> {
@@ -52,7 +63,7 @@ impl IptablesBackend {
         }
     }
 
-    fn ensure_base_in(ipt: &Ipt) -> Result<(), String> {
+    fn ensure_base_in(&self, ipt: &Ipt) -> Result<(), String> {
         for c in CHAINS {
             ipt.ensure_chain(c.table, c.name)?;
         }
@@ -61,10 +72,13 @@ impl IptablesBackend {
         }
         for c in CHAINS {
             for (from, rule) in c.jumps {
-                ipt.ensure_first(c.table, from, rule)?;
+                // `FORWARD` has one owner, which also places the admin chain.
+                if (c.table, *from) != ("filter", "FORWARD") {
+                    ipt.ensure_first(c.table, from, rule)?;
+                }
             }
         }
-        Ok(())
+        forward::ensure(ipt, self.admin.as_ref(), Some(FORWARD))
     }
 
     /// Deletes the rules whose comment satisfies `owned` from every chain of every family;
@@ -127,7 +141,7 @@ impl Firewall for IptablesBackend {
 
     fn ensure_base(&self) -> Result<(), FirewallError> {
         for ipt in self.fams() {
-            Self::ensure_base_in(ipt)
+            self.ensure_base_in(ipt)
                 .map_err(|e| fail(&format!("ensure base ({})", ipt.cmd()), e))?;
         }
         Ok(())

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use self::ffi::NftContext;
 use self::state::Listing;
-use super::{compat, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
+use super::{compat, AdminChains, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
 use crate::types::{IfName, NetworkName};
 
 /// The nftables backend.
@@ -44,6 +44,12 @@ impl NftBackend {
             compat: compat::Compat::find(),
             op: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Keeps an admin chain jumped first from iptables' `FORWARD` (see [`super::forward`]).
+    pub fn with_admin(mut self, admin: Option<AdminChains>) -> Self {
+        self.compat.admin = admin;
+        self
     }
 
     fn run(&self, op: &str, cmds: &str) -> Result<String, FirewallError> {
@@ -113,7 +119,8 @@ impl Firewall for NftBackend {
 
     fn ensure_base(&self) -> Result<(), FirewallError> {
         self.run("ensure base", &rules::base())?;
-        Ok(())
+        compat::ensure_admin(&self.compat)
+            .map_err(|e| fail("ensure base: iptables admin chain layout", e))
     }
 
     fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {

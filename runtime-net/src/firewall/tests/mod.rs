@@ -59,7 +59,7 @@ fn with_fw<T: Send + 'static>(
 ) -> T {
     let t2 = t.clone();
     in_ns(&t.host, move || {
-        let fw = detect(Some(kind)).unwrap_or_else(|e| panic!("detect {kind:?}: {e}"));
+        let fw = detect(Some(kind), None).unwrap_or_else(|e| panic!("detect {kind:?}: {e}"));
         assert_eq!(fw.kind(), kind);
         fw.ensure_base().expect("ensure_base");
         f(&*fw, &t2)
@@ -110,6 +110,7 @@ both!(internal);
 both!(isolation);
 both!(ports);
 both!(forward_policy_drop);
+both!(admin_chain_stays_first);
 
 /// Masquerade (v4 and v6), no_masquerade_to, replace, owned_networks, removal.
 fn masquerade(kind: BackendKind) {
@@ -429,7 +430,7 @@ fn ports(kind: BackendKind) {
     });
 }
 
-/// dockerd-style iptables FORWARD policy DROP: our rules still forward.
+/// Another manager set iptables' FORWARD policy to DROP: our rules still forward.
 fn forward_policy_drop(kind: BackendKind) {
     if skip_unless_root() {
         return;
@@ -484,6 +485,78 @@ fn forward_policy_drop(kind: BackendKind) {
     });
 }
 
+/// An admin chain layout: its jump is the first rule of FORWARD and shimnet's comes right after,
+/// whoever inserted at the top in between and whatever is re-applied; its RETURN is kept and an
+/// administrator's DROP there is final.
+fn admin_chain_stays_first(kind: BackendKind) {
+    if skip_unless_root() {
+        return;
+    }
+    let b = idx(kind);
+    let p = format!("10.209.{}", b * 10);
+    let t = Arc::new(Topo::new(
+        "admin",
+        &format!("10.209.{}", 100 + b),
+        &[br("br0", p.clone(), 1)],
+        None,
+    ));
+    t.host_sh(&["iptables", "-P", "FORWARD", "DROP"]);
+    let t2 = t.clone();
+    in_ns(&t.host, move || {
+        let t = &t2;
+        let admin = super::AdminChains {
+            first: "ADMIN-FIRST".into(),
+            placeholders: vec![("nat".into(), "ADMIN-NAT".into())],
+        };
+        let fw = detect(Some(kind), Some(admin)).unwrap();
+        fw.ensure_base().unwrap();
+        let n = net("n1", "br0", &p);
+        fw.apply_network(&n).unwrap();
+        let top = |t: &Topo| -> Vec<String> {
+            t.host_sh(&["iptables", "-S", "FORWARD"])
+                .lines()
+                .filter(|l| l.starts_with("-A FORWARD"))
+                .take(2)
+                .map(String::from)
+                .collect()
+        };
+        let want = vec![
+            "-A FORWARD -j ADMIN-FIRST".to_string(),
+            "-A FORWARD -j SHIMNET-FORWARD".to_string(),
+        ];
+        assert_eq!(top(t), want);
+        assert!(t
+            .host_sh(&["iptables", "-S", "ADMIN-FIRST"])
+            .contains("-A ADMIN-FIRST -j RETURN"));
+        t.host_sh(&["iptables", "-t", "nat", "-S", "ADMIN-NAT"]);
+        // Someone else inserts at the top; the next pass puts the layout back.
+        t.host_sh(&["iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"]);
+        fw.apply_network(&n).unwrap();
+        fw.ensure_base().unwrap();
+        assert_eq!(top(t), want);
+        let c = &t.containers[0];
+        assert!(probe(&t.outside, sa(t.out_ip, 120), c, sa(t.out_ip, 120)).is_some());
+        let c_ip = format!("{p}.2");
+        t.host_sh(&[
+            "iptables",
+            "-I",
+            "ADMIN-FIRST",
+            "1",
+            "-s",
+            &c_ip,
+            "-j",
+            "DROP",
+        ]);
+        assert_eq!(
+            probe(&t.outside, sa(t.out_ip, 121), c, sa(t.out_ip, 121)),
+            None,
+            "an admin DROP is final"
+        );
+        fw.remove_network(&n.name).unwrap();
+        fw.remove_all().unwrap();
+    });
+}
+
 /// Auto-detection picks nftables where libnftables works.
 #[test]
 fn detect_prefers_nftables() {
@@ -491,7 +564,7 @@ fn detect_prefers_nftables() {
         return;
     }
     let t = Arc::new(Topo::new("detect", "10.208.0", &[], None));
-    let kind = in_ns(&t.host, || detect(None).map(|fw| fw.kind()));
+    let kind = in_ns(&t.host, || detect(None, None).map(|fw| fw.kind()));
     assert_eq!(kind.expect("detect"), BackendKind::Nftables);
     // Nothing is created by detection alone.
     let tables = t.host_sh(&["nft", "list", "tables"]);

@@ -61,6 +61,52 @@ pub struct NetworkCreate {
     pub docker_mac: Option<bool>,
 }
 
+/// A network as the REST API shows it: the reply to create and ensure, the items of `GET
+/// /v1/networks`, `network` in `GET /v1/networks/{name}` and `deleted` in the reply to delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Name.
+    pub name: String,
+    /// Bridge device.
+    pub bridge: String,
+    /// IPv4 subnet (CIDR).
+    pub subnet: String,
+    /// IPv4 gateway.
+    pub gateway: String,
+    /// First and last address handed out dynamically, when the whole subnet is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range4: Option<(String, String)>,
+    /// IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Masquerade.
+    pub masquerade: bool,
+    /// Inter-container communication.
+    pub icc: bool,
+    /// Internal.
+    pub internal: bool,
+    /// Hairpin mode.
+    pub hairpin: bool,
+    /// Destinations never masqueraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade_to: Vec<String>,
+    /// Sources allowed in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+    /// Default host address of published ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_binding_ipv4: Option<String>,
+    /// First two bytes of endpoints' default MACs (`0a:58`, or `02:42` with docker's scheme).
+    pub mac_prefix: String,
+    /// Docker's MAC scheme (02:42 + IPv4).
+    pub docker_mac: bool,
+}
+
 /// One published port in a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,16 +1,25 @@
 //! The engine side of each plugin call: one typed call in, one engine operation, one reply out.
+//!
+//! A Docker endpoint goes through the engine's one endpoint pipeline as a prepared endpoint, split
+//! where libnetwork splits it: CreateEndpoint attaches it (the pair is built, the container end
+//! left beside the host end under a temporary name), Join records the sandbox and hands the name
+//! over, ProgramExternalConnectivity publishes its ports, DeleteEndpoint detaches it. The
+//! translations from the decoded calls to engine requests are the pure functions below.
 
 use std::net::IpAddr;
 
 use hyper::StatusCode;
 use ipnetwork::{IpNetwork, Ipv4Network};
-use runtime_net::engine::docker::{docker_key, PortWish, PrepareRequest, DOCKER_IFNAME};
-use runtime_net::engine::{Engine, EngineError};
+use runtime_net::engine::{AttachRequest, Engine, EngineError};
 use runtime_net::ipam::Pool;
-use runtime_net::{ContainerId, EndpointKey, NetworkName};
+use runtime_net::plan::ports::PortRequest;
+use runtime_net::{ContainerId, EndpointKey, EndpointKind, IfName, NetworkName, NetworkSpec};
 use serde_json::{json, Value};
+use shimnet_compat::docker::conventions::{self, DST_PREFIX};
 use shimnet_compat::docker::options::{self, pick_subnet};
-use shimnet_compat::docker::wire::{Call, EndpointRef, RequestAddress, RequestPool, WireError};
+use shimnet_compat::docker::wire::{
+    Call, CreateEndpoint, EndpointRef, RequestAddress, RequestPool, WireError,
+};
 use shimnet_compat::net::first_host;
 
 use super::{reply, Docker0Adoption, PluginError};
@@ -41,11 +50,47 @@ impl Context {
     }
 
     fn key(&self, r: &EndpointRef) -> Result<EndpointKey, PluginError> {
-        Ok(docker_key(
+        Ok(conventions::endpoint_key(
             &self.network(&r.network_id)?,
             &endpoint_id(&r.endpoint_id)?,
         ))
     }
+}
+
+/// CreateEndpoint as an engine attach: a prepared endpoint keyed by the endpoint id, with the
+/// addresses Docker's IPAM chose as static requests (an IPv6 address only where the network has
+/// IPv6), the MAC dockerd wants and its port map, whose host ports are reserved together with
+/// the address (published at ProgramExternalConnectivity, which resends the map).
+pub fn create_endpoint_request(
+    spec: &NetworkSpec,
+    c: &CreateEndpoint,
+) -> Result<AttachRequest, PluginError> {
+    let ipv4 = match c.address.map(|a| a.ip()) {
+        Some(IpAddr::V4(ip)) => Some(ip),
+        _ => None,
+    };
+    let ipv6 = match c.address6.map(|a| a.ip()) {
+        Some(IpAddr::V6(ip)) => Some(ip),
+        _ => None,
+    };
+    Ok(AttachRequest {
+        network: spec.name.clone(),
+        container_id: endpoint_id(&c.endpoint_id)?,
+        ifname: IfName::new(DST_PREFIX).expect("valid name"),
+        kind: EndpointKind::Prepared,
+        netns: None,
+        ipv4,
+        ipv6: ipv6.filter(|_| spec.subnet6.is_some()),
+        mac: c.mac,
+        ports: port_requests(&c.ports)?,
+    })
+}
+
+/// ProgramExternalConnectivity's port map as the engine's port requests.
+pub fn port_requests(
+    ports: &[shimnet_compat::docker::wire::PortBinding],
+) -> Result<Vec<PortRequest>, PluginError> {
+    options::port_requests(ports).map_err(wire)
 }
 
 fn endpoint_id(id: &str) -> Result<ContainerId, PluginError> {
@@ -90,14 +135,7 @@ async fn create_network(
             };
         }
     }
-    let created = e.ensure_network(req).await;
-    if created.is_ok() && ctx.docker0.as_ref().is_some_and(|d| d.docker_chains) {
-        // shimnet's FORWARD jump may have just been inserted above DOCKER-USER.
-        if let Err(err) = e.ensure_docker_chains().await {
-            tracing::warn!("docker chain layout: {err}");
-        }
-    }
-    match created {
+    match e.ensure_network(req).await {
         Ok(_) => (Ok(json!({})), None),
         Err(err) => (Err(err.into()), None),
     }
@@ -121,27 +159,12 @@ async fn delete_network(e: &Engine, ctx: &Context, id: &str) -> (R, Adoption) {
 async fn run_plain(e: &Engine, ctx: &Context, call: Call) -> R {
     match call {
         Call::CreateEndpoint(c) => {
-            let network = ctx.network(&c.network_id)?;
-            let ipv4 = match c.address.map(|a| a.ip()) {
-                Some(IpAddr::V4(ip)) => Some(ip),
-                _ => None,
-            };
-            let ipv6 = match c.address6.map(|a| a.ip()) {
-                Some(IpAddr::V6(ip)) => Some(ip),
-                _ => None,
-            };
-            let (rec, _peer) = e
-                .prepare_endpoint(PrepareRequest {
-                    network,
-                    endpoint_id: endpoint_id(&c.endpoint_id)?,
-                    ipv4,
-                    ipv6,
-                    mac: c.mac,
-                })
-                .await
-                .map_err(interface_fields)?;
+            let spec = e.network(&ctx.network(&c.network_id)?).await?;
+            let req = create_endpoint_request(&spec, &c)?;
+            let a = e.attach(req).await.map_err(interface_fields)?;
+            tracing::debug!(endpoint = %a.record.key, plan = %a.plan, "docker endpoint created");
             Ok(reply::create_endpoint(
-                &rec,
+                &a.record,
                 c.address.is_some(),
                 c.address6.is_some(),
                 c.mac.is_some(),
@@ -152,9 +175,9 @@ async fn run_plain(e: &Engine, ctx: &Context, call: Call) -> R {
                 network_id: j.network_id.clone(),
                 endpoint_id: j.endpoint_id.clone(),
             })?;
-            let (rec, peer) = e.join_endpoint(&key, &j.sandbox_key).await?;
+            let (rec, name, _) = e.join(&key, &j.sandbox_key).await?;
             let spec = e.network(&key.network).await?;
-            Ok(reply::join(&spec, &rec, peer.as_str(), DOCKER_IFNAME))
+            Ok(reply::join(&spec, &rec, name.as_str(), DST_PREFIX))
         }
         Call::Leave(r) => {
             // libnetwork moves the interface back out of the sandbox itself.
@@ -174,22 +197,12 @@ async fn run_plain(e: &Engine, ctx: &Context, call: Call) -> R {
                 network_id: p.network_id.clone(),
                 endpoint_id: p.endpoint_id.clone(),
             })?;
-            let wishes: Vec<PortWish> = options::port_requests(&p.ports)
-                .map_err(wire)?
-                .into_iter()
-                .map(|r| PortWish {
-                    protocol: r.protocol,
-                    host_ip: r.host_ip,
-                    host_ports: r.host_ports,
-                    container_port: r.container_port,
-                })
-                .collect();
-            let chosen = e.publish_ports(&key, &wishes).await?;
+            let (chosen, _) = e.publish(&key, port_requests(&p.ports)?).await?;
             tracing::debug!(endpoint = %key, ports = chosen.len(), "ports published");
             Ok(json!({}))
         }
         Call::RevokeExternal(r) => {
-            e.unpublish_ports(&ctx.key(&r)?).await?;
+            e.unpublish(&ctx.key(&r)?).await?;
             Ok(json!({}))
         }
         Call::RequestPool(r) => request_pool(e, ctx, &r).await,
@@ -285,7 +298,8 @@ async fn request_address(e: &Engine, r: &RequestAddress) -> R {
     let owner = if r.gateway { "gateway" } else { "docker" };
     let ip = e
         .allocate_pool_address(&r.pool_id, owner, requested)
-        .await?;
+        .await
+        .map_err(address_field)?;
     Ok(reply::request_address(ip, pool.subnet.prefix()))
 }
 
@@ -300,6 +314,17 @@ fn interface_fields(e: EngineError) -> EngineError {
                 "mac" => "Interface.MacAddress",
                 other => other,
             };
+            EngineError::Invalid(f)
+        }
+        other => other,
+    }
+}
+
+/// Names a pool-address field error by RequestAddress's field (`Address`).
+fn address_field(e: EngineError) -> EngineError {
+    match e {
+        EngineError::Invalid(mut f) if f.field == "address" => {
+            f.field = "Address";
             EngineError::Invalid(f)
         }
         other => other,

@@ -3,11 +3,13 @@
 //!
 //! Each request is decoded into a typed call by `shimnet_compat::docker::wire` (400 naming the
 //! field, 404 for unknown calls), answered at once if it needs no engine, else run as a task on
-//! the engine and awaited for at most the configured time — a slow engine answers an error, it
-//! never holds dockerd's socket. Errors are `{"Err": "..."}` with a non-200 status, which both
-//! drivers of dockerd understand. [`reply`] builds the JSON bodies.
+//! the engine and awaited for at most the configured time ([`crate::http::time_boxed`], as for the
+//! REST door) — a slow engine answers an error, it never holds dockerd's socket. Errors are
+//! `{"Err": "..."}` with a non-200 status, which both drivers of dockerd understand; the status
+//! comes from the one engine-error classification ([`crate::error::classify`]). [`reply`] builds
+//! the JSON bodies.
 
-mod calls;
+pub mod calls;
 pub mod reply;
 #[cfg(test)]
 mod tests;
@@ -16,6 +18,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::classify;
+use crate::http::{read_body, time_boxed, TimedOut};
+use crate::metrics::{FrontDoor, Metrics};
 use http_body_util::Full;
 use hyper::body::Body;
 use hyper::body::Bytes;
@@ -24,7 +29,6 @@ use ipnetwork::Ipv4Network;
 use runtime_net::engine::{Engine, EngineError};
 use runtime_net::NetworkName;
 use serde_json::{json, Value};
-use shimnet_api::metrics::{FrontDoor, Metrics};
 use shimnet_compat::docker::wire::{decode, is_known_call, Call, DecodeError};
 use shimnet_compat::docker::CONTENT_TYPE;
 
@@ -52,9 +56,6 @@ pub struct Docker0Adoption {
     pub bridge: String,
     /// File holding the adopting Docker network id.
     pub id_file: PathBuf,
-    /// Keep docker's iptables chain layout (`DOCKER-USER` first in `FORWARD`) after each
-    /// network creation (daemon.json `iptables`, default true).
-    pub docker_chains: bool,
 }
 
 /// A failed call: status and message for `{"Err": ...}`.
@@ -78,14 +79,17 @@ impl PluginError {
 
 impl From<EngineError> for PluginError {
     fn from(e: EngineError) -> Self {
-        let status = match &e {
-            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         PluginError {
-            status,
+            status: classify(&e).0,
+            message: format!("shimnet: {e}"),
+        }
+    }
+}
+
+impl From<TimedOut> for PluginError {
+    fn from(e: TimedOut) -> Self {
+        PluginError {
+            status: e.status(),
             message: format!("shimnet: {e}"),
         }
     }
@@ -103,12 +107,7 @@ pub fn operation_of(path: &str) -> &str {
 
 /// A plugin reply with the plugin content type.
 pub fn plugin_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).expect("serialisable reply");
-    Response::builder()
-        .status(status)
-        .header("content-type", CONTENT_TYPE)
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
+    crate::http::json_reply(status, CONTENT_TYPE, value)
 }
 
 /// The error reply.
@@ -181,10 +180,10 @@ impl PluginApi {
     {
         let path = req.uri().path().to_string();
         let start = std::time::Instant::now();
-        let reply = match shimnet_api::rest::read_body(req.into_body()).await {
+        let reply = match read_body(req.into_body()).await {
             Err(e) => error_response(&PluginError {
-                status: e.status,
-                message: e.message,
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("shimnet: {}", e.0),
             }),
             Ok(body) => match self.answer(&path, &body).await {
                 Ok(v) => plugin_response(StatusCode::OK, &v),
@@ -249,29 +248,7 @@ impl PluginApi {
     }
 }
 
-/// Runs `work` as its own task and waits for it at most `limit`: on time-out the caller gets a
-/// 503 while the task still finishes (so engine state is never left half-built).
-pub async fn time_boxed<T: Send + 'static>(
-    path: &str,
-    limit: Duration,
-    work: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, PluginError> {
-    match tokio::time::timeout(limit, tokio::spawn(work)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(join)) => Err(PluginError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("shimnet: {path} failed: {join}"),
-        }),
-        Err(_) => Err(PluginError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!(
-                "shimnet: {path} did not finish within {limit:?}; it keeps running in the background, retry later"
-            ),
-        }),
-    }
-}
-
-impl shimnet_api::server::Handler for PluginApi {
+impl crate::server::Handler for PluginApi {
     async fn handle(&self, req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
         self.respond(req).await
     }
