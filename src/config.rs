@@ -57,9 +57,13 @@ pub struct Config {
     /// Firewall backend.
     #[serde(default)]
     pub firewall: FirewallChoice,
-    /// Seconds between reconciliation passes (0 = never periodically).
+    /// Seconds between full reconciliation passes, the safety net behind event-driven repair
+    /// (0 = never periodically).
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,
+    /// Repair owned objects when the kernel reports a change to them (default on).
+    #[serde(default = "default_true")]
+    pub repair_on_events: bool,
     /// Networks declared by the configuration (created at start and on reload if missing).
     #[serde(default)]
     pub networks: Vec<NetworkCreate>,
@@ -188,7 +192,11 @@ impl Default for DockerConfig {
 }
 
 fn default_interval() -> u64 {
-    30
+    600
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Deserializes `text` layered over [`EMBEDDED_DEFAULT`]. On error, also names the embedded

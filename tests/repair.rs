@@ -338,3 +338,97 @@ fn iptables_chains_and_jumps_come_back() {
     });
     eventually("traffic", || outside_reachable(&h, &c));
 }
+
+#[path = "peering_support/mod.rs"]
+mod peering_support;
+
+/// `shimnet_repairs_total{kind}` of a peering node.
+fn node_repairs(n: &peering_support::Node, kind: &str) -> f64 {
+    n.metric(&format!("shimnet_repairs_total{{kind=\"{kind}\"}}"))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn peer_routes_fdb_and_tunnel_come_back() {
+    use peering_support::{ping_from, wait_for, Fabric};
+    let mut f = Fabric::new(1);
+    // The peering pass every 10 minutes: only notifications can repair within the test.
+    let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 600";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    a.set_peers(&[(&b, None)]);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let (ca, _) = a.container("a");
+    let (_cb, ipb) = b.container("b");
+    wait_for(30, "containers reach each other over VXLAN", || {
+        ping_from(&ca, ipb, &[])
+    });
+    let route = "10.244.2.0/24";
+
+    let before = node_repairs(&a, "peer_route");
+    a.ip(&["route", "del", route, "proto", "201"]);
+    wait_for(3, "peer route back", || a.owned_routes().contains(route));
+    wait_for(3, "counted", || node_repairs(&a, "peer_route") > before);
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic after the route came back"
+    );
+
+    let fdb = |a: &peering_support::Node| a.ip(&["neigh", "show", "dev", "shimnet-vxlan"]);
+    let bridge_fdb = |a: &peering_support::Node| {
+        sh(&[
+            "bridge",
+            "-n",
+            a.ns.name(),
+            "fdb",
+            "show",
+            "dev",
+            "shimnet-vxlan",
+        ])
+    };
+    let entry = bridge_fdb(&a)
+        .lines()
+        .find(|l| l.contains(&format!("dst {}", b.addr)))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no fdb entry towards node-b:\n{}\n{}",
+                bridge_fdb(&a),
+                fdb(&a)
+            )
+        });
+    let before = node_repairs(&a, "fdb");
+    sh(&[
+        "bridge",
+        "-n",
+        a.ns.name(),
+        "fdb",
+        "del",
+        &entry,
+        "dev",
+        "shimnet-vxlan",
+        "dst",
+        &b.addr.to_string(),
+    ]);
+    wait_for(3, "fdb entry back", || {
+        bridge_fdb(&a).contains(&format!("{entry} dst {}", b.addr))
+    });
+    wait_for(3, "counted", || node_repairs(&a, "fdb") > before);
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic after the fdb entry came back"
+    );
+
+    let before = node_repairs(&a, "tunnel");
+    a.ip(&["link", "del", "shimnet-vxlan"]);
+    wait_for(3, "tunnel back with its route", || {
+        try_sh(&["ip", "-n", a.ns.name(), "link", "show", "shimnet-vxlan"])
+            && a.owned_routes().contains(route)
+    });
+    wait_for(3, "counted", || node_repairs(&a, "tunnel") > before);
+    wait_for(3, "traffic after the tunnel came back", || {
+        ping_from(&ca, ipb, &[])
+    });
+}

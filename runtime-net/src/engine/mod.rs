@@ -15,6 +15,7 @@ mod error;
 mod network;
 mod pools;
 mod reconcile;
+mod repair;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,7 @@ use crate::netlink::BridgeConfig;
 use crate::plan::{self, endpoint::bridge_port, NetworkRequest};
 use crate::types::{NetworkName, NetworkSpec};
 
-fn network_rules(spec: &NetworkSpec) -> NetworkRules {
+pub(super) fn network_rules(spec: &NetworkSpec) -> NetworkRules {
     NetworkRules {
         name: spec.name.clone(),
         bridge: spec.bridge.clone(),
@@ -26,7 +26,7 @@ fn network_rules(spec: &NetworkSpec) -> NetworkRules {
     }
 }
 
-fn bridge_config(spec: &NetworkSpec) -> BridgeConfig {
+pub(super) fn bridge_config(spec: &NetworkSpec) -> BridgeConfig {
     let mut addrs = vec![
         IpNetwork::new(IpAddr::V4(spec.gateway), spec.subnet.prefix())
             .expect("prefix of a valid subnet"),

@@ -5,6 +5,7 @@
 mod attach;
 mod detach;
 mod reconcile;
+mod repair;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
