@@ -111,7 +111,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut first = true;
         loop {
-            match run::start(std::process::id(), cfg.timing).await {
+            match run::start(Box::new(run::own_thread), cfg.timing).await {
                 Ok((listener, driver)) => {
                     if !first {
                         // Changes may have gone unseen while nobody listened.

@@ -49,7 +49,7 @@ fn watch(
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let (l, d) = run::start(std::process::id(), Timing::default())
+                let (l, d) = run::start(Box::new(run::own_thread), Timing::default())
                     .await
                     .unwrap();
                 ready_tx.send(()).unwrap();
@@ -208,6 +208,10 @@ fn repaired_once(h: &TestHost, kind: &str, before: f64, what: &str, cond: impl F
         before + 1.0,
         "{what}: one repair, no loop\n{}",
         h.log()
+            .lines()
+            .filter(|l| l.contains("repaired after") || l.contains("checked after"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

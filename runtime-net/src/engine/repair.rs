@@ -89,13 +89,18 @@ impl Engine {
         }
         let spec = self.network(&rec.key.network).await?;
         let links = &self.kernel.links;
-        let (Some(host), Some(bridge)) = (links.link(ifname).await?, links.link(spec.bridge.as_str()).await?) else {
+        let (Some(host), Some(bridge)) = (
+            links.link(ifname).await?,
+            links.link(spec.bridge.as_str()).await?,
+        ) else {
             return Ok(false);
         };
         if host.master == Some(bridge.index) && host.up {
             return Ok(false);
         }
-        links.configure_port(&bridge_port(&spec, &rec, true)).await?;
+        links
+            .configure_port(&bridge_port(&spec, &rec, true))
+            .await?;
         Ok(true)
     }
 
@@ -106,9 +111,13 @@ impl Engine {
         let _r = self.topology.read().await;
         let networks = self.networks().await?;
         let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let have_nets: HashSet<NetworkName> =
-            self.fw(|fw| fw.owned_networks()).await?.into_iter().collect();
-        let have_ports: HashSet<IfName> = self.fw(|fw| fw.owned_ports()).await?.into_iter().collect();
+        let have_nets: HashSet<NetworkName> = self
+            .fw(|fw| fw.owned_networks())
+            .await?
+            .into_iter()
+            .collect();
+        let have_ports: HashSet<IfName> =
+            self.fw(|fw| fw.owned_ports()).await?.into_iter().collect();
         let drifted = !self.fw(|fw| fw.base_in_place()).await?;
         let mut changed = drifted;
         if drifted {
@@ -129,7 +138,18 @@ impl Engine {
             let Some(spec) = networks.iter().find(|n| n.name == ep.key.network) else {
                 continue;
             };
-            let rules = port_rules(spec, ep);
+            // An attach or detach of this endpoint may be under way: wait for it, then act on
+            // the record as it is (a detached endpoint's ports must not come back).
+            let lock = self.key_lock(&ep.key);
+            let _k = lock.lock().await;
+            let k = ep.key.clone();
+            let Some(now) = self.store(move |s| s.endpoint(&k)).await? else {
+                continue;
+            };
+            if now.ports != ep.ports || now.host_ifname != ep.host_ifname {
+                continue;
+            }
+            let rules = port_rules(spec, &now);
             self.fw(move |fw| fw.add_ports(&rules)).await?;
             changed = true;
         }

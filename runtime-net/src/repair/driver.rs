@@ -10,7 +10,7 @@ use super::coalesce::{Batch, Coalescer};
 use super::guard::{Guard, Verdict};
 use super::links::{LinkClassifier, Owned};
 use super::listen::Note;
-use super::nft::Transactions;
+use super::nft::{IsOwn, Transactions};
 use super::Dirty;
 
 /// Timing of the driver.
@@ -46,11 +46,11 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for the process `own_pid` (its own nftables transactions are not drift).
-    pub fn new(own_pid: u32, timing: Timing) -> Self {
+    /// A driver whose nftables transactions committed by threads `is_own` accepts are not drift.
+    pub fn new(is_own: IsOwn, timing: Timing) -> Self {
         Driver {
             links: LinkClassifier::new(),
-            nft: Transactions::new(own_pid),
+            nft: Transactions::new(is_own),
             coalesce: Coalescer::new(timing.quiet, timing.max_delay),
             guard: Guard::default(),
             waiting: BTreeMap::new(),
@@ -201,7 +201,7 @@ mod tests {
 
     fn driver() -> (Driver, HashSet<String>) {
         let owned = HashSet::new();
-        let mut d = Driver::new(100, Timing::default());
+        let mut d = Driver::new(Box::new(|pid| pid == 100), Timing::default());
         d.seed(
             &[
                 link(2, "eth0", None),

@@ -6,8 +6,9 @@
 //! is the table's name (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, …). iptables on
 //! this kernel is iptables-nft, so iptables changes arrive here too, as tables `filter` / `nat`.
 //! The kernel ends each committed transaction with a `NEWGEN` message naming the process that
-//! made it; [`Transactions`] holds a transaction's objects until then, so shimnet's own changes
-//! (made in-process through libnftables) are dropped as a whole.
+//! made it (the committing *thread*'s id); [`Transactions`] holds a transaction's objects until
+//! then, so shimnet's own changes (made in-process through libnftables, on any of its threads)
+//! are dropped as a whole.
 
 use std::collections::BTreeSet;
 
@@ -184,18 +185,28 @@ pub fn classify(m: &Message) -> Option<Dirty> {
     }
 }
 
-/// Groups changes by transaction and drops the ones a given process made.
-#[derive(Debug)]
+/// Whether a thread id is one of the daemon's own threads.
+pub type IsOwn = Box<dyn Fn(u32) -> bool + Send + Sync>;
+
+/// Groups changes by transaction and drops the ones the daemon made.
 pub struct Transactions {
-    own_pid: u32,
+    is_own: IsOwn,
     pending: BTreeSet<Dirty>,
 }
 
+impl std::fmt::Debug for Transactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactions")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Transactions {
-    /// Changes committed by `own_pid` (the daemon itself) are not drift.
-    pub fn new(own_pid: u32) -> Self {
+    /// Changes committed by a thread `is_own` accepts (the daemon's) are not drift.
+    pub fn new(is_own: IsOwn) -> Self {
         Transactions {
-            own_pid,
+            is_own,
             pending: BTreeSet::new(),
         }
     }
@@ -206,7 +217,7 @@ impl Transactions {
         match m {
             Message::Generation { pid, .. } => {
                 let done = std::mem::take(&mut self.pending);
-                if *pid != 0 && *pid == self.own_pid {
+                if *pid != 0 && (self.is_own)(*pid) {
                     Vec::new()
                 } else {
                     done.into_iter().collect()
@@ -409,7 +420,7 @@ mod tests {
 
     #[test]
     fn own_transactions_are_dropped_whole() {
-        let mut tx = Transactions::new(100);
+        let mut tx = Transactions::new(Box::new(|pid| pid == 100 || pid == 101));
         let del_table = parse(&msg(2, 1, &[attr(1, &cstr("shimnet"))])).remove(0);
         let fwd = change(2, Object::Rule, "filter", Some("FORWARD"));
         assert!(tx.feed(&del_table).is_empty());
@@ -421,6 +432,15 @@ mod tests {
         };
         assert!(tx.feed(&own).is_empty());
         assert!(!tx.pending());
+        tx.feed(&fwd);
+        let own_thread = Message::Generation {
+            pid: 101,
+            name: "tokio-runtime-w".into(),
+        };
+        assert!(
+            tx.feed(&own_thread).is_empty(),
+            "another thread of the daemon"
+        );
         // The same from someone else: both objects, once each.
         tx.feed(&del_table);
         tx.feed(&fwd);

@@ -30,11 +30,21 @@ pub struct RunConfig {
     pub full_every: Option<Duration>,
 }
 
+/// Whether `tid` is a thread of this process (`/proc/self/task/<tid>`): nftables names the
+/// committing thread, and the daemon commits from its worker threads.
+pub fn own_thread(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
 /// Subscribes in the current namespace, then learns the links present; call before anything
-/// else may change and hand the result to [`run`].
-pub async fn start(own_pid: u32, timing: Timing) -> std::io::Result<(Listener, Driver)> {
+/// else may change and hand the result to [`run`]. `is_own` tells the daemon's own nftables
+/// transactions (usually [`own_thread`]).
+pub async fn start(
+    is_own: super::nft::IsOwn,
+    timing: Timing,
+) -> std::io::Result<(Listener, Driver)> {
     let listener = Listener::subscribe()?;
-    let mut driver = Driver::new(own_pid, timing);
+    let mut driver = Driver::new(is_own, timing);
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let conn = tokio::spawn(conn);
     let links: Vec<_> = handle

@@ -9,16 +9,26 @@ async fn a_deleted_bridge_comes_back_with_its_ports() {
     let h = Harness::new().await;
     let spec = h.network("n1", "10.1.0.0/24").await;
     h.kernel.add_netns("/run/netns/c1");
-    let a = h.engine.attach(managed("n1", "c1", "/run/netns/c1")).await.unwrap();
+    let a = h
+        .engine
+        .attach(managed("n1", "c1", "/run/netns/c1"))
+        .await
+        .unwrap();
     let bridge = spec.bridge.to_string();
-    assert!(!h.engine.repair_bridge_link(&bridge).await.unwrap(), "in place");
+    assert!(
+        !h.engine.repair_bridge_link(&bridge).await.unwrap(),
+        "in place"
+    );
     assert!(h.kernel.delete_behind_back(&bridge));
     assert!(h.engine.repair_bridge_link(&bridge).await.unwrap());
     let links = h.kernel.links();
     let br = &links[&bridge];
     assert_eq!(links[a.record.host_ifname.as_str()].master, Some(br.index));
     assert!(!h.engine.repair_bridge_link(&bridge).await.unwrap(), "once");
-    assert!(!h.engine.repair_bridge_link("foreign0").await.unwrap(), "not ours");
+    assert!(
+        !h.engine.repair_bridge_link("foreign0").await.unwrap(),
+        "not ours"
+    );
 }
 
 #[tokio::test]
@@ -44,7 +54,11 @@ async fn a_port_cut_off_its_bridge_is_put_back() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
     h.kernel.add_netns("/run/netns/c1");
-    let a = h.engine.attach(managed("n1", "c1", "/run/netns/c1")).await.unwrap();
+    let a = h
+        .engine
+        .attach(managed("n1", "c1", "/run/netns/c1"))
+        .await
+        .unwrap();
     let veth = a.record.host_ifname.to_string();
     let master = h.kernel.links()[&veth].master;
     assert!(!h.engine.repair_port(&veth).await.unwrap(), "in place");

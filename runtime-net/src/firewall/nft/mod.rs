@@ -130,7 +130,8 @@ impl Firewall for NftBackend {
         if !rules::base_chains().iter().all(|c| l.chains.contains(c)) {
             return Ok(false);
         }
-        compat::admin_in_place(&self.compat).map_err(|e| fail("check base: iptables admin chain layout", e))
+        compat::admin_in_place(&self.compat)
+            .map_err(|e| fail("check base: iptables admin chain layout", e))
     }
 
     fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {
