@@ -370,6 +370,14 @@ async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option
     }))
 }
 
+/// What the peering loop is asked for besides its timer.
+struct PeeringAsks {
+    /// SIGHUP.
+    reload: tokio::sync::mpsc::Receiver<()>,
+    /// Passes asked for by event-driven repair (answered with the number of changes).
+    passes: tokio::sync::mpsc::Receiver<shimnet::repair::PeeringPass>,
+}
+
 /// Applies each new peer set from the membership source at once, and reconciles every `every`
 /// and when asked (SIGHUP, or a repair pass asked for by event-driven repair, which gets the
 /// number of changes back); probes peers in the background, one probe at a time.
@@ -379,8 +387,7 @@ async fn peering_loop(
     source: SourceHandle,
     every: Duration,
     metrics: Arc<Metrics>,
-    mut reload: tokio::sync::mpsc::Receiver<()>,
-    mut passes: tokio::sync::mpsc::Receiver<shimnet::repair::PeeringPass>,
+    mut asks: PeeringAsks,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut shown: Vec<String> = Vec::new();
@@ -394,8 +401,8 @@ async fn peering_loop(
         let mut reply = None;
         tokio::select! {
             _ = tick.tick() => {}
-            Some(()) = reload.recv() => {}
-            Some(r) = passes.recv() => reply = Some(r),
+            Some(()) = asks.reload.recv() => {}
+            Some(r) = asks.passes.recv() => reply = Some(r),
             set = peers.changed() => {
                 taken = p.take(set.to_vec());
             }
@@ -624,8 +631,10 @@ async fn main() -> Result<()> {
             source,
             run.every,
             metrics.clone(),
-            rx,
-            pass_rx,
+            PeeringAsks {
+                reload: rx,
+                passes: pass_rx,
+            },
             stopped(stop_rx.clone()),
         ));
         (tx, run.reload_source)
