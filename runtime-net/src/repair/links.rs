@@ -225,7 +225,7 @@ mod tests {
     }
 
     fn seeded() -> (LinkClassifier, HashSet<String>) {
-        let owned: HashSet<String> = ["docker0".to_string()].into();
+        let owned: HashSet<String> = ["adopted0".to_string()].into();
         let mut c = LinkClassifier::new();
         c.learn(&link(1, "lo", None), &owned);
         c.learn(&link(5, "snbr1", Some("shimnet:net=n1")), &owned);
@@ -234,7 +234,7 @@ mod tests {
             &owned,
         );
         c.learn(&link(7, "snvx0", Some("shimnet:peering=vxlan")), &owned);
-        c.learn(&link(8, "docker0", None), &owned);
+        c.learn(&link(8, "adopted0", None), &owned);
         c.learn(&link(9, "eth0", Some("uplink")), &owned);
         (c, owned)
     }
@@ -259,8 +259,8 @@ mod tests {
             Some(Dirty::Tunnel("snvx0".into()))
         );
         assert_eq!(
-            c.classify(&RouteNetlinkMessage::NewLink(link(8, "docker0", None)), &o),
-            Some(Dirty::Bridge("docker0".into()))
+            c.classify(&RouteNetlinkMessage::NewLink(link(8, "adopted0", None)), &o),
+            Some(Dirty::Bridge("adopted0".into()))
         );
         assert_eq!(c.classify(&del(link(9, "eth0", Some("uplink"))), &o), None);
         assert_eq!(c.classify(&del(link(99, "dummyx", None)), &o), None);
@@ -300,7 +300,7 @@ mod tests {
         );
         assert_eq!(
             c.classify(&RouteNetlinkMessage::NewAddress(addr(8)), &o),
-            Some(Dirty::Gateway("docker0".into()))
+            Some(Dirty::Gateway("adopted0".into()))
         );
         assert_eq!(
             c.classify(&RouteNetlinkMessage::DelAddress(addr(9)), &o),

@@ -409,7 +409,10 @@ mod tests {
             Some(Dirty::Iptables("nat".into()))
         );
         // Another manager's own chains, tables and families: not ours.
-        assert_eq!(t(change(2, Object::Rule, "filter", Some("DOCKER"))), None);
+        assert_eq!(
+            t(change(2, Object::Rule, "filter", Some("OTHER-MANAGER"))),
+            None
+        );
         assert_eq!(
             t(change(1, Object::Rule, "firewalld", Some("filter_FORWARD"))),
             None
