@@ -195,7 +195,10 @@ fn main() {
         &|| {
             h.ip(&["link", "del", "n1"]);
         },
-        &|| try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"]),
+        &|| {
+            try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
+                && h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+        },
         &gw,
     ));
     series.push(measure(
