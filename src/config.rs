@@ -423,6 +423,9 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_avoids_docker_and_podman() {
         let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        // Event-driven repair on, the full pass every 10 minutes as the safety net.
+        assert!(c.repair_on_events);
+        assert_eq!(c.reconcile_interval_secs, 600);
         assert_eq!(c.networks.len(), 1);
         let n = &c.networks[0];
         assert_eq!(n.name, "shimnet0");

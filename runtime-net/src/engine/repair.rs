@@ -11,8 +11,23 @@ use ipnetwork::IpNetwork;
 
 use super::network::{bridge_config, network_rules};
 use super::{Engine, Result};
+use crate::naming::{parse_alias, Owner};
 use crate::plan::endpoint::{bridge_port, port_rules};
-use crate::types::{IfName, NetworkName, NetworkSpec};
+use crate::types::{ContainerId, EndpointKey, IfName, NetworkName, NetworkSpec};
+
+/// The endpoint key an owner alias `shimnet:ep=<network>/<container>/<ifname>` names.
+fn key_of_alias(alias: &str) -> Option<EndpointKey> {
+    let Some(Owner::Endpoint(k)) = parse_alias(alias) else {
+        return None;
+    };
+    let (network, rest) = k.split_once('/')?;
+    let (container, ifname) = rest.rsplit_once('/')?;
+    Some(EndpointKey {
+        network: NetworkName::new(network).ok()?,
+        container_id: ContainerId::new(container).ok()?,
+        ifname: IfName::new(ifname).ok()?,
+    })
+}
 
 impl Engine {
     /// Bridge names of the recorded networks.
@@ -67,28 +82,31 @@ impl Engine {
         Ok(true)
     }
 
-    /// The endpoint whose host end is `ifname`: put back on its bridge (and up) when it was cut
-    /// off. A host end that is gone is left to the full pass.
+    /// The endpoint whose host end is `ifname` (found through the owner alias on the link): put
+    /// back on its bridge (and up) when it was cut off. A host end that is gone is left to the
+    /// full pass.
     pub async fn repair_port(&self, ifname: &str) -> Result<bool> {
         let _r = self.topology.read().await;
-        let Some(rec) = self
-            .store(|s| s.endpoints(None))
+        let links = &self.kernel.links;
+        let Some(key) = links
+            .link(ifname)
             .await?
-            .into_iter()
-            .find(|e| e.host_ifname.as_str() == ifname)
+            .and_then(|l| l.alias)
+            .and_then(|a| key_of_alias(&a))
         else {
             return Ok(false);
         };
-        let lock = self.key_lock(&rec.key);
+        // An attach or detach of this endpoint may be under way: wait for it.
+        let lock = self.key_lock(&key);
         let _k = lock.lock().await;
-        // Detached (or re-attached) while waiting for the lock.
-        let k = rec.key.clone();
-        match self.store(move |s| s.endpoint(&k)).await? {
-            Some(now) if now.host_ifname == rec.host_ifname => {}
-            _ => return Ok(false),
+        let k = key.clone();
+        let Some(rec) = self.store(move |s| s.endpoint(&k)).await? else {
+            return Ok(false);
+        };
+        if rec.host_ifname.as_str() != ifname {
+            return Ok(false);
         }
-        let spec = self.network(&rec.key.network).await?;
-        let links = &self.kernel.links;
+        let spec = self.network(&key.network).await?;
         let (Some(host), Some(bridge)) = (
             links.link(ifname).await?,
             links.link(spec.bridge.as_str()).await?,
@@ -154,5 +172,23 @@ impl Engine {
             changed = true;
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_from_owner_aliases() {
+        let k = key_of_alias("shimnet:ep=n1/c-1.x/eth0").unwrap();
+        assert_eq!(k.to_string(), "n1/c-1.x/eth0");
+        assert_eq!(
+            key_of_alias(&crate::naming::veth_alias(&k)),
+            Some(k.clone())
+        );
+        assert_eq!(key_of_alias("shimnet:net=n1"), None);
+        assert_eq!(key_of_alias("shimnet:ep=n1"), None);
+        assert_eq!(key_of_alias("other"), None);
     }
 }
