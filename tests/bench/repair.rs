@@ -154,6 +154,22 @@ fn hosts_with_endpoints(h: &TestHost, n: usize, tag: &str) -> Vec<NamedNetns> {
         "{n} endpoints attached in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // The attaches' own notifications end in checks that find nothing; let them finish.
+    let t = Instant::now();
+    let mut last = -1.0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = metric_sum(h, "shimnet_repair_checks_total");
+        if now == last {
+            eprintln!(
+                "checks after the attaches: {now} (settled within {:.1} s), repairs: {}",
+                t.elapsed().as_secs_f64(),
+                metric_sum(h, "shimnet_repairs_total")
+            );
+            break;
+        }
+        last = now;
+    }
     cs
 }
 
