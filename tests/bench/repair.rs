@@ -131,7 +131,9 @@ fn measure(
             continue;
         }
         s.outside.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let deadline = Instant::now() + Duration::from_secs(2);
+        // The repair may still be finishing (every port back on a re-created bridge): wait for
+        // it, so the next run does not break it half-way.
+        let deadline = Instant::now() + Duration::from_secs(15);
         while metric(h, &count) <= before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
