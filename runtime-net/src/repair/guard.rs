@@ -5,7 +5,8 @@
 //! compares the object with its desired state first and changes nothing when they agree, so the
 //! notifications a repair causes end in one check that finds nothing (no loop); and an object
 //! that needs a real repair again and again (another manager undoing it each time) is backed
-//! off here, doubling the wait up to a ceiling, instead of being fought over in a tight loop.
+//! off here (more than 20 real repairs in 10 s by default), doubling the wait up to a ceiling,
+//! instead of being fought over in a tight loop.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -97,7 +98,7 @@ impl Guard {
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard::new(Duration::from_secs(10), 5, Duration::from_secs(60))
+        Guard::new(Duration::from_secs(10), 20, Duration::from_secs(60))
     }
 }
 
