@@ -4,10 +4,11 @@
 # network versus docker's own bridge (needs dockerd; skipped with --short); then cross-node
 # throughput per peering mode next to the underlay (benches/peering.rs, two nodes per mode); then
 # etcd membership convergence at 10 and 50 nodes, etcd requests per node in the steady state and
-# the static peer file's reload time (benches/membership.rs); last name resolution next to dnsmasq
-# (tests/bench/dns.rs).
+# the static peer file's reload time (benches/membership.rs); then name resolution next to dnsmasq
+# (tests/bench/dns.rs); last event-driven repair: latency per broken object kind with 1,000
+# endpoints, the cost of 5,000 unrelated changes and idle CPU ticks over 60 s (tests/bench/repair.rs).
 # Results: target/bench/results.txt, target/bench/latency.{csv,png}, target/bench/peering.txt,
-# target/bench/membership.txt, target/bench/dns.txt.
+# target/bench/membership.txt, target/bench/dns.txt, target/bench/repair.txt.
 # Run as root.
 # Usage: scripts/bench.sh [--short]
 set -euo pipefail
@@ -21,6 +22,8 @@ if [[ ${1:-} == --short ]]; then
   # 10 nodes, 30 s of steady state, 4 nodes for the peer-file comparison.
   cargo bench --locked --profile dev --bench membership -- --steady 30 --file-nodes 4 10 2>&1 | tee target/bench/membership.txt
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench dns
+  # 20 endpoints, 3 runs per kind, 500 flood changes, 5 s idle.
+  SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench repair
 else
   cargo bench --locked --bench suite
   SHIMNET_BENCH_RUNS=${SHIMNET_BENCH_RUNS:-50} cargo test --locked --release --test docker -- \
@@ -28,4 +31,5 @@ else
   cargo bench --locked --bench peering -- "${SHIMNET_BENCH_IPERF_SECS:-8}" 2>&1 | tee target/bench/peering.txt
   cargo bench --locked --bench membership -- 10 50 2>&1 | tee target/bench/membership.txt
   cargo bench --locked --bench dns
+  cargo bench --locked --bench repair
 fi

@@ -57,9 +57,13 @@ pub struct Config {
     /// Firewall backend.
     #[serde(default)]
     pub firewall: FirewallChoice,
-    /// Seconds between reconciliation passes (0 = never periodically).
+    /// Seconds between full reconciliation passes, the safety net behind event-driven repair
+    /// (0 = never periodically).
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,
+    /// Repair owned objects when the kernel reports a change to them (default on).
+    #[serde(default = "default_true")]
+    pub repair_on_events: bool,
     /// Networks declared by the configuration (created at start and on reload if missing).
     #[serde(default)]
     pub networks: Vec<NetworkCreate>,
@@ -250,7 +254,11 @@ impl Default for DockerConfig {
 }
 
 fn default_interval() -> u64 {
-    30
+    600
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Deserializes `text` layered over [`EMBEDDED_DEFAULT`]. On error, also names the embedded
@@ -479,6 +487,9 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_avoids_docker_and_podman() {
         let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        // Event-driven repair on, the full pass every 10 minutes as the safety net.
+        assert!(c.repair_on_events);
+        assert_eq!(c.reconcile_interval_secs, 600);
         assert_eq!(c.networks.len(), 1);
         let n = &c.networks[0];
         assert_eq!(n.name, "shimnet0");

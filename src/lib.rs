@@ -10,4 +10,5 @@ pub mod docs;
 pub mod netns;
 pub mod peers_view;
 pub mod ping;
+pub mod repair;
 pub mod status;

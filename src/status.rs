@@ -35,10 +35,23 @@ pub struct Summary {
     pub operations: BTreeMap<String, DoorLine>,
     /// Reconciliation repairs by kind.
     pub repairs: BTreeMap<String, u64>,
+    /// Event-driven repairs by kind (kinds with at least one).
+    pub repaired: BTreeMap<String, RepairLine>,
     /// Peers up / down.
     pub peers_up: u64,
     /// Peers down.
     pub peers_down: u64,
+}
+
+/// Event-driven repairs of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RepairLine {
+    /// Repairs since start.
+    pub count: u64,
+    /// Unix time of the last one.
+    pub last_unix: f64,
+    /// Its latency (first notification → repaired), in seconds.
+    pub last_latency: f64,
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -79,6 +92,15 @@ pub fn summarize(text: &str) -> std::io::Result<Summary> {
             }
             "shimnet_reconcile_repairs_total" => {
                 *s.repairs.entry(label("kind")).or_default() += n;
+            }
+            "shimnet_repairs_total" if n > 0 => {
+                s.repaired.entry(label("kind")).or_default().count = n;
+            }
+            "shimnet_repair_last_timestamp_seconds" => {
+                s.repaired.entry(label("kind")).or_default().last_unix = x;
+            }
+            "shimnet_repair_last_latency_seconds" => {
+                s.repaired.entry(label("kind")).or_default().last_latency = x;
             }
             "shimnet_peer_up" if n > 0 => s.peers_up += 1,
             "shimnet_peer_up" => s.peers_down += 1,
@@ -142,6 +164,30 @@ pub fn render(s: &Summary) -> Vec<String> {
             repairs.join(", ")
         }
     ));
+    let repaired: Vec<String> = s
+        .repaired
+        .iter()
+        .filter(|(_, r)| r.count > 0)
+        .map(|(k, r)| {
+            let t = r.last_unix.max(0.0) as u64 % 86_400;
+            format!(
+                "{k} {} (last {:02}:{:02}:{:02} UTC, {:.0} ms after the change)",
+                r.count,
+                t / 3600,
+                t / 60 % 60,
+                t % 60,
+                r.last_latency * 1000.0
+            )
+        })
+        .collect();
+    out.push(format!(
+        "repairs on events: {}",
+        if repaired.is_empty() {
+            "none".into()
+        } else {
+            repaired.join(", ")
+        }
+    ));
     out.push(format!("peers: {} up, {} down", s.peers_up, s.peers_down));
     out
 }
@@ -164,6 +210,13 @@ shimnet_ipam_ipv4_addresses_used{network="web"} 2
 shimnet_ipam_ipv4_addresses_capacity{network="web"} 253
 # TYPE shimnet_reconcile_repairs counter
 shimnet_reconcile_repairs_total{kind="endpoint_reclaimed"} 3
+# TYPE shimnet_repairs counter
+shimnet_repairs_total{kind="bridge"} 0
+shimnet_repairs_total{kind="nft_table"} 2
+# TYPE shimnet_repair_last_timestamp_seconds gauge
+shimnet_repair_last_timestamp_seconds{kind="nft_table"} 1764668523.5
+# TYPE shimnet_repair_last_latency_seconds gauge
+shimnet_repair_last_latency_seconds{kind="nft_table"} 0.035
 # TYPE shimnet_peer_up gauge
 shimnet_peer_up{peer="a"} 1
 shimnet_peer_up{peer="b"} 0
@@ -195,7 +248,11 @@ shimnet_peer_up{peer="b"} 0
             "operations: cni 3 ok / 0 error, rest 0 ok / 1 error"
         );
         assert_eq!(lines[2], "reconcile repairs: endpoint_reclaimed 3");
-        assert_eq!(lines[3], "peers: 1 up, 1 down");
+        assert_eq!(
+            lines[3],
+            "repairs on events: nft_table 2 (last 09:42:03 UTC, 35 ms after the change)"
+        );
+        assert_eq!(lines[4], "peers: 1 up, 1 down");
     }
 
     #[test]

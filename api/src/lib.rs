@@ -16,6 +16,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod repair_metrics;
+#[cfg(feature = "server")]
 pub mod rest;
 #[cfg(feature = "server")]
 pub mod server;

@@ -219,6 +219,8 @@ pub struct Metrics {
     store_reopens: Counter,
     /// Serialises refresh + encode of the per-network gauges.
     scrape: Mutex<()>,
+    /// Event-driven repair.
+    pub repair: crate::repair_metrics::RepairMetrics,
 }
 
 impl Default for Metrics {
@@ -335,7 +337,12 @@ impl Metrics {
             "Times the state store was closed and opened again after an I/O failure",
             store_reopens.clone(),
         );
+        let repair = crate::repair_metrics::RepairMetrics::register(
+            &mut registry,
+            &runtime_net::repair::Kind::ALL.map(|k| k.label()),
+        );
         Metrics {
+            repair,
             registry,
             dns,
             source_up,

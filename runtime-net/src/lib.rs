@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod nspath;
 pub mod peering;
 pub mod plan;
+pub mod repair;
 pub mod store;
 pub mod sysctl;
 pub mod types;

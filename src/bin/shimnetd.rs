@@ -371,15 +371,24 @@ async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option
     }))
 }
 
+/// What the peering loop is asked for besides its timer.
+struct PeeringAsks {
+    /// SIGHUP.
+    reload: tokio::sync::mpsc::Receiver<()>,
+    /// Passes asked for by event-driven repair (answered with the number of changes).
+    passes: tokio::sync::mpsc::Receiver<shimnet::repair::PeeringPass>,
+}
+
 /// Applies each new peer set from the membership source at once, and reconciles every `every`
-/// and when asked (SIGHUP); probes peers in the background, one probe at a time.
+/// and when asked (SIGHUP, or a repair pass asked for by event-driven repair, which gets the
+/// number of changes back); probes peers in the background, one probe at a time.
 async fn peering_loop(
     mut p: Peering,
     mut peers: PeerSubscription,
     source: SourceHandle,
     every: Duration,
     metrics: Arc<Metrics>,
-    mut reload: tokio::sync::mpsc::Receiver<()>,
+    mut asks: PeeringAsks,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut shown: Vec<String> = Vec::new();
@@ -390,15 +399,20 @@ async fn peering_loop(
     let mut probing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let mut taken = false;
+        let mut reply = None;
         tokio::select! {
             _ = tick.tick() => {}
-            Some(()) = reload.recv() => {}
+            Some(()) = asks.reload.recv() => {}
+            Some(r) = asks.passes.recv() => reply = Some(r),
             set = peers.changed() => {
                 taken = p.take(set.to_vec());
             }
             () = &mut stop => break,
         }
         let r = p.reconcile().await;
+        if let Some(reply) = reply {
+            let _ = reply.send(r.changes);
+        }
         if r.changes > 0 || taken {
             tracing::info!(
                 changes = r.changes,
@@ -521,7 +535,7 @@ async fn main() -> Result<()> {
     };
     let plugin = if let Some(settings) = settings {
         let docker0 = ensure_docker0(&engine, &cfg, &settings).await;
-        if let Some(d) = &docker0 {
+        if let Some(d) = docker0.as_ref().filter(|_| !cfg.repair_on_events) {
             watch_docker0(
                 engine.clone(),
                 d.network.clone(),
@@ -577,10 +591,27 @@ async fn main() -> Result<()> {
         "serving the REST API"
     });
 
-    if cfg.reconcile_interval_secs > 0 {
+    let (pass_tx, pass_rx) = tokio::sync::mpsc::channel::<shimnet::repair::PeeringPass>(4);
+    let full_every =
+        (cfg.reconcile_interval_secs > 0).then(|| Duration::from_secs(cfg.reconcile_interval_secs));
+    if cfg.repair_on_events {
+        // Event-driven repair; its loop also runs the periodic full pass.
+        let repairer = shimnet::repair::DaemonRepairer::new(
+            engine.clone(),
+            metrics.clone(),
+            peering.is_some().then(|| pass_tx.clone()),
+        );
+        shimnet::repair::spawn(
+            repairer,
+            runtime_net::repair::run::RunConfig {
+                timing: runtime_net::repair::driver::Timing::default(),
+                full_every,
+            },
+            stop_rx.clone(),
+        );
+    } else if let Some(every) = full_every {
         let e = engine.clone();
         let m = metrics.clone();
-        let every = Duration::from_secs(cfg.reconcile_interval_secs);
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -612,7 +643,10 @@ async fn main() -> Result<()> {
             source,
             run.every,
             metrics.clone(),
-            rx,
+            PeeringAsks {
+                reload: rx,
+                passes: pass_rx,
+            },
             stopped(stop_rx.clone()),
         ));
         (tx, run.reload_source)

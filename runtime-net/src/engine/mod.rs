@@ -17,6 +17,7 @@ mod network;
 mod observer;
 mod pools;
 mod reconcile;
+mod repair;
 #[cfg(test)]
 mod tests;
 

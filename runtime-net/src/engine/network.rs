@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use futures::StreamExt;
 use ipnetwork::IpNetwork;
 
 use super::{collect, Engine, EngineError, Result};
@@ -12,7 +13,7 @@ use crate::netlink::BridgeConfig;
 use crate::plan::{self, endpoint::bridge_port, NetworkRequest};
 use crate::types::{NetworkName, NetworkSpec};
 
-fn network_rules(spec: &NetworkSpec) -> NetworkRules {
+pub(super) fn network_rules(spec: &NetworkSpec) -> NetworkRules {
     NetworkRules {
         name: spec.name.clone(),
         bridge: spec.bridge.clone(),
@@ -26,7 +27,7 @@ fn network_rules(spec: &NetworkSpec) -> NetworkRules {
     }
 }
 
-fn bridge_config(spec: &NetworkSpec) -> BridgeConfig {
+pub(super) fn bridge_config(spec: &NetworkSpec) -> BridgeConfig {
     let mut addrs = vec![
         IpNetwork::new(IpAddr::V4(spec.gateway), spec.subnet.prefix())
             .expect("prefix of a valid subnet"),
@@ -137,18 +138,23 @@ impl Engine {
         self.apply_network(spec).await?;
         let bridge = self.kernel.links.link(spec.bridge.as_str()).await?;
         let n = spec.name.clone();
-        let mut errors = Vec::new();
-        for rec in self.store(move |s| s.endpoints(Some(&n))).await? {
-            let host = self.kernel.links.link(rec.host_ifname.as_str()).await?;
-            let Some(host) = host else { continue };
-            if host.master.is_some() && host.master == bridge.as_ref().map(|b| b.index) {
-                continue;
-            }
-            let port = bridge_port(spec, &rec, true);
-            if let Err(e) = self.kernel.links.configure_port(&port).await {
-                errors.push(e.into());
-            }
-        }
+        let bridge_index = bridge.as_ref().map(|b| b.index);
+        let records = self.store(move |s| s.endpoints(Some(&n))).await?;
+        // Many ports at once: a thousand one after the other take seconds.
+        let errors: Vec<EngineError> = futures::stream::iter(records)
+            .map(|rec| async move {
+                let links = &self.kernel.links;
+                let host = links.link(rec.host_ifname.as_str()).await?;
+                let Some(host) = host else { return Ok(()) };
+                if host.master.is_some() && host.master == bridge_index {
+                    return Ok(());
+                }
+                links.configure_port(&bridge_port(spec, &rec, true)).await
+            })
+            .buffer_unordered(64)
+            .filter_map(|r| async move { r.err().map(EngineError::from) })
+            .collect()
+            .await;
         collect(errors)
     }
 

@@ -59,6 +59,14 @@ impl FakeFirewall {
         self.st().networks.remove(name);
     }
 
+    /// Someone deletes the whole table from outside (base, networks and ports).
+    pub fn flush_behind_back(&self) {
+        let mut st = self.st();
+        st.base = false;
+        st.networks.clear();
+        st.ports.clear();
+    }
+
     /// Someone flushes an owner's ports from outside.
     pub fn drop_ports_behind_back(&self, id: &IfName) {
         self.st().ports.remove(id);
@@ -87,6 +95,10 @@ impl Firewall for FakeFirewall {
         self.check(&mut st, "ensure_base")?;
         st.base = true;
         Ok(())
+    }
+
+    fn base_in_place(&self) -> Result<bool, FirewallError> {
+        Ok(self.st().base)
     }
 
     fn apply_network(&self, rules: &NetworkRules) -> Result<(), FirewallError> {

@@ -194,6 +194,17 @@ impl FakeKernel {
         l.up = false;
     }
 
+    /// Someone changes a link of the daemon's namespace from outside (`false`: no such link).
+    pub fn change_behind_back(&self, name: &str, f: impl FnOnce(&mut FakeLink)) -> bool {
+        match self.st().links.get_mut(name) {
+            Some(l) => {
+                f(l);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Someone outside shimnet deletes a link.
     pub fn delete_behind_back(&self, name: &str) -> bool {
         self.st().remove(name)

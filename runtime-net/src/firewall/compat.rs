@@ -76,6 +76,26 @@ pub fn ensure_admin(c: &Compat) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the admin chain layout (when configured) is in place in every family (reads only;
+/// IPv6 best effort as in [`ensure_admin`]).
+pub fn admin_in_place(c: &Compat) -> Result<bool, String> {
+    let Some(admin) = &c.admin else {
+        return Ok(true);
+    };
+    for ipt in &c.fams {
+        let r = ipt
+            .chain_exists("filter", CHAIN)
+            .and_then(|own| forward::in_place(ipt, Some(admin), own.then_some(CHAIN)));
+        match r {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(_) if ipt.v6 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Does table `filter` of this family have a `FORWARD` chain (without creating it)?
 fn forward_present(ipt: &Ipt, nft: &NftContext) -> bool {
     if ipt.nft_variant {

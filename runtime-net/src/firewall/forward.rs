@@ -83,6 +83,22 @@ fn ensure_admin_chains(ipt: &Ipt, admin: &AdminChains) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `FORWARD` of this family already has the layout [`ensure`] makes (reads only).
+pub fn in_place(ipt: &Ipt, admin: Option<&AdminChains>, own: Option<&str>) -> Result<bool, String> {
+    let admin_jump = match admin {
+        Some(a) => match ipt.chain_exists("filter", &a.first) {
+            Ok(true) => Some(jump(&a.first)),
+            Ok(false) => return Ok(false),
+            Err(_) if ipt.v6 => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let own = own.map(jump);
+    let rules = ipt.rules("filter", "FORWARD")?;
+    Ok(plan(&rules, admin_jump.as_deref(), own.as_deref()) == Fix::default())
+}
+
 /// Makes `FORWARD` of this family match the layout: the admin chain (and its placeholders)
 /// first when given, then `own` (a chain name) when given. Idempotent; changes nothing when the
 /// layout is in place. On ip6tables the admin chains are best effort (its `nat` table may be

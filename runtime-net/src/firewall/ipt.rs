@@ -59,6 +59,11 @@ impl Ipt {
         self.inner.delete_all(table, chain, rule).map_err(err)
     }
 
+    /// Whether an identical rule exists in `chain` (`-C`).
+    pub fn exists(&self, table: &str, chain: &str, rule: &str) -> Result<bool, String> {
+        self.inner.exists(table, chain, rule).map_err(err)
+    }
+
     /// Inserts `rule` at position 1 of `chain` unless an identical rule is already there.
     pub fn ensure_first(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
         if !self.inner.exists(table, chain, rule).map_err(err)? {

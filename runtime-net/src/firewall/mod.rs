@@ -107,6 +107,9 @@ pub trait Firewall: Send + Sync {
     /// ([`AdminChains`]) and the coexistence rules for iptables' FORWARD chain when another
     /// manager set its policy to DROP.
     fn ensure_base(&self) -> Result<(), FirewallError>;
+    /// Whether the base (tables, chains, the jumps into them and `FORWARD`'s layout) is in place,
+    /// i.e. [`Firewall::ensure_base`] would change nothing. Reads only.
+    fn base_in_place(&self) -> Result<bool, FirewallError>;
     /// Installs or replaces the rules of one network (idempotent, atomic per call).
     fn apply_network(&self, rules: &NetworkRules) -> Result<(), FirewallError>;
     /// Removes the rules of one network; succeeds if there are none.

@@ -6,6 +6,7 @@ mod attach;
 mod detach;
 mod observer;
 mod reconcile;
+mod repair;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -81,6 +81,28 @@ impl IptablesBackend {
         forward::ensure(ipt, self.admin.as_ref(), Some(FORWARD))
     }
 
+    /// Whether [`Self::ensure_base_in`] would change nothing in this family.
+    fn base_in_place_in(&self, ipt: &Ipt) -> Result<bool, String> {
+        for c in CHAINS {
+            if !ipt.chain_exists(c.table, c.name)? {
+                return Ok(false);
+            }
+        }
+        for r in FORWARD_RULES {
+            if !ipt.exists("filter", FORWARD, r)? {
+                return Ok(false);
+            }
+        }
+        for c in CHAINS {
+            for (from, rule) in c.jumps {
+                if (c.table, *from) != ("filter", "FORWARD") && !ipt.exists(c.table, from, rule)? {
+                    return Ok(false);
+                }
+            }
+        }
+        forward::in_place(ipt, self.admin.as_ref(), Some(FORWARD))
+    }
+
     /// Deletes the rules whose comment satisfies `owned` from every chain of every family;
     /// keeps going on errors and reports them all.
     fn delete_owned(&self, owned: &dyn Fn(&str) -> bool) -> Vec<String> {
@@ -145,6 +167,18 @@ impl Firewall for IptablesBackend {
                 .map_err(|e| fail(&format!("ensure base ({})", ipt.cmd()), e))?;
         }
         Ok(())
+    }
+
+    fn base_in_place(&self) -> Result<bool, FirewallError> {
+        for ipt in self.fams() {
+            let ok = self
+                .base_in_place_in(ipt)
+                .map_err(|e| fail(&format!("check base ({})", ipt.cmd()), e))?;
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {

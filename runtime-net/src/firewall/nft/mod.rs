@@ -123,6 +123,17 @@ impl Firewall for NftBackend {
             .map_err(|e| fail("ensure base: iptables admin chain layout", e))
     }
 
+    fn base_in_place(&self) -> Result<bool, FirewallError> {
+        let Some(l) = self.listing("check base")? else {
+            return Ok(false);
+        };
+        if !rules::base_chains().iter().all(|c| l.chains.contains(c)) {
+            return Ok(false);
+        }
+        compat::admin_in_place(&self.compat)
+            .map_err(|e| fail("check base: iptables admin chain layout", e))
+    }
+
     fn apply_network(&self, r: &NetworkRules) -> Result<(), FirewallError> {
         let op = format!("apply network {}", r.name);
         let _op = self.op.lock().unwrap_or_else(|p| p.into_inner());

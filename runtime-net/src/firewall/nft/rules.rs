@@ -37,6 +37,17 @@ pub fn set_has_ifname_keys(set: &str) -> bool {
     matches!(set, "fwd_in" | "fwd_out" | "bridges")
 }
 
+/// Names of the chains [`base`] creates.
+pub fn base_chains() -> Vec<String> {
+    let prefix = format!("add chain {TABLE} ");
+    base()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Base objects: table, maps, sets, base chains and their (flushed, re-added) rules.
 ///
 /// Idempotent: run any number of times, the result is the same.
@@ -379,6 +390,10 @@ mod tests {
         let b = base();
         assert!(b.starts_with("add table inet shimnet\n"));
         assert!(b.contains("add chain inet shimnet forward { type filter hook forward priority filter; policy accept; }\n"));
+        assert_eq!(
+            base_chains(),
+            ["forward", "postrouting", "prerouting", "output", "ports"]
+        );
         assert!(
             b.contains("flush chain inet shimnet forward\nflush chain inet shimnet postrouting\n")
         );

@@ -1,0 +1,194 @@
+//! Targeted repair: one owned object compared with its record and put back when it differs,
+//! called by the daemon's repair loop when a kernel notification says the object changed (the
+//! reconcile pass is the same over everything). Each function compares first and changes
+//! nothing when the object is in place, so the notifications a repair itself causes end in a
+//! check that finds nothing (no loop). They only put back what a record asks for; removing what
+//! nothing records stays with the full pass (an endpoint being attached is not recorded yet).
+
+use std::collections::HashSet;
+
+use ipnetwork::IpNetwork;
+
+use super::network::{bridge_config, network_rules};
+use super::{Engine, Result};
+use crate::naming::{parse_alias, Owner};
+use crate::plan::endpoint::{bridge_port, port_rules};
+use crate::types::{ContainerId, EndpointKey, IfName, NetworkName, NetworkSpec};
+
+/// The endpoint key an owner alias `shimnet:ep=<network>/<container>/<ifname>` names.
+fn key_of_alias(alias: &str) -> Option<EndpointKey> {
+    let Some(Owner::Endpoint(k)) = parse_alias(alias) else {
+        return None;
+    };
+    let (network, rest) = k.split_once('/')?;
+    let (container, ifname) = rest.rsplit_once('/')?;
+    Some(EndpointKey {
+        network: NetworkName::new(network).ok()?,
+        container_id: ContainerId::new(container).ok()?,
+        ifname: IfName::new(ifname).ok()?,
+    })
+}
+
+impl Engine {
+    /// Bridge names of the recorded networks.
+    pub async fn bridge_names(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .networks()
+            .await?
+            .into_iter()
+            .map(|n| n.bridge.to_string())
+            .collect())
+    }
+
+    async fn network_of_bridge(&self, bridge: &str) -> Result<Option<NetworkSpec>> {
+        Ok(self
+            .networks()
+            .await?
+            .into_iter()
+            .find(|n| n.bridge.as_str() == bridge))
+    }
+
+    /// The bridge called `bridge` and its gateway addresses: re-created with its endpoints put
+    /// back on it when missing; alias, MTU, addresses and up state restored when they drifted.
+    /// `Ok(true)` when something had to change; `Ok(false)` when in place or not a recorded
+    /// network's bridge.
+    pub async fn repair_bridge_link(&self, bridge: &str) -> Result<bool> {
+        let _r = self.topology.read().await;
+        let Some(spec) = self.network_of_bridge(bridge).await? else {
+            return Ok(false);
+        };
+        let Some(link) = self.kernel.links.link(bridge).await? else {
+            self.restore_network(&spec).await?;
+            return Ok(true);
+        };
+        let cfg = bridge_config(&spec);
+        let addrs: Vec<IpNetwork> = self
+            .kernel
+            .links
+            .host_addresses()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name == bridge)
+            .map(|(_, a)| a)
+            .collect();
+        let in_place = link.up
+            && link.mtu.is_none_or(|m| m == cfg.mtu)
+            && link.alias.as_deref() == Some(cfg.alias.as_str())
+            && cfg.addrs.iter().all(|a| addrs.contains(a));
+        if in_place {
+            return Ok(false);
+        }
+        self.kernel.links.ensure_bridge(&cfg).await?;
+        Ok(true)
+    }
+
+    /// The endpoint whose host end is `ifname` (found through the owner alias on the link): put
+    /// back on its bridge (and up) when it was cut off. A host end that is gone is left to the
+    /// full pass.
+    pub async fn repair_port(&self, ifname: &str) -> Result<bool> {
+        let _r = self.topology.read().await;
+        let links = &self.kernel.links;
+        let Some(key) = links
+            .link(ifname)
+            .await?
+            .and_then(|l| l.alias)
+            .and_then(|a| key_of_alias(&a))
+        else {
+            return Ok(false);
+        };
+        // An attach or detach of this endpoint may be under way: wait for it.
+        let lock = self.key_lock(&key);
+        let _k = lock.lock().await;
+        let k = key.clone();
+        let Some(rec) = self.store(move |s| s.endpoint(&k)).await? else {
+            return Ok(false);
+        };
+        if rec.host_ifname.as_str() != ifname {
+            return Ok(false);
+        }
+        let spec = self.network(&key.network).await?;
+        let (Some(host), Some(bridge)) = (
+            links.link(ifname).await?,
+            links.link(spec.bridge.as_str()).await?,
+        ) else {
+            return Ok(false);
+        };
+        if host.master == Some(bridge.index) && host.up {
+            return Ok(false);
+        }
+        links
+            .configure_port(&bridge_port(&spec, &rec, true))
+            .await?;
+        Ok(true)
+    }
+
+    /// The firewall: its base (tables, chains, the jumps into them and their order), every
+    /// recorded network's rules and every endpoint's published ports. `Ok(true)` when a
+    /// network's rules or an endpoint's ports were missing or the base had drifted.
+    pub async fn repair_firewall(&self) -> Result<bool> {
+        let _r = self.topology.read().await;
+        let networks = self.networks().await?;
+        let endpoints = self.store(|s| s.endpoints(None)).await?;
+        let have_nets: HashSet<NetworkName> = self
+            .fw(|fw| fw.owned_networks())
+            .await?
+            .into_iter()
+            .collect();
+        let have_ports: HashSet<IfName> =
+            self.fw(|fw| fw.owned_ports()).await?.into_iter().collect();
+        let drifted = !self.fw(|fw| fw.base_in_place()).await?;
+        let mut changed = drifted;
+        if drifted {
+            self.fw(|fw| fw.ensure_base()).await?;
+        }
+        for spec in &networks {
+            let missing = !have_nets.contains(&spec.name);
+            changed |= missing;
+            if missing {
+                let rules = network_rules(spec);
+                self.fw(move |fw| fw.apply_network(&rules)).await?;
+            }
+        }
+        for ep in &endpoints {
+            if ep.ports.is_empty() || have_ports.contains(&ep.host_ifname) {
+                continue;
+            }
+            let Some(spec) = networks.iter().find(|n| n.name == ep.key.network) else {
+                continue;
+            };
+            // An attach or detach of this endpoint may be under way: wait for it, then act on
+            // the record as it is (a detached endpoint's ports must not come back).
+            let lock = self.key_lock(&ep.key);
+            let _k = lock.lock().await;
+            let k = ep.key.clone();
+            let Some(now) = self.store(move |s| s.endpoint(&k)).await? else {
+                continue;
+            };
+            if now.ports != ep.ports || now.host_ifname != ep.host_ifname {
+                continue;
+            }
+            let rules = port_rules(spec, &now);
+            self.fw(move |fw| fw.add_ports(&rules)).await?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_from_owner_aliases() {
+        let k = key_of_alias("shimnet:ep=n1/c-1.x/eth0").unwrap();
+        assert_eq!(k.to_string(), "n1/c-1.x/eth0");
+        assert_eq!(
+            key_of_alias(&crate::naming::veth_alias(&k)),
+            Some(k.clone())
+        );
+        assert_eq!(key_of_alias("shimnet:net=n1"), None);
+        assert_eq!(key_of_alias("shimnet:ep=n1"), None);
+        assert_eq!(key_of_alias("other"), None);
+    }
+}

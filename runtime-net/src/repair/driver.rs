@@ -1,0 +1,287 @@
+//! Notifications in, batches of owned objects to check out (pure): classification, own-change
+//! filtering, coalescing and backoff put together, with no clock or socket of its own.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rtnetlink::packet_route::link::LinkMessage;
+
+use super::coalesce::{Batch, Coalescer};
+use super::guard::{Guard, Verdict};
+use super::links::{LinkClassifier, Owned};
+use super::listen::Note;
+use super::nft::{IsOwn, Transactions};
+use super::Dirty;
+
+/// Timing of the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// A batch is handed out after this long without a new notification.
+    pub quiet: Duration,
+    /// … or at the latest this long after its oldest object.
+    pub max_delay: Duration,
+}
+
+impl Default for Timing {
+    /// 20 ms quiet, 250 ms at most: repairs well within a second, one pass per burst.
+    fn default() -> Self {
+        Timing {
+            quiet: Duration::from_millis(20),
+            max_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The driver's state.
+#[derive(Debug)]
+pub struct Driver {
+    links: LinkClassifier,
+    nft: Transactions,
+    coalesce: Coalescer,
+    guard: Guard,
+    /// Objects backed off, with their first-seen time, until their wait ends.
+    waiting: BTreeMap<Dirty, Instant>,
+    /// Notifications read, owned or not (for the flood figures).
+    pub notes_seen: u64,
+}
+
+impl Driver {
+    /// A driver whose nftables transactions committed by threads `is_own` accepts are not drift.
+    pub fn new(is_own: IsOwn, timing: Timing) -> Self {
+        Driver {
+            links: LinkClassifier::new(),
+            nft: Transactions::new(is_own),
+            coalesce: Coalescer::new(timing.quiet, timing.max_delay),
+            guard: Guard::default(),
+            waiting: BTreeMap::new(),
+            notes_seen: 0,
+        }
+    }
+
+    /// Replaces the backoff policy.
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Learns the links present (a dump taken after subscribing).
+    pub fn seed<'a>(
+        &mut self,
+        links: impl IntoIterator<Item = &'a LinkMessage>,
+        owned: &dyn Owned,
+    ) {
+        for l in links {
+            self.links.learn(l, owned);
+        }
+    }
+
+    /// Feeds one notification received at `now`.
+    pub fn feed(&mut self, note: &Note, owned: &dyn Owned, now: Instant) {
+        self.notes_seen += 1;
+        match note {
+            Note::Route(m) => {
+                if let Some(d) = self.links.classify(m, owned) {
+                    self.coalesce.add(d, now);
+                }
+            }
+            Note::Nft(m) => {
+                for d in self.nft.feed(m) {
+                    self.coalesce.add(d, now);
+                }
+            }
+            Note::Lost => self.coalesce.add(Dirty::All, now),
+        }
+    }
+
+    /// Asks for a check of `d` (a periodic pass: [`Dirty::All`]).
+    pub fn add(&mut self, d: Dirty, now: Instant) {
+        self.coalesce.add(d, now);
+    }
+
+    /// When [`Driver::due`] has something next.
+    pub fn deadline(&self) -> Option<Instant> {
+        let waits = self
+            .waiting
+            .keys()
+            .filter_map(|d| self.guard.until(d))
+            .min();
+        match (self.coalesce.deadline(), waits) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The objects to check now, if any: a due batch, less those backed off (kept for later),
+    /// plus those whose backoff has ended.
+    pub fn due(&mut self, now: Instant) -> Option<Batch> {
+        let mut batch = self.coalesce.take_due(now).unwrap_or(Batch {
+            objects: Vec::new(),
+            events: 0,
+        });
+        let ready: Vec<Dirty> = self
+            .waiting
+            .keys()
+            .filter(|d| self.guard.verdict(d, now) == Verdict::Go)
+            .cloned()
+            .collect();
+        for d in ready {
+            let first = self.waiting.remove(&d).expect("listed");
+            if !batch.objects.iter().any(|(o, _)| *o == d) {
+                batch.objects.push((d, first));
+            }
+        }
+        let mut go = Vec::with_capacity(batch.objects.len());
+        for (d, first) in batch.objects {
+            match self.guard.verdict(&d, now) {
+                Verdict::Go => go.push((d, first)),
+                Verdict::Wait(_) => {
+                    self.waiting.entry(d).or_insert(first);
+                }
+            }
+        }
+        go.sort();
+        batch.objects = go;
+        (!batch.objects.is_empty()).then_some(batch)
+    }
+
+    /// Records the outcome of checking `d`: `changed` when something had to be put back.
+    pub fn done(&mut self, d: &Dirty, changed: bool, now: Instant) {
+        self.guard.record(d, changed, now);
+    }
+
+    /// Objects currently backed off because another manager keeps changing them.
+    pub fn backed_off(&self, now: Instant) -> Vec<Dirty> {
+        self.guard.backed_off(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repair::guard::Guard;
+    use crate::repair::nft::{Message, Object};
+    use rtnetlink::packet_route::link::LinkAttribute;
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use std::collections::HashSet;
+
+    fn link(index: u32, name: &str, alias: Option<&str>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        m
+    }
+
+    fn route(proto: u8, oif: u32) -> Note {
+        let mut m = RouteMessage::default();
+        m.header.protocol = RouteProtocol::from(proto);
+        m.attributes.push(RouteAttribute::Oif(oif));
+        Note::Route(RouteNetlinkMessage::DelRoute(m))
+    }
+
+    fn nft_rule(table: &str, chain: &str) -> Note {
+        Note::Nft(Message::Change {
+            family: 2,
+            object: Object::Rule,
+            deleted: true,
+            table: table.into(),
+            chain: Some(chain.into()),
+        })
+    }
+
+    fn gen(pid: u32) -> Note {
+        Note::Nft(Message::Generation {
+            pid,
+            name: "x".into(),
+        })
+    }
+
+    fn driver() -> (Driver, HashSet<String>) {
+        let owned = HashSet::new();
+        let mut d = Driver::new(Box::new(|pid| pid == 100), Timing::default());
+        d.seed(
+            &[
+                link(2, "eth0", None),
+                link(5, "snbr1", Some("shimnet:net=n1")),
+            ],
+            &owned,
+        );
+        (d, owned)
+    }
+
+    #[test]
+    fn an_unrelated_flood_hands_out_nothing() {
+        let (mut d, o) = driver();
+        let t0 = Instant::now();
+        for i in 0..5000u32 {
+            let at = t0 + Duration::from_micros(i as u64);
+            d.feed(&route(4, 2), &o, at);
+            d.feed(
+                &Note::Route(RouteNetlinkMessage::NewLink(link(1000 + i, "fl", None))),
+                &o,
+                at,
+            );
+            d.feed(&nft_rule("firewalld", "x"), &o, at);
+            d.feed(&gen(7), &o, at);
+        }
+        assert_eq!(d.notes_seen, 20_000);
+        assert_eq!(d.deadline(), None);
+        assert_eq!(d.due(t0 + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn owned_changes_come_out_once_and_own_nft_changes_not_at_all() {
+        let (mut d, o) = driver();
+        let t0 = Instant::now();
+        d.feed(&nft_rule("shimnet", "forward"), &o, t0);
+        d.feed(&gen(100), &o, t0);
+        assert_eq!(d.deadline(), None, "the daemon's own transaction");
+        for _ in 0..100 {
+            d.feed(&route(2, 5), &o, t0);
+            d.feed(&nft_rule("filter", "FORWARD"), &o, t0);
+        }
+        d.feed(&gen(7), &o, t0);
+        let due = d.deadline().unwrap();
+        let b = d.due(due).unwrap();
+        assert_eq!(
+            b.objects,
+            vec![
+                (Dirty::Gateway("snbr1".into()), t0),
+                (Dirty::Iptables("filter".into()), t0)
+            ]
+        );
+        assert_eq!(d.due(due + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_fought_over_object_waits_and_comes_back() {
+        let (d, o) = driver();
+        let mut d = d.with_guard(Guard::new(
+            Duration::from_secs(10),
+            1,
+            Duration::from_secs(8),
+        ));
+        let t0 = Instant::now();
+        let gw = Dirty::Gateway("snbr1".into());
+        d.done(&gw, true, t0);
+        d.done(&gw, true, t0);
+        d.feed(&route(2, 5), &o, t0);
+        assert_eq!(d.due(t0 + Duration::from_millis(100)), None, "backed off");
+        assert_eq!(d.backed_off(t0), vec![gw.clone()]);
+        let b = d.due(t0 + Duration::from_millis(1001)).unwrap();
+        assert_eq!(b.objects, vec![(gw, t0)]);
+    }
+
+    #[test]
+    fn a_lost_notification_is_a_full_pass() {
+        let (mut d, o) = driver();
+        let t0 = Instant::now();
+        d.feed(&route(2, 5), &o, t0);
+        d.feed(&Note::Lost, &o, t0);
+        let b = d.due(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(b.objects, vec![(Dirty::All, t0)]);
+    }
+}

@@ -1,0 +1,379 @@
+//! rtnetlink notifications → the shimnet object they touch (pure).
+//!
+//! Links are recognised by their owner alias (`shimnet:net=…` bridges, `shimnet:ep=…` veths,
+//! `shimnet:peering=…` tunnels) or by a name the caller says it owns (a bridge adopted without an
+//! alias); addresses, routes and neighbours carry only an interface index, resolved through the
+//! links seen so far (seed with a dump, then keep feeding every link notification). Routes with
+//! protocol 201 are peer routes wherever they point.
+
+use std::collections::HashMap;
+
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+
+use super::Dirty;
+use crate::naming::{parse_alias, Owner, ALIAS_PREFIX};
+use crate::peering::plan::RTPROT_SHIMNET;
+
+/// Names the caller owns beyond what owner aliases say (bridges from the records).
+pub trait Owned {
+    /// Whether `name` is one of shimnet's bridges.
+    fn bridge(&self, name: &str) -> bool;
+}
+
+impl Owned for std::collections::HashSet<String> {
+    fn bridge(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}
+
+/// What an owned link is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRole {
+    /// A network's bridge.
+    Bridge(String),
+    /// An endpoint's host veth.
+    Port(String),
+    /// A peering device.
+    Tunnel(String),
+}
+
+/// Classifies rtnetlink notifications, remembering which interface index is which owned link.
+#[derive(Debug, Default)]
+pub struct LinkClassifier {
+    by_index: HashMap<u32, LinkRole>,
+}
+
+fn link_name(m: &LinkMessage) -> Option<&str> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+fn link_alias(m: &LinkMessage) -> Option<&str> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// The role a link's own attributes give it, if it is shimnet's.
+fn role_of(m: &LinkMessage, owned: &dyn Owned) -> Option<LinkRole> {
+    let name = link_name(m)?.to_string();
+    if let Some(alias) = link_alias(m) {
+        match parse_alias(alias) {
+            Some(Owner::Bridge(_)) => return Some(LinkRole::Bridge(name)),
+            Some(Owner::Endpoint(_)) => return Some(LinkRole::Port(name)),
+            None if alias.starts_with(&format!("{ALIAS_PREFIX}peering=")) => {
+                return Some(LinkRole::Tunnel(name))
+            }
+            None => {}
+        }
+    }
+    owned.bridge(&name).then_some(LinkRole::Bridge(name))
+}
+
+fn link_dirty(role: &LinkRole) -> Dirty {
+    match role {
+        LinkRole::Bridge(n) => Dirty::Bridge(n.clone()),
+        LinkRole::Port(n) => Dirty::Port(n.clone()),
+        LinkRole::Tunnel(n) => Dirty::Tunnel(n.clone()),
+    }
+}
+
+impl LinkClassifier {
+    /// An empty classifier (feed it a link dump with [`LinkClassifier::learn`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a link seen in a dump.
+    pub fn learn(&mut self, m: &LinkMessage, owned: &dyn Owned) {
+        match role_of(m, owned) {
+            Some(r) => {
+                self.by_index.insert(m.header.index, r);
+            }
+            None => {
+                self.by_index.remove(&m.header.index);
+            }
+        }
+    }
+
+    /// The owned link with this index, if any.
+    pub fn role(&self, index: u32) -> Option<&LinkRole> {
+        self.by_index.get(&index)
+    }
+
+    /// The owned object a notification touches; `None` for everything else.
+    pub fn classify(&mut self, msg: &RouteNetlinkMessage, owned: &dyn Owned) -> Option<Dirty> {
+        match msg {
+            RouteNetlinkMessage::NewLink(m) => {
+                // A link that was ours and lost its alias or name is still ours to check.
+                let before = self.by_index.get(&m.header.index).cloned();
+                let now = role_of(m, owned);
+                match &now {
+                    Some(r) => {
+                        self.by_index.insert(m.header.index, r.clone());
+                    }
+                    None => {
+                        self.by_index.remove(&m.header.index);
+                    }
+                }
+                match (before, now) {
+                    (Some(b), Some(n)) if b != n => Some(link_dirty(&b)),
+                    (_, Some(n)) => Some(link_dirty(&n)),
+                    (Some(b), None) => Some(link_dirty(&b)),
+                    (None, None) => None,
+                }
+            }
+            RouteNetlinkMessage::DelLink(m) => {
+                let before = self.by_index.remove(&m.header.index);
+                role_of(m, owned).or(before).map(|r| link_dirty(&r))
+            }
+            RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => {
+                match self.by_index.get(&m.header.index)? {
+                    LinkRole::Bridge(n) => Some(Dirty::Gateway(n.clone())),
+                    LinkRole::Tunnel(n) => Some(Dirty::Tunnel(n.clone())),
+                    LinkRole::Port(_) => None,
+                }
+            }
+            RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) => self.route(m),
+            RouteNetlinkMessage::NewNeighbour(m) => self.neighbour(m, false),
+            RouteNetlinkMessage::DelNeighbour(m) => self.neighbour(m, true),
+            _ => None,
+        }
+    }
+
+    fn route(&self, m: &RouteMessage) -> Option<Dirty> {
+        if u8::from(m.header.protocol) == RTPROT_SHIMNET {
+            return Some(Dirty::PeerRoutes);
+        }
+        let oif = m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })?;
+        match self.by_index.get(&oif)? {
+            LinkRole::Bridge(n) => Some(Dirty::Gateway(n.clone())),
+            LinkRole::Tunnel(_) | LinkRole::Port(_) => None,
+        }
+    }
+
+    fn neighbour(&self, m: &NeighbourMessage, deleted: bool) -> Option<Dirty> {
+        let ours = m.attributes.iter().any(
+            |a| matches!(a, NeighbourAttribute::Protocol(p) if u8::from(*p) == RTPROT_SHIMNET),
+        );
+        match self.by_index.get(&m.header.ifindex) {
+            Some(LinkRole::Tunnel(n)) => {
+                // The kernel learning or ageing entries on its own is not drift; a deletion, a
+                // marked entry or a permanent one changing is.
+                let permanent = matches!(
+                    m.header.state,
+                    NeighbourState::Permanent | NeighbourState::Noarp
+                );
+                (deleted || ours || permanent).then(|| Dirty::Fdb(n.clone()))
+            }
+            _ if ours => Some(Dirty::Fdb(format!("#{}", m.header.ifindex))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::address::AddressMessage;
+    use rtnetlink::packet_route::route::RouteProtocol;
+    use std::collections::HashSet;
+
+    fn link(index: u32, name: &str, alias: Option<&str>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        m
+    }
+
+    fn route(proto: u8, oif: Option<u32>) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.protocol = RouteProtocol::from(proto);
+        if let Some(i) = oif {
+            m.attributes.push(RouteAttribute::Oif(i));
+        }
+        m
+    }
+
+    fn addr(index: u32) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m
+    }
+
+    fn neigh(index: u32, state: NeighbourState, proto: Option<u8>) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.ifindex = index;
+        m.header.state = state;
+        if let Some(p) = proto {
+            m.attributes
+                .push(NeighbourAttribute::Protocol(RouteProtocol::from(p)));
+        }
+        m
+    }
+
+    fn seeded() -> (LinkClassifier, HashSet<String>) {
+        let owned: HashSet<String> = ["adopted0".to_string()].into();
+        let mut c = LinkClassifier::new();
+        c.learn(&link(1, "lo", None), &owned);
+        c.learn(&link(5, "snbr1", Some("shimnet:net=n1")), &owned);
+        c.learn(
+            &link(6, "snv0123456789ab", Some("shimnet:ep=n1/c/eth0")),
+            &owned,
+        );
+        c.learn(&link(7, "snvx0", Some("shimnet:peering=vxlan")), &owned);
+        c.learn(&link(8, "adopted0", None), &owned);
+        c.learn(&link(9, "eth0", Some("uplink")), &owned);
+        (c, owned)
+    }
+
+    #[test]
+    fn owned_links_by_alias_or_name() {
+        let (mut c, o) = seeded();
+        let del = |m| RouteNetlinkMessage::DelLink(m);
+        assert_eq!(
+            c.classify(&del(link(5, "snbr1", Some("shimnet:net=n1"))), &o),
+            Some(Dirty::Bridge("snbr1".into()))
+        );
+        assert_eq!(
+            c.classify(
+                &del(link(6, "snv0123456789ab", Some("shimnet:ep=n1/c/eth0"))),
+                &o
+            ),
+            Some(Dirty::Port("snv0123456789ab".into()))
+        );
+        assert_eq!(
+            c.classify(&del(link(7, "snvx0", Some("shimnet:peering=vxlan"))), &o),
+            Some(Dirty::Tunnel("snvx0".into()))
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::NewLink(link(8, "adopted0", None)), &o),
+            Some(Dirty::Bridge("adopted0".into()))
+        );
+        assert_eq!(c.classify(&del(link(9, "eth0", Some("uplink"))), &o), None);
+        assert_eq!(c.classify(&del(link(99, "dummyx", None)), &o), None);
+        assert_eq!(c.role(5), None, "a deleted link is forgotten");
+    }
+
+    #[test]
+    fn a_link_that_loses_its_alias_is_still_checked() {
+        let (mut c, o) = seeded();
+        let stripped = RouteNetlinkMessage::NewLink(link(5, "snbr1", None));
+        assert_eq!(
+            c.classify(&stripped, &o),
+            Some(Dirty::Bridge("snbr1".into()))
+        );
+        // Renamed: the old name is the one to repair.
+        let renamed = RouteNetlinkMessage::NewLink(link(6, "other", None));
+        assert_eq!(
+            c.classify(&renamed, &o),
+            Some(Dirty::Port("snv0123456789ab".into()))
+        );
+    }
+
+    #[test]
+    fn deletion_of_an_unseen_link_is_judged_by_its_alias() {
+        let mut c = LinkClassifier::new();
+        let o = HashSet::new();
+        let m = RouteNetlinkMessage::DelLink(link(42, "snbr9", Some("shimnet:net=n9")));
+        assert_eq!(c.classify(&m, &o), Some(Dirty::Bridge("snbr9".into())));
+    }
+
+    #[test]
+    fn addresses_on_bridges_are_the_gateway() {
+        let (mut c, o) = seeded();
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::DelAddress(addr(5)), &o),
+            Some(Dirty::Gateway("snbr1".into()))
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::NewAddress(addr(8)), &o),
+            Some(Dirty::Gateway("adopted0".into()))
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::DelAddress(addr(9)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::DelAddress(addr(1)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::DelAddress(addr(6)), &o),
+            None
+        );
+    }
+
+    #[test]
+    fn routes_by_protocol_or_bridge() {
+        let (mut c, o) = seeded();
+        let del = |m| RouteNetlinkMessage::DelRoute(m);
+        assert_eq!(
+            c.classify(&del(route(201, Some(9))), &o),
+            Some(Dirty::PeerRoutes)
+        );
+        assert_eq!(
+            c.classify(&del(route(201, None)), &o),
+            Some(Dirty::PeerRoutes)
+        );
+        assert_eq!(
+            c.classify(&del(route(2, Some(5))), &o),
+            Some(Dirty::Gateway("snbr1".into()))
+        );
+        assert_eq!(c.classify(&del(route(4, Some(9))), &o), None);
+        assert_eq!(c.classify(&del(route(3, None)), &o), None);
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::NewRoute(route(4, Some(1))), &o),
+            None
+        );
+    }
+
+    #[test]
+    fn neighbours_only_on_tunnels_or_marked() {
+        let (mut c, o) = seeded();
+        let new = |m| RouteNetlinkMessage::NewNeighbour(m);
+        let del = |m| RouteNetlinkMessage::DelNeighbour(m);
+        let fdb = Some(Dirty::Fdb("snvx0".into()));
+        assert_eq!(
+            c.classify(&del(neigh(7, NeighbourState::Reachable, None)), &o),
+            fdb
+        );
+        assert_eq!(
+            c.classify(&new(neigh(7, NeighbourState::Permanent, None)), &o),
+            fdb
+        );
+        assert_eq!(
+            c.classify(&new(neigh(7, NeighbourState::Stale, Some(201))), &o),
+            fdb
+        );
+        // The kernel learning on the tunnel, or ARP churn on a bridge: not drift.
+        assert_eq!(
+            c.classify(&new(neigh(7, NeighbourState::Reachable, None)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&new(neigh(5, NeighbourState::Stale, None)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&del(neigh(5, NeighbourState::Stale, None)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&del(neigh(33, NeighbourState::Permanent, Some(201))), &o),
+            Some(Dirty::Fdb("#33".into()))
+        );
+    }
+}

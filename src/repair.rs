@@ -1,0 +1,143 @@
+//! The daemon's event-driven repair: [`runtime_net::repair::run`] with the engine (and the
+//! peering controller, through a request channel) as the repairer; outcomes go to the metrics
+//! (`shimnet_repairs_total{kind}`, `shimnet_repair_latency_seconds{kind}`, …) and the log. The
+//! loop also runs the periodic full pass (the safety net), so no other timer does.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime_net::engine::Engine;
+use runtime_net::repair::run::{self, Repairer, RunConfig};
+use runtime_net::repair::Dirty;
+use shimnet_api::metrics::Metrics;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A request to the peering loop for one pass; it answers with the number of kernel changes.
+pub type PeeringPass = oneshot::Sender<usize>;
+
+/// The engine, metrics and peering loop as a [`Repairer`].
+pub struct DaemonRepairer {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    peering: Option<mpsc::Sender<PeeringPass>>,
+}
+
+impl DaemonRepairer {
+    /// `peering`: the peering loop's pass requests, when peering is on.
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        peering: Option<mpsc::Sender<PeeringPass>>,
+    ) -> Self {
+        DaemonRepairer {
+            engine,
+            metrics,
+            peering,
+        }
+    }
+
+    async fn peering_pass(&self) -> Result<bool, String> {
+        let Some(tx) = &self.peering else {
+            return Ok(false);
+        };
+        let (reply, answer) = oneshot::channel();
+        tx.send(reply)
+            .await
+            .map_err(|_| "the peering loop has stopped".to_string())?;
+        let changes = answer
+            .await
+            .map_err(|_| "the peering loop did not answer".to_string())?;
+        Ok(changes > 0)
+    }
+
+    async fn full_pass(&self) -> Result<bool, String> {
+        let report = self.engine.reconcile().await;
+        self.metrics.record_reconcile(report.as_ref().ok());
+        let peering = self.peering_pass().await;
+        let r = report.map_err(|e| e.to_string())?;
+        if !r.errors.is_empty() {
+            tracing::warn!(errors = ?r.errors, "safety pass: reconciled with errors");
+        }
+        Ok(r.reclaimed + r.links_removed + r.firewall_removed > 0 || peering?)
+    }
+}
+
+impl Repairer for DaemonRepairer {
+    async fn bridges(&self) -> HashSet<String> {
+        self.engine.bridge_names().await.unwrap_or_default()
+    }
+
+    async fn repair(&self, d: &Dirty) -> Result<bool, String> {
+        let e = &self.engine;
+        match d {
+            Dirty::Bridge(b) | Dirty::Gateway(b) => {
+                e.repair_bridge_link(b).await.map_err(|e| e.to_string())
+            }
+            Dirty::Port(p) => e.repair_port(p).await.map_err(|e| e.to_string()),
+            Dirty::NftTable(_) | Dirty::Iptables(_) => {
+                e.repair_firewall().await.map_err(|e| e.to_string())
+            }
+            Dirty::PeerRoutes | Dirty::Tunnel(_) | Dirty::Fdb(_) => self.peering_pass().await,
+            Dirty::All => self.full_pass().await,
+        }
+    }
+
+    fn report(&self, d: &Dirty, outcome: &Result<bool, String>, latency: Duration) {
+        let kind = d.kind().label();
+        self.metrics.repair.record(
+            kind,
+            outcome.as_ref().map(|b| *b).map_err(|e| e.as_str()),
+            latency,
+        );
+        let ms = latency.as_secs_f64() * 1000.0;
+        match outcome {
+            Ok(true) => {
+                tracing::info!(object = %d, latency_ms = ms, "repaired after a change from outside")
+            }
+            Ok(false) => tracing::debug!(object = %d, "checked after a notification: in place"),
+            Err(e) => tracing::warn!(object = %d, "repair failed: {e}"),
+        }
+    }
+}
+
+/// Runs the repair loop in the daemon's namespace until `stop` turns true; subscribes again
+/// (after a full pass) if the notifications fail.
+pub fn spawn(
+    repairer: DaemonRepairer,
+    cfg: RunConfig,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            match run::start(Box::new(run::own_thread), cfg.timing).await {
+                Ok((listener, driver)) => {
+                    if !first {
+                        // Changes may have gone unseen while nobody listened.
+                        let r = repairer.repair(&Dirty::All).await;
+                        repairer.report(&Dirty::All, &r, Duration::ZERO);
+                    }
+                    first = false;
+                    let mut rx = stop.clone();
+                    let stopped = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    match run::run(listener, driver, &repairer, cfg, stopped).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!("repair: notifications failed ({e}); subscribing again")
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(
+                    "repair: cannot subscribe to kernel notifications ({e}); retrying"
+                ),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}

@@ -1,0 +1,386 @@
+//! Event-driven repair figures: for each owned object kind, the time from breaking it from
+//! outside to it being back with traffic flowing (measured from outside by polling, and as the
+//! daemon measured it: first notification → repaired), over repeated runs with N endpoints
+//! present; the cost of a flood of unrelated link and route changes (CPU ticks, checks and repairs
+//! triggered); and the daemon's CPU ticks over an idle minute. Prints figures (not asserted);
+//! writes `target/bench/repair.txt`.
+//!
+//! `cargo bench --bench repair` as root (see `scripts/bench.sh`). `SHIMNET_BENCH_SHORT=1`: 20
+//! endpoints, 3 runs per kind, 500 flood changes, 5 s idle. `SHIMNET_REPAIR_N`,
+//! `SHIMNET_REPAIR_RUNS`, `SHIMNET_REPAIR_FLOOD`, `SHIMNET_BENCH_IDLE_SECS` override.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use common::{container, ping, sh, try_sh, TestHost};
+use serde_json::json;
+use shimnet::netns::NamedNetns;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// The value of one sample of the daemon's `/metrics`.
+fn metric(h: &TestHost, sample: &str) -> f64 {
+    let reply = h
+        .client()
+        .request("GET", "/metrics", None)
+        .expect("GET /metrics");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of a metric family's samples (every label).
+fn metric_sum(h: &TestHost, family: &str) -> f64 {
+    let reply = h
+        .client()
+        .request("GET", "/metrics", None)
+        .expect("GET /metrics");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn in_host(h: &TestHost, cmd: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", h.ns.name()];
+    v.extend_from_slice(cmd);
+    sh(&v);
+}
+
+/// One kind's samples, in milliseconds.
+struct Series {
+    kind: String,
+    outside: Vec<f64>,
+    daemon: Vec<f64>,
+    failed: usize,
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
+fn line(label: &str, v: &[f64]) -> String {
+    format!(
+        "{label:>8}: min {:7.1}  median {:7.1}  p90 {:7.1}  max {:7.1} ms",
+        quantile(v, 0.0),
+        quantile(v, 0.5),
+        quantile(v, 0.9),
+        quantile(v, 1.0)
+    )
+}
+
+/// Breaks an object `runs` times and times its return: `back` polled every 2 ms, then `traffic`.
+fn measure(
+    h: &TestHost,
+    kind: &str,
+    label: &str,
+    runs: usize,
+    brk: &dyn Fn(),
+    back: &dyn Fn() -> bool,
+    traffic: &dyn Fn() -> bool,
+) -> Series {
+    let mut s = Series {
+        kind: label.into(),
+        outside: Vec::new(),
+        daemon: Vec::new(),
+        failed: 0,
+    };
+    let sample = format!("shimnet_repair_last_latency_seconds{{kind=\"{kind}\"}}");
+    let count = format!("shimnet_repairs_total{{kind=\"{kind}\"}}");
+    for _ in 0..runs {
+        let before = metric(h, &count);
+        let t0 = Instant::now();
+        brk();
+        let limit = t0 + Duration::from_secs(10);
+        let mut ok = false;
+        while Instant::now() < limit {
+            if back() && traffic() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !ok {
+            s.failed += 1;
+            continue;
+        }
+        s.outside.push(t0.elapsed().as_secs_f64() * 1000.0);
+        // The repair may still be finishing (every port back on a re-created bridge): wait for
+        // it, so the next run does not break it half-way.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while metric(h, &count) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.daemon.push(metric(h, &sample) * 1000.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
+
+fn hosts_with_endpoints(h: &TestHost, n: usize, tag: &str) -> Vec<NamedNetns> {
+    let t = Instant::now();
+    let cs: Vec<NamedNetns> = (0..n)
+        .map(|i| {
+            let c = container(&format!("{tag}{i}"));
+            h.attach("n1", &c, json!({}));
+            c
+        })
+        .collect();
+    eprintln!(
+        "{n} endpoints attached in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // The attaches' own notifications end in checks that find nothing; let them finish.
+    let t = Instant::now();
+    let mut last = -1.0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = metric_sum(h, "shimnet_repair_checks_total");
+        if now == last {
+            eprintln!(
+                "checks after the attaches: {now} (settled within {:.1} s), repairs: {}",
+                t.elapsed().as_secs_f64(),
+                metric_sum(h, "shimnet_repairs_total")
+            );
+            break;
+        }
+        last = now;
+    }
+    cs
+}
+
+const NET: &str = "[[networks]]\nname = \"n1\"\nsubnet = \"10.16.0.0/16\"\n";
+
+fn main() {
+    let short = std::env::var("SHIMNET_BENCH_SHORT").is_ok_and(|v| v == "1");
+    let n = env_or("SHIMNET_REPAIR_N", if short { 20 } else { 1000 });
+    let runs = env_or("SHIMNET_REPAIR_RUNS", if short { 3 } else { 20 });
+    let flood = env_or("SHIMNET_REPAIR_FLOOD", if short { 500 } else { 5000 });
+    let idle = env_or("SHIMNET_BENCH_IDLE_SECS", if short { 5 } else { 60 });
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "event-driven repair: {n} endpoints, {runs} runs per kind; break → back with traffic \
+         (outside, polled every 2 ms) and first notification → repaired (daemon)"
+    );
+    let mut series = Vec::new();
+
+    // nftables host.
+    let h = TestHost::new(NET);
+    let cs = hosts_with_endpoints(&h, n, "rb");
+    let c = &cs[0];
+    let veth = h.call(
+        "GET",
+        &format!("/v1/networks/n1/endpoints/{}", c.name()),
+        None,
+    )["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let outside = h.outside_ip.to_string();
+    let gw = || ping(c, "10.16.0.1");
+    series.push(measure(
+        &h,
+        "bridge",
+        "bridge (ip link del)",
+        runs,
+        &|| {
+            h.ip(&["link", "del", "n1"]);
+        },
+        &|| {
+            try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
+                && h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+        },
+        &gw,
+    ));
+    series.push(measure(
+        &h,
+        "gateway",
+        "gateway (ip addr del)",
+        runs,
+        &|| {
+            h.ip(&["addr", "del", "10.16.0.1/16", "dev", "n1"]);
+        },
+        &|| {
+            h.ip(&["-o", "addr", "show", "dev", "n1"])
+                .contains("10.16.0.1/16")
+        },
+        &gw,
+    ));
+    series.push(measure(
+        &h,
+        "port",
+        "port (ip link set nomaster)",
+        runs,
+        &|| {
+            h.ip(&["link", "set", &veth, "nomaster"]);
+        },
+        &|| h.ip(&["-o", "link", "show", &veth]).contains("master n1"),
+        &gw,
+    ));
+    if h.nft_ruleset().contains("table inet shimnet") {
+        for (label, cmd) in [
+            ("nft flush ruleset", &["nft", "flush", "ruleset"][..]),
+            (
+                "nft delete table",
+                &["nft", "delete", "table", "inet", "shimnet"][..],
+            ),
+        ] {
+            series.push(measure(
+                &h,
+                "nft_table",
+                label,
+                runs,
+                &|| in_host(&h, cmd),
+                &|| h.nft_ruleset().contains("table inet shimnet"),
+                &|| ping(c, &outside),
+            ));
+        }
+    }
+
+    // Flood: unrelated link and route changes in the daemon's namespace.
+    let pid = h.daemon.as_ref().expect("daemon").id();
+    h.ip(&["link", "add", "fla", "type", "veth", "peer", "name", "flb"]);
+    h.ip(&["link", "set", "fla", "up"]);
+    let mut batch = String::new();
+    let half = flood / 2;
+    for i in 0..half {
+        let _ = writeln!(
+            batch,
+            "route add 10.200.{}.{}/32 dev fla",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    for i in 0..(flood - half) {
+        if i % 10 == 0 {
+            let _ = writeln!(
+                batch,
+                "link set flb {}",
+                if i % 20 == 0 { "up" } else { "down" }
+            );
+        } else {
+            let j = i % half.max(1);
+            let _ = writeln!(
+                batch,
+                "route del 10.200.{}.{}/32 dev fla",
+                j / 250,
+                j % 250 + 1
+            );
+        }
+    }
+    let file = h.dir.path().join("flood.batch");
+    std::fs::write(&file, batch).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, checks0, rep0) = (
+        ticks(pid),
+        metric_sum(&h, "shimnet_repair_checks_total"),
+        metric_sum(&h, "shimnet_repairs_total"),
+    );
+    let started = Instant::now();
+    sh(&[
+        "ip",
+        "-n",
+        h.ns.name(),
+        "-force",
+        "-batch",
+        file.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = writeln!(
+        out,
+        "flood: {flood} unrelated link/route changes in {:.2} s: {} CPU ticks of shimnetd (incl. 1 s after), {} checks, {} repairs triggered",
+        took.as_secs_f64(),
+        ticks(pid) - t0,
+        metric_sum(&h, "shimnet_repair_checks_total") - checks0,
+        metric_sum(&h, "shimnet_repairs_total") - rep0,
+    );
+    h.ip(&["link", "del", "fla"]);
+
+    // Idle.
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = ticks(pid);
+    std::thread::sleep(Duration::from_secs(idle as u64));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let _ = writeln!(
+        out,
+        "idle: {} CPU ticks (1 tick = {} ms) over {idle} s with {n} endpoints (nftables host)",
+        ticks(pid) - t0,
+        1000 / hz.max(1)
+    );
+    drop(cs);
+    drop(h);
+
+    // iptables host.
+    let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
+    let cs = hosts_with_endpoints(&h, n, "ri");
+    let c = &cs[0];
+    let outside = h.outside_ip.to_string();
+    for (label, cmd, want) in [
+        (
+            "iptables -F FORWARD",
+            &["iptables", "-F", "FORWARD"][..],
+            "-A FORWARD -j SHIMNET-FORWARD",
+        ),
+        (
+            "iptables -t nat -F POSTROUTING",
+            &["iptables", "-t", "nat", "-F", "POSTROUTING"][..],
+            "-A POSTROUTING -j SHIMNET-POSTROUTING",
+        ),
+    ] {
+        series.push(measure(
+            &h,
+            "iptables",
+            label,
+            runs,
+            &|| in_host(&h, cmd),
+            &|| h.iptables_save().contains(want),
+            &|| ping(c, &outside),
+        ));
+    }
+    drop(cs);
+    drop(h);
+
+    for s in &series {
+        let _ = writeln!(
+            out,
+            "{} ({} runs, {} not back within 10 s):",
+            s.kind,
+            s.outside.len(),
+            s.failed
+        );
+        let _ = writeln!(out, "{}", line("outside", &s.outside));
+        let _ = writeln!(out, "{}", line("daemon", &s.daemon));
+    }
+    print!("{out}");
+    let _ = std::fs::create_dir_all("target/bench");
+    let _ = std::fs::write("target/bench/repair.txt", out);
+}

@@ -1,0 +1,438 @@
+//! Event-driven repair against the real kernel: the notification loop in a test-made namespace
+//! sees shimnet's objects change (and nothing else), and shimnetd puts each owned kind back
+//! after it is broken from outside.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use runtime_net::repair::run::{self, Repairer, RunConfig};
+use runtime_net::repair::{driver::Timing, Dirty};
+use serde_json::json;
+use shimnet::netns::{run_in, NamedNetns};
+
+/// Records what the loop asks for; repairs nothing.
+#[derive(Default, Clone)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Dirty>>>,
+}
+
+impl Repairer for Recorder {
+    async fn bridges(&self) -> HashSet<String> {
+        HashSet::new()
+    }
+    async fn repair(&self, d: &Dirty) -> Result<bool, String> {
+        self.seen.lock().unwrap().push(d.clone());
+        Ok(false)
+    }
+    fn report(&self, _: &Dirty, _: &Result<bool, String>, _: Duration) {}
+}
+
+/// Runs the loop inside `ns` on its own thread until `stop` is dropped.
+fn watch(
+    ns: &NamedNetns,
+    rec: Recorder,
+) -> (
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let path = ns.path().to_path_buf();
+    let h = std::thread::spawn(move || {
+        run_in(&path, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (l, d) = run::start(Box::new(run::own_thread), Timing::default())
+                    .await
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let cfg = RunConfig {
+                    timing: Timing::default(),
+                    full_every: None,
+                };
+                run::run(l, d, &rec, cfg, async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            })
+        })
+        .unwrap()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("loop started");
+    (h, stop_tx)
+}
+
+#[test]
+fn the_loop_reports_owned_objects_and_ignores_the_rest() {
+    let ns = NamedNetns::create(&format!("{}-{}", prefix(), tag("rw"))).unwrap();
+    let n = ns.name();
+    // Owned: a bridge with its owner alias and an address; a peering-marked device; nft table.
+    sh(&["ip", "-n", n, "link", "add", "rwbr", "type", "bridge"]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "link",
+        "set",
+        "rwbr",
+        "alias",
+        "shimnet:net=rw",
+        "up",
+    ]);
+    sh(&["ip", "-n", n, "addr", "add", "10.251.0.1/24", "dev", "rwbr"]);
+    sh(&[
+        "ip", "netns", "exec", n, "nft", "add", "table", "inet", "shimnet",
+    ]);
+    sh(&["ip", "-n", n, "link", "add", "other", "type", "bridge"]);
+    sh(&[
+        "ip", "netns", "exec", n, "iptables", "-P", "FORWARD", "ACCEPT",
+    ]);
+    let rec = Recorder::default();
+    let (h, stop) = watch(&ns, rec.clone());
+
+    // Unrelated: another bridge's address, a route on it, another nft table, an iptables chain
+    // that is not shimnet's.
+    sh(&["ip", "-n", n, "link", "set", "other", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "addr",
+        "add",
+        "10.252.0.1/24",
+        "dev",
+        "other",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "route",
+        "add",
+        "10.253.0.0/24",
+        "via",
+        "10.252.0.2",
+    ]);
+    sh(&[
+        "ip", "netns", "exec", n, "nft", "add", "table", "inet", "other",
+    ]);
+    sh(&["ip", "netns", "exec", n, "iptables", "-N", "NOTOURS"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(*rec.seen.lock().unwrap(), vec![], "unrelated changes");
+
+    // Owned, from outside.
+    sh(&["ip", "-n", n, "addr", "del", "10.251.0.1/24", "dev", "rwbr"]);
+    sh(&[
+        "ip", "netns", "exec", n, "nft", "delete", "table", "inet", "shimnet",
+    ]);
+    sh(&[
+        "ip", "netns", "exec", n, "iptables", "-I", "FORWARD", "1", "-j", "ACCEPT",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "route",
+        "add",
+        "10.254.0.0/24",
+        "dev",
+        "other",
+        "proto",
+        "201",
+    ]);
+    sh(&["ip", "-n", n, "link", "del", "rwbr"]);
+    let want: HashSet<Dirty> = [
+        Dirty::Gateway("rwbr".into()),
+        Dirty::NftTable("shimnet".into()),
+        Dirty::Iptables("filter".into()),
+        Dirty::PeerRoutes,
+        Dirty::Bridge("rwbr".into()),
+    ]
+    .into();
+    eventually("every owned change reported", || {
+        rec.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<HashSet<_>>()
+            == want
+    });
+    drop(stop);
+    h.join().unwrap();
+}
+
+const NET: &str = "[[networks]]\nname = \"n1\"\nsubnet = \"10.10.0.0/24\"\n";
+
+/// `shimnet_repairs_total{kind="<kind>"}` in the daemon's `/metrics`.
+fn repairs(h: &TestHost, kind: &str) -> f64 {
+    let reply = h
+        .client()
+        .request("GET", "/metrics", None)
+        .expect("GET /metrics");
+    let want = format!("shimnet_repairs_total{{kind=\"{kind}\"}} ");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&want)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs `cmd` inside the host namespace (`ip netns exec`).
+fn in_host(h: &TestHost, cmd: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", h.ns.name()];
+    v.extend_from_slice(cmd);
+    sh(&v);
+}
+
+/// Waits for `cond`, then checks that `kind` was repaired once more than `before` and not again
+/// in the next half second (no repair loop).
+fn repaired_once(h: &TestHost, kind: &str, before: f64, what: &str, cond: impl FnMut() -> bool) {
+    eventually(what, cond);
+    eventually(&format!("{what}: counted"), || {
+        repairs(h, kind) >= before + 1.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = repairs(h, kind);
+    assert_eq!(
+        after,
+        before + 1.0,
+        "{what}: one repair, no loop\n{}",
+        h.log()
+            .lines()
+            .filter(|l| l.contains("repaired after") || l.contains("checked after"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn bridge_gateway_and_port_come_back_on_their_own() {
+    // reconcile_interval_secs = 0 (TestHost): no periodic pass; only notifications repair.
+    let h = TestHost::new(NET);
+    let c = container("rp");
+    let ep = h.attach("n1", &c, json!({}));
+    let veth = ep["host_ifname"].as_str().unwrap().to_string();
+    assert!(ping(&c, "10.10.0.1"));
+
+    let before = repairs(&h, "bridge");
+    h.ip(&["link", "del", "n1"]);
+    repaired_once(&h, "bridge", before, "bridge re-created", || {
+        try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
+    });
+    eventually("port back on the new bridge", || {
+        h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+    });
+    eventually("traffic after the bridge came back", || {
+        ping(&c, "10.10.0.1")
+    });
+
+    let before = repairs(&h, "gateway");
+    h.ip(&["addr", "del", "10.10.0.1/24", "dev", "n1"]);
+    repaired_once(&h, "gateway", before, "gateway address back", || {
+        h.ip(&["-o", "addr", "show", "dev", "n1"])
+            .contains("10.10.0.1/24")
+    });
+    assert!(ping(&c, "10.10.0.1"), "traffic after the address came back");
+
+    let before = repairs(&h, "port");
+    h.ip(&["link", "set", &veth, "nomaster"]);
+    repaired_once(&h, "port", before, "port back on its bridge", || {
+        h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+    });
+    assert!(ping(&c, "10.10.0.1"), "traffic after the port came back");
+
+    // Unrelated changes repair nothing.
+    let total = |h: &TestHost| -> f64 {
+        ["bridge", "gateway", "port"]
+            .iter()
+            .map(|k| repairs(h, k))
+            .sum()
+    };
+    let before = total(&h);
+    h.ip(&["link", "add", "xbr", "type", "bridge"]);
+    h.ip(&["link", "set", "xbr", "up"]);
+    h.ip(&["addr", "add", "10.99.0.1/24", "dev", "xbr"]);
+    h.ip(&["link", "del", "xbr"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(total(&h), before);
+}
+
+/// Container → outside (forwarding and masquerade in the firewall).
+fn outside_reachable(h: &TestHost, c: &NamedNetns) -> bool {
+    ping(c, &h.outside_ip.to_string())
+}
+
+#[test]
+fn nft_table_comes_back_after_a_flush_or_delete() {
+    let h = TestHost::new(NET);
+    if !h.nft_ruleset().contains("table inet shimnet") {
+        println!("SKIPPED: the daemon does not use nftables here");
+        return;
+    }
+    let c = container("rn");
+    h.attach(
+        "n1",
+        &c,
+        json!({"ports": [{"host_port": 8080, "container_port": 80}]}),
+    );
+    assert!(outside_reachable(&h, &c));
+    for breaker in [
+        &["nft", "flush", "ruleset"][..],
+        &["nft", "delete", "table", "inet", "shimnet"][..],
+    ] {
+        let before = repairs(&h, "nft_table");
+        in_host(&h, breaker);
+        repaired_once(&h, "nft_table", before, &breaker.join(" "), || {
+            let r = h.nft_ruleset();
+            r.contains("table inet shimnet") && r.contains("8080")
+        });
+        eventually("traffic", || outside_reachable(&h, &c));
+    }
+}
+
+#[test]
+fn iptables_chains_and_jumps_come_back() {
+    let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
+    let c = container("ri");
+    h.attach("n1", &c, json!({}));
+    assert!(outside_reachable(&h, &c));
+    let jump = |h: &TestHost| h.iptables_save().contains("-A FORWARD -j SHIMNET-FORWARD");
+    assert!(jump(&h), "{}", h.iptables_save());
+
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-F", "FORWARD"]);
+    repaired_once(&h, "iptables", before, "FORWARD jump back", || jump(&h));
+    eventually("traffic", || outside_reachable(&h, &c));
+
+    // Another rule inserted ahead of the jump: shimnet's layout (its jump anywhere in FORWARD)
+    // still holds, so nothing is repaired and nothing loops.
+    let before = repairs(&h, "iptables");
+    in_host(
+        &h,
+        &[
+            "iptables",
+            "-I",
+            "FORWARD",
+            "1",
+            "-s",
+            "192.0.2.1",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(repairs(&h, "iptables"), before);
+    assert!(jump(&h));
+
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-t", "nat", "-F", "POSTROUTING"]);
+    repaired_once(&h, "iptables", before, "masquerade back", || {
+        h.iptables_save()
+            .contains("-A POSTROUTING -j SHIMNET-POSTROUTING")
+    });
+    eventually("traffic", || outside_reachable(&h, &c));
+}
+
+#[path = "peering_support/mod.rs"]
+mod peering_support;
+
+/// `shimnet_repairs_total{kind}` of a peering node.
+fn node_repairs(n: &peering_support::Node, kind: &str) -> f64 {
+    n.metric(&format!("shimnet_repairs_total{{kind=\"{kind}\"}}"))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn peer_routes_fdb_and_tunnel_come_back() {
+    use peering_support::{ping_from, wait_for, Fabric};
+    let mut f = Fabric::new(1);
+    // The peering pass every 10 minutes: only notifications can repair within the test.
+    let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 600";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    a.set_peers(&[(&b, None)]);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let (ca, _) = a.container("a");
+    let (_cb, ipb) = b.container("b");
+    wait_for(30, "containers reach each other over VXLAN", || {
+        ping_from(&ca, ipb, &[])
+    });
+    let route = "10.244.2.0/24";
+
+    let before = node_repairs(&a, "peer_route");
+    a.ip(&["route", "del", route, "proto", "201"]);
+    wait_for(3, "peer route back", || a.owned_routes().contains(route));
+    wait_for(3, "counted", || node_repairs(&a, "peer_route") > before);
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic after the route came back"
+    );
+
+    let fdb = |a: &peering_support::Node| a.ip(&["neigh", "show", "dev", "shimnet-vxlan"]);
+    let bridge_fdb = |a: &peering_support::Node| {
+        sh(&[
+            "bridge",
+            "-n",
+            a.ns.name(),
+            "fdb",
+            "show",
+            "dev",
+            "shimnet-vxlan",
+        ])
+    };
+    let entry = bridge_fdb(&a)
+        .lines()
+        .find(|l| l.contains(&format!("dst {}", b.addr)))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no fdb entry towards node-b:\n{}\n{}",
+                bridge_fdb(&a),
+                fdb(&a)
+            )
+        });
+    let before = node_repairs(&a, "fdb");
+    sh(&[
+        "bridge",
+        "-n",
+        a.ns.name(),
+        "fdb",
+        "del",
+        &entry,
+        "dev",
+        "shimnet-vxlan",
+        "dst",
+        &b.addr.to_string(),
+    ]);
+    wait_for(3, "fdb entry back", || {
+        bridge_fdb(&a).contains(&format!("{entry} dst {}", b.addr))
+    });
+    wait_for(3, "counted", || node_repairs(&a, "fdb") > before);
+    assert!(
+        ping_from(&ca, ipb, &[]),
+        "traffic after the fdb entry came back"
+    );
+
+    let before = node_repairs(&a, "tunnel");
+    a.ip(&["link", "del", "shimnet-vxlan"]);
+    wait_for(3, "tunnel back with its route", || {
+        try_sh(&["ip", "-n", a.ns.name(), "link", "show", "shimnet-vxlan"])
+            && a.owned_routes().contains(route)
+    });
+    wait_for(3, "counted", || node_repairs(&a, "tunnel") > before);
+    wait_for(3, "traffic after the tunnel came back", || {
+        ping_from(&ca, ipb, &[])
+    });
+}
