@@ -450,6 +450,7 @@ mod tests {
                 runtime_net::peering::peers::SourceKind::Etcd,
                 "http://198.19.9.1:2379",
             )),
+            ..PeeringStatus::default()
         };
         let text = serde_json::to_string(&st).unwrap();
         let w: shimnet_wire::PeersReply = serde_json::from_str(&text).unwrap();

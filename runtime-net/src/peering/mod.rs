@@ -126,6 +126,9 @@ pub struct PeeringStatus {
     pub peers: Vec<PeerStatus>,
     /// Counters of the userspace IPIP data plane, when it runs.
     pub userspace_ipip: Option<userspace_ipip::CounterSnapshot>,
+    /// The running data plane's counters, read when the status is shown.
+    #[serde(skip)]
+    pub live_counters: LiveCounters,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     pub encap_filter: EncapJudges,
     /// Encapsulated packets from non-peers dropped so far, per encapsulation (firewall filter
@@ -133,6 +136,42 @@ pub struct PeeringStatus {
     pub encap_dropped: EncapDrops,
     /// Where the peers come from, and whether that source answers.
     pub source: Option<source::SourceStatus>,
+}
+
+impl PeeringStatus {
+    /// The status with the userspace data plane's counters as they are now, not as the last
+    /// pass saw them.
+    pub fn with_live_counters(mut self) -> Self {
+        if let Some(c) = &self.live_counters.0 {
+            self.userspace_ipip = Some(c.snapshot());
+        }
+        self
+    }
+}
+
+/// The userspace IPIP data plane's counters, shared with the status (equal when the same).
+#[derive(Clone, Default)]
+pub struct LiveCounters(Option<Arc<userspace_ipip::Counters>>);
+
+impl PartialEq for LiveCounters {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
+    }
+}
+
+impl Eq for LiveCounters {}
+
+impl std::fmt::Debug for LiveCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LiveCounters(running)"
+        } else {
+            "LiveCounters(none)"
+        })
+    }
 }
 
 /// Shared, read-only view of the status.
@@ -638,6 +677,7 @@ impl Peering {
         st.last_reconcile = Some(now_unix());
         st.errors = errors;
         st.userspace_ipip = userspace;
+        st.live_counters = LiveCounters(self.userspace.as_ref().map(|u| u.counters.clone()));
         st.encap_filter = judges;
         st.encap_dropped = dropped;
     }
@@ -700,6 +740,25 @@ impl PeerStatus {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::peers::{IpipChoice, ModeSetting, PeeringConfig};
+
+    #[test]
+    fn the_status_shows_the_data_planes_counters_as_they_are_now() {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let c = Arc::new(super::userspace_ipip::Counters::default());
+        let st = super::PeeringStatus {
+            userspace_ipip: Some(c.snapshot()),
+            live_counters: super::LiveCounters(Some(c.clone())),
+            ..Default::default()
+        };
+        c.rx.fetch_add(5, Ordering::Relaxed);
+        c.rx_joined.fetch_add(2, Ordering::Relaxed);
+        let shown = st.clone().with_live_counters().userspace_ipip.unwrap();
+        assert_eq!((shown.rx_packets, shown.rx_joined), (5, 2));
+        assert_eq!(st, st.clone(), "the same counters compare equal");
+        let none = super::PeeringStatus::default().with_live_counters();
+        assert_eq!(none.userspace_ipip, None);
+    }
 
     pub(crate) fn peering_cfg(mode: ModeSetting) -> PeeringConfig {
         PeeringConfig {

@@ -257,7 +257,7 @@ impl MembershipView {
             p.lease_expires = src.meta.get(&p.name).and_then(|m| m.lease_expires);
         }
         st.source = Some(src);
-        st
+        st.with_live_counters()
     }
 
     /// The source's status alone.
