@@ -141,9 +141,13 @@ pub struct PeeringStatus {
 impl PeeringStatus {
     /// The status with the userspace data plane's counters as they are now, not as the last
     /// pass saw them.
+    /// `encap_dropped.ipip`, which counts the data plane's `non_peer` drops, moves with them.
     pub fn with_live_counters(mut self) -> Self {
         if let Some(c) = &self.live_counters.0 {
-            self.userspace_ipip = Some(c.snapshot());
+            let now = c.snapshot();
+            let seen = self.userspace_ipip.map_or(0, |u| u.non_peer);
+            self.encap_dropped.ipip += now.non_peer.saturating_sub(seen);
+            self.userspace_ipip = Some(now);
         }
         self
     }
@@ -753,8 +757,11 @@ pub(crate) mod tests {
         };
         c.rx.fetch_add(5, Ordering::Relaxed);
         c.rx_joined.fetch_add(2, Ordering::Relaxed);
-        let shown = st.clone().with_live_counters().userspace_ipip.unwrap();
+        c.non_peer.fetch_add(3, Ordering::Relaxed);
+        let live = st.clone().with_live_counters();
+        let shown = live.userspace_ipip.unwrap();
         assert_eq!((shown.rx_packets, shown.rx_joined), (5, 2));
+        assert_eq!(live.encap_dropped.ipip, 3, "drops follow the live counters");
         assert_eq!(st, st.clone(), "the same counters compare equal");
         let none = super::PeeringStatus::default().with_live_counters();
         assert_eq!(none.userspace_ipip, None);
