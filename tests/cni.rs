@@ -256,7 +256,9 @@ fn check_reports_drift() {
 
 #[test]
 fn del_cleans_up_after_vanished_netns_and_daemon_restart() {
-    let mut h = host();
+    // CHECK must see the port rules missing before anything restores them: no event-driven
+    // repair here (it would put the table back within milliseconds; tests/repair.rs covers it).
+    let mut h = TestHost::new("repair_on_events = false\n");
     let mut c = net_conf(&h, "1.0.0", "10.63.0.0/24");
     c["capabilities"] = json!({"portMappings": true});
     c["runtimeConfig"] =
