@@ -13,8 +13,27 @@ use runtime_net::repair::Dirty;
 use shimnet_api::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// A request to the peering loop for one pass; it answers with the number of kernel changes.
-pub type PeeringPass = oneshot::Sender<usize>;
+/// The peering loop's answer to a pass request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassAnswer {
+    /// Kernel changes the pass made.
+    pub changes: usize,
+    /// What it could not do (a device still being torn down, …); the repair is tried again.
+    pub errors: Vec<String>,
+}
+
+impl PassAnswer {
+    /// `Ok(changed)`, or the errors as one message.
+    pub fn outcome(&self) -> Result<bool, String> {
+        match self.errors.is_empty() {
+            true => Ok(self.changes > 0),
+            false => Err(self.errors.join("; ")),
+        }
+    }
+}
+
+/// A request to the peering loop for one pass, answered with what the pass did.
+pub type PeeringPass = oneshot::Sender<PassAnswer>;
 
 /// The engine, metrics and peering loop as a [`Repairer`].
 pub struct DaemonRepairer {
@@ -45,10 +64,10 @@ impl DaemonRepairer {
         tx.send(reply)
             .await
             .map_err(|_| "the peering loop has stopped".to_string())?;
-        let changes = answer
+        answer
             .await
-            .map_err(|_| "the peering loop did not answer".to_string())?;
-        Ok(changes > 0)
+            .map_err(|_| "the peering loop did not answer".to_string())?
+            .outcome()
     }
 
     async fn full_pass(&self) -> Result<bool, String> {
@@ -140,4 +159,27 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PassAnswer;
+
+    #[test]
+    fn a_pass_with_errors_is_a_failed_repair() {
+        let ok = |changes| PassAnswer {
+            changes,
+            errors: vec![],
+        };
+        assert_eq!(ok(0).outcome(), Ok(false));
+        assert_eq!(ok(3).outcome(), Ok(true));
+        let failed = PassAnswer {
+            changes: 2,
+            errors: vec!["vxlan: File exists".into(), "route: gone".into()],
+        };
+        assert_eq!(
+            failed.outcome(),
+            Err("vxlan: File exists; route: gone".into())
+        );
+    }
 }

@@ -352,11 +352,20 @@ fn node_repairs(n: &peering_support::Node, kind: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[test]
-fn peer_routes_fdb_and_tunnel_come_back() {
+/// Two VXLAN-peered nodes with one container each, reaching each other; the peering pass runs
+/// every 10 minutes, so only notifications can repair within a test.
+struct VxlanPair {
+    a: peering_support::Node,
+    b: peering_support::Node,
+    ca: NamedNetns,
+    ipb: std::net::Ipv4Addr,
+    _cb: NamedNetns,
+    _f: peering_support::Fabric,
+}
+
+fn vxlan_pair() -> VxlanPair {
     use peering_support::{ping_from, wait_for, Fabric};
     let mut f = Fabric::new(1);
-    // The peering pass every 10 minutes: only notifications can repair within the test.
     let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 600";
     let mut a = f.node("node-a", 0, 10, 1, mode);
     let mut b = f.node("node-b", 0, 11, 2, mode);
@@ -365,10 +374,31 @@ fn peer_routes_fdb_and_tunnel_come_back() {
     a.start();
     b.start();
     let (ca, _) = a.container("a");
-    let (_cb, ipb) = b.container("b");
+    let (cb, ipb) = b.container("b");
     wait_for(30, "containers reach each other over VXLAN", || {
         ping_from(&ca, ipb, &[])
     });
+    VxlanPair {
+        a,
+        b,
+        ca,
+        ipb,
+        _cb: cb,
+        _f: f,
+    }
+}
+
+#[test]
+fn peer_routes_fdb_and_tunnel_come_back() {
+    use peering_support::{ping_from, wait_for};
+    let VxlanPair {
+        a,
+        b,
+        ca,
+        ipb,
+        _cb,
+        _f,
+    } = vxlan_pair();
     let route = "10.244.2.0/24";
 
     let before = node_repairs(&a, "peer_route");
@@ -434,5 +464,43 @@ fn peer_routes_fdb_and_tunnel_come_back() {
     wait_for(3, "counted", || node_repairs(&a, "tunnel") > before);
     wait_for(3, "traffic after the tunnel came back", || {
         ping_from(&ca, ipb, &[])
+    });
+}
+
+/// A repair that fails (a foreign device holds the tunnel's name) is tried again, without a new
+/// notification, and the tunnel comes back once the name is free.
+#[test]
+fn a_failed_repair_is_tried_again() {
+    use peering_support::{ping_from, wait_for};
+    let p = vxlan_pair();
+    let errors = |n: &peering_support::Node| {
+        n.metric("shimnet_repair_errors_total{kind=\"tunnel\"}")
+            .unwrap_or(0.0)
+    };
+    let before = (errors(&p.a), node_repairs(&p.a, "tunnel"));
+    // Deleted and its name taken by a bridge at once: the repair finds a device without
+    // shimnet's alias and refuses to touch it.
+    sh(&[
+        "sh",
+        "-c",
+        &format!(
+            "printf 'link del shimnet-vxlan\nlink add shimnet-vxlan type bridge\n' | ip -n {} -batch -",
+            p.a.ns.name()
+        ),
+    ]);
+    wait_for(3, "the failed repair counted", || errors(&p.a) > before.0);
+    // Deleting someone else's bridge is no notification about anything shimnet owns.
+    std::thread::sleep(Duration::from_millis(300));
+    p.a.ip(&["link", "del", "shimnet-vxlan"]);
+    wait_for(5, "tunnel back through a retry", || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", p.a.ns.name(), "-d", "link", "show", "shimnet-vxlan"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).contains("vxlan id")
+    });
+    wait_for(3, "counted", || node_repairs(&p.a, "tunnel") > before.1);
+    wait_for(3, "traffic after the retry", || {
+        ping_from(&p.ca, p.ipb, &[])
     });
 }

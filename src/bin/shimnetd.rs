@@ -411,7 +411,10 @@ async fn peering_loop(
         }
         let r = p.reconcile().await;
         if let Some(reply) = reply {
-            let _ = reply.send(r.changes);
+            let _ = reply.send(shimnet::repair::PassAnswer {
+                changes: r.changes,
+                errors: r.errors.clone(),
+            });
         }
         if r.changes > 0 || taken {
             tracing::info!(

@@ -1,5 +1,12 @@
 //! Notifications in, batches of owned objects to check out (pure): classification, own-change
-//! filtering, coalescing and backoff put together, with no clock or socket of its own.
+//! filtering, coalescing, backoff and retries put together, with no clock or socket of its own.
+//!
+//! Two rules shape a batch beyond the coalescer's: the peering objects (peer routes, tunnels,
+//! their fdb entries) are all put back by one peering pass, so a batch holds at most one of them,
+//! the most telling (a tunnel over routes over fdb entries: deleting a tunnel also flushes its
+//! fdb); and a check that failed (say the device was still being torn down by the kernel) is
+//! tried again after a short wait, 100 ms doubling to 5 s, until it succeeds or finds everything
+//! in place, instead of waiting for the next notification or the safety pass.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,6 +39,79 @@ impl Default for Timing {
     }
 }
 
+/// How a check of one object ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was in place.
+    InPlace,
+    /// Something had to be put back.
+    Repaired,
+    /// The check or repair failed; it is tried again.
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome of a repairer's answer (`Ok(changed)` or an error).
+    pub fn of<E>(r: &Result<bool, E>) -> Self {
+        match r {
+            Ok(true) => Outcome::Repaired,
+            Ok(false) => Outcome::InPlace,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
+
+/// A failed object's next try.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    /// When the object was first seen changed (for the latency reported).
+    first: Instant,
+    at: Instant,
+}
+
+/// First wait after a failed check.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between tries of a failing check.
+const RETRY_CEILING: Duration = Duration::from_secs(5);
+/// Tries after the first failure (~30 s in all); then the object waits for its next
+/// notification or the safety pass, so a lasting fault costs no steady work.
+const RETRY_LIMIT: u32 = 10;
+
+/// Rank of a peering object within a batch (lower wins); `None` for the others.
+fn peering_rank(d: &Dirty) -> Option<u8> {
+    match d {
+        Dirty::Tunnel(_) => Some(0),
+        Dirty::PeerRoutes => Some(1),
+        Dirty::Fdb(_) => Some(2),
+        _ => None,
+    }
+}
+
+/// Keeps one peering object (the best ranked, with the earliest first-seen time of them all).
+fn one_peering_pass(objects: Vec<(Dirty, Instant)>) -> Vec<(Dirty, Instant)> {
+    let mut best: Option<(Dirty, Instant)> = None;
+    let mut out = Vec::with_capacity(objects.len());
+    for (d, first) in objects {
+        let Some(rank) = peering_rank(&d) else {
+            out.push((d, first));
+            continue;
+        };
+        best = Some(match best {
+            None => (d, first),
+            Some((b, bf)) => {
+                let keep = if peering_rank(&b).is_some_and(|r| r <= rank) {
+                    b
+                } else {
+                    d
+                };
+                (keep, bf.min(first))
+            }
+        });
+    }
+    out.extend(best);
+    out
+}
+
 /// The driver's state.
 #[derive(Debug)]
 pub struct Driver {
@@ -41,6 +121,10 @@ pub struct Driver {
     guard: Guard,
     /// Objects backed off, with their first-seen time, until their wait ends.
     waiting: BTreeMap<Dirty, Instant>,
+    /// Objects whose last check failed, until their next try.
+    failed: BTreeMap<Dirty, Retry>,
+    /// The current wait between tries of each object still failing, and the tries made.
+    retry_wait: BTreeMap<Dirty, (Duration, u32)>,
     /// Notifications read, owned or not (for the flood figures).
     pub notes_seen: u64,
 }
@@ -54,6 +138,8 @@ impl Driver {
             coalesce: Coalescer::new(timing.quiet, timing.max_delay),
             guard: Guard::default(),
             waiting: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            retry_wait: BTreeMap::new(),
             notes_seen: 0,
         }
     }
@@ -100,15 +186,14 @@ impl Driver {
 
     /// When [`Driver::due`] has something next.
     pub fn deadline(&self) -> Option<Instant> {
-        let waits = self
-            .waiting
-            .keys()
-            .filter_map(|d| self.guard.until(d))
-            .min();
-        match (self.coalesce.deadline(), waits) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let waits = self.waiting.keys().filter_map(|d| self.guard.until(d));
+        let retries = self.failed.values().map(|r| r.at);
+        self.coalesce
+            .deadline()
+            .into_iter()
+            .chain(waits)
+            .chain(retries)
+            .min()
     }
 
     /// The objects to check now, if any: a due batch, less those backed off (kept for later),
@@ -130,6 +215,20 @@ impl Driver {
                 batch.objects.push((d, first));
             }
         }
+        let retry: Vec<Dirty> = self
+            .failed
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in retry {
+            let first = self.failed.remove(&d).expect("listed").first;
+            match batch.objects.iter_mut().find(|(o, _)| *o == d) {
+                Some((_, f)) => *f = (*f).min(first),
+                None => batch.objects.push((d, first)),
+            }
+        }
+        batch.objects = one_peering_pass(batch.objects);
         let mut go = Vec::with_capacity(batch.objects.len());
         for (d, first) in batch.objects {
             match self.guard.verdict(&d, now) {
@@ -144,9 +243,28 @@ impl Driver {
         (!batch.objects.is_empty()).then_some(batch)
     }
 
-    /// Records the outcome of checking `d`: `changed` when something had to be put back.
-    pub fn done(&mut self, d: &Dirty, changed: bool, now: Instant) {
-        self.guard.record(d, changed, now);
+    /// Records the outcome of checking `d` (first seen at `first`); a failure is tried again.
+    pub fn done(&mut self, d: &Dirty, outcome: Outcome, first: Instant, now: Instant) {
+        if outcome == Outcome::Failed {
+            let (wait, tries) = self.retry_wait.get(d).map_or((RETRY_FIRST, 1), |(w, n)| {
+                ((*w * 2).min(RETRY_CEILING), n + 1)
+            });
+            if tries > RETRY_LIMIT {
+                self.failed.remove(d);
+                self.retry_wait.remove(d);
+                return;
+            }
+            self.retry_wait.insert(d.clone(), (wait, tries));
+            let at = now + wait;
+            self.failed
+                .entry(d.clone())
+                .and_modify(|r| r.at = at)
+                .or_insert(Retry { first, at });
+            return;
+        }
+        self.failed.remove(d);
+        self.retry_wait.remove(d);
+        self.guard.record(d, outcome == Outcome::Repaired, now);
     }
 
     /// Objects currently backed off because another manager keeps changing them.
@@ -266,8 +384,8 @@ mod tests {
         ));
         let t0 = Instant::now();
         let gw = Dirty::Gateway("snbr1".into());
-        d.done(&gw, true, t0);
-        d.done(&gw, true, t0);
+        d.done(&gw, Outcome::Repaired, t0, t0);
+        d.done(&gw, Outcome::Repaired, t0, t0);
         d.feed(&route(2, 5), &o, t0);
         assert_eq!(d.due(t0 + Duration::from_millis(100)), None, "backed off");
         assert_eq!(d.backed_off(t0), vec![gw.clone()]);
@@ -283,5 +401,73 @@ mod tests {
         d.feed(&Note::Lost, &o, t0);
         let b = d.due(t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(b.objects, vec![(Dirty::All, t0)]);
+    }
+
+    #[test]
+    fn a_batch_holds_one_peering_pass_named_after_the_most_telling_object() {
+        let (mut d, _) = driver();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        d.add(Dirty::Fdb("snvx0".into()), ms(0));
+        d.add(Dirty::Gateway("snbr1".into()), ms(1));
+        d.add(Dirty::PeerRoutes, ms(2));
+        d.add(Dirty::Tunnel("snvx0".into()), ms(3));
+        let b = d.due(ms(100)).unwrap();
+        assert_eq!(
+            b.objects,
+            vec![
+                (Dirty::Gateway("snbr1".into()), ms(1)),
+                (Dirty::Tunnel("snvx0".into()), ms(0)),
+            ],
+            "one pass, for the tunnel, timed from the first peering change"
+        );
+        d.add(Dirty::Fdb("snvx0".into()), ms(200));
+        d.add(Dirty::PeerRoutes, ms(201));
+        let b = d.due(ms(300)).unwrap();
+        assert_eq!(b.objects, vec![(Dirty::PeerRoutes, ms(200))]);
+    }
+
+    #[test]
+    fn a_failed_check_is_tried_again_until_it_succeeds() {
+        let (mut d, _) = driver();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let tunnel = Dirty::Tunnel("snvx0".into());
+        d.add(tunnel.clone(), t0);
+        let b = d.due(ms(20)).unwrap();
+        assert_eq!(b.objects, vec![(tunnel.clone(), t0)]);
+        d.done(&tunnel, Outcome::Failed, t0, ms(25));
+        assert_eq!(d.deadline(), Some(ms(125)), "first retry after 100 ms");
+        assert_eq!(d.due(ms(124)), None);
+        let b = d.due(ms(125)).unwrap();
+        assert_eq!(
+            b.objects,
+            vec![(tunnel.clone(), t0)],
+            "latency from the change"
+        );
+        d.done(&tunnel, Outcome::Failed, t0, ms(130));
+        assert_eq!(d.deadline(), Some(ms(330)), "the wait doubles");
+        let b = d.due(ms(330)).unwrap();
+        d.done(&b.objects[0].0, Outcome::Repaired, t0, ms(340));
+        assert_eq!(d.deadline(), None, "nothing more once it worked");
+        d.done(&tunnel, Outcome::Failed, t0, ms(400));
+        assert_eq!(
+            d.deadline(),
+            Some(ms(500)),
+            "a new failure starts over at 100 ms"
+        );
+        let mut waits = Vec::new();
+        let mut last = ms(400);
+        while let Some(at) = d.deadline() {
+            waits.push(at.duration_since(last).as_millis());
+            let b = d.due(at).unwrap();
+            d.done(&b.objects[0].0, Outcome::Failed, t0, at);
+            last = at;
+        }
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000],
+            "doubling to 5 s, then left to the next notification"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 
-use super::driver::{Driver, Timing};
+use super::driver::{Driver, Outcome, Timing};
 use super::listen::{Listener, Note};
 use super::Dirty;
 
@@ -94,7 +94,7 @@ pub async fn run<R: Repairer>(
                 for (d, first) in batch.objects {
                     let outcome = repairer.repair(&d).await;
                     let now = Instant::now();
-                    driver.done(&d, matches!(outcome, Ok(true)), now);
+                    driver.done(&d, Outcome::of(&outcome), first, now);
                     repairer.report(&d, &outcome, now.duration_since(first));
                 }
                 owned = repairer.bridges().await;
