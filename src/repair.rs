@@ -94,6 +94,7 @@ impl Repairer for DaemonRepairer {
                 e.repair_bridge_link(b).await.map_err(|e| e.to_string())
             }
             Dirty::Port(p) => e.repair_port(p).await.map_err(|e| e.to_string()),
+            Dirty::Endpoint(k) => e.repair_endpoint(k).await.map_err(|e| e.to_string()),
             Dirty::NftTable(_) | Dirty::Iptables(_) => {
                 e.repair_firewall().await.map_err(|e| e.to_string())
             }

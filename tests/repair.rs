@@ -244,6 +244,15 @@ fn bridge_gateway_and_port_come_back_on_their_own() {
     });
     assert!(ping(&c, "10.10.0.1"), "traffic after the address came back");
 
+    // The gateway's connected route deleted: the address is put back, and the route with it.
+    let before = repairs(&h, "gateway");
+    h.ip(&["route", "del", "10.10.0.0/24", "dev", "n1"]);
+    repaired_once(&h, "gateway", before, "connected route back", || {
+        h.ip(&["route", "show", "dev", "n1"])
+            .contains("10.10.0.0/24")
+    });
+    assert!(ping(&c, "10.10.0.1"), "traffic after the route came back");
+
     let before = repairs(&h, "port");
     h.ip(&["link", "set", &veth, "nomaster"]);
     repaired_once(&h, "port", before, "port back on its bridge", || {
@@ -265,6 +274,63 @@ fn bridge_gateway_and_port_come_back_on_their_own() {
     h.ip(&["link", "del", "xbr"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(total(&h), before);
+}
+
+#[test]
+fn a_deleted_veth_is_built_again_with_its_address() {
+    let h = TestHost::new(NET);
+    let c = container("rv");
+    let ep = h.attach("n1", &c, json!({}));
+    let veth = ep["host_ifname"].as_str().unwrap().to_string();
+    let ip = ep["ipv4"].as_str().unwrap().to_string();
+    assert!(outside_reachable(&h, &c));
+    let eth0 = |c: &NamedNetns| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", c.name(), "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mac = sh(&["ip", "-n", c.name(), "-o", "link", "show", "eth0"]);
+    let mac = mac.split("link/ether ").nth(1).unwrap()[..17].to_string();
+
+    // The host end deleted on the host, then the container end inside the container: either
+    // takes the pair with it.
+    for (what, del) in [
+        (
+            "host end",
+            vec!["ip", "-n", h.ns.name(), "link", "del", veth.as_str()],
+        ),
+        (
+            "container end",
+            vec!["ip", "-n", c.name(), "link", "del", "eth0"],
+        ),
+    ] {
+        let before = repairs(&h, "endpoint");
+        sh(&del);
+        repaired_once(
+            &h,
+            "endpoint",
+            before,
+            &format!("{what}: pair back"),
+            || eth0(&c).contains(&ip),
+        );
+        assert!(
+            sh(&["ip", "-n", c.name(), "-o", "link", "show", "eth0"]).contains(&mac),
+            "{what}: same MAC"
+        );
+        assert!(h.ip(&["-o", "link", "show", &veth]).contains("master n1"));
+        eventually(&format!("{what}: traffic to the outside"), || {
+            outside_reachable(&h, &c)
+        });
+    }
+
+    // A detach deletes the pair itself: nothing is rebuilt.
+    let before = repairs(&h, "endpoint");
+    h.detach("n1", c.name());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(repairs(&h, "endpoint"), before);
+    assert!(!eth0(&c).contains(&ip), "detached stays detached");
 }
 
 /// Container → outside (forwarding and masquerade in the firewall).

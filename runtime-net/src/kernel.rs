@@ -100,8 +100,9 @@ pub trait Links: Send + Sync {
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>>;
     /// Every address in the namespace as (link name, address/prefix).
     fn host_addresses(&self) -> KFuture<'_, Vec<(String, IpNetwork)>>;
-    /// Creates or repairs a bridge (alias, MTU, addresses, up); returns its index.
-    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, u32>;
+    /// Creates or repairs a bridge (alias, MTU, addresses and their connected routes, up);
+    /// returns its index and whether anything had to change.
+    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, (u32, bool)>;
     /// Creates a veth pair (host end down: it comes up with its port settings).
     fn create_pair<'a>(&'a self, pair: &'a PairSpec) -> KFuture<'a, ()>;
     /// Applies a bridge port's settings and brings it up.

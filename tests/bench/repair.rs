@@ -95,6 +95,11 @@ fn line(label: &str, v: &[f64]) -> String {
     )
 }
 
+/// Whether `kind` is measured: all unless `SHIMNET_REPAIR_KINDS` lists some (comma-separated).
+fn wanted(kind: &str) -> bool {
+    std::env::var("SHIMNET_REPAIR_KINDS").map_or(true, |k| k.split(',').any(|x| x == kind))
+}
+
 /// Breaks an object `runs` times and times its return: `back` polled every 2 ms, then `traffic`.
 fn measure(
     h: &TestHost,
@@ -113,6 +118,7 @@ fn measure(
     };
     let sample = format!("shimnet_repair_last_latency_seconds{{kind=\"{kind}\"}}");
     let count = format!("shimnet_repairs_total{{kind=\"{kind}\"}}");
+    let runs = if wanted(kind) { runs } else { 0 };
     for _ in 0..runs {
         let before = metric(h, &count);
         let t0 = Instant::now();
@@ -128,6 +134,31 @@ fn measure(
         }
         if !ok {
             s.failed += 1;
+            let log = h.log();
+            let _ = std::fs::write("target/bench/repair-failure.log", &log);
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains(" INFO "))
+                .collect();
+            let ports = std::process::Command::new("ip")
+                .args(["-n", h.ns.name(), "-o", "link", "show", "master", "n1"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+                .unwrap_or(0);
+            let veths = h.ip(&["-o", "link", "show", "type", "veth"]);
+            eprintln!(
+                "{label}: not back within 10 s (object back: {}, traffic: {}; ports on n1: \
+                 {ports}, veths: {}, not on n1: {:?}); the daemon's last lines:\n{}",
+                back(),
+                traffic(),
+                veths.lines().count(),
+                veths
+                    .lines()
+                    .filter(|l| !l.contains("master n1"))
+                    .take(3)
+                    .collect::<Vec<_>>(),
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            );
             continue;
         }
         s.outside.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -341,7 +372,7 @@ fn main() {
 
     // iptables host.
     let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
-    let cs = hosts_with_endpoints(&h, n, "ri");
+    let cs = hosts_with_endpoints(&h, if wanted("iptables") { n } else { 1 }, "ri");
     let c = &cs[0];
     let outside = h.outside_ip.to_string();
     for (label, cmd, want) in [

@@ -326,6 +326,20 @@ impl Engine {
         })
     }
 
+    /// Builds a recorded endpoint's pair again where it is not intact, as an attach retry does
+    /// (the caller holds its lock); `Ok(true)` when something was built. The record stays as it
+    /// is whatever happens.
+    pub(super) async fn rebuild(&self, spec: &NetworkSpec, rec: &EndpointRecord) -> Result<bool> {
+        let obs = self.observe(spec, rec, true).await?;
+        if obs.intact {
+            return Ok(false);
+        }
+        let plan = planner::attach(spec, rec, &obs);
+        self.apply(&plan).await?;
+        tracing::debug!(endpoint = %rec.key, plan = %plan, "rebuilt");
+        Ok(true)
+    }
+
     /// What an attach or join must take into account: the bridge's index, whether the endpoint
     /// is already intact (`retry` only: a first attach has nothing built yet), and leftovers under
     /// the names it needs. A first attach asks for the three links at once.

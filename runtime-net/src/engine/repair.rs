@@ -7,19 +7,22 @@
 
 use std::collections::HashSet;
 
-use ipnetwork::IpNetwork;
-
 use super::network::{bridge_config, network_rules};
 use super::{Engine, Result};
 use crate::naming::{parse_alias, Owner};
 use crate::plan::endpoint::{bridge_port, port_rules};
-use crate::types::{ContainerId, EndpointKey, IfName, NetworkName, NetworkSpec};
+use crate::types::{ContainerId, EndpointKey, EndpointKind, IfName, NetworkName, NetworkSpec};
 
 /// The endpoint key an owner alias `shimnet:ep=<network>/<container>/<ifname>` names.
 fn key_of_alias(alias: &str) -> Option<EndpointKey> {
     let Some(Owner::Endpoint(k)) = parse_alias(alias) else {
         return None;
     };
+    parse_key(&k)
+}
+
+/// `<network>/<container>/<ifname>` as an endpoint key.
+fn parse_key(k: &str) -> Option<EndpointKey> {
     let (network, rest) = k.split_once('/')?;
     let (container, ifname) = rest.rsplit_once('/')?;
     Some(EndpointKey {
@@ -61,25 +64,17 @@ impl Engine {
             self.restore_network(&spec).await?;
             return Ok(true);
         };
-        let cfg = bridge_config(&spec);
-        let addrs: Vec<IpNetwork> = self
-            .kernel
-            .links
-            .host_addresses()
-            .await?
-            .into_iter()
-            .filter(|(name, _)| name == bridge)
-            .map(|(_, a)| a)
-            .collect();
-        let in_place = link.up
-            && link.mtu.is_none_or(|m| m == cfg.mtu)
-            && link.alias.as_deref() == Some(cfg.alias.as_str())
-            && cfg.addrs.iter().all(|a| addrs.contains(a));
-        if in_place {
+        if link.kind != crate::netlink::LinkKind::Bridge {
             return Ok(false);
         }
-        self.kernel.links.ensure_bridge(&cfg).await?;
-        Ok(true)
+        // Compares alias, MTU, up state, addresses and their connected routes, and puts back
+        // only what differs.
+        let (_, changed) = self
+            .kernel
+            .links
+            .ensure_bridge(&bridge_config(&spec))
+            .await?;
+        Ok(changed)
     }
 
     /// The endpoint whose host end is `ifname` (found through the owner alias on the link): put
@@ -120,6 +115,30 @@ impl Engine {
             .configure_port(&bridge_port(&spec, &rec, true))
             .await?;
         Ok(true)
+    }
+
+    /// The endpoint named by `key` (as in an owner alias) after its host end was deleted: a
+    /// managed endpoint whose namespace is still there gets its pair built again, as an attach
+    /// retry would (same address, MAC, routes and published ports); `Ok(false)` when it is in
+    /// place, detached, prepared (its runtime moves the container end itself) or its namespace
+    /// is gone (reclaimed by the full pass).
+    pub async fn repair_endpoint(&self, key: &str) -> Result<bool> {
+        let _r = self.topology.read().await;
+        let Some(key) = parse_key(key) else {
+            return Ok(false);
+        };
+        // A detach in flight deleted the link itself: wait for it, then find no record.
+        let lock = self.key_lock(&key);
+        let _k = lock.lock().await;
+        let k = key.clone();
+        let Some(rec) = self.store(move |s| s.endpoint(&k)).await? else {
+            return Ok(false);
+        };
+        if rec.kind != EndpointKind::Managed || !self.kernel.netns.alive(&rec.netns) {
+            return Ok(false);
+        }
+        let spec = self.network(&key.network).await?;
+        self.rebuild(&spec, &rec).await
     }
 
     /// The firewall: its base (tables, chains, the jumps into them and their order), every

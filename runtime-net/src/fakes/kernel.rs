@@ -325,7 +325,7 @@ impl Links for FakeKernel {
         })
     }
 
-    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, u32> {
+    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, (u32, bool)> {
         Box::pin(async move {
             let mut st = self.st();
             let name = cfg.name.as_str();
@@ -362,6 +362,10 @@ impl Links for FakeKernel {
                 }
             }
             let l = st.links.get_mut(name).expect("just ensured");
+            let changed = l.alias.as_deref() != Some(cfg.alias.as_str())
+                || l.mtu != cfg.mtu
+                || !l.up
+                || cfg.addrs.iter().any(|a| !l.addrs.contains(a));
             l.alias = Some(cfg.alias.clone());
             l.mtu = cfg.mtu;
             l.up = true;
@@ -370,7 +374,7 @@ impl Links for FakeKernel {
                     l.addrs.push(*a);
                 }
             }
-            Ok(l.index)
+            Ok((l.index, changed))
         })
     }
 

@@ -3,8 +3,11 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 use sha2::{Digest, Sha256};
 
@@ -21,25 +24,43 @@ pub(crate) struct BridgeRepair {
     pub up: bool,
     /// Addresses to add.
     pub add_addrs: Vec<IpNetwork>,
+    /// Addresses present whose connected route is gone: removed and added again, which makes
+    /// the kernel put the route back.
+    pub readd_addrs: Vec<IpNetwork>,
 }
 
 impl BridgeRepair {
     fn link_change_needed(&self) -> bool {
         self.alias.is_some() || self.mtu.is_some() || self.up
     }
+
+    fn anything(&self) -> bool {
+        self.link_change_needed() || !self.add_addrs.is_empty() || !self.readd_addrs.is_empty()
+    }
 }
 
-/// Compares a bridge as seen in the kernel with its config (pure).
+/// Compares a bridge as seen in the kernel (link, addresses, routes out of it) with its config
+/// (pure). Connected routes are only looked for on a bridge that is up: taking a link down
+/// removes them, and bringing it up makes the kernel add them again.
 pub(crate) fn plan_repair(
     link: &LinkMessage,
     addrs: &[(IpAddr, u8)],
+    routes: &[(IpAddr, u8)],
     cfg: &BridgeConfig,
 ) -> BridgeRepair {
+    let up = query::is_up(link);
     BridgeRepair {
+        readd_addrs: cfg
+            .addrs
+            .iter()
+            .filter(|n| up && addrs.contains(&(n.ip(), n.prefix())))
+            .filter(|n| !routes.contains(&(n.network(), n.prefix())))
+            .copied()
+            .collect(),
         alias: (query::alias(link).as_deref() != Some(cfg.alias.as_str()))
             .then(|| cfg.alias.clone()),
         mtu: (query::mtu(link) != Some(cfg.mtu)).then_some(cfg.mtu),
-        up: !query::is_up(link),
+        up: !up,
         add_addrs: cfg
             .addrs
             .iter()
@@ -79,8 +100,8 @@ pub(crate) fn create_message(cfg: &BridgeConfig) -> LinkMessage {
         .build()
 }
 
-/// Creates or repairs the bridge; returns its index.
-pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<u32, NetlinkError> {
+/// Creates or repairs the bridge; returns its index and whether anything had to change.
+pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<(u32, bool), NetlinkError> {
     let name = cfg.name.as_str();
     let link = match query::link_by_name(h, name).await? {
         Some(l) => l,
@@ -109,7 +130,8 @@ pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<u32, Netlin
     }
     let index = link.header.index;
     let addrs = query::addresses(h, index, name).await?;
-    let repair = plan_repair(&link, &addrs, cfg);
+    let routes = query::link_routes(h, index, name).await?;
+    let repair = plan_repair(&link, &addrs, &routes, cfg);
     if repair.link_change_needed() {
         let mut b = LinkUnspec::new_with_index(index);
         if let Some(a) = &repair.alias {
@@ -130,7 +152,40 @@ pub(crate) async fn ensure(h: &Handle, cfg: &BridgeConfig) -> Result<u32, Netlin
     for net in &repair.add_addrs {
         add_address(h, index, *net, name).await?;
     }
-    Ok(index)
+    for net in &repair.readd_addrs {
+        match h
+            .address()
+            .del(address_message(index, *net))
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => {
+                return Err(request_error(
+                    "remove address",
+                    format!("{net} on {name}"),
+                    e,
+                ))
+            }
+        }
+        add_address(h, index, *net, name).await?;
+    }
+    Ok((index, repair.anything()))
+}
+
+/// The message naming address `net` on link `index` (for its removal).
+fn address_message(index: u32, net: IpNetwork) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = match net {
+        IpNetwork::V4(_) => AddressFamily::Inet,
+        IpNetwork::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.prefix_len = net.prefix();
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(net.ip()));
+    m.attributes.push(AddressAttribute::Address(net.ip()));
+    m
 }
 
 /// Adds `net` to link `index` (IPv6 without duplicate address detection); an address that is
@@ -187,14 +242,45 @@ mod tests {
             ("fd00::1".parse().unwrap(), 64),
             ("fe80::1".parse().unwrap(), 64),
         ];
-        assert_eq!(plan_repair(&link, &addrs, &cfg()), BridgeRepair::default());
+        let routes = [
+            ("10.88.0.0".parse().unwrap(), 24),
+            ("fd00::".parse().unwrap(), 64),
+            ("fe80::".parse().unwrap(), 64),
+        ];
+        assert_eq!(
+            plan_repair(&link, &addrs, &routes, &cfg()),
+            BridgeRepair::default()
+        );
+    }
+
+    #[test]
+    fn a_lost_connected_route_means_its_address_again() {
+        let up = LinkBridge::new("snbr0")
+            .alias("shimnet:net=a")
+            .mtu(1500)
+            .build();
+        let addrs = [
+            ("10.88.0.1".parse().unwrap(), 24),
+            ("fd00::1".parse().unwrap(), 64),
+        ];
+        let routes = [("fd00::".parse().unwrap(), 64)];
+        let r = plan_repair(&up, &addrs, &routes, &cfg());
+        assert_eq!(r.readd_addrs, vec!["10.88.0.1/24".parse().unwrap()]);
+        assert!(r.anything() && !r.link_change_needed());
+        // Down: the kernel removed the routes itself and adds them back when it comes up.
+        let down = LinkUnspec::new_with_name("snbr0")
+            .alias("shimnet:net=a")
+            .mtu(1500)
+            .build();
+        let r = plan_repair(&down, &addrs, &[], &cfg());
+        assert!(r.up && r.readd_addrs.is_empty());
     }
 
     #[test]
     fn repair_everything_that_drifted() {
         let link = LinkUnspec::new_with_name("snbr0").mtu(9000).build();
         let addrs = [("10.88.0.1".parse().unwrap(), 16)];
-        let r = plan_repair(&link, &addrs, &cfg());
+        let r = plan_repair(&link, &addrs, &[], &cfg());
         assert_eq!(r.alias.as_deref(), Some("shimnet:net=a"));
         assert_eq!(r.mtu, Some(1500));
         assert!(r.up);

@@ -176,7 +176,7 @@ impl Links for Netlink {
         })
     }
 
-    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, u32> {
+    fn ensure_bridge<'a>(&'a self, cfg: &'a BridgeConfig) -> KFuture<'a, (u32, bool)> {
         Box::pin(bridge::ensure(&self.handle, cfg))
     }
 

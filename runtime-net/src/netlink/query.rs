@@ -106,6 +106,42 @@ pub(crate) async fn addresses(
     Ok(msgs.iter().filter_map(address_of).collect())
 }
 
+/// Destinations of the main table's routes out of link `index` (IPv4 and IPv6).
+pub(crate) async fn link_routes(
+    h: &Handle,
+    index: u32,
+    object: &str,
+) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let routes: Vec<RouteMessage> = dump("list routes of", object, || {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            h.route().get(req).execute()
+        })
+        .await?;
+        out.extend(routes.iter().filter_map(|m| route_out_of(m, index)));
+    }
+    Ok(out)
+}
+
+/// The destination of `m` when it is a main-table route out of link `index`.
+pub(crate) fn route_out_of(m: &RouteMessage, index: u32) -> Option<(IpAddr, u8)> {
+    let oif = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })?;
+    if oif != index || !in_main_table(m) {
+        return None;
+    }
+    let dst = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })?;
+    Some((dst, m.header.destination_prefix_length))
+}
+
 /// Default-route gateways in the main table of the handle's namespace (IPv4 and IPv6).
 pub(crate) async fn default_gateways(
     h: &Handle,

@@ -131,7 +131,14 @@ impl LinkClassifier {
             }
             RouteNetlinkMessage::DelLink(m) => {
                 let before = self.by_index.remove(&m.header.index);
-                role_of(m, owned).or(before).map(|r| link_dirty(&r))
+                let role = role_of(m, owned).or(before)?;
+                // A deleted host veth took its container end along: the endpoint is to rebuild.
+                if let (LinkRole::Port(_), Some(Owner::Endpoint(key))) =
+                    (&role, link_alias(m).and_then(parse_alias))
+                {
+                    return Some(Dirty::Endpoint(key));
+                }
+                Some(link_dirty(&role))
             }
             RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => {
                 match self.by_index.get(&m.header.index)? {
@@ -252,7 +259,17 @@ mod tests {
                 &del(link(6, "snv0123456789ab", Some("shimnet:ep=n1/c/eth0"))),
                 &o
             ),
-            Some(Dirty::Port("snv0123456789ab".into()))
+            Some(Dirty::Endpoint("n1/c/eth0".into())),
+            "a deleted host end names its endpoint"
+        );
+        c.learn(
+            &link(10, "snv0123456789ff", Some("shimnet:ep=n1/d/eth0")),
+            &o,
+        );
+        assert_eq!(
+            c.classify(&del(link(10, "snv0123456789ff", None)), &o),
+            Some(Dirty::Port("snv0123456789ff".into())),
+            "one that had lost its alias is checked by name"
         );
         assert_eq!(
             c.classify(&del(link(7, "snvx0", Some("shimnet:peering=vxlan"))), &o),

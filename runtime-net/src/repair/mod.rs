@@ -31,8 +31,11 @@ pub enum Dirty {
     Bridge(String),
     /// A bridge's addresses or its connected routes (the gateway), by bridge name.
     Gateway(String),
-    /// An endpoint's host-side veth (by interface name): deleted, down, cut off its bridge.
+    /// An endpoint's host-side veth (by interface name): down, cut off its bridge.
     Port(String),
+    /// An endpoint whose host-side veth was deleted (by endpoint key, from the link's owner
+    /// alias): the pair is gone from both ends.
+    Endpoint(String),
     /// Peer routes (route protocol 201).
     PeerRoutes,
     /// A peering device (alias `shimnet:peering=<kind>`), by interface name.
@@ -57,6 +60,8 @@ pub enum Kind {
     Gateway,
     /// [`Dirty::Port`]
     Port,
+    /// [`Dirty::Endpoint`]
+    Endpoint,
     /// [`Dirty::PeerRoutes`]
     PeerRoute,
     /// [`Dirty::Tunnel`]
@@ -73,10 +78,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in label order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Bridge,
         Kind::Gateway,
         Kind::Port,
+        Kind::Endpoint,
         Kind::PeerRoute,
         Kind::Tunnel,
         Kind::Fdb,
@@ -91,6 +97,7 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Gateway => "gateway",
             Kind::Port => "port",
+            Kind::Endpoint => "endpoint",
             Kind::PeerRoute => "peer_route",
             Kind::Tunnel => "tunnel",
             Kind::Fdb => "fdb",
@@ -114,6 +121,7 @@ impl Dirty {
             Dirty::Bridge(_) => Kind::Bridge,
             Dirty::Gateway(_) => Kind::Gateway,
             Dirty::Port(_) => Kind::Port,
+            Dirty::Endpoint(_) => Kind::Endpoint,
             Dirty::PeerRoutes => Kind::PeerRoute,
             Dirty::Tunnel(_) => Kind::Tunnel,
             Dirty::Fdb(_) => Kind::Fdb,
@@ -130,6 +138,7 @@ impl fmt::Display for Dirty {
             Dirty::Bridge(n)
             | Dirty::Gateway(n)
             | Dirty::Port(n)
+            | Dirty::Endpoint(n)
             | Dirty::Tunnel(n)
             | Dirty::Fdb(n)
             | Dirty::NftTable(n)

@@ -4,11 +4,14 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::driver::{Driver, Outcome, Timing};
 use super::listen::{Listener, Note};
 use super::Dirty;
+
+/// Checks of one batch run side by side, at most this many at a time.
+const CONCURRENT_CHECKS: usize = 64;
 
 /// What the loop repairs with (the engine, or a test's stand-in).
 pub trait Repairer: Sync {
@@ -91,11 +94,25 @@ pub async fn run<R: Repairer>(
             _ = full.tick(), if cfg.full_every.is_some() => driver.add(Dirty::All, Instant::now()),
             _ = tokio::time::sleep_until(wake) => {
                 let Some(batch) = driver.due(Instant::now()) else { continue };
-                for (d, first) in batch.objects {
-                    let outcome = repairer.repair(&d).await;
-                    let now = Instant::now();
-                    driver.done(&d, Outcome::of(&outcome), first, now);
-                    repairer.report(&d, &outcome, now.duration_since(first));
+                // Bridges first (re-creating one puts all its ports back), then the rest side
+                // by side: a deleted bridge with a thousand ports is a thousand port
+                // notifications, which one after the other would take seconds.
+                let (first_pass, rest): (Vec<_>, Vec<_>) = batch
+                    .objects
+                    .into_iter()
+                    .partition(|(d, _)| matches!(d, Dirty::Bridge(_) | Dirty::All));
+                for objects in [first_pass, rest] {
+                    let mut checks = futures::stream::iter(objects)
+                        .map(|(d, first)| async move {
+                            let outcome = repairer.repair(&d).await;
+                            (d, first, outcome)
+                        })
+                        .buffer_unordered(CONCURRENT_CHECKS);
+                    while let Some((d, first, outcome)) = checks.next().await {
+                        let now = Instant::now();
+                        driver.done(&d, Outcome::of(&outcome), first, now);
+                        repairer.report(&d, &outcome, now.duration_since(first));
+                    }
                 }
                 owned = repairer.bridges().await;
             }

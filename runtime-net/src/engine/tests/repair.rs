@@ -73,6 +73,50 @@ async fn a_port_cut_off_its_bridge_is_put_back() {
 }
 
 #[tokio::test]
+async fn a_deleted_host_end_is_built_again_with_the_same_address() {
+    let h = Harness::new().await;
+    h.network("n1", "10.1.0.0/24").await;
+    h.kernel.add_netns("/run/netns/c1");
+    let a = h
+        .engine
+        .attach(managed("n1", "c1", "/run/netns/c1"))
+        .await
+        .unwrap();
+    let key = a.record.key.to_string();
+    let veth = a.record.host_ifname.to_string();
+    let before = h.kernel.ns_links("/run/netns/c1").unwrap()["eth0"].clone();
+    assert!(!h.engine.repair_endpoint(&key).await.unwrap(), "in place");
+    assert!(h.kernel.delete_behind_back(&veth));
+    assert!(!h
+        .kernel
+        .ns_links("/run/netns/c1")
+        .unwrap()
+        .contains_key("eth0"));
+    assert!(h.engine.repair_endpoint(&key).await.unwrap());
+    let eth0 = &h.kernel.ns_links("/run/netns/c1").unwrap()["eth0"];
+    assert_eq!(
+        (&eth0.mac, &eth0.addrs, &eth0.gateways, eth0.up),
+        (&before.mac, &before.addrs, &before.gateways, true)
+    );
+    assert!(h.kernel.links()[&veth].master.is_some());
+    assert!(!h.engine.repair_endpoint(&key).await.unwrap(), "once");
+    assert_eq!(
+        h.engine.endpoint(&a.record.key).await.unwrap().ipv4,
+        a.record.ipv4,
+        "the record is untouched"
+    );
+    // Its namespace gone: nothing to build (the full pass reclaims it).
+    h.kernel.remove_netns("/run/netns/c1");
+    assert!(!h.engine.repair_endpoint(&key).await.unwrap());
+    // Detached, or never an endpoint: nothing to do.
+    h.kernel.add_netns("/run/netns/c1");
+    h.engine.detach(&a.record.key).await.unwrap();
+    assert!(!h.engine.repair_endpoint(&key).await.unwrap());
+    assert!(!h.engine.repair_endpoint("n1/nobody/eth0").await.unwrap());
+    assert!(!h.engine.repair_endpoint("not a key").await.unwrap());
+}
+
+#[tokio::test]
 async fn a_flushed_firewall_comes_back_whole() {
     let h = Harness::new().await;
     let spec = h.network("n1", "10.1.0.0/24").await;
