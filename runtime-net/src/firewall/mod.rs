@@ -116,6 +116,18 @@ pub trait Firewall: Send + Sync {
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError>;
     /// Networks that have rules installed.
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
+    /// The networks of `want` whose rules are not all in place (missing, or some deleted from
+    /// outside): those [`Firewall::apply_network`] would change. Reads only. By default, the
+    /// networks without any rules.
+    fn drifted_networks(&self, want: &[NetworkRules]) -> Result<Vec<NetworkName>, FirewallError> {
+        let have: std::collections::HashSet<NetworkName> =
+            self.owned_networks()?.into_iter().collect();
+        Ok(want
+            .iter()
+            .filter(|r| !have.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect())
+    }
     /// Installs the published ports of one endpoint (idempotent: re-adding the same ports is a
     /// no-op). A host port already published to another target is refused by the nftables
     /// backend; to change an endpoint's ports, `remove_ports` the old record first.

@@ -506,6 +506,7 @@ fn admin_chain_stays_first(kind: BackendKind) {
         let t = &t2;
         let admin = super::AdminChains {
             first: "ADMIN-FIRST".into(),
+            ends_in_return: true,
             placeholders: vec![("nat".into(), "ADMIN-NAT".into())],
         };
         let fw = detect(Some(kind), Some(admin)).unwrap();
