@@ -83,7 +83,8 @@ pub fn plan(rules: &[String], admin: Option<&str>, own: Option<&str>) -> Fix {
     }
     let mut fix = Fix::default();
     for j in std::iter::once(a).chain(own) {
-        fix.delete.extend(std::iter::repeat_n(j.to_string(), copies(j)));
+        fix.delete
+            .extend(std::iter::repeat_n(j.to_string(), copies(j)));
     }
     fix.insert_first.extend(own.map(String::from));
     fix.insert_first.push(a.to_string());
@@ -198,7 +199,10 @@ mod tests {
     fn apply(rules: &[String], fix: &Fix) -> Vec<String> {
         let mut after = rules.to_vec();
         for j in &fix.delete {
-            let at = after.iter().position(|r| r == j).expect("-D finds its rule");
+            let at = after
+                .iter()
+                .position(|r| r == j)
+                .expect("-D finds its rule");
             after.remove(at);
         }
         for j in &fix.insert_first {

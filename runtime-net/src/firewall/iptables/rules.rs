@@ -81,7 +81,11 @@ pub const FORWARD_RULES: &[&str] = &["-j SHIMNET-FWD-IN", "-j SHIMNET-FWD-OUT"];
 /// exactly those, in order (a missing, extra or reordered rule is drift: `SHIMNET-FWD-OUT` ahead
 /// of `SHIMNET-FWD-IN` would let one network's accept pre-empt another's isolation drop).
 pub fn forward_chain_fix(have: &[String]) -> Option<String> {
-    if have.iter().map(|r| r.trim()).eq(FORWARD_RULES.iter().copied()) {
+    if have
+        .iter()
+        .map(|r| r.trim())
+        .eq(FORWARD_RULES.iter().copied())
+    {
         return None;
     }
     let mut s = format!("*filter\n-F {FORWARD}\n");
@@ -322,7 +326,11 @@ mod tests {
             l(&["-j SHIMNET-FWD-OUT", "-j SHIMNET-FWD-IN"]),
             l(&["-j SHIMNET-FWD-IN", "-j SHIMNET-FWD-OUT", "-j ACCEPT"]),
         ] {
-            assert_eq!(forward_chain_fix(&drifted).as_deref(), Some(fix), "{drifted:?}");
+            assert_eq!(
+                forward_chain_fix(&drifted).as_deref(),
+                Some(fix),
+                "{drifted:?}"
+            );
         }
     }
 
@@ -343,7 +351,11 @@ mod tests {
         *fewer.get_mut(&(false, "filter", FWD_IN)).unwrap() -= 1;
         assert!(!same_counts(want.clone(), fewer));
         // Every filter rule gone, nat rules left: drifted too.
-        let nat_only: Vec<_> = all.clone().into_iter().filter(|(p, _)| p.1 == "nat").collect();
+        let nat_only: Vec<_> = all
+            .clone()
+            .into_iter()
+            .filter(|(p, _)| p.1 == "nat")
+            .collect();
         assert!(!same_counts(want.clone(), nat_only));
         // A rule of this network in a chain where none belongs.
         let mut extra = all;
