@@ -177,6 +177,9 @@ fn hosts_with_endpoints(h: &TestHost, n: usize, tag: &str) -> Vec<NamedNetns> {
     cs
 }
 
+/// A break: label, command, and the check that it is back (on `iptables-save`).
+type Case<'a> = (&'a str, &'a [&'a str], &'a dyn Fn(&str) -> bool);
+
 const NET: &str = "[[networks]]\nname = \"n1\"\nsubnet = \"10.16.0.0/16\"\n";
 
 fn main() {
@@ -355,7 +358,7 @@ fn main() {
     let on_top = |save: &str| {
         save.lines().find(|l| l.starts_with("-A FORWARD ")) == Some("-A FORWARD -j SHIMNET-USER")
     };
-    let cases: [(&str, &[&str], &dyn Fn(&str) -> bool); 3] = [
+    let cases: [Case; 3] = [
         (
             "iptables -F FORWARD",
             &["iptables", "-F", "FORWARD"],

@@ -590,7 +590,11 @@ fn drift_inside_is_found_and_put_back(kind: BackendKind) {
         let c = &t.containers[0];
         let reach = |port: u16| probe(&t.outside, sa(t.out_ip, port), c, sa(t.out_ip, port));
         let clean = |fw: &dyn Firewall| {
-            fw.base_in_place().unwrap() && fw.drifted_networks(&[n.clone()]).unwrap().is_empty()
+            fw.base_in_place().unwrap()
+                && fw
+                    .drifted_networks(std::slice::from_ref(&n))
+                    .unwrap()
+                    .is_empty()
         };
         assert!(clean(fw));
         assert!(reach(130).is_some());
@@ -644,21 +648,30 @@ fn drift_inside_is_found_and_put_back(kind: BackendKind) {
 
             sh(&["-D", "SHIMNET-FWD-OUT", "1"]);
             assert!(fw.base_in_place().unwrap());
-            assert_eq!(fw.drifted_networks(&[n.clone()]).unwrap(), [n.name.clone()]);
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
             assert_eq!(reach(135), None);
             fw.apply_network(&n).unwrap();
             assert!(clean(fw));
             assert!(reach(136).is_some());
         } else {
             sh(&["-D", "SHIMNET-FORWARD", "1"]);
-            assert_eq!(fw.drifted_networks(&[n.clone()]).unwrap(), [n.name.clone()]);
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
             assert_eq!(reach(131), None, "the accept rule out of br0 is gone");
             fw.apply_network(&n).unwrap();
             assert!(clean(fw));
             assert!(reach(132).is_some());
 
             sh(&["-D", "FORWARD", "-j", "SHIMNET-FORWARD"]);
-            assert_eq!(fw.drifted_networks(&[n.clone()]).unwrap(), [n.name.clone()]);
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
             fw.apply_network(&n).unwrap();
             assert!(clean(fw));
             assert!(reach(133).is_some());
