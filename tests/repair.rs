@@ -415,6 +415,45 @@ fn iptables_chains_and_jumps_come_back() {
     eventually("traffic", || outside_reachable(&h, &c));
 }
 
+#[test]
+fn nft_backend_forward_accepts_come_back() {
+    let h = TestHost::new(NET);
+    if !h.nft_ruleset().contains("table inet shimnet") {
+        println!("SKIPPED: the daemon does not use nftables here");
+        return;
+    }
+    let c = container("rf");
+    h.attach("n1", &c, json!({}));
+    assert!(outside_reachable(&h, &c));
+    let accepts = |h: &TestHost| {
+        let save = h.iptables_save();
+        save.contains("-A FORWARD -j SHIMNET-FORWARD")
+            && save
+                .lines()
+                .filter(|l| l.starts_with("-A SHIMNET-FORWARD ") && l.contains("shimnet:n1"))
+                .count()
+                == 2
+    };
+    // Another manager turns iptables' FORWARD policy to DROP after shimnet started: the
+    // coexistence accepts for n1 are put in at once.
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-P", "FORWARD", "DROP"]);
+    repaired_once(&h, "iptables", before, "FORWARD accepts added", || {
+        accepts(&h)
+    });
+    eventually("traffic under FORWARD DROP", || outside_reachable(&h, &c));
+    // One of them deleted, then the jump to them: each comes back.
+    for breaker in [
+        &["iptables", "-D", "SHIMNET-FORWARD", "1"][..],
+        &["iptables", "-D", "FORWARD", "-j", "SHIMNET-FORWARD"][..],
+    ] {
+        let before = repairs(&h, "iptables");
+        in_host(&h, breaker);
+        repaired_once(&h, "iptables", before, &breaker.join(" "), || accepts(&h));
+        eventually("traffic", || outside_reachable(&h, &c));
+    }
+}
+
 #[path = "peering_support/mod.rs"]
 mod peering_support;
 
