@@ -4,8 +4,9 @@
 //! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
 //! - [`compat`]: iptables `FORWARD` coexistence (another manager's policy DROP) for the nftables
 //!   backend.
-//! - [`forward`]: the one owner of iptables' `FORWARD` order (shimnet's jump, and an optional
-//!   admin chain jumped first: [`AdminChains`]); [`ipt`] is the only module that runs iptables.
+//! - [`forward`]: the one owner of iptables' `FORWARD` order (an admin chain jumped first,
+//!   [`AdminChains`]: `SHIMNET-USER` in plain iptables mode, then shimnet's jump); [`ipt`] is the
+//!   only module that runs iptables.
 //! - [`detect()`]: picks one.
 //! - [`encap`]: peering's filter of encapsulated packets (VXLAN, IPIP) from non-peers, for
 //!   either backend.
