@@ -366,39 +366,111 @@ fn nft_table_comes_back_after_a_flush_or_delete() {
     }
 }
 
+/// The `-A FORWARD` rules of `iptables-save`, in order.
+fn forward_rules(h: &TestHost) -> Vec<String> {
+    h.iptables_save()
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD "))
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn iptables_chains_and_jumps_come_back() {
     let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
     let c = container("ri");
-    h.attach("n1", &c, json!({}));
+    let ep = h.attach("n1", &c, json!({}));
+    let c_ip = ep["ipv4"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     assert!(outside_reachable(&h, &c));
-    let jump = |h: &TestHost| h.iptables_save().contains("-A FORWARD -j SHIMNET-FORWARD");
-    assert!(jump(&h), "{}", h.iptables_save());
+    // shimnet's jumps, first in FORWARD: the admin chain, then its own.
+    let top = |h: &TestHost| {
+        let r = forward_rules(h);
+        r.len() >= 2
+            && r[0] == "-A FORWARD -j SHIMNET-USER"
+            && r[1] == "-A FORWARD -j SHIMNET-FORWARD"
+    };
+    assert!(top(&h), "{}", h.iptables_save());
 
     let before = repairs(&h, "iptables");
     in_host(&h, &["iptables", "-F", "FORWARD"]);
-    repaired_once(&h, "iptables", before, "FORWARD jump back", || jump(&h));
+    repaired_once(&h, "iptables", before, "FORWARD jumps back", || top(&h));
     eventually("traffic", || outside_reachable(&h, &c));
 
-    // Another rule inserted ahead of the jump: shimnet's layout (its jump anywhere in FORWARD)
-    // still holds, so nothing is repaired and nothing loops.
+    // A rule inserted ahead of shimnet's jumps (here one that would cut every container off):
+    // the jumps go back on top; the other rule stays, below them.
     let before = repairs(&h, "iptables");
-    in_host(
+    in_host(&h, &["iptables", "-I", "FORWARD", "1", "-j", "DROP"]);
+    repaired_once(
         &h,
-        &[
-            "iptables",
-            "-I",
-            "FORWARD",
-            "1",
-            "-s",
-            "192.0.2.1",
-            "-j",
-            "ACCEPT",
-        ],
+        "iptables",
+        before,
+        "jumps back ahead of the DROP",
+        || top(&h),
     );
+    assert_eq!(
+        forward_rules(&h)[2],
+        "-A FORWARD -j DROP",
+        "{:?}",
+        forward_rules(&h)
+    );
+    eventually("traffic past the DROP", || outside_reachable(&h, &c));
+
+    // An administrator's rule in SHIMNET-USER is honoured and left alone.
+    let before = repairs(&h, "iptables");
+    let admin_rule = ["-s", c_ip.as_str(), "-j", "DROP"];
+    let mut add = vec!["iptables", "-A", "SHIMNET-USER"];
+    add.extend_from_slice(&admin_rule);
+    in_host(&h, &add);
+    eventually("the admin DROP blocks the container", || {
+        !outside_reachable(&h, &c)
+    });
     std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        repairs(&h, "iptables"),
+        before,
+        "an admin rule is not drift"
+    );
+    assert!(h
+        .iptables_save()
+        .contains(&format!("-A SHIMNET-USER -s {c_ip}/32 -j DROP")));
+    let mut del = vec!["iptables", "-D", "SHIMNET-USER"];
+    del.extend_from_slice(&admin_rule);
+    in_host(&h, &del);
+    eventually("traffic once the admin rule is gone", || {
+        outside_reachable(&h, &c)
+    });
     assert_eq!(repairs(&h, "iptables"), before);
-    assert!(jump(&h));
+
+    // A rule deleted from inside shimnet's chains: SHIMNET-FORWARD's first jump, then a
+    // network's accept rule.
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-D", "SHIMNET-FORWARD", "1"]);
+    repaired_once(
+        &h,
+        "iptables",
+        before,
+        "SHIMNET-FORWARD back, in order",
+        || {
+            h.iptables_save().contains(
+                "-A SHIMNET-FORWARD -j SHIMNET-FWD-IN\n-A SHIMNET-FORWARD -j SHIMNET-FWD-OUT\n",
+            )
+        },
+    );
+    eventually("traffic", || outside_reachable(&h, &c));
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-D", "SHIMNET-FWD-OUT", "1"]);
+    repaired_once(&h, "iptables", before, "network rule back", || {
+        h.iptables_save()
+            .lines()
+            .any(|l| l.starts_with("-A SHIMNET-FWD-OUT -i n1 ") && l.ends_with("-j ACCEPT"))
+    });
+    eventually("traffic", || outside_reachable(&h, &c));
 
     let before = repairs(&h, "iptables");
     in_host(&h, &["iptables", "-t", "nat", "-F", "POSTROUTING"]);
@@ -407,6 +479,45 @@ fn iptables_chains_and_jumps_come_back() {
             .contains("-A POSTROUTING -j SHIMNET-POSTROUTING")
     });
     eventually("traffic", || outside_reachable(&h, &c));
+}
+
+#[test]
+fn nft_backend_forward_accepts_come_back() {
+    let h = TestHost::new(NET);
+    if !h.nft_ruleset().contains("table inet shimnet") {
+        println!("SKIPPED: the daemon does not use nftables here");
+        return;
+    }
+    let c = container("rf");
+    h.attach("n1", &c, json!({}));
+    assert!(outside_reachable(&h, &c));
+    let accepts = |h: &TestHost| {
+        let save = h.iptables_save();
+        save.contains("-A FORWARD -j SHIMNET-FORWARD")
+            && save
+                .lines()
+                .filter(|l| l.starts_with("-A SHIMNET-FORWARD ") && l.contains("shimnet:n1"))
+                .count()
+                == 2
+    };
+    // Another manager turns iptables' FORWARD policy to DROP after shimnet started: the
+    // coexistence accepts for n1 are put in at once.
+    let before = repairs(&h, "iptables");
+    in_host(&h, &["iptables", "-P", "FORWARD", "DROP"]);
+    repaired_once(&h, "iptables", before, "FORWARD accepts added", || {
+        accepts(&h)
+    });
+    eventually("traffic under FORWARD DROP", || outside_reachable(&h, &c));
+    // One of them deleted, then the jump to them: each comes back.
+    for breaker in [
+        &["iptables", "-D", "SHIMNET-FORWARD", "1"][..],
+        &["iptables", "-D", "FORWARD", "-j", "SHIMNET-FORWARD"][..],
+    ] {
+        let before = repairs(&h, "iptables");
+        in_host(&h, breaker);
+        repaired_once(&h, "iptables", before, &breaker.join(" "), || accepts(&h));
+        eventually("traffic", || outside_reachable(&h, &c));
+    }
 }
 
 #[path = "peering_support/mod.rs"]

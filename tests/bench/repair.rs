@@ -8,6 +8,8 @@
 //! `cargo bench --bench repair` as root (see `scripts/bench.sh`). `SHIMNET_BENCH_SHORT=1`: 20
 //! endpoints, 3 runs per kind, 500 flood changes, 5 s idle. `SHIMNET_REPAIR_N`,
 //! `SHIMNET_REPAIR_RUNS`, `SHIMNET_REPAIR_FLOOD`, `SHIMNET_BENCH_IDLE_SECS` override.
+//! `SHIMNET_REPAIR_KINDS=bridge,iptables,…` (metric labels): only those kinds, and only the
+//! hosts they need (written to `target/bench/repair-<kinds>.txt`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -206,6 +208,9 @@ fn hosts_with_endpoints(h: &TestHost, n: usize, tag: &str) -> Vec<NamedNetns> {
     cs
 }
 
+/// A break: label, command, and the check that it is back (on `iptables-save`).
+type Case<'a> = (&'a str, &'a [&'a str], &'a dyn Fn(&str) -> bool);
+
 const NET: &str = "[[networks]]\nname = \"n1\"\nsubnet = \"10.16.0.0/16\"\n";
 
 fn main() {
@@ -222,130 +227,135 @@ fn main() {
     );
     let mut series = Vec::new();
 
-    // nftables host.
-    let h = TestHost::new(NET);
-    let cs = hosts_with_endpoints(&h, n, "rb");
-    let c = &cs[0];
-    let veth = h.call(
-        "GET",
-        &format!("/v1/networks/n1/endpoints/{}", c.name()),
-        None,
-    )["host_ifname"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let outside = h.outside_ip.to_string();
-    let gw = || ping(c, "10.16.0.1");
-    series.push(measure(
-        &h,
-        "bridge",
-        "bridge (ip link del)",
-        runs,
-        &|| {
-            h.ip(&["link", "del", "n1"]);
-        },
-        &|| {
-            try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
-                && h.ip(&["-o", "link", "show", &veth]).contains("master n1")
-        },
-        &gw,
-    ));
-    series.push(measure(
-        &h,
-        "gateway",
-        "gateway (ip addr del)",
-        runs,
-        &|| {
-            h.ip(&["addr", "del", "10.16.0.1/16", "dev", "n1"]);
-        },
-        &|| {
-            h.ip(&["-o", "addr", "show", "dev", "n1"])
-                .contains("10.16.0.1/16")
-        },
-        &gw,
-    ));
-    series.push(measure(
-        &h,
-        "port",
-        "port (ip link set nomaster)",
-        runs,
-        &|| {
-            h.ip(&["link", "set", &veth, "nomaster"]);
-        },
-        &|| h.ip(&["-o", "link", "show", &veth]).contains("master n1"),
-        &gw,
-    ));
-    if h.nft_ruleset().contains("table inet shimnet") {
-        for (label, cmd) in [
-            ("nft flush ruleset", &["nft", "flush", "ruleset"][..]),
-            (
-                "nft delete table",
-                &["nft", "delete", "table", "inet", "shimnet"][..],
-            ),
-        ] {
-            series.push(measure(
-                &h,
-                "nft_table",
-                label,
-                runs,
-                &|| in_host(&h, cmd),
-                &|| h.nft_ruleset().contains("table inet shimnet"),
-                &|| ping(c, &outside),
-            ));
+    let only = std::env::var("SHIMNET_REPAIR_KINDS").ok();
+    if ["bridge", "gateway", "port", "endpoint", "nft_table"]
+        .iter()
+        .any(|k| wanted(k))
+    {
+        // nftables host.
+        let h = TestHost::new(NET);
+        let cs = hosts_with_endpoints(&h, n, "rb");
+        let c = &cs[0];
+        let veth = h.call(
+            "GET",
+            &format!("/v1/networks/n1/endpoints/{}", c.name()),
+            None,
+        )["host_ifname"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let outside = h.outside_ip.to_string();
+        let gw = || ping(c, "10.16.0.1");
+        series.push(measure(
+            &h,
+            "bridge",
+            "bridge (ip link del)",
+            runs,
+            &|| {
+                h.ip(&["link", "del", "n1"]);
+            },
+            &|| {
+                try_sh(&["ip", "-n", h.ns.name(), "link", "show", "n1"])
+                    && h.ip(&["-o", "link", "show", &veth]).contains("master n1")
+            },
+            &gw,
+        ));
+        series.push(measure(
+            &h,
+            "gateway",
+            "gateway (ip addr del)",
+            runs,
+            &|| {
+                h.ip(&["addr", "del", "10.16.0.1/16", "dev", "n1"]);
+            },
+            &|| {
+                h.ip(&["-o", "addr", "show", "dev", "n1"])
+                    .contains("10.16.0.1/16")
+            },
+            &gw,
+        ));
+        series.push(measure(
+            &h,
+            "port",
+            "port (ip link set nomaster)",
+            runs,
+            &|| {
+                h.ip(&["link", "set", &veth, "nomaster"]);
+            },
+            &|| h.ip(&["-o", "link", "show", &veth]).contains("master n1"),
+            &gw,
+        ));
+        if h.nft_ruleset().contains("table inet shimnet") {
+            for (label, cmd) in [
+                ("nft flush ruleset", &["nft", "flush", "ruleset"][..]),
+                (
+                    "nft delete table",
+                    &["nft", "delete", "table", "inet", "shimnet"][..],
+                ),
+            ] {
+                series.push(measure(
+                    &h,
+                    "nft_table",
+                    label,
+                    runs,
+                    &|| in_host(&h, cmd),
+                    &|| h.nft_ruleset().contains("table inet shimnet"),
+                    &|| ping(c, &outside),
+                ));
+            }
         }
-    }
 
-    // Flood: unrelated link and route changes in the daemon's namespace.
-    let pid = h.daemon.as_ref().expect("daemon").id();
-    h.ip(&["link", "add", "fla", "type", "veth", "peer", "name", "flb"]);
-    h.ip(&["link", "set", "fla", "up"]);
-    let mut batch = String::new();
-    let half = flood / 2;
-    for i in 0..half {
-        let _ = writeln!(
-            batch,
-            "route add 10.200.{}.{}/32 dev fla",
-            i / 250,
-            i % 250 + 1
-        );
-    }
-    for i in 0..(flood - half) {
-        if i % 10 == 0 {
+        // Flood: unrelated link and route changes in the daemon's namespace.
+        let pid = h.daemon.as_ref().expect("daemon").id();
+        h.ip(&["link", "add", "fla", "type", "veth", "peer", "name", "flb"]);
+        h.ip(&["link", "set", "fla", "up"]);
+        let mut batch = String::new();
+        let half = flood / 2;
+        for i in 0..half {
             let _ = writeln!(
                 batch,
-                "link set flb {}",
-                if i % 20 == 0 { "up" } else { "down" }
-            );
-        } else {
-            let j = i % half.max(1);
-            let _ = writeln!(
-                batch,
-                "route del 10.200.{}.{}/32 dev fla",
-                j / 250,
-                j % 250 + 1
+                "route add 10.200.{}.{}/32 dev fla",
+                i / 250,
+                i % 250 + 1
             );
         }
-    }
-    let file = h.dir.path().join("flood.batch");
-    std::fs::write(&file, batch).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let (t0, checks0, rep0) = (
-        ticks(pid),
-        metric_sum(&h, "shimnet_repair_checks_total"),
-        metric_sum(&h, "shimnet_repairs_total"),
-    );
-    let started = Instant::now();
-    sh(&[
-        "ip",
-        "-n",
-        h.ns.name(),
-        "-force",
-        "-batch",
-        file.to_str().unwrap(),
-    ]);
-    let took = started.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
-    let _ = writeln!(
+        for i in 0..(flood - half) {
+            if i % 10 == 0 {
+                let _ = writeln!(
+                    batch,
+                    "link set flb {}",
+                    if i % 20 == 0 { "up" } else { "down" }
+                );
+            } else {
+                let j = i % half.max(1);
+                let _ = writeln!(
+                    batch,
+                    "route del 10.200.{}.{}/32 dev fla",
+                    j / 250,
+                    j % 250 + 1
+                );
+            }
+        }
+        let file = h.dir.path().join("flood.batch");
+        std::fs::write(&file, batch).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let (t0, checks0, rep0) = (
+            ticks(pid),
+            metric_sum(&h, "shimnet_repair_checks_total"),
+            metric_sum(&h, "shimnet_repairs_total"),
+        );
+        let started = Instant::now();
+        sh(&[
+            "ip",
+            "-n",
+            h.ns.name(),
+            "-force",
+            "-batch",
+            file.to_str().unwrap(),
+        ]);
+        let took = started.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = writeln!(
         out,
         "flood: {flood} unrelated link/route changes in {:.2} s: {} CPU ticks of shimnetd (incl. 1 s after), {} checks, {} repairs triggered",
         took.as_secs_f64(),
@@ -353,52 +363,67 @@ fn main() {
         metric_sum(&h, "shimnet_repair_checks_total") - checks0,
         metric_sum(&h, "shimnet_repairs_total") - rep0,
     );
-    h.ip(&["link", "del", "fla"]);
+        h.ip(&["link", "del", "fla"]);
 
-    // Idle.
-    std::thread::sleep(Duration::from_secs(1));
-    let t0 = ticks(pid);
-    std::thread::sleep(Duration::from_secs(idle as u64));
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let _ = writeln!(
-        out,
-        "idle: {} CPU ticks (1 tick = {} ms) over {idle} s with {n} endpoints (nftables host)",
-        ticks(pid) - t0,
-        1000 / hz.max(1)
-    );
-    drop(cs);
-    drop(h);
+        // Idle.
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = ticks(pid);
+        std::thread::sleep(Duration::from_secs(idle as u64));
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let _ = writeln!(
+            out,
+            "idle: {} CPU ticks (1 tick = {} ms) over {idle} s with {n} endpoints (nftables host)",
+            ticks(pid) - t0,
+            1000 / hz.max(1)
+        );
+        drop(cs);
+        drop(h);
+    }
 
     // iptables host.
+    if wanted("iptables") {
     let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
-    let cs = hosts_with_endpoints(&h, if wanted("iptables") { n } else { 1 }, "ri");
+    let cs = hosts_with_endpoints(&h, n, "ri");
     let c = &cs[0];
     let outside = h.outside_ip.to_string();
-    for (label, cmd, want) in [
+    let save = || h.iptables_save();
+    let has = |want: &'static str| move |save: &str| save.contains(want);
+    // The first rule of FORWARD is shimnet's admin chain jump (then its own, see the README).
+    let on_top = |save: &str| {
+        save.lines().find(|l| l.starts_with("-A FORWARD ")) == Some("-A FORWARD -j SHIMNET-USER")
+    };
+    let cases: [Case; 3] = [
         (
             "iptables -F FORWARD",
-            &["iptables", "-F", "FORWARD"][..],
-            "-A FORWARD -j SHIMNET-FORWARD",
+            &["iptables", "-F", "FORWARD"],
+            &has("-A FORWARD -j SHIMNET-FORWARD"),
+        ),
+        (
+            "iptables -I FORWARD 1 -j DROP",
+            &["iptables", "-I", "FORWARD", "1", "-j", "DROP"],
+            &on_top,
         ),
         (
             "iptables -t nat -F POSTROUTING",
-            &["iptables", "-t", "nat", "-F", "POSTROUTING"][..],
-            "-A POSTROUTING -j SHIMNET-POSTROUTING",
+            &["iptables", "-t", "nat", "-F", "POSTROUTING"],
+            &has("-A POSTROUTING -j SHIMNET-POSTROUTING"),
         ),
-    ] {
+    ];
+    for (label, cmd, back) in cases {
         series.push(measure(
             &h,
             "iptables",
             label,
             runs,
             &|| in_host(&h, cmd),
-            &|| h.iptables_save().contains(want),
+            &|| back(&save()),
             &|| ping(c, &outside),
         ));
     }
     drop(cs);
     drop(h);
+    }
 
     for s in &series {
         let _ = writeln!(
@@ -413,5 +438,9 @@ fn main() {
     }
     print!("{out}");
     let _ = std::fs::create_dir_all("target/bench");
-    let _ = std::fs::write("target/bench/repair.txt", out);
+    let file = match only {
+        Some(o) => format!("target/bench/repair-{}.txt", o.replace(',', "-")),
+        None => "target/bench/repair.txt".to_string(),
+    };
+    let _ = std::fs::write(file, out);
 }

@@ -34,6 +34,7 @@ pub fn endpoint_key(network: &NetworkName, endpoint: &ContainerId) -> EndpointKe
 pub fn chain_layout() -> AdminChains {
     AdminChains {
         first: DOCKER_USER.to_string(),
+        ends_in_return: true,
         placeholders: vec![
             ("filter".to_string(), DOCKER.to_string()),
             ("nat".to_string(), DOCKER.to_string()),

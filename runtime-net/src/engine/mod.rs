@@ -48,7 +48,8 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     /// Firewall backend; auto-detected when `None`.
     pub firewall: Option<BackendKind>,
-    /// An admin chain jumped first from iptables' `FORWARD`, if one is to be kept.
+    /// An admin chain jumped first from iptables' `FORWARD`; `None`: the backend's default
+    /// (`SHIMNET-USER` with iptables, none with nftables).
     pub admin_chains: Option<AdminChains>,
 }
 

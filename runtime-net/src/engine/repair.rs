@@ -142,14 +142,16 @@ impl Engine {
     }
 
     /// The firewall: its base (tables, chains, the jumps into them and their order), every
-    /// recorded network's rules and every endpoint's published ports. `Ok(true)` when a
-    /// network's rules or an endpoint's ports were missing or the base had drifted.
+    /// recorded network's rules (re-applied when missing or partly deleted) and every endpoint's
+    /// published ports. `Ok(true)` when a network's rules or an endpoint's ports were missing or
+    /// the base had drifted.
     pub async fn repair_firewall(&self) -> Result<bool> {
         let _r = self.topology.read().await;
         let networks = self.networks().await?;
         let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let have_nets: HashSet<NetworkName> = self
-            .fw(|fw| fw.owned_networks())
+        let want: Vec<_> = networks.iter().map(network_rules).collect();
+        let drifted_nets: HashSet<NetworkName> = self
+            .fw(move |fw| fw.drifted_networks(&want))
             .await?
             .into_iter()
             .collect();
@@ -161,7 +163,7 @@ impl Engine {
             self.fw(|fw| fw.ensure_base()).await?;
         }
         for spec in &networks {
-            let missing = !have_nets.contains(&spec.name);
+            let missing = drifted_nets.contains(&spec.name);
             changed |= missing;
             if missing {
                 let rules = network_rules(spec);

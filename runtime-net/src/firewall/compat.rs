@@ -7,8 +7,11 @@
 //! a chain `SHIMNET-FORWARD`, jumped from `FORWARD` (placed by [`super::forward`]), with
 //! `-i BR -j ACCEPT` and `-o BR -j ACCEPT` per network (comment `shimnet:<net>`); the real
 //! filtering stays in nftables. It never touches anybody else's chains. Runs on network
-//! create/delete, and at every base pass when an admin chain layout is configured.
+//! create/delete, and at every base pass when an admin chain layout is configured; [`drifted`]
+//! finds the networks whose accept rules (or the jump to them) were deleted from outside, so the
+//! repair re-applies them.
 
+use std::collections::BTreeSet;
 use std::fs;
 
 use super::forward::{self, AdminChains};
@@ -145,6 +148,41 @@ pub fn ensure_network(
         }
     }
     Ok(())
+}
+
+/// The networks of `want` whose accept rules, or the jump to them from `FORWARD`, are missing
+/// in a family where [`ensure_network`] would put them. Reads only.
+pub fn drifted(
+    c: &Compat,
+    nft: &NftContext,
+    want: &[super::NetworkRules],
+) -> Result<BTreeSet<NetworkName>, String> {
+    let mut out = BTreeSet::new();
+    for ipt in &c.fams {
+        let nets: Vec<_> = want
+            .iter()
+            .filter(|r| !ipt.v6 || r.subnet6.is_some())
+            .collect();
+        if nets.is_empty() || !forward_present(ipt, nft) {
+            continue;
+        }
+        let layout = ipt.chain_exists("filter", CHAIN)?
+            && forward::in_place(ipt, c.admin.as_ref(), Some(CHAIN))?;
+        let have = if layout {
+            ipt.rules("filter", CHAIN)?
+        } else {
+            Vec::new()
+        };
+        for r in nets {
+            let all = accept_rules(&r.name, &r.bridge)
+                .iter()
+                .all(|w| have.iter().any(|h| same_rule(w, h)));
+            if !(layout && all) {
+                out.insert(r.name.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Compares an own spec with a listed one, token by token.

@@ -3,25 +3,46 @@
 //! rule asks for it, so the order is right by construction and nothing has to re-sort it later.
 //!
 //! Two jumps may be ours:
-//! - an *admin chain* ([`AdminChains`], given by the caller, e.g. another manager's layout that a
-//!   compatibility mode reproduces): jumped **first**, ending in `RETURN`, so that rules an
-//!   administrator puts there filter container traffic before anything shimnet accepts; with it
-//!   come empty placeholder chains other tools expect to find;
+//! - an *admin chain* ([`AdminChains`]: [`AdminChains::user`], `SHIMNET-USER`, in plain iptables
+//!   mode, or another manager's layout that a compatibility mode reproduces): jumped **first**, so
+//!   that rules an administrator puts there filter container traffic before anything shimnet
+//!   accepts; with it may come empty placeholder chains other tools expect to find;
 //! - `SHIMNET-FORWARD`, shimnet's own entry chain (iptables backend, or the nftables backend's
-//!   coexistence chain): right after the admin chain when there is one, else anywhere (other
-//!   managers insert at the top too; shimnet does not fight them for position 1).
+//!   coexistence chain): right after the admin chain when there is one, else anywhere (the
+//!   nftables backend's coexistence chain only accepts; it does not fight others for position 1).
+//!
+//! When a rule sits ahead of the jumps, both are moved back to the top in one
+//! `iptables-restore --noflush` transaction (deletes and inserts commit together), so forwarded
+//! packets never see `FORWARD` without them.
 //!
 //! Acts on the calling thread's network namespace, through [`super::ipt`].
 
 use super::ipt::Ipt;
 
-/// The admin chain layout to keep (`None` in the engine config: no admin chain).
+/// The admin chain of plain iptables mode.
+pub const USER_CHAIN: &str = "SHIMNET-USER";
+
+/// The admin chain layout to keep (`None` in the engine config: the backend's default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminChains {
-    /// The chain jumped first from `FORWARD` (created ending in `RETURN`).
+    /// The chain jumped first from `FORWARD`.
     pub first: String,
+    /// Whether `first` is created ending in `RETURN` (older managers' convention); else it is
+    /// created empty, so rules appended there take effect.
+    pub ends_in_return: bool,
     /// Empty chains to create if missing, as (table, chain).
     pub placeholders: Vec<(String, String)>,
+}
+
+impl AdminChains {
+    /// `SHIMNET-USER`, created empty: the administrator's chain in plain iptables mode.
+    pub fn user() -> Self {
+        AdminChains {
+            first: USER_CHAIN.to_string(),
+            ends_in_return: false,
+            placeholders: vec![],
+        }
+    }
 }
 
 /// The jump into `chain`.
@@ -32,7 +53,7 @@ pub fn jump(chain: &str) -> String {
 /// What `FORWARD` must change (pure).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fix {
-    /// Delete every copy of these jumps first.
+    /// Delete these jumps first, one entry per copy present (so each delete finds its rule).
     pub delete: Vec<String>,
     /// Then insert these at position 1, in this order (so the last one ends up first).
     pub insert_first: Vec<String>,
@@ -41,7 +62,8 @@ pub struct Fix {
 /// Compares `FORWARD`'s rule specs (`iptables -S FORWARD` without `-A FORWARD `) with the jumps
 /// wanted: `admin` first when given, `own` present (right after `admin` when both are wanted).
 pub fn plan(rules: &[String], admin: Option<&str>, own: Option<&str>) -> Fix {
-    let has = |j: &str| rules.iter().any(|r| r.trim() == j);
+    let copies = |j: &str| rules.iter().filter(|r| r.trim() == j).count();
+    let has = |j: &str| copies(j) > 0;
     let Some(a) = admin else {
         return match own {
             Some(o) if !has(o) => Fix {
@@ -59,23 +81,40 @@ pub fn plan(rules: &[String], admin: Option<&str>, own: Option<&str>) -> Fix {
     if in_place {
         return Fix::default();
     }
-    let mut fix = Fix {
-        delete: vec![a.to_string()],
-        insert_first: vec![],
-    };
-    if let Some(o) = own {
-        fix.delete.push(o.to_string());
-        fix.insert_first.push(o.to_string());
+    let mut fix = Fix::default();
+    for j in std::iter::once(a).chain(own) {
+        fix.delete
+            .extend(std::iter::repeat_n(j.to_string(), copies(j)));
     }
+    fix.insert_first.extend(own.map(String::from));
     fix.insert_first.push(a.to_string());
     fix
+}
+
+/// The `iptables-restore --noflush` input applying `fix` to `FORWARD` in one transaction;
+/// `None` when there is nothing to do.
+pub fn restore_input(fix: &Fix) -> Option<String> {
+    if fix == &Fix::default() {
+        return None;
+    }
+    let mut s = String::from("*filter\n");
+    for j in &fix.delete {
+        s.push_str(&format!("-D FORWARD {j}\n"));
+    }
+    for j in &fix.insert_first {
+        s.push_str(&format!("-I FORWARD 1 {j}\n"));
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
 }
 
 /// Creates the admin chain and placeholders if missing.
 fn ensure_admin_chains(ipt: &Ipt, admin: &AdminChains) -> Result<(), String> {
     if !ipt.chain_exists("filter", &admin.first)? {
         ipt.ensure_chain("filter", &admin.first)?;
-        ipt.ensure_appended("filter", &admin.first, "-j RETURN")?;
+        if admin.ends_in_return {
+            ipt.ensure_appended("filter", &admin.first, "-j RETURN")?;
+        }
     }
     for (table, chain) in &admin.placeholders {
         ipt.ensure_chain(table, chain)?;
@@ -101,7 +140,7 @@ pub fn in_place(ipt: &Ipt, admin: Option<&AdminChains>, own: Option<&str>) -> Re
 
 /// Makes `FORWARD` of this family match the layout: the admin chain (and its placeholders)
 /// first when given, then `own` (a chain name) when given. Idempotent; changes nothing when the
-/// layout is in place. On ip6tables the admin chains are best effort (its `nat` table may be
+/// layout is in place; moves the jumps in one transaction ([`restore_input`]). On ip6tables the admin chains are best effort (its `nat` table may be
 /// missing here): a failure there only drops the admin jump from this family's layout.
 pub fn ensure(ipt: &Ipt, admin: Option<&AdminChains>, own: Option<&str>) -> Result<(), String> {
     let admin = match admin {
@@ -118,13 +157,10 @@ pub fn ensure(ipt: &Ipt, admin: Option<&AdminChains>, own: Option<&str>) -> Resu
     let own = own.map(jump);
     let rules = ipt.rules("filter", "FORWARD")?;
     let fix = plan(&rules, admin.as_deref(), own.as_deref());
-    for j in &fix.delete {
-        ipt.delete_all("filter", "FORWARD", j)?;
+    match restore_input(&fix) {
+        Some(input) => ipt.restore_noflush(&input),
+        None => Ok(()),
     }
-    for j in &fix.insert_first {
-        ipt.insert_first("filter", "FORWARD", j)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -158,35 +194,77 @@ mod tests {
         assert!(fix.delete.is_empty());
     }
 
+    /// Applies `fix` the way `iptables-restore` runs [`restore_input`]: each `-D` removes the
+    /// first copy (and must find one), each `-I FORWARD 1` goes on top.
+    fn apply(rules: &[String], fix: &Fix) -> Vec<String> {
+        let mut after = rules.to_vec();
+        for j in &fix.delete {
+            let at = after
+                .iter()
+                .position(|r| r == j)
+                .expect("-D finds its rule");
+            after.remove(at);
+        }
+        for j in &fix.insert_first {
+            after.insert(0, j.clone());
+        }
+        after
+    }
+
     #[test]
     fn admin_goes_first_and_own_right_after_whoever_inserted_last() {
         for rules in [
             l(&[OWN, ADMIN]),
             l(&["-j OTHER", ADMIN, OWN]),
+            l(&["-j DROP", ADMIN, OWN, "-j OTHER"]),
             l(&[ADMIN, "-j OTHER", OWN]),
+            l(&["-j DROP", ADMIN, "-j OTHER", OWN, OWN]),
             l(&[]),
         ] {
             let fix = plan(&rules, Some(ADMIN), Some(OWN));
-            assert_eq!(
-                fix.delete,
-                vec![ADMIN.to_string(), OWN.to_string()],
-                "{rules:?}"
-            );
             // Inserting OWN then ADMIN at position 1 leaves ADMIN, OWN on top.
             assert_eq!(fix.insert_first, vec![OWN.to_string(), ADMIN.to_string()]);
-            let mut after: Vec<String> = rules
-                .iter()
-                .filter(|r| !fix.delete.contains(r))
-                .cloned()
-                .collect();
-            for j in &fix.insert_first {
-                after.insert(0, j.clone());
-            }
+            let after = apply(&rules, &fix);
             assert_eq!(
                 plan(&after, Some(ADMIN), Some(OWN)),
                 Fix::default(),
                 "{after:?}"
             );
+            // Every other rule stays, in its order; no copy of ours is left behind.
+            let others = |v: &[String]| -> Vec<String> {
+                v.iter()
+                    .filter(|r| *r != ADMIN && *r != OWN)
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(others(&after), others(&rules));
+            assert_eq!(after.len(), others(&rules).len() + 2, "{after:?}");
         }
+    }
+
+    #[test]
+    fn every_copy_is_deleted_and_only_present_ones() {
+        let fix = plan(&l(&["-j DROP", OWN, ADMIN, OWN]), Some(ADMIN), Some(OWN));
+        assert_eq!(fix.delete, l(&[ADMIN, OWN, OWN]));
+        let fix = plan(&l(&["-j DROP"]), Some(ADMIN), Some(OWN));
+        assert!(fix.delete.is_empty());
+    }
+
+    #[test]
+    fn one_transaction_moves_the_jumps() {
+        assert_eq!(restore_input(&Fix::default()), None);
+        let fix = plan(&l(&["-j DROP", ADMIN, OWN]), Some(ADMIN), Some(OWN));
+        assert_eq!(
+            restore_input(&fix).unwrap(),
+            "*filter\n-D FORWARD -j ADMIN\n-D FORWARD -j SHIMNET-FORWARD\n\
+             -I FORWARD 1 -j SHIMNET-FORWARD\n-I FORWARD 1 -j ADMIN\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn the_user_chain_is_created_empty() {
+        let u = AdminChains::user();
+        assert_eq!(u.first, "SHIMNET-USER");
+        assert!(!u.ends_in_return && u.placeholders.is_empty());
     }
 }

@@ -49,14 +49,10 @@ impl Ipt {
         Ok(())
     }
 
-    /// Inserts `rule` at position 1 of `chain`.
-    pub fn insert_first(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
-        self.inner.insert(table, chain, rule, 1).map_err(err)
-    }
-
-    /// Deletes every copy of `rule` from `chain`.
-    pub fn delete_all(&self, table: &str, chain: &str, rule: &str) -> Result<(), String> {
-        self.inner.delete_all(table, chain, rule).map_err(err)
+    /// `iptables-restore --noflush` (or `ip6tables-restore`) fed `input`: see
+    /// [`restore_noflush`].
+    pub fn restore_noflush(&self, input: &str) -> Result<(), String> {
+        restore_with(&format!("{}-restore", self.cmd()), input)
     }
 
     /// Whether an identical rule exists in `chain` (`-C`).
@@ -176,26 +172,30 @@ pub fn save_with_counters(table: &str) -> Result<String, String> {
 /// `iptables-restore -w 5 --noflush` (IPv4) fed `input`: one atomic commit of the tables it
 /// names, leaving every chain it does not mention alone.
 pub fn restore_noflush(input: &str) -> Result<(), String> {
+    restore_with("iptables-restore", input)
+}
+
+fn restore_with(bin: &str, input: &str) -> Result<(), String> {
     use std::io::Write as _;
     use std::process::Stdio;
-    let mut child = Command::new("iptables-restore")
+    let mut child = Command::new(bin)
         .args(["-w", "5", "--noflush"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
+        .map_err(|e| format!("{bin}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())
-            .map_err(|e| format!("iptables-restore: {e}"))?;
+            .map_err(|e| format!("{bin}: {e}"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
+        .map_err(|e| format!("{bin}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "iptables-restore: {}",
+            "{bin}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }

@@ -4,8 +4,9 @@
 //! - [`iptables`]: chains `SHIMNET-*` through the `iptables` binary (fallback).
 //! - [`compat`]: iptables `FORWARD` coexistence (another manager's policy DROP) for the nftables
 //!   backend.
-//! - [`forward`]: the one owner of iptables' `FORWARD` order (shimnet's jump, and an optional
-//!   admin chain jumped first: [`AdminChains`]); [`ipt`] is the only module that runs iptables.
+//! - [`forward`]: the one owner of iptables' `FORWARD` order (an admin chain jumped first,
+//!   [`AdminChains`]: `SHIMNET-USER` in plain iptables mode, then shimnet's jump); [`ipt`] is the
+//!   only module that runs iptables.
 //! - [`detect()`]: picks one.
 //! - [`encap`]: peering's filter of encapsulated packets (VXLAN, IPIP) from non-peers, for
 //!   either backend.
@@ -116,6 +117,18 @@ pub trait Firewall: Send + Sync {
     fn remove_network(&self, name: &NetworkName) -> Result<(), FirewallError>;
     /// Networks that have rules installed.
     fn owned_networks(&self) -> Result<Vec<NetworkName>, FirewallError>;
+    /// The networks of `want` whose rules are not all in place (missing, or some deleted from
+    /// outside): those [`Firewall::apply_network`] would change. Reads only. By default, the
+    /// networks without any rules.
+    fn drifted_networks(&self, want: &[NetworkRules]) -> Result<Vec<NetworkName>, FirewallError> {
+        let have: std::collections::HashSet<NetworkName> =
+            self.owned_networks()?.into_iter().collect();
+        Ok(want
+            .iter()
+            .filter(|r| !have.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect())
+    }
     /// Installs the published ports of one endpoint (idempotent: re-adding the same ports is a
     /// no-op). A host port already published to another target is refused by the nftables
     /// backend; to change an endpoint's ports, `remove_ports` the old record first.

@@ -1,12 +1,16 @@
 //! iptables backend (fallback where nftables is unusable): chains `SHIMNET-*` driven through the
 //! `iptables` crate, which execs `iptables`/`ip6tables` per rule. Every rule carries an owner
 //! comment; removal and ownership queries list our chains and match comments.
+//!
+//! `FORWARD` starts with the jump to the admin chain (`SHIMNET-USER` unless a compatibility mode
+//! configures another, see [`super::forward`]) and then the jump to `SHIMNET-FORWARD`; a rule
+//! inserted ahead of them is moved below at the next base check.
 
 pub mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use self::rules::{Rule, CHAINS, DNAT, FORWARD, FORWARD_RULES};
+use self::rules::{Place, Rule, CHAINS, DNAT, FORWARD};
 use super::ipt::{comment_of, Ipt};
 use super::{forward, AdminChains, BackendKind, Firewall, FirewallError, NetworkRules, PortRules};
 use crate::types::{IfName, NetworkName};
@@ -15,7 +19,7 @@ use crate::types::{IfName, NetworkName};
 pub struct IptablesBackend {
     v4: Ipt,
     v6: Option<Ipt>,
-    admin: Option<AdminChains>,
+    admin: AdminChains,
 }
 
 fn fail(op: &str, msg: impl Into<String>) -> FirewallError {
@@ -41,13 +45,13 @@ impl IptablesBackend {
         Ok(Self {
             v4,
             v6,
-            admin: None,
+            admin: AdminChains::user(),
         })
     }
 
-    /// Keeps an admin chain jumped first from `FORWARD` (see [`forward`]).
+    /// Keeps `admin` jumped first from `FORWARD` instead of `SHIMNET-USER` (see [`forward`]).
     pub fn with_admin(mut self, admin: Option<AdminChains>) -> Self {
-        self.admin = admin;
+        self.admin = admin.unwrap_or_else(AdminChains::user);
         self
     }
 
@@ -67,8 +71,8 @@ impl IptablesBackend {
         for c in CHAINS {
             ipt.ensure_chain(c.table, c.name)?;
         }
-        for r in FORWARD_RULES {
-            ipt.ensure_appended("filter", FORWARD, r)?;
+        if let Some(input) = rules::forward_chain_fix(&ipt.rules("filter", FORWARD)?) {
+            ipt.restore_noflush(&input)?;
         }
         for c in CHAINS {
             for (from, rule) in c.jumps {
@@ -78,7 +82,7 @@ impl IptablesBackend {
                 }
             }
         }
-        forward::ensure(ipt, self.admin.as_ref(), Some(FORWARD))
+        forward::ensure(ipt, Some(&self.admin), Some(FORWARD))
     }
 
     /// Whether [`Self::ensure_base_in`] would change nothing in this family.
@@ -88,10 +92,8 @@ impl IptablesBackend {
                 return Ok(false);
             }
         }
-        for r in FORWARD_RULES {
-            if !ipt.exists("filter", FORWARD, r)? {
-                return Ok(false);
-            }
+        if rules::forward_chain_fix(&ipt.rules("filter", FORWARD)?).is_some() {
+            return Ok(false);
         }
         for c in CHAINS {
             for (from, rule) in c.jumps {
@@ -100,7 +102,23 @@ impl IptablesBackend {
                 }
             }
         }
-        forward::in_place(ipt, self.admin.as_ref(), Some(FORWARD))
+        forward::in_place(ipt, Some(&self.admin), Some(FORWARD))
+    }
+
+    /// How many rules of each owner comment each of our chains holds, per family.
+    fn placed(&self, op: &str) -> Result<BTreeMap<(String, Place), usize>, FirewallError> {
+        let mut out = BTreeMap::new();
+        for ipt in self.fams() {
+            for c in CHAINS {
+                for spec in ipt.rules(c.table, c.name).map_err(|e| fail(op, e))? {
+                    if let Some(t) = comment_of(&spec) {
+                        let place = (ipt.v6, c.table, c.name);
+                        *out.entry((t.to_string(), place)).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes the rules whose comment satisfies `owned` from every chain of every family;
@@ -243,6 +261,25 @@ impl Firewall for IptablesBackend {
         super::joined(errors).map_err(|m| fail(&format!("purge ports of {id}"), m))
     }
 
+    fn drifted_networks(&self, want: &[NetworkRules]) -> Result<Vec<NetworkName>, FirewallError> {
+        let have = self.placed("check networks")?;
+        Ok(want
+            .iter()
+            .filter(|r| {
+                let tag = rules::net_tag(&r.name);
+                let expected = rules::network_rules(r)
+                    .into_iter()
+                    .filter(|rule| !rule.v6 || self.v6.is_some());
+                let have = have
+                    .iter()
+                    .filter(|((t, _), _)| *t == tag)
+                    .map(|((_, place), n)| (*place, *n));
+                !rules::same_counts(expected, have)
+            })
+            .map(|r| r.name.clone())
+            .collect())
+    }
+
     fn owned_ports(&self) -> Result<Vec<IfName>, FirewallError> {
         Ok(self
             .comments("list ports")?
@@ -257,6 +294,15 @@ impl Firewall for IptablesBackend {
     fn remove_all(&self) -> Result<(), FirewallError> {
         let mut errors = Vec::new();
         for ipt in self.fams() {
+            // `SHIMNET-USER` goes unless an administrator's rules are in it.
+            let user = &self.admin.first;
+            if user == forward::USER_CHAIN && ipt.rules("filter", user).is_ok_and(|r| r.is_empty())
+            {
+                let jump = forward::jump(user);
+                if let Err(e) = ipt.remove_chain("filter", user, &[("FORWARD", &jump)]) {
+                    errors.push(format!("{} {user}: {e}", ipt.cmd()));
+                }
+            }
             // Entry chains first (drops the jumps into sub-chains), then the sub-chains.
             for c in CHAINS.iter().rev() {
                 if let Err(e) = ipt.remove_chain(c.table, c.name, c.jumps) {

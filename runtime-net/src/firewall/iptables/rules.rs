@@ -1,7 +1,8 @@
 //! Pure builders of iptables rule specs for the iptables backend.
 //!
 //! Chains (all ours, created on demand):
-//! - filter `SHIMNET-FORWARD` (jumped from `FORWARD` at position 1) → `SHIMNET-FWD-IN` (rules for
+//! - filter `SHIMNET-USER` (the administrator's, jumped first from `FORWARD`, created empty),
+//!   then `SHIMNET-FORWARD` (jumped second) → `SHIMNET-FWD-IN` (rules for
 //!   traffic into a bridge, all networks first) then `SHIMNET-FWD-OUT` (traffic out of a bridge),
 //!   so one network's "out" accept can never pre-empt another network's isolation drop.
 //! - nat `SHIMNET-POSTROUTING` (from `POSTROUTING`, position 1): masquerade, hairpin, localhost.
@@ -74,6 +75,46 @@ pub const CHAINS: &[OwnChain] = &[
 
 /// Fixed rules of `SHIMNET-FORWARD` (in order).
 pub const FORWARD_RULES: &[&str] = &["-j SHIMNET-FWD-IN", "-j SHIMNET-FWD-OUT"];
+
+/// Given the rules of `SHIMNET-FORWARD` (`iptables -S` specs), the `iptables-restore --noflush`
+/// input that rewrites it to exactly [`FORWARD_RULES`] in one transaction; `None` when it holds
+/// exactly those, in order (a missing, extra or reordered rule is drift: `SHIMNET-FWD-OUT` ahead
+/// of `SHIMNET-FWD-IN` would let one network's accept pre-empt another's isolation drop).
+pub fn forward_chain_fix(have: &[String]) -> Option<String> {
+    if have
+        .iter()
+        .map(|r| r.trim())
+        .eq(FORWARD_RULES.iter().copied())
+    {
+        return None;
+    }
+    let mut s = format!("*filter\n-F {FORWARD}\n");
+    for r in FORWARD_RULES {
+        s.push_str(&format!("-A {FORWARD} {r}\n"));
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
+}
+
+/// Where a rule lives: (ip6tables, table, chain).
+pub type Place = (bool, &'static str, &'static str);
+
+/// Whether the rules found (count per place, for one owner comment) are as many, in the same
+/// chains, as the rules wanted: a rule deleted from (or added to) a network's chains from
+/// outside makes the network drifted. Counts, not spec text, so `iptables -S`'s rewriting of a
+/// spec cannot make an installed rule look missing.
+pub fn same_counts(
+    want: impl IntoIterator<Item = Rule>,
+    have: impl IntoIterator<Item = (Place, usize)>,
+) -> bool {
+    let mut w: std::collections::BTreeMap<Place, usize> = Default::default();
+    for r in want {
+        *w.entry((r.v6, r.table, r.chain)).or_insert(0) += 1;
+    }
+    let h: std::collections::BTreeMap<Place, usize> =
+        have.into_iter().filter(|(_, n)| *n > 0).collect();
+    w == h
+}
 
 /// One rule: family, table, chain, spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +312,56 @@ mod tests {
             ]
         );
         assert!(network_rules(&net()).iter().all(|r| !r.v6));
+    }
+
+    #[test]
+    fn forward_chain_is_exactly_its_two_jumps_in_order() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(forward_chain_fix(&l(FORWARD_RULES)), None);
+        let fix = "*filter\n-F SHIMNET-FORWARD\n-A SHIMNET-FORWARD -j SHIMNET-FWD-IN\n\
+                   -A SHIMNET-FORWARD -j SHIMNET-FWD-OUT\nCOMMIT\n";
+        for drifted in [
+            l(&[]),
+            l(&["-j SHIMNET-FWD-OUT"]),
+            l(&["-j SHIMNET-FWD-OUT", "-j SHIMNET-FWD-IN"]),
+            l(&["-j SHIMNET-FWD-IN", "-j SHIMNET-FWD-OUT", "-j ACCEPT"]),
+        ] {
+            assert_eq!(
+                forward_chain_fix(&drifted).as_deref(),
+                Some(fix),
+                "{drifted:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_network_with_a_rule_missing_is_drifted() {
+        let want = network_rules(&net());
+        let count = |rules: &[Rule]| {
+            let mut m = std::collections::BTreeMap::<Place, usize>::new();
+            for r in rules {
+                *m.entry((r.v6, r.table, r.chain)).or_insert(0) += 1;
+            }
+            m
+        };
+        let all = count(&want);
+        assert!(same_counts(want.clone(), all.clone()));
+        // One rule of SHIMNET-FWD-IN deleted from outside.
+        let mut fewer = all.clone();
+        *fewer.get_mut(&(false, "filter", FWD_IN)).unwrap() -= 1;
+        assert!(!same_counts(want.clone(), fewer));
+        // Every filter rule gone, nat rules left: drifted too.
+        let nat_only: Vec<_> = all
+            .clone()
+            .into_iter()
+            .filter(|(p, _)| p.1 == "nat")
+            .collect();
+        assert!(!same_counts(want.clone(), nat_only));
+        // A rule of this network in a chain where none belongs.
+        let mut extra = all;
+        extra.insert((false, "nat", DNAT), 1);
+        assert!(!same_counts(want, extra));
+        assert!(same_counts(Vec::new(), Vec::new()));
     }
 
     #[test]

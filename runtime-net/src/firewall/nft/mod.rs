@@ -188,6 +188,19 @@ impl Firewall for NftBackend {
         Ok(set.into_iter().collect())
     }
 
+    /// Networks without their chains, or whose iptables `FORWARD` accept rules
+    /// ([`compat`]) were deleted from outside.
+    fn drifted_networks(&self, want: &[NetworkRules]) -> Result<Vec<NetworkName>, FirewallError> {
+        let owned: BTreeSet<NetworkName> = self.owned_networks()?.into_iter().collect();
+        let compat = compat::drifted(&self.compat, &self.ctx, want)
+            .map_err(|e| fail("check networks: iptables FORWARD coexistence", e))?;
+        Ok(want
+            .iter()
+            .filter(|r| !owned.contains(&r.name) || compat.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect())
+    }
+
     fn add_ports(&self, r: &PortRules) -> Result<(), FirewallError> {
         self.run(&format!("add ports of {}", r.id), &rules::add_ports(r))?;
         Ok(())

@@ -111,6 +111,7 @@ both!(isolation);
 both!(ports);
 both!(forward_policy_drop);
 both!(admin_chain_stays_first);
+both!(drift_inside_is_found_and_put_back);
 
 /// Masquerade (v4 and v6), no_masquerade_to, replace, owned_networks, removal.
 fn masquerade(kind: BackendKind) {
@@ -468,10 +469,16 @@ fn forward_policy_drop(kind: BackendKind) {
         }
         let fwd = t.host_sh(&["iptables", "-S", "FORWARD"]);
         assert!(fwd.contains("-P FORWARD DROP"), "{fwd}");
+        // Plain iptables mode: the admin chain SHIMNET-USER first, then shimnet's jump.
+        let top: &[&str] = match kind {
+            BackendKind::Iptables => &[
+                "-A FORWARD -j SHIMNET-USER",
+                "-A FORWARD -j SHIMNET-FORWARD",
+            ],
+            BackendKind::Nftables => &["-A FORWARD -j SHIMNET-FORWARD"],
+        };
         assert!(
-            fwd.lines()
-                .nth(1)
-                .is_some_and(|l| l == "-A FORWARD -j SHIMNET-FORWARD"),
+            fwd.lines().skip(1).take(top.len()).eq(top.iter().copied()),
             "{fwd}"
         );
         fw.remove_network(&n.name).unwrap();
@@ -506,6 +513,7 @@ fn admin_chain_stays_first(kind: BackendKind) {
         let t = &t2;
         let admin = super::AdminChains {
             first: "ADMIN-FIRST".into(),
+            ends_in_return: true,
             placeholders: vec![("nat".into(), "ADMIN-NAT".into())],
         };
         let fw = detect(Some(kind), Some(admin)).unwrap();
@@ -554,6 +562,123 @@ fn admin_chain_stays_first(kind: BackendKind) {
         );
         fw.remove_network(&n.name).unwrap();
         fw.remove_all().unwrap();
+    });
+}
+
+/// Drift the event-driven repair must see, found by the read-only checks and undone by
+/// `ensure_base` / `apply_network`: a rule inserted ahead of shimnet's jumps in `FORWARD`, a rule
+/// deleted from `SHIMNET-FORWARD` or from a network's chain (iptables backend), a deleted
+/// FORWARD accept rule or jump (nftables backend's coexistence chain). An administrator's rule in
+/// `SHIMNET-USER` is not drift and is honoured.
+fn drift_inside_is_found_and_put_back(kind: BackendKind) {
+    if skip_unless_root() {
+        return;
+    }
+    let b = idx(kind);
+    let p = format!("10.211.{}", b * 10);
+    let t = Arc::new(Topo::new(
+        "drift",
+        &format!("10.211.{}", 100 + b),
+        &[br("br0", p.clone(), 1)],
+        None,
+    ));
+    // Another manager's FORWARD policy: without shimnet's accepts nothing is forwarded.
+    t.host_sh(&["iptables", "-P", "FORWARD", "DROP"]);
+    with_fw(&t, kind, move |fw, t| {
+        let n = net("n1", "br0", &p);
+        fw.apply_network(&n).unwrap();
+        let c = &t.containers[0];
+        let reach = |port: u16| probe(&t.outside, sa(t.out_ip, port), c, sa(t.out_ip, port));
+        let clean = |fw: &dyn Firewall| {
+            fw.base_in_place().unwrap()
+                && fw
+                    .drifted_networks(std::slice::from_ref(&n))
+                    .unwrap()
+                    .is_empty()
+        };
+        assert!(clean(fw));
+        assert!(reach(130).is_some());
+        let sh = |args: &[&str]| {
+            let mut v = vec!["iptables"];
+            v.extend_from_slice(args);
+            t.host_sh(&v);
+        };
+        if kind == BackendKind::Iptables {
+            sh(&["-I", "FORWARD", "1", "-j", "DROP"]);
+            assert!(!fw.base_in_place().unwrap(), "a rule ahead of the jumps");
+            assert_eq!(reach(131), None);
+            fw.ensure_base().unwrap();
+            assert!(clean(fw));
+            let fwd = t.host_sh(&["iptables", "-S", "FORWARD"]);
+            let rules: Vec<&str> = fwd.lines().filter(|l| l.starts_with("-A")).collect();
+            assert_eq!(
+                rules,
+                [
+                    "-A FORWARD -j SHIMNET-USER",
+                    "-A FORWARD -j SHIMNET-FORWARD",
+                    "-A FORWARD -j DROP"
+                ]
+            );
+            assert!(reach(132).is_some());
+
+            let c_ip = format!("{p}.2");
+            sh(&["-A", "SHIMNET-USER", "-s", &c_ip, "-j", "DROP"]);
+            assert!(clean(fw), "an admin rule is not drift");
+            assert_eq!(reach(133), None, "the admin rule is honoured");
+            sh(&["-D", "SHIMNET-USER", "-s", &c_ip, "-j", "DROP"]);
+            assert!(reach(134).is_some());
+
+            sh(&["-D", "SHIMNET-FORWARD", "1"]);
+            assert!(
+                !fw.base_in_place().unwrap(),
+                "a rule deleted from SHIMNET-FORWARD"
+            );
+            fw.ensure_base().unwrap();
+            assert!(clean(fw));
+            assert_eq!(
+                t.host_sh(&["iptables", "-S", "SHIMNET-FORWARD"])
+                    .lines()
+                    .filter(|l| l.starts_with("-A"))
+                    .collect::<Vec<_>>(),
+                [
+                    "-A SHIMNET-FORWARD -j SHIMNET-FWD-IN",
+                    "-A SHIMNET-FORWARD -j SHIMNET-FWD-OUT"
+                ]
+            );
+
+            sh(&["-D", "SHIMNET-FWD-OUT", "1"]);
+            assert!(fw.base_in_place().unwrap());
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
+            assert_eq!(reach(135), None);
+            fw.apply_network(&n).unwrap();
+            assert!(clean(fw));
+            assert!(reach(136).is_some());
+        } else {
+            sh(&["-D", "SHIMNET-FORWARD", "1"]);
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
+            assert_eq!(reach(131), None, "the accept rule out of br0 is gone");
+            fw.apply_network(&n).unwrap();
+            assert!(clean(fw));
+            assert!(reach(132).is_some());
+
+            sh(&["-D", "FORWARD", "-j", "SHIMNET-FORWARD"]);
+            assert_eq!(
+                fw.drifted_networks(std::slice::from_ref(&n)).unwrap(),
+                std::slice::from_ref(&n.name)
+            );
+            fw.apply_network(&n).unwrap();
+            assert!(clean(fw));
+            assert!(reach(133).is_some());
+        }
+        fw.remove_network(&n.name).unwrap();
+        fw.remove_all().unwrap();
+        assert_removed_all(t);
     });
 }
 
