@@ -78,7 +78,7 @@ impl DaemonRepairer {
         if !r.errors.is_empty() {
             tracing::warn!(errors = ?r.errors, "safety pass: reconciled with errors");
         }
-        Ok(r.reclaimed + r.links_removed + r.firewall_removed > 0 || peering?)
+        Ok(r.reclaimed + r.links_removed + r.firewall_removed + r.ports_reattached > 0 || peering?)
     }
 }
 

@@ -402,6 +402,7 @@ impl Metrics {
             ("endpoint_reclaimed", r.reclaimed),
             ("link_removed", r.links_removed),
             ("firewall_removed", r.firewall_removed),
+            ("port_reattached", r.ports_reattached),
         ] {
             // Touch every kind so a zero is visible before the first repair.
             self.repairs

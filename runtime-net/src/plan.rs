@@ -381,6 +381,9 @@ pub struct ReconcilePlan {
     /// Endpoints whose rules are in place are left alone, so an idle pass with nothing
     /// drifted makes no firewall change.
     pub reinstall_ports: Vec<EndpointKey>,
+    /// Live endpoints whose host end is not on its network's bridge (the bridge was re-created,
+    /// or the port cut off from outside): put back on it.
+    pub reattach_ports: Vec<EndpointKey>,
 }
 
 /// Whether an endpoint is still in use (pure). A managed endpoint lives as long as its namespace.
@@ -465,6 +468,22 @@ pub fn plan_reconcile(
             !ep.ports.is_empty()
                 && live_veths.contains(ep.host_ifname.as_str())
                 && !installed.contains(ep.host_ifname.as_str())
+        })
+        .map(|ep| ep.key.clone())
+        .collect();
+    let by_name: BTreeMap<&str, &LinkInfo> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    plan.reattach_ports = endpoints
+        .iter()
+        .filter(|ep| live_veths.contains(ep.host_ifname.as_str()))
+        .filter(|ep| {
+            let bridge = known_nets
+                .get(ep.key.network.as_str())
+                .and_then(|n| by_name.get(n.bridge.as_str()))
+                .filter(|b| b.kind == LinkKind::Bridge);
+            match (bridge, by_name.get(ep.host_ifname.as_str())) {
+                (Some(b), Some(host)) => host.master != Some(b.index),
+                _ => false,
+            }
         })
         .map(|ep| ep.key.clone())
         .collect();
@@ -705,6 +724,39 @@ mod tests {
             plan.reinstall_ports.is_empty(),
             "no endpoint publishes ports"
         );
+    }
+
+    #[test]
+    fn reconcile_puts_ports_cut_off_their_bridge_back() {
+        let net = build_spec(req("a", "10.1.0.0/24")).unwrap();
+        let on = record(&net, "on");
+        let off = record(&net, "off");
+        let gone = record(&net, "gone");
+        let mut bridge = link("a", Some(naming::bridge_alias(&net.name)), LinkKind::Bridge);
+        bridge.index = 7;
+        let port = |r: &EndpointRecord, master| LinkInfo {
+            master,
+            ..link(
+                r.host_ifname.as_str(),
+                Some(naming::veth_alias(&r.key)),
+                LinkKind::Veth,
+            )
+        };
+        // `off` still names the bridge the kernel deleted (index 3); `gone` has no host end.
+        let links = vec![bridge.clone(), port(&on, Some(7)), port(&off, Some(3))];
+        let eps = [on, off.clone(), gone];
+        let plan = plan_reconcile(std::slice::from_ref(&net), &eps, &links, &[], &[], |_| true);
+        assert_eq!(plan.reattach_ports, vec![off.key.clone()]);
+        // No bridge (yet): nothing to put the ports on.
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            &eps,
+            &links[1..],
+            &[],
+            &[],
+            |_| true,
+        );
+        assert!(plan.reattach_ports.is_empty());
     }
 
     #[test]

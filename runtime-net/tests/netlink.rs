@@ -304,7 +304,12 @@ fn bridge_create_idempotent_and_repair() {
         let i2 = nl.ensure_bridge(&bridge_cfg()).await.unwrap();
         (i1, i2)
     });
-    assert_eq!(i1, i2);
+    assert_eq!(
+        (i1.0, i1.1, i2.1),
+        (i2.0, true, false),
+        "created, then in place"
+    );
+    let i1 = i1.0;
     let l = link(&host, "snbr0");
     assert_eq!(l["ifindex"], i1);
     assert_eq!(l["linkinfo"]["info_kind"], "bridge");
@@ -341,13 +346,26 @@ fn bridge_create_idempotent_and_repair() {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap()
     });
-    assert_eq!(i3, i1);
+    assert_eq!(i3, (i1, true));
     let l = link(&host, "snbr0");
     assert_eq!(l["ifalias"], "shimnet:net=test");
     assert_eq!(l["mtu"], 1450);
     assert!(is_up(&l));
     assert!(has_addr(&host, "snbr0", "10.88.0.1", 24));
     assert!(has_addr(&host, "snbr0", "fd00:88::1", 64));
+
+    // The connected route deleted by hand: the address goes on again and the route with it.
+    host.ip(&["route", "del", "10.88.0.0/24", "dev", "snbr0"]);
+    let routes = |host: &Ns| host.ip_json(&["route", "show", "dev", "snbr0"]).to_string();
+    assert!(!routes(&host).contains("10.88.0.0/24"));
+    let again = in_ns(&host, || async {
+        let nl = Netlink::connect().await.unwrap();
+        let a = nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        let b = nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        (a, b)
+    });
+    assert_eq!(again, ((i1, true), (i1, false)));
+    assert!(routes(&host).contains("10.88.0.0/24"), "{}", routes(&host));
 
     // A non-bridge link under the bridge's name is refused.
     host.ip(&[

@@ -383,46 +383,47 @@ fn main() {
 
     // iptables host.
     if wanted("iptables") {
-    let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
-    let cs = hosts_with_endpoints(&h, n, "ri");
-    let c = &cs[0];
-    let outside = h.outside_ip.to_string();
-    let save = || h.iptables_save();
-    let has = |want: &'static str| move |save: &str| save.contains(want);
-    // The first rule of FORWARD is shimnet's admin chain jump (then its own, see the README).
-    let on_top = |save: &str| {
-        save.lines().find(|l| l.starts_with("-A FORWARD ")) == Some("-A FORWARD -j SHIMNET-USER")
-    };
-    let cases: [Case; 3] = [
-        (
-            "iptables -F FORWARD",
-            &["iptables", "-F", "FORWARD"],
-            &has("-A FORWARD -j SHIMNET-FORWARD"),
-        ),
-        (
-            "iptables -I FORWARD 1 -j DROP",
-            &["iptables", "-I", "FORWARD", "1", "-j", "DROP"],
-            &on_top,
-        ),
-        (
-            "iptables -t nat -F POSTROUTING",
-            &["iptables", "-t", "nat", "-F", "POSTROUTING"],
-            &has("-A POSTROUTING -j SHIMNET-POSTROUTING"),
-        ),
-    ];
-    for (label, cmd, back) in cases {
-        series.push(measure(
-            &h,
-            "iptables",
-            label,
-            runs,
-            &|| in_host(&h, cmd),
-            &|| back(&save()),
-            &|| ping(c, &outside),
-        ));
-    }
-    drop(cs);
-    drop(h);
+        let h = TestHost::with_args(NET, &["--firewall", "iptables"]);
+        let cs = hosts_with_endpoints(&h, n, "ri");
+        let c = &cs[0];
+        let outside = h.outside_ip.to_string();
+        let save = || h.iptables_save();
+        let has = |want: &'static str| move |save: &str| save.contains(want);
+        // The first rule of FORWARD is shimnet's admin chain jump (then its own, see the README).
+        let on_top = |save: &str| {
+            save.lines().find(|l| l.starts_with("-A FORWARD "))
+                == Some("-A FORWARD -j SHIMNET-USER")
+        };
+        let cases: [Case; 3] = [
+            (
+                "iptables -F FORWARD",
+                &["iptables", "-F", "FORWARD"],
+                &has("-A FORWARD -j SHIMNET-FORWARD"),
+            ),
+            (
+                "iptables -I FORWARD 1 -j DROP",
+                &["iptables", "-I", "FORWARD", "1", "-j", "DROP"],
+                &on_top,
+            ),
+            (
+                "iptables -t nat -F POSTROUTING",
+                &["iptables", "-t", "nat", "-F", "POSTROUTING"],
+                &has("-A POSTROUTING -j SHIMNET-POSTROUTING"),
+            ),
+        ];
+        for (label, cmd, back) in cases {
+            series.push(measure(
+                &h,
+                "iptables",
+                label,
+                runs,
+                &|| in_host(&h, cmd),
+                &|| back(&save()),
+                &|| ping(c, &outside),
+            ));
+        }
+        drop(cs);
+        drop(h);
     }
 
     for s in &series {

@@ -107,6 +107,7 @@ fn exposition_holds_recorded_values() {
         reclaimed: 2,
         links_removed: 1,
         firewall_removed: 0,
+        ports_reattached: 3,
         errors: vec![],
     }));
     m.set_peer_up("hostb", true);
@@ -126,6 +127,7 @@ fn exposition_holds_recorded_values() {
         "shimnet_reconcile_repairs_total{kind=\"endpoint_reclaimed\"} 2",
         "shimnet_reconcile_repairs_total{kind=\"link_removed\"} 1",
         "shimnet_reconcile_repairs_total{kind=\"firewall_removed\"} 0",
+        "shimnet_reconcile_repairs_total{kind=\"port_reattached\"} 3",
         "shimnet_reconcile_runs_total{result=\"ok\"} 1",
         "shimnet_peer_up{peer=\"hostb\"} 1",
         "shimnet_peering_encap_dropped_total{mode=\"vxlan\"} 10",

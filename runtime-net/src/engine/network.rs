@@ -1,6 +1,8 @@
 //! Networks on the engine: create (record, then build; undone when building fails), ensure,
 //! apply (idempotent; repairs drift), restore a bridge that vanished, delete.
 
+use std::collections::HashMap;
+
 use std::net::IpAddr;
 
 use futures::StreamExt;
@@ -140,16 +142,27 @@ impl Engine {
         let n = spec.name.clone();
         let bridge_index = bridge.as_ref().map(|b| b.index);
         let records = self.store(move |s| s.endpoints(Some(&n))).await?;
+        // One dump says which host ends are there and where (not one request per endpoint).
+        let masters: HashMap<String, Option<u32>> = self
+            .kernel
+            .links
+            .owned_links()
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.master))
+            .collect();
+        let cut_off = records.into_iter().filter(|rec| {
+            masters
+                .get(rec.host_ifname.as_str())
+                .is_some_and(|m| m.is_none() || *m != bridge_index)
+        });
         // Many ports at once: a thousand one after the other take seconds.
-        let errors: Vec<EngineError> = futures::stream::iter(records)
+        let errors: Vec<EngineError> = futures::stream::iter(cut_off)
             .map(|rec| async move {
-                let links = &self.kernel.links;
-                let host = links.link(rec.host_ifname.as_str()).await?;
-                let Some(host) = host else { return Ok(()) };
-                if host.master.is_some() && host.master == bridge_index {
-                    return Ok(());
-                }
-                links.configure_port(&bridge_port(spec, &rec, true)).await
+                self.kernel
+                    .links
+                    .configure_port(&bridge_port(spec, &rec, true))
+                    .await
             })
             .buffer_unordered(64)
             .filter_map(|r| async move { r.err().map(EngineError::from) })

@@ -21,6 +21,9 @@ pub struct ReconcileReport {
     pub links_removed: usize,
     /// Firewall networks removed.
     pub firewall_removed: usize,
+    /// Endpoints' host ends put back on their bridge (a bridge re-created by this pass, or a
+    /// port cut off from outside).
+    pub ports_reattached: usize,
     /// Errors met on the way (reconciliation keeps going).
     pub errors: Vec<String>,
 }
@@ -76,6 +79,18 @@ impl Engine {
         }
         let by_name: HashMap<&str, &NetworkSpec> =
             networks.iter().map(|n| (n.name.as_str(), n)).collect();
+        for key in &plan.reattach_ports {
+            let ep = endpoints.iter().find(|e| &e.key == key);
+            if let Some((ep, spec)) =
+                ep.and_then(|e| Some((e, by_name.get(e.key.network.as_str())?)))
+            {
+                let port = plan::endpoint::bridge_port(spec, ep, true);
+                match self.kernel.links.configure_port(&port).await {
+                    Ok(()) => report.ports_reattached += 1,
+                    Err(e) => report.errors.push(format!("port of {}: {e}", ep.key)),
+                }
+            }
+        }
         for key in &plan.reinstall_ports {
             let ep = endpoints.iter().find(|e| &e.key == key);
             if let Some((ep, spec)) =

@@ -20,8 +20,30 @@ const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
-/// Receive buffer asked for: room for a burst of several thousand notifications.
-const RCVBUF: usize = 4 << 20;
+/// Receive buffer asked for (the kernel doubles it): room for a burst of several thousand
+/// notifications.
+const RCVBUF: usize = 16 << 20;
+
+/// `SO_RCVBUFFORCE` (needs CAP_NET_ADMIN).
+fn force_rcvbuf(s: &Socket, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, a pointer to a c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// One thing the kernel told.
 #[derive(Debug, Clone)]
@@ -47,9 +69,12 @@ fn open(protocol: isize, groups: &[u32]) -> io::Result<AsyncFd<Socket>> {
     for g in groups {
         s.add_membership(*g)?;
     }
-    // Larger than the default when allowed (root: SO_RCVBUFFORCE is not needed for 4 MiB on
-    // most systems; the kernel caps it at rmem_max otherwise, and ENOBUFS covers the rest).
-    let _ = s.set_rx_buf_sz(RCVBUF);
+    // Larger than the default: with CAP_NET_ADMIN past rmem_max (SO_RCVBUFFORCE), otherwise as
+    // far as rmem_max allows; ENOBUFS covers the rest. Deleting a bridge with 1,000 ports is
+    // several thousand notifications (each port, its fdb entries) sent at once.
+    if force_rcvbuf(&s, RCVBUF).is_err() {
+        let _ = s.set_rx_buf_sz(RCVBUF);
+    }
     s.set_non_blocking(true)?;
     // SAFETY: the socket owns its descriptor and nothing closes or replaces it while the
     // AsyncFd holds it.

@@ -76,6 +76,28 @@ async fn reconcile_deletes_every_link_left_in_the_reap_group() {
 }
 
 #[tokio::test]
+async fn a_full_pass_recreating_a_bridge_puts_its_ports_back() {
+    let h = Harness::new().await;
+    let spec = h.network("n1", "10.1.0.0/24").await;
+    h.kernel.add_netns("/run/netns/c1");
+    let a = h
+        .engine
+        .attach(managed("n1", "c1", "/run/netns/c1"))
+        .await
+        .unwrap();
+    assert!(h.kernel.delete_behind_back(spec.bridge.as_str()));
+    let r = h.engine.reconcile().await.unwrap();
+    assert_eq!(r.ports_reattached, 1, "{r:?}");
+    let links = h.kernel.links();
+    assert_eq!(
+        links[a.record.host_ifname.as_str()].master,
+        Some(links[spec.bridge.as_str()].index)
+    );
+    let r = h.engine.reconcile().await.unwrap();
+    assert_eq!(r.ports_reattached, 0, "in place");
+}
+
+#[tokio::test]
 async fn a_prepared_endpoint_lives_while_its_pair_does() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
