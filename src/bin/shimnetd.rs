@@ -375,9 +375,8 @@ async fn start_peering(
         Arc::new(move || {
             let (prober, status, metrics) = (prober.clone(), status.clone(), metrics.clone());
             Box::pin(async move {
-                if prober.probe_if_stale().await {
-                    publish_reachability(&status, &metrics);
-                }
+                prober.freshen().await;
+                publish_live(&status, &metrics);
             })
         })
     };
@@ -472,25 +471,42 @@ async fn peering_loop(
             let (prober, status, metrics) = (prober.clone(), p.status(), metrics.clone());
             probing = Some(tokio::spawn(async move {
                 prober.probe().await;
-                publish_reachability(&status, &metrics);
+                publish_live(&status, &metrics);
             }));
         }
     }
 }
 
-/// Mirrors the peers' reachability, as the last probe found it, into `shimnet_peer_up`.
-fn publish_reachability(status: &StatusHandle, metrics: &Metrics) {
-    let st = status.read().unwrap_or_else(|e| e.into_inner());
+/// One publisher of the peering metrics at a time: the drop counters are totals, recorded as
+/// increments, so an older total recorded after a newer one would count twice.
+static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Mirrors the peers' reachability, as the last probe found it, into `shimnet_peer_up` and the
+/// drop counters, as they are now, into `shimnet_peering_encap_dropped_total`.
+fn publish_live(status: &StatusHandle, metrics: &Metrics) {
+    let _one = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    let st = status
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .with_live_counters();
     for peer in &st.peers {
         metrics.set_peer_up(&peer.name, peer.reachable);
     }
+    metrics.record_encap_dropped(st.encap_dropped.vxlan, st.encap_dropped.ipip);
 }
 
 /// Mirrors the peers' reachability into `shimnet_peer_up` (dropping peers no longer listed) and
 /// the encapsulation drop counters into `shimnet_peering_encap_dropped_total` and the membership
 /// source's state into its metrics.
 fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &mut Vec<String>) {
-    let snap = p.status().read().unwrap_or_else(|e| e.into_inner()).clone();
+    let _one = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    let snap = p
+        .status()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .with_live_counters();
     let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
     for gone in shown.iter().filter(|n| !now.contains(n)) {
         metrics.remove_peer(gone);

@@ -338,6 +338,7 @@ impl Peering {
             freshness,
             Duration::from_millis(900),
         )
+        .with_filter(self.filter.clone())
     }
 
     /// The status, shared with the API.

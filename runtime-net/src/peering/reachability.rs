@@ -5,12 +5,16 @@
 //!
 //! [`Freshness`] (pure) decides whether the last probe still answers; [`Prober`] runs one probe
 //! at a time (a read that arrives while a probe runs waits for that probe's result) and writes
-//! each peer's reachability and probe time into the status.
+//! each peer's reachability and probe time into the status. [`Prober::freshen`], run for each
+//! reader, also reads the encapsulation filter's drop counters, which a pass would otherwise be
+//! the only one to read.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{now_unix, probe, PeerStatus, StatusHandle};
+use super::{blocking, now_unix, probe, PeerStatus, StatusHandle};
+use crate::firewall::encap::EncapFilter;
 
 /// How long a probe's result answers for the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,7 @@ pub struct Prober {
     freshness: Freshness,
     timeout: Duration,
     last: tokio::sync::Mutex<Option<Instant>>,
+    filter: Option<Arc<dyn EncapFilter>>,
 }
 
 impl Prober {
@@ -78,7 +83,33 @@ impl Prober {
             freshness,
             timeout,
             last: tokio::sync::Mutex::new(None),
+            filter: None,
         }
+    }
+
+    /// Also reads `filter`'s drop counters in [`Prober::freshen`].
+    pub fn with_filter(mut self, filter: Arc<dyn EncapFilter>) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// For a reader of the status: the drop counters as they are now, and the peers probed if
+    /// the last result is stale. Returns whether it probed.
+    pub async fn freshen(&self) -> bool {
+        if let Some(f) = self.filter.clone() {
+            match blocking(move || f.dropped()).await {
+                Ok(mut d) => {
+                    let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
+                    // As a pass counts them: the userspace data plane's drops as of its last
+                    // snapshot (the status moves them on with the live counters).
+                    d.ipip += st.userspace_ipip.map_or(0, |u| u.non_peer);
+                    st.encap_dropped = d;
+                }
+                // Unreadable this time: the last figures stay (a pass reports the error).
+                Err(e) => tracing::debug!("encapsulation drop counters: {e}"),
+            }
+        }
+        self.probe_if_stale().await
     }
 
     /// Probes every peer now (after a pass).
