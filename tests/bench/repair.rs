@@ -2,15 +2,20 @@
 //! outside to it being back with traffic flowing (measured from outside by polling, and as the
 //! daemon measured it: first notification → repaired), over repeated runs with N endpoints
 //! present; the cost of a flood of unrelated link and route changes (CPU ticks, checks and repairs
-//! triggered); and the daemon's CPU ticks over an idle minute. Prints figures (not asserted);
-//! writes `target/bench/repair.txt`.
+//! triggered); the daemon's CPU ticks over an idle minute, without peering and with peering on
+//! (a node with VXLAN peering to a second node, both in their own namespaces); and, on that
+//! node, how long an edit of the peer file takes to become a route (no SIGHUP, no poll). Prints
+//! figures (not asserted); writes `target/bench/repair.txt`.
 //!
 //! `cargo bench --bench repair` as root (see `scripts/bench.sh`). `SHIMNET_BENCH_SHORT=1`: 20
 //! endpoints, 3 runs per kind, 500 flood changes, 5 s idle. `SHIMNET_REPAIR_N`,
-//! `SHIMNET_REPAIR_RUNS`, `SHIMNET_REPAIR_FLOOD`, `SHIMNET_BENCH_IDLE_SECS` override.
+//! `SHIMNET_REPAIR_RUNS`, `SHIMNET_REPAIR_FLOOD`, `SHIMNET_BENCH_IDLE_SECS` override;
+//! `SHIMNET_REPAIR_ONLY=peering` runs only the peering part.
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../peering_support/mod.rs"]
+mod peering_support;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -190,6 +195,13 @@ fn main() {
          (outside, polled every 2 ms) and first notification → repaired (daemon)"
     );
     let mut series = Vec::new();
+    if std::env::var("SHIMNET_REPAIR_ONLY").is_ok_and(|v| v == "peering") {
+        peering(n, runs, idle, &mut out);
+        print!("{out}");
+        let _ = std::fs::create_dir_all("target/bench");
+        let _ = std::fs::write("target/bench/repair.txt", out);
+        return;
+    }
 
     // nftables host.
     let h = TestHost::new(NET);
@@ -369,6 +381,8 @@ fn main() {
     drop(cs);
     drop(h);
 
+    peering(n, runs, idle, &mut out);
+
     for s in &series {
         let _ = writeln!(
             out,
@@ -383,4 +397,99 @@ fn main() {
     print!("{out}");
     let _ = std::fs::create_dir_all("target/bench");
     let _ = std::fs::write("target/bench/repair.txt", out);
+}
+
+/// Idle CPU with peering on and the time from a peer file edit to the route: node A (VXLAN
+/// peering with node B, `n` endpoints, the safety pass at its default 600 s, `[peering]
+/// reconcile_interval_secs` at its default) in one namespace, B in another.
+fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
+    use peering_support::{wait_for, Fabric};
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 3";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    let c = f.node("node-c", 0, 12, 3, mode);
+    for node in [&a, &b] {
+        let text = std::fs::read_to_string(&node.config).unwrap();
+        let text = text.replacen(
+            "reconcile_interval_secs = 0\n",
+            "reconcile_interval_secs = 600\n",
+            1,
+        );
+        std::fs::write(&node.config, text).unwrap();
+    }
+    a.set_peers(&[(&b, None)]);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let t = Instant::now();
+    let cs: Vec<NamedNetns> = (0..n).map(|i| a.container(&format!("pi{i}")).0).collect();
+    eprintln!("peering node: {n} endpoints attached in {:.1} s", t.elapsed().as_secs_f64());
+    let (_cb, ipb) = b.container("pb");
+    wait_for(60, "a's container reaches b's over VXLAN", || {
+        peering_support::ping_from(&cs[0], ipb, &[])
+    });
+    wait_for(30, "node-b reachable in a's status", || {
+        a.peer("node-b")["reachable"] == true
+    });
+    // Let the attaches' notifications and the probe end.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = a.daemon.as_ref().expect("daemon").id();
+    let reconciled = a.peers()["last_reconcile"].as_u64();
+    let probed = a.peer("node-b")["probed_at"].as_u64();
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = ticks(pid);
+    std::thread::sleep(Duration::from_secs(idle as u64));
+    let idle_ticks = ticks(pid) - t0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // Read after the window (this read itself probes, the status being older than 10 s).
+    let passes_moved = a.peers()["last_reconcile"].as_u64() != reconciled;
+    let _ = writeln!(
+        out,
+        "idle with peering on (VXLAN, 1 peer, peer file): {idle_ticks} CPU ticks (1 tick = {} ms) \
+         over {idle} s with {n} endpoints; peering passes in the window: {}; safety pass every \
+         600 s; probes only after a pass or when the status is read (last probe before the \
+         window: unix {})",
+        1000 / hz.max(1),
+        if passes_moved { "yes" } else { "none" },
+        probed.map_or("-".into(), |p| p.to_string()),
+    );
+
+    // Peer file edits → route, without SIGHUP: add node-c, then remove it.
+    let route_c = "10.244.3.0/24";
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        a.set_peers(&[(&b, None), (&c, None)]);
+        if poll_until(|| a.owned_routes().contains(route_c)) {
+            add.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let t = Instant::now();
+        a.set_peers(&[(&b, None)]);
+        if poll_until(|| !a.owned_routes().contains(route_c)) {
+            del.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "peer file edit → route (inotify, no SIGHUP; [peering] reconcile_interval_secs = 3 \
+         unused with event-driven repair), {runs} runs each, {} not taken within 10 s:",
+        (runs - add.len()) + (runs - del.len())
+    );
+    let _ = writeln!(out, "{}", line("peer added", &add));
+    let _ = writeln!(out, "{}", line("peer removed", &del));
+    drop(cs);
+}
+
+/// Polls `cond` every 2 ms for up to 10 s.
+fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
 }
