@@ -406,7 +406,8 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
     use peering_support::{wait_for, Fabric};
     let mut f = Fabric::new(1);
     let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 3";
-    let mut a = f.node("node-a", 0, 10, 1, mode);
+    // The endpoints on a network of their own (the pod subnet is a /24).
+    let mut a = f.node_with("node-a", 0, 10, Some(1), mode, NET);
     let mut b = f.node("node-b", 0, 11, 2, mode);
     let c = f.node("node-c", 0, 12, 3, mode);
     for node in [&a, &b] {
@@ -423,11 +424,24 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
     a.start();
     b.start();
     let t = Instant::now();
-    let cs: Vec<NamedNetns> = (0..n).map(|i| a.container(&format!("pi{i}")).0).collect();
-    eprintln!("peering node: {n} endpoints attached in {:.1} s", t.elapsed().as_secs_f64());
+    let cs: Vec<NamedNetns> = (0..n)
+        .map(|i| {
+            let c = container(&format!("pi{i}"));
+            let body = json!({"container_id": c.name(), "netns": c.path().display().to_string()});
+            a.client()
+                .call::<serde_json::Value>("POST", "/v1/networks/n1/endpoints", Some(&body))
+                .unwrap_or_else(|e| panic!("attach: {e}"));
+            c
+        })
+        .collect();
+    eprintln!(
+        "peering node: {n} endpoints attached in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (ca, _) = a.container("pa");
     let (_cb, ipb) = b.container("pb");
     wait_for(60, "a's container reaches b's over VXLAN", || {
-        peering_support::ping_from(&cs[0], ipb, &[])
+        peering_support::ping_from(&ca, ipb, &[])
     });
     wait_for(30, "node-b reachable in a's status", || {
         a.peer("node-b")["reachable"] == true
