@@ -591,7 +591,8 @@ fn peer_file_edits_are_taken_without_sighup() {
     let (ok, out) = a.ctl(&["peers"]);
     assert!(ok, "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("PEER") && l.contains("PROBED")),
+        out.lines()
+            .any(|l| l.starts_with("PEER") && l.contains("PROBED")),
         "{out}"
     );
     assert_eq!(a.metric("shimnet_peer_up{peer=\"node-b\"}"), Some(1.0));
@@ -603,7 +604,10 @@ fn peer_file_edits_are_taken_without_sighup() {
     wait_for(3, "the replaced peer file taken", || {
         !a.owned_routes().contains("10.244.2.0/24")
     });
-    eprintln!("peer file replaced (rename) → route gone: {:?}", t0.elapsed());
+    eprintln!(
+        "peer file replaced (rename) → route gone: {:?}",
+        t0.elapsed()
+    );
     assert!(a.peer("node-b").is_null());
     assert!(!ping_from(&ca, ipb, &[]), "no route to b's pods any more");
     // An invalid edit keeps the running set (here: none), and a valid one after it is taken.
@@ -634,7 +638,9 @@ fn without_repair_on_events_the_peering_timer_repairs() {
     std::fs::write(&a.config, format!("repair_on_events = false\n{text}")).unwrap();
     a.set_peers(&[(&b, None)]);
     a.start();
-    wait_for(10, "b's route", || a.owned_routes().contains("10.244.2.0/24"));
+    wait_for(10, "b's route", || {
+        a.owned_routes().contains("10.244.2.0/24")
+    });
     let pass = |n: &Node| n.peers()["last_reconcile"].as_u64().unwrap();
     let t0 = pass(&a);
     wait_for(10, "passes on the timer", || pass(&a) >= t0 + 2);

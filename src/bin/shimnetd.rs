@@ -14,9 +14,7 @@ use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
 use runtime_net::peering::peers::SourceKind;
 use runtime_net::peering::reachability::{Freshness, Prober};
-use runtime_net::peering::source::{
-    MembershipView, PeerSubscription, RefreshHook, SourceHandle,
-};
+use runtime_net::peering::source::{MembershipView, PeerSubscription, RefreshHook, SourceHandle};
 use runtime_net::peering::StatusHandle;
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
@@ -293,7 +291,8 @@ async fn start_peering(
     };
     // With event-driven repair, peering passes follow events (and the repair loop's safety
     // pass); `[peering] reconcile_interval_secs` is the timer only without it.
-    let every = (!cfg.repair_on_events).then(|| Duration::from_secs(pc.reconcile_interval_secs.max(1)));
+    let every =
+        (!cfg.repair_on_events).then(|| Duration::from_secs(pc.reconcile_interval_secs.max(1)));
     let (node, initial, source, subscription, status, refresh, reload_source) = match pc.source {
         SourceKind::File => {
             let pod_cidr = settings

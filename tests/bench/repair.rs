@@ -446,8 +446,33 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
     wait_for(30, "node-b reachable in a's status", || {
         a.peer("node-b")["reachable"] == true
     });
-    // Let the attaches' notifications and the probe end.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the attaches' notifications (checks that find nothing) and the probe end.
+    let sum = |family: &str| -> f64 {
+        let reply = a
+            .client()
+            .request("GET", "/metrics", None)
+            .expect("GET /metrics");
+        String::from_utf8_lossy(&reply.body)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let t = Instant::now();
+    let mut last = -1.0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sum("shimnet_repair_checks_total");
+        if now == last {
+            eprintln!(
+                "peering node: checks after the attaches: {now} (settled within {:.1} s)",
+                t.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        last = now;
+    }
+    let checks0 = sum("shimnet_repair_checks_total");
     let pid = a.daemon.as_ref().expect("daemon").id();
     let reconciled = a.peers()["last_reconcile"].as_u64();
     let probed = a.peer("node-b")["probed_at"].as_u64();
@@ -455,6 +480,7 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
     let t0 = ticks(pid);
     std::thread::sleep(Duration::from_secs(idle as u64));
     let idle_ticks = ticks(pid) - t0;
+    let checks = sum("shimnet_repair_checks_total") - checks0;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     // Read after the window (this read itself probes, the status being older than 10 s).
@@ -462,9 +488,9 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
     let _ = writeln!(
         out,
         "idle with peering on (VXLAN, 1 peer, peer file): {idle_ticks} CPU ticks (1 tick = {} ms) \
-         over {idle} s with {n} endpoints; peering passes in the window: {}; safety pass every \
-         600 s; probes only after a pass or when the status is read (last probe before the \
-         window: unix {})",
+         over {idle} s with {n} endpoints; peering passes in the window: {}, repair checks: \
+         {checks}; safety pass every 600 s; probes only after a pass or when the status is read \
+         (last probe before the window: unix {})",
         1000 / hz.max(1),
         if passes_moved { "yes" } else { "none" },
         probed.map_or("-".into(), |p| p.to_string()),

@@ -293,9 +293,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         });
         let mut endless = std::pin::pin!(endless);
-        settle(&mut endless, Duration::from_millis(30), Duration::from_millis(200)).await;
+        settle(
+            &mut endless,
+            Duration::from_millis(30),
+            Duration::from_millis(200),
+        )
+        .await;
         let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(1), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
         drop(tx);
     }
 

@@ -204,7 +204,10 @@ mod tests {
         assert!(!f.stale(Some(t0), &down, t0 + Duration::from_millis(900)));
         assert!(f.stale(Some(t0), &down, t0 + Duration::from_secs(1)));
         let with_new = [peer("b", true, Some(1)), peer("c", false, None)];
-        assert!(f.stale(Some(t0), &with_new, t0), "a new peer is probed at once");
+        assert!(
+            f.stale(Some(t0), &with_new, t0),
+            "a new peer is probed at once"
+        );
     }
 
     #[test]
