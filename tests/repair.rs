@@ -356,7 +356,8 @@ fn node_repairs(n: &peering_support::Node, kind: &str) -> f64 {
 fn peer_routes_fdb_and_tunnel_come_back() {
     use peering_support::{ping_from, wait_for, Fabric};
     let mut f = Fabric::new(1);
-    // The peering pass every 10 minutes: only notifications can repair within the test.
+    // No peering timer with event-driven repair (and the key would make one of 10 minutes if it
+    // were off): only notifications can repair within the test.
     let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 600";
     let mut a = f.node("node-a", 0, 10, 1, mode);
     let mut b = f.node("node-b", 0, 11, 2, mode);
