@@ -75,8 +75,19 @@ impl Repairer for DaemonRepairer {
                 e.repair_bridge_link(b).await.map_err(|e| e.to_string())
             }
             Dirty::Port(p) => e.repair_port(p).await.map_err(|e| e.to_string()),
-            Dirty::NftTable(_) | Dirty::Iptables(_) => {
-                e.repair_firewall().await.map_err(|e| e.to_string())
+            // The encapsulation filter is peering's (see runtime-net's `firewall::encap`).
+            Dirty::NftTable(t) if is_encap_table(t) => self.peering_pass().await,
+            Dirty::NftTable(_) => e.repair_firewall().await.map_err(|e| e.to_string()),
+            Dirty::Iptables(t) => {
+                let fw = e.repair_firewall().await.map_err(|e| e.to_string());
+                // iptables' filter table also holds the encapsulation filter (chain
+                // SHIMNET-ENCAP, jumped from INPUT).
+                let peering = if t == "filter" {
+                    self.peering_pass().await
+                } else {
+                    Ok(false)
+                };
+                Ok(fw? | peering?)
             }
             Dirty::PeerRoutes | Dirty::Tunnel(_) | Dirty::Fdb(_) => self.peering_pass().await,
             Dirty::All => self.full_pass().await,
@@ -99,6 +110,11 @@ impl Repairer for DaemonRepairer {
             Err(e) => tracing::warn!(object = %d, "repair failed: {e}"),
         }
     }
+}
+
+/// Whether an nftables table name is the encapsulation filter's (`ip shimnet-encap`).
+fn is_encap_table(name: &str) -> bool {
+    runtime_net::firewall::encap::nft::TABLE.rsplit(' ').next() == Some(name)
 }
 
 /// Runs the repair loop in the daemon's namespace until `stop` turns true; subscribes again
@@ -140,4 +156,13 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_encapsulation_table_is_peerings() {
+        assert!(super::is_encap_table("shimnet-encap"));
+        assert!(!super::is_encap_table("shimnet"));
+    }
 }

@@ -436,4 +436,36 @@ fn peer_routes_fdb_and_tunnel_come_back() {
     wait_for(3, "traffic after the tunnel came back", || {
         ping_from(&ca, ipb, &[])
     });
+
+    // The encapsulation filter (peering's nft table) deleted from outside: one peering pass
+    // puts it back (no peering timer; the fabric's safety pass is off).
+    let encap = || {
+        try_sh(&[
+            "ip",
+            "netns",
+            "exec",
+            a.ns.name(),
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "shimnet-encap",
+        ])
+    };
+    assert!(encap(), "the node filters VXLAN with nftables");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        a.ns.name(),
+        "nft",
+        "delete",
+        "table",
+        "ip",
+        "shimnet-encap",
+    ]);
+    wait_for(3, "encapsulation filter back", encap);
+    wait_for(3, "traffic with the filter back", || {
+        ping_from(&ca, ipb, &[])
+    });
 }

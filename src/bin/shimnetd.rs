@@ -14,6 +14,7 @@ use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
 use runtime_net::peering::peers::SourceKind;
 use runtime_net::peering::reachability::{Freshness, Prober};
+use runtime_net::peering::retry::Retry;
 use runtime_net::peering::source::{MembershipView, PeerSubscription, RefreshHook, SourceHandle};
 use runtime_net::peering::StatusHandle;
 use runtime_net::peering::{IpipPath, Peering};
@@ -407,7 +408,8 @@ struct PeeringAsks {
 /// Applies each new peer set from the membership source at once, and reconciles when asked
 /// (SIGHUP, or a pass asked for by event-driven repair — a drifted peering object or the safety
 /// pass — which gets the number of changes back) and, only when `every` is given (event-driven
-/// repair off), on that timer. After each pass it probes the peers in the background (one probe
+/// repair off), on that timer; a pass that ends with errors is tried again with a backoff
+/// ([`Retry`]). After each pass it probes the peers in the background (one probe
 /// at a time); between passes the status probes on demand (see [`Prober`]).
 #[allow(clippy::too_many_arguments)]
 async fn peering_loop(
@@ -429,6 +431,8 @@ async fn peering_loop(
     tokio::pin!(stop);
     let mut last_errors: Vec<String> = Vec::new();
     let mut probing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut retry = Retry::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
     // The first pass runs at once.
     let mut first = true;
     loop {
@@ -437,6 +441,7 @@ async fn peering_loop(
         if !std::mem::take(&mut first) {
             tokio::select! {
                 _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {}
+                () = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {}
                 Some(()) = asks.reload.recv() => {}
                 Some(r) = asks.passes.recv() => reply = Some(r),
                 set = peers.changed() => {
@@ -446,6 +451,9 @@ async fn peering_loop(
             }
         }
         let r = p.reconcile().await;
+        retry_at = retry
+            .after(!r.errors.is_empty())
+            .map(|wait| tokio::time::Instant::now() + wait);
         if let Some(reply) = reply {
             let _ = reply.send(r.changes);
         }

@@ -20,6 +20,7 @@ pub mod peers;
 pub mod plan;
 pub mod probe;
 pub mod reachability;
+pub mod retry;
 pub mod source;
 pub mod userspace_ipip;
 
