@@ -371,12 +371,24 @@ async fn start_peering(
     cfg.apply_node(Some(mtu));
     let prober = Arc::new(p.prober(Freshness::default()));
     let freshen: RefreshHook = {
-        let (prober, status, metrics) = (prober.clone(), p.status(), metrics.clone());
+        let (prober, peering, source, metrics) =
+            (prober.clone(), p.status(), status.clone(), metrics.clone());
         Arc::new(move || {
-            let (prober, status, metrics) = (prober.clone(), status.clone(), metrics.clone());
+            let (prober, peering, source, metrics) = (
+                prober.clone(),
+                peering.clone(),
+                source.clone(),
+                metrics.clone(),
+            );
             Box::pin(async move {
                 prober.freshen().await;
-                publish_live(&status, &metrics);
+                publish_live(&peering, &metrics);
+                let peers = peering
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .peers
+                    .len();
+                publish_membership(&source, peers, &metrics);
             })
         })
     };
@@ -523,11 +535,18 @@ fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &
     }
     metrics.record_encap_dropped(snap.encap_dropped.vxlan, snap.encap_dropped.ipip);
     *shown = now;
+    publish_membership(source, p.peers().len(), metrics);
+}
+
+/// Mirrors the membership source's state (up, skipped entries, watch events…) and the number
+/// of peers into the membership metrics: after each pass and for each reader of the metrics
+/// (the source changes without a pass, e.g. an entry skipped).
+fn publish_membership(source: &SourceHandle, peers: usize, metrics: &Metrics) {
     let src = source.read().unwrap_or_else(|e| e.into_inner()).clone();
     metrics.set_membership(&shimnet_api::metrics::MembershipSample {
         source: src.kind.as_str(),
         up: src.reachable,
-        peers: p.peers().len() as u64,
+        peers: peers as u64,
         skipped: src.skipped.len() as u64,
         watch_events: src.watch_events,
         sessions: src.sessions,
