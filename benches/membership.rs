@@ -9,8 +9,8 @@
 //! `ip -ts monitor route` in every node, so nothing is polled. Then the steady state: etcd
 //! requests per node per minute, counted on the members' own `/metrics` (unary calls handled
 //! plus messages received on streams), and the daemons' CPU time. Last, the same question for
-//! the static peer file: a node appended to every node's file, routes everywhere after the next
-//! poll, and after a SIGHUP.
+//! the static peer file: a node appended to every node's file, routes everywhere as the daemons'
+//! watch (inotify) takes it, and after a SIGHUP.
 //!
 //! `cargo bench --bench membership [-- [--steady SECS] [--file-nodes M] N...]` (default: 10 50,
 //! 60 s steady state, 10 file nodes). Run as root.
@@ -250,7 +250,7 @@ fn etcd_run(n: usize, steady: u64) {
 
 fn file_run(m: usize) {
     println!(
-        "== static peer file, {m} nodes + 2 joining (reconcile_interval_secs = 3, the default) =="
+        "== static peer file, {m} nodes + 2 joining (watched with inotify; [peering] reconcile_interval_secs = 3 unused with event-driven repair) =="
     );
     let mut f = Fabric::new(2);
     let peering = "mode = \"auto\"\nreconcile_interval_secs = 3\n";
@@ -314,7 +314,7 @@ fn file_run(m: usize) {
             if hup {
                 "SIGHUP sent to every daemon after writing"
             } else {
-                "picked up by the next poll"
+                "taken from the watch, no SIGHUP"
             }
         );
     }

@@ -6,7 +6,8 @@
 # etcd membership convergence at 10 and 50 nodes, etcd requests per node in the steady state and
 # the static peer file's reload time (benches/membership.rs); then name resolution next to dnsmasq
 # (tests/bench/dns.rs); last event-driven repair: latency per broken object kind with 1,000
-# endpoints, the cost of 5,000 unrelated changes and idle CPU ticks over 60 s (tests/bench/repair.rs).
+# endpoints, the cost of 5,000 unrelated changes, idle CPU ticks over 60 s without and with peering
+# and the time from a peer file edit to the route (tests/bench/repair.rs).
 # Results: target/bench/results.txt, target/bench/latency.{csv,png}, target/bench/peering.txt,
 # target/bench/membership.txt, target/bench/dns.txt, target/bench/repair.txt.
 # Run as root.

@@ -113,6 +113,10 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
                 p.pod_cidr.clone(),
                 p.mode.clone(),
                 if p.reachable { "yes" } else { "NO" }.into(),
+                match p.probed_at {
+                    Some(t) => format!("{}s ago", now.saturating_sub(t)),
+                    None => "never".into(),
+                },
             ];
             if etcd {
                 r.push(until(p.lease_expires, now));
@@ -121,7 +125,7 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
             r
         })
         .collect();
-    let mut headers = vec!["PEER", "ADDRESS", "POD-CIDR", "MODE", "REACHABLE"];
+    let mut headers = vec!["PEER", "ADDRESS", "POD-CIDR", "MODE", "REACHABLE", "PROBED"];
     if etcd {
         headers.push("LEASE-EXPIRES");
     }
@@ -226,6 +230,7 @@ mod tests {
                 pod_cidr: "10.244.2.0/24".into(),
                 mode: "host-gw".into(),
                 reachable: true,
+                probed_at: Some(997),
                 lease_expires: Some(1041),
             }],
             userspace_ipip: None,
@@ -250,6 +255,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("LEASE-EXPIRES"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("node-b") && l.contains("yes") && l.contains("3s ago")),
+            "the table shows when the peer was last probed: {text}"
+        );
         let row = text.lines().find(|l| l.starts_with("node-b")).unwrap();
         assert!(
             row.contains("10.244.2.0/24") && row.contains("host-gw") && row.contains("in 41s"),

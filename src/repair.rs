@@ -95,8 +95,19 @@ impl Repairer for DaemonRepairer {
             }
             Dirty::Port(p) => e.repair_port(p).await.map_err(|e| e.to_string()),
             Dirty::Endpoint(k) => e.repair_endpoint(k).await.map_err(|e| e.to_string()),
-            Dirty::NftTable(_) | Dirty::Iptables(_) => {
-                e.repair_firewall().await.map_err(|e| e.to_string())
+            // The encapsulation filter is peering's (see runtime-net's `firewall::encap`).
+            Dirty::NftTable(t) if is_encap_table(t) => self.peering_pass().await,
+            Dirty::NftTable(_) => e.repair_firewall().await.map_err(|e| e.to_string()),
+            Dirty::Iptables(t) => {
+                let fw = e.repair_firewall().await.map_err(|e| e.to_string());
+                // iptables' filter table also holds the encapsulation filter (chain
+                // SHIMNET-ENCAP, jumped from INPUT).
+                let peering = if t == "filter" {
+                    self.peering_pass().await
+                } else {
+                    Ok(false)
+                };
+                Ok(fw? | peering?)
             }
             Dirty::PeerRoutes | Dirty::Tunnel(_) | Dirty::Fdb(_) => self.peering_pass().await,
             Dirty::All => self.full_pass().await,
@@ -119,6 +130,11 @@ impl Repairer for DaemonRepairer {
             Err(e) => tracing::warn!(object = %d, "repair failed: {e}"),
         }
     }
+}
+
+/// Whether an nftables table name is the encapsulation filter's (`ip shimnet-encap`).
+fn is_encap_table(name: &str) -> bool {
+    runtime_net::firewall::encap::nft::TABLE.rsplit(' ').next() == Some(name)
 }
 
 /// Runs the repair loop in the daemon's namespace until `stop` turns true; subscribes again
@@ -182,5 +198,11 @@ mod tests {
             failed.outcome(),
             Err("vxlan: File exists; route: gone".into())
         );
+    }
+
+    #[test]
+    fn the_encapsulation_table_is_peerings() {
+        assert!(super::is_encap_table("shimnet-encap"));
+        assert!(!super::is_encap_table("shimnet"));
     }
 }

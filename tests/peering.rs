@@ -267,8 +267,17 @@ fn l2_three_nodes_vxlan() {
     let changes = |n: &Node| n.log().matches("peering reconciled changes").count();
     let before = changes(&a);
     let pass = |n: &Node| n.peers()["last_reconcile"].as_u64().unwrap();
+    // No pass timer with event-driven repair (the fabric's safety pass is off): passes only
+    // when asked; SIGHUP asks for one.
     let t0 = pass(&a);
-    wait_for(20, "two more passes", || pass(&a) >= t0 + 2);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(pass(&a), t0, "a pass ran with nothing to trigger it");
+    for _ in 0..2 {
+        let t = pass(&a);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        a.hup();
+        wait_for(10, "a pass after SIGHUP", || pass(&a) > t);
+    }
     assert_eq!(changes(&a), before, "a pass changed something: {}", a.log());
     // Forwarding and neighbour entries removed by hand come back.
     let mac = "02:5e:ac:1e:00:0b";
@@ -550,4 +559,93 @@ fn routed_kernel_ipip() {
     cap.finish();
     assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7106);
     assert_df_at(&ca, ipb, 1480);
+}
+
+/// A peer file edited in place or replaced by a rename is taken without SIGHUP and without a
+/// timer (`reconcile_interval_secs = 3600`); the peer's reachability is probed when the status
+/// is read.
+#[test]
+fn peer_file_edits_are_taken_without_sighup() {
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"host-gw\"\nreconcile_interval_secs = 3600";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let (ca, _) = a.container("a");
+    let (_cb, ipb) = b.container("b");
+    assert!(a.owned_routes().is_empty(), "{}", a.owned_routes());
+    let route = format!("10.244.2.0/24 via {} dev {}", b.addr, a.underlay);
+    // Added in place.
+    let t0 = std::time::Instant::now();
+    a.set_peers(&[(&b, None)]);
+    wait_for(3, "the edited peer file taken", || {
+        a.owned_routes().contains(&route)
+    });
+    eprintln!("peer file edit (in place) → route: {:?}", t0.elapsed());
+    wait_for(20, "a's container reaches b's", || ping_from(&ca, ipb, &[]));
+    wait_reachable(&a, "node-b", "host-gw");
+    let p = a.peer("node-b");
+    assert!(p["probed_at"].as_u64().is_some(), "{p}");
+    let (ok, out) = a.ctl(&["peers"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PEER") && l.contains("PROBED")),
+        "{out}"
+    );
+    assert_eq!(a.metric("shimnet_peer_up{peer=\"node-b\"}"), Some(1.0));
+    // Removed, by a rename over the file (how editors and `mv` replace it).
+    let tmp = a.peers_file.with_extension("new");
+    std::fs::write(&tmp, "").unwrap();
+    let t0 = std::time::Instant::now();
+    std::fs::rename(&tmp, &a.peers_file).unwrap();
+    wait_for(3, "the replaced peer file taken", || {
+        !a.owned_routes().contains("10.244.2.0/24")
+    });
+    eprintln!(
+        "peer file replaced (rename) → route gone: {:?}",
+        t0.elapsed()
+    );
+    assert!(a.peer("node-b").is_null());
+    assert!(!ping_from(&ca, ipb, &[]), "no route to b's pods any more");
+    // An invalid edit keeps the running set (here: none), and a valid one after it is taken.
+    std::fs::write(&a.peers_file, "[[peer]]\nname = 1\n").unwrap();
+    wait_for(3, "the invalid file refused", || {
+        a.peers()["source"]["error"].as_str().is_some()
+    });
+    a.set_peers(&[(&b, None)]);
+    wait_for(3, "the corrected peer file taken", || {
+        a.owned_routes().contains(&route)
+    });
+    assert!(
+        !a.log().contains("SIGHUP"),
+        "no SIGHUP was sent: {}",
+        a.log()
+    );
+}
+
+/// With event-driven repair off, `[peering] reconcile_interval_secs` is the peering loop's timer
+/// again: a peer route deleted by hand comes back on the next tick.
+#[test]
+fn without_repair_on_events_the_peering_timer_repairs() {
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"host-gw\"\nreconcile_interval_secs = 1";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let b = f.node("node-b", 0, 11, 2, mode);
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    std::fs::write(&a.config, format!("repair_on_events = false\n{text}")).unwrap();
+    a.set_peers(&[(&b, None)]);
+    a.start();
+    wait_for(10, "b's route", || {
+        a.owned_routes().contains("10.244.2.0/24")
+    });
+    let pass = |n: &Node| n.peers()["last_reconcile"].as_u64().unwrap();
+    let t0 = pass(&a);
+    wait_for(10, "passes on the timer", || pass(&a) >= t0 + 2);
+    a.ip(&["route", "del", "10.244.2.0/24"]);
+    wait_for(5, "deleted route restored by the timer", || {
+        a.owned_routes().contains("10.244.2.0/24")
+    });
 }

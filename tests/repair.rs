@@ -529,8 +529,8 @@ fn node_repairs(n: &peering_support::Node, kind: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Two VXLAN-peered nodes with one container each, reaching each other; the peering pass runs
-/// every 10 minutes, so only notifications can repair within a test.
+/// Two VXLAN-peered nodes with one container each, reaching each other; no peering timer, so
+/// only notifications can repair within a test.
 struct VxlanPair {
     a: peering_support::Node,
     b: peering_support::Node,
@@ -543,6 +543,8 @@ struct VxlanPair {
 fn vxlan_pair() -> VxlanPair {
     use peering_support::{ping_from, wait_for, Fabric};
     let mut f = Fabric::new(1);
+    // No peering timer with event-driven repair (and the key would make one of 10 minutes if it
+    // were off): only notifications can repair within the test.
     let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 600";
     let mut a = f.node("node-a", 0, 10, 1, mode);
     let mut b = f.node("node-b", 0, 11, 2, mode);
@@ -640,6 +642,57 @@ fn peer_routes_fdb_and_tunnel_come_back() {
     });
     wait_for(3, "counted", || node_repairs(&a, "tunnel") > before);
     wait_for(3, "traffic after the tunnel came back", || {
+        ping_from(&ca, ipb, &[])
+    });
+
+    // The encapsulation filter (peering's nft table) deleted from outside: one peering pass
+    // puts it back (no peering timer; the fabric's safety pass is off). The checks that follow
+    // the tunnel's repair (each a peering pass, which applies the filter) end first.
+    let checks = |kind: &str| {
+        a.metric(&format!("shimnet_repair_checks_total{{kind=\"{kind}\"}}"))
+            .unwrap_or(0.0)
+    };
+    let settled = || ["peer_route", "fdb", "tunnel"].map(checks);
+    let mut last = settled();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = settled();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let before = checks("nft_table");
+    let encap = || {
+        try_sh(&[
+            "ip",
+            "netns",
+            "exec",
+            a.ns.name(),
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "shimnet-encap",
+        ])
+    };
+    assert!(encap(), "the node filters VXLAN with nftables");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        a.ns.name(),
+        "nft",
+        "delete",
+        "table",
+        "ip",
+        "shimnet-encap",
+    ]);
+    // Under 1 s, as every repair on a notification (an unrelated notification on the VXLAN
+    // device can also bring a peering pass, but not this soon).
+    wait_for(1, "encapsulation filter back", encap);
+    assert!(checks("nft_table") > before, "put back on the notification");
+    wait_for(3, "traffic with the filter back", || {
         ping_from(&ca, ipb, &[])
     });
 }

@@ -13,7 +13,10 @@ use runtime_net::engine::{Engine, EngineConfig};
 use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
 use runtime_net::peering::peers::SourceKind;
-use runtime_net::peering::source::{MembershipView, PeerSubscription, SourceHandle};
+use runtime_net::peering::reachability::{Freshness, Prober};
+use runtime_net::peering::retry::Retry;
+use runtime_net::peering::source::{MembershipView, PeerSubscription, RefreshHook, SourceHandle};
+use runtime_net::peering::StatusHandle;
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
 use shimnet::config::{Config, FirewallChoice, DEFAULT_CONFIG_PATH};
@@ -254,7 +257,7 @@ fn node_mtu(cfg: &Config) -> Option<u32> {
 
 /// Where the peers come from, started and ready to run.
 enum Source {
-    /// The peer file, re-read every pass interval and on SIGHUP.
+    /// The peer file, re-read when its directory reports a change and on SIGHUP.
     File(FileSource, tokio::sync::mpsc::Receiver<()>),
     /// etcd.
     Etcd(Box<membership_etcd::EtcdSource>),
@@ -266,7 +269,10 @@ struct PeeringRun {
     source: Source,
     subscription: PeerSubscription,
     view: MembershipView,
-    every: Duration,
+    /// The peering loop's own timer (and the peer file's poll): only without event-driven
+    /// repair.
+    every: Option<Duration>,
+    prober: Arc<Prober>,
     /// SIGHUP: re-read the peer file (file source).
     reload_source: Option<tokio::sync::mpsc::Sender<()>>,
 }
@@ -275,12 +281,19 @@ struct PeeringRun {
 /// the pod subnet, list the cluster), then peering (finds the underlay, chooses the IPIP path)
 /// with the peers known at start, opens the encapsulation filter of the engine's firewall
 /// backend, and shapes the default network (subnet, MTU, no NAT inside the cluster).
-async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option<PeeringRun>> {
+async fn start_peering(
+    cfg: &mut Config,
+    firewall: BackendKind,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<PeeringRun>> {
     let (Some(settings), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
         return Ok(None);
     };
-    let every = Duration::from_secs(pc.reconcile_interval_secs.max(1));
+    // With event-driven repair, peering passes follow events (and the repair loop's safety
+    // pass); `[peering] reconcile_interval_secs` is the timer only without it.
+    let every =
+        (!cfg.repair_on_events).then(|| Duration::from_secs(pc.reconcile_interval_secs.max(1)));
     let (node, initial, source, subscription, status, refresh, reload_source) = match pc.source {
         SourceKind::File => {
             let pod_cidr = settings
@@ -356,10 +369,34 @@ async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option
         }
     );
     cfg.apply_node(Some(mtu));
+    let prober = Arc::new(p.prober(Freshness::default()));
+    let freshen: RefreshHook = {
+        let (prober, peering, source, metrics) =
+            (prober.clone(), p.status(), status.clone(), metrics.clone());
+        Arc::new(move || {
+            let (prober, peering, source, metrics) = (
+                prober.clone(),
+                peering.clone(),
+                source.clone(),
+                metrics.clone(),
+            );
+            Box::pin(async move {
+                prober.freshen().await;
+                publish_live(&peering, &metrics);
+                let peers = peering
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .peers
+                    .len();
+                publish_membership(&source, peers, &metrics);
+            })
+        })
+    };
     let view = MembershipView {
         peering: p.status(),
         source: status,
         refresh,
+        freshen: Some(freshen),
     };
     Ok(Some(PeeringRun {
         peering: p,
@@ -367,11 +404,12 @@ async fn start_peering(cfg: &mut Config, firewall: BackendKind) -> Result<Option
         subscription,
         view,
         every,
+        prober,
         reload_source,
     }))
 }
 
-/// What the peering loop is asked for besides its timer.
+/// What the peering loop is asked for (besides its timer, when it has one).
 struct PeeringAsks {
     /// SIGHUP.
     reload: tokio::sync::mpsc::Receiver<()>,
@@ -379,37 +417,55 @@ struct PeeringAsks {
     passes: tokio::sync::mpsc::Receiver<shimnet::repair::PeeringPass>,
 }
 
-/// Applies each new peer set from the membership source at once, and reconciles every `every`
-/// and when asked (SIGHUP, or a repair pass asked for by event-driven repair, which gets the
-/// number of changes back); probes peers in the background, one probe at a time.
+/// Applies each new peer set from the membership source at once, and reconciles when asked
+/// (SIGHUP, or a pass asked for by event-driven repair — a drifted peering object or the safety
+/// pass — which gets the number of changes back) and, only when `every` is given (event-driven
+/// repair off), on that timer; a pass that ends with errors is tried again with a backoff
+/// ([`Retry`]). After each pass it probes the peers in the background (one probe
+/// at a time); between passes the status probes on demand (see [`Prober`]).
+#[allow(clippy::too_many_arguments)]
 async fn peering_loop(
     mut p: Peering,
     mut peers: PeerSubscription,
     source: SourceHandle,
-    every: Duration,
+    every: Option<Duration>,
+    prober: Arc<Prober>,
     metrics: Arc<Metrics>,
     mut asks: PeeringAsks,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut shown: Vec<String> = Vec::new();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = every.map(|e| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + e, e);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     tokio::pin!(stop);
     let mut last_errors: Vec<String> = Vec::new();
     let mut probing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut retry = Retry::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    // The first pass runs at once.
+    let mut first = true;
     loop {
         let mut taken = false;
         let mut reply = None;
-        tokio::select! {
-            _ = tick.tick() => {}
-            Some(()) = asks.reload.recv() => {}
-            Some(r) = asks.passes.recv() => reply = Some(r),
-            set = peers.changed() => {
-                taken = p.take(set.to_vec());
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {}
+                () = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {}
+                Some(()) = asks.reload.recv() => {}
+                Some(r) = asks.passes.recv() => reply = Some(r),
+                set = peers.changed() => {
+                    taken = p.take(set.to_vec());
+                }
+                () = &mut stop => break,
             }
-            () = &mut stop => break,
         }
         let r = p.reconcile().await;
+        retry_at = retry
+            .after(!r.errors.is_empty())
+            .map(|wait| tokio::time::Instant::now() + wait);
         if let Some(reply) = reply {
             let _ = reply.send(shimnet::repair::PassAnswer {
                 changes: r.changes,
@@ -432,18 +488,47 @@ async fn peering_loop(
             }
             last_errors = r.errors;
         }
-        if probing.as_ref().is_none_or(|h| h.is_finished()) {
-            probing = Some(tokio::spawn(p.probe()));
-        }
         publish_peers(&p, &source, &metrics, &mut shown);
+        if probing.as_ref().is_none_or(|h| h.is_finished()) {
+            let (prober, status, metrics) = (prober.clone(), p.status(), metrics.clone());
+            probing = Some(tokio::spawn(async move {
+                prober.probe().await;
+                publish_live(&status, &metrics);
+            }));
+        }
     }
+}
+
+/// One publisher of the peering metrics at a time: the drop counters are totals, recorded as
+/// increments, so an older total recorded after a newer one would count twice.
+static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Mirrors the peers' reachability, as the last probe found it, into `shimnet_peer_up` and the
+/// drop counters, as they are now, into `shimnet_peering_encap_dropped_total`.
+fn publish_live(status: &StatusHandle, metrics: &Metrics) {
+    let _one = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    let st = status
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .with_live_counters();
+    for peer in &st.peers {
+        metrics.set_peer_up(&peer.name, peer.reachable);
+    }
+    metrics.record_encap_dropped(st.encap_dropped.vxlan, st.encap_dropped.ipip);
 }
 
 /// Mirrors the peers' reachability into `shimnet_peer_up` (dropping peers no longer listed) and
 /// the encapsulation drop counters into `shimnet_peering_encap_dropped_total` and the membership
 /// source's state into its metrics.
 fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &mut Vec<String>) {
-    let snap = p.status().read().unwrap_or_else(|e| e.into_inner()).clone();
+    let _one = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    let snap = p
+        .status()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .with_live_counters();
     let now: Vec<String> = snap.peers.iter().map(|p| p.name.clone()).collect();
     for gone in shown.iter().filter(|n| !now.contains(n)) {
         metrics.remove_peer(gone);
@@ -453,11 +538,18 @@ fn publish_peers(p: &Peering, source: &SourceHandle, metrics: &Metrics, shown: &
     }
     metrics.record_encap_dropped(snap.encap_dropped.vxlan, snap.encap_dropped.ipip);
     *shown = now;
+    publish_membership(source, p.peers().len(), metrics);
+}
+
+/// Mirrors the membership source's state (up, skipped entries, watch events…) and the number
+/// of peers into the membership metrics: after each pass and for each reader of the metrics
+/// (the source changes without a pass, e.g. an entry skipped).
+fn publish_membership(source: &SourceHandle, peers: usize, metrics: &Metrics) {
     let src = source.read().unwrap_or_else(|e| e.into_inner()).clone();
     metrics.set_membership(&shimnet_api::metrics::MembershipSample {
         source: src.kind.as_str(),
         up: src.reachable,
-        peers: p.peers().len() as u64,
+        peers: peers as u64,
         skipped: src.skipped.len() as u64,
         watch_events: src.watch_events,
         sessions: src.sessions,
@@ -529,7 +621,7 @@ async fn main() -> Result<()> {
         .context("loading names")?;
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
-    let peering = start_peering(&mut cfg, engine.firewall_kind()).await?;
+    let peering = start_peering(&mut cfg, engine.firewall_kind(), &metrics).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -645,6 +737,7 @@ async fn main() -> Result<()> {
             run.subscription,
             source,
             run.every,
+            run.prober,
             metrics.clone(),
             PeeringAsks {
                 reload: rx,

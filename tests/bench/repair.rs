@@ -2,17 +2,22 @@
 //! outside to it being back with traffic flowing (measured from outside by polling, and as the
 //! daemon measured it: first notification → repaired), over repeated runs with N endpoints
 //! present; the cost of a flood of unrelated link and route changes (CPU ticks, checks and repairs
-//! triggered); and the daemon's CPU ticks over an idle minute. Prints figures (not asserted);
-//! writes `target/bench/repair.txt`.
+//! triggered); the daemon's CPU ticks over an idle minute, without peering and with peering on
+//! (a node with VXLAN peering to a second node, both in their own namespaces); and, on that
+//! node, how long an edit of the peer file takes to become a route (no SIGHUP, no poll). Prints
+//! figures (not asserted); writes `target/bench/repair.txt`.
 //!
 //! `cargo bench --bench repair` as root (see `scripts/bench.sh`). `SHIMNET_BENCH_SHORT=1`: 20
 //! endpoints, 3 runs per kind, 500 flood changes, 5 s idle. `SHIMNET_REPAIR_N`,
 //! `SHIMNET_REPAIR_RUNS`, `SHIMNET_REPAIR_FLOOD`, `SHIMNET_BENCH_IDLE_SECS` override.
-//! `SHIMNET_REPAIR_KINDS=bridge,iptables,…` (metric labels): only those kinds, and only the
-//! hosts they need (written to `target/bench/repair-<kinds>.txt`).
+//! `SHIMNET_REPAIR_KINDS=bridge,iptables,peering,…` (metric labels, plus `peering` for the idle
+//! peering node and peer-file edits): only those, and only the hosts they need (written to
+//! `target/bench/repair-<kinds>.txt`).
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../peering_support/mod.rs"]
+mod peering_support;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -426,7 +431,14 @@ fn main() {
         drop(h);
     }
 
-    for s in &series {
+    if wanted("peering") {
+        peering(n, runs, idle, &mut out);
+    }
+
+    for s in series
+        .iter()
+        .filter(|s| !s.outside.is_empty() || s.failed > 0)
+    {
         let _ = writeln!(
             out,
             "{} ({} runs, {} not back within 10 s):",
@@ -444,4 +456,139 @@ fn main() {
         None => "target/bench/repair.txt".to_string(),
     };
     let _ = std::fs::write(file, out);
+}
+
+/// Idle CPU with peering on and the time from a peer file edit to the route: node A (VXLAN
+/// peering with node B, `n` endpoints, the safety pass at its default 600 s, `[peering]
+/// reconcile_interval_secs` at its default) in one namespace, B in another.
+fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
+    use peering_support::{wait_for, Fabric};
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"vxlan\"\nreconcile_interval_secs = 3";
+    // The endpoints on a network of their own (the pod subnet is a /24).
+    let mut a = f.node_with("node-a", 0, 10, Some(1), mode, NET);
+    let mut b = f.node("node-b", 0, 11, 2, mode);
+    let c = f.node("node-c", 0, 12, 3, mode);
+    for node in [&a, &b] {
+        let text = std::fs::read_to_string(&node.config).unwrap();
+        let text = text.replacen(
+            "reconcile_interval_secs = 0\n",
+            "reconcile_interval_secs = 600\n",
+            1,
+        );
+        std::fs::write(&node.config, text).unwrap();
+    }
+    a.set_peers(&[(&b, None)]);
+    b.set_peers(&[(&a, None)]);
+    a.start();
+    b.start();
+    let t = Instant::now();
+    let cs: Vec<NamedNetns> = (0..n)
+        .map(|i| {
+            let c = container(&format!("pi{i}"));
+            let body = json!({"container_id": c.name(), "netns": c.path().display().to_string()});
+            a.client()
+                .call::<serde_json::Value>("POST", "/v1/networks/n1/endpoints", Some(&body))
+                .unwrap_or_else(|e| panic!("attach: {e}"));
+            c
+        })
+        .collect();
+    eprintln!(
+        "peering node: {n} endpoints attached in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (ca, _) = a.container("pa");
+    let (_cb, ipb) = b.container("pb");
+    wait_for(60, "a's container reaches b's over VXLAN", || {
+        peering_support::ping_from(&ca, ipb, &[])
+    });
+    wait_for(30, "node-b reachable in a's status", || {
+        a.peer("node-b")["reachable"] == true
+    });
+    // Let the attaches' notifications (checks that find nothing) and the probe end.
+    let sum = |family: &str| -> f64 {
+        let reply = a
+            .client()
+            .request("GET", "/metrics", None)
+            .expect("GET /metrics");
+        String::from_utf8_lossy(&reply.body)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let t = Instant::now();
+    let mut last = -1.0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sum("shimnet_repair_checks_total");
+        if now == last {
+            eprintln!(
+                "peering node: checks after the attaches: {now} (settled within {:.1} s)",
+                t.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        last = now;
+    }
+    let checks0 = sum("shimnet_repair_checks_total");
+    let pid = a.daemon.as_ref().expect("daemon").id();
+    let reconciled = a.peers()["last_reconcile"].as_u64();
+    let probed = a.peer("node-b")["probed_at"].as_u64();
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = ticks(pid);
+    std::thread::sleep(Duration::from_secs(idle as u64));
+    let idle_ticks = ticks(pid) - t0;
+    let checks = sum("shimnet_repair_checks_total") - checks0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // Read after the window (this read itself probes, the status being older than 10 s).
+    let passes_moved = a.peers()["last_reconcile"].as_u64() != reconciled;
+    let _ = writeln!(
+        out,
+        "idle with peering on (VXLAN, 1 peer, peer file): {idle_ticks} CPU ticks (1 tick = {} ms) \
+         over {idle} s with {n} endpoints; peering passes in the window: {}, repair checks: \
+         {checks}; safety pass every 600 s; probes only after a pass or when the status is read \
+         (last probe before the window: unix {})",
+        1000 / hz.max(1),
+        if passes_moved { "yes" } else { "none" },
+        probed.map_or("-".into(), |p| p.to_string()),
+    );
+
+    // Peer file edits → route, without SIGHUP: add node-c, then remove it.
+    let route_c = "10.244.3.0/24";
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        a.set_peers(&[(&b, None), (&c, None)]);
+        if poll_until(|| a.owned_routes().contains(route_c)) {
+            add.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let t = Instant::now();
+        a.set_peers(&[(&b, None)]);
+        if poll_until(|| !a.owned_routes().contains(route_c)) {
+            del.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "peer file edit → route (inotify, no SIGHUP; [peering] reconcile_interval_secs = 3 \
+         unused with event-driven repair), {runs} runs each, {} not taken within 10 s:",
+        (runs - add.len()) + (runs - del.len())
+    );
+    let _ = writeln!(out, "{}", line("peer added", &add));
+    let _ = writeln!(out, "{}", line("peer removed", &del));
+    drop(cs);
+}
+
+/// Polls `cond` every 2 ms for up to 10 s.
+fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
 }

@@ -403,6 +403,9 @@ pub struct PeerInfo {
     pub mode: String,
     /// Whether the last probe across the data plane was answered.
     pub reachable: bool,
+    /// Unix time (seconds) of the last probe of this peer (absent: not probed yet).
+    #[serde(default)]
+    pub probed_at: Option<u64>,
     /// Unix time at which the peer's membership lease expires (etcd, when looked up).
     #[serde(default)]
     pub lease_expires: Option<u64>,

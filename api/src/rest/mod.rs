@@ -184,6 +184,10 @@ impl RestApi {
         if let Err(e) = only(method, &[Method::GET], "/metrics") {
             return e.into_response();
         }
+        if let Some(view) = &self.peers {
+            // shimnet_peer_up: probed now if the last probe is stale (no probe timer).
+            view.freshen().await;
+        }
         match self.metrics.scrape(&self.engine).await {
             Ok(text) => Response::builder()
                 .status(StatusCode::OK)
@@ -234,6 +238,8 @@ impl RestApi {
                 if flag(q("leases"), "leases")? {
                     view.refresh().await;
                 }
+                // Reachability: probed now if the last probe is stale (no probe timer).
+                view.freshen().await;
                 ok(&view.snapshot())
             }
             ["v1", "cluster"] => {
@@ -438,6 +444,7 @@ mod tests {
                 pod_cidr: "10.244.2.0/24".parse().unwrap(),
                 mode: Plane::HostGw,
                 reachable: true,
+                probed_at: Some(1_699_999_990),
                 lease_expires: Some(1_700_000_060),
             }],
             userspace_ipip: Some(Default::default()),

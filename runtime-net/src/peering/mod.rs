@@ -8,8 +8,9 @@
 //! which a peer set becomes the running one, and each [`Peering::reconcile`] pass applies it in
 //! the order of [`filter::PASS`]: the filter of encapsulated packets first (only peers get in),
 //! then the devices, routes and VXLAN entries (owned objects only), then the guards no longer
-//! needed, then the status and drop counters. [`Peering::probe`] checks every peer across the
-//! data plane apart from the pass, so a new peer set is never held up by a slow probe.
+//! needed, then the status and drop counters. [`reachability::Prober`] checks every peer across
+//! the data plane apart from the pass (after it, and when a reader finds the last result stale),
+//! so a new peer set is never held up by a slow probe.
 
 pub mod file_source;
 pub mod filter;
@@ -18,6 +19,8 @@ pub mod mode;
 pub mod peers;
 pub mod plan;
 pub mod probe;
+pub mod reachability;
+pub mod retry;
 pub mod source;
 pub mod userspace_ipip;
 
@@ -73,6 +76,8 @@ pub struct PeerStatus {
     pub mode: Plane,
     /// Whether an ICMP echo across the data plane was answered in the last probe.
     pub reachable: bool,
+    /// Unix time (seconds) of the last probe of this peer (`None`: not probed yet).
+    pub probed_at: Option<u64>,
     /// Unix time at which the peer's membership lease expires (etcd, when looked up).
     pub lease_expires: Option<u64>,
 }
@@ -324,6 +329,17 @@ impl Peering {
             guarded: Guarded::default(),
             applied: None,
         })
+    }
+
+    /// A prober of this node's peers (echoes from this node's gateway), one probe at a time.
+    pub fn prober(&self, freshness: reachability::Freshness) -> reachability::Prober {
+        reachability::Prober::new(
+            self.status.clone(),
+            probe::gateway(self.node.pod_cidr),
+            freshness,
+            Duration::from_millis(900),
+        )
+        .with_filter(self.filter.clone())
     }
 
     /// The status, shared with the API.
@@ -674,7 +690,10 @@ impl Peering {
             .iter()
             .map(|p| {
                 let mut s = status_of(p, false);
-                s.reachable = old.iter().any(|o| *o == s.with_reachable(true));
+                if let Some(o) = old.iter().find(|o| o.same_peer(&s)) {
+                    s.reachable = o.reachable;
+                    s.probed_at = o.probed_at;
+                }
                 s
             })
             .collect();
@@ -685,40 +704,6 @@ impl Peering {
         st.encap_filter = judges;
         st.encap_dropped = dropped;
     }
-
-    /// A probe of every peer across the data plane (an ICMP echo from this node's gateway to the
-    /// peer's), to be run apart from the pass; when it ends it records each peer's reachability
-    /// in the status, for peers still unchanged by then.
-    pub fn probe(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let src = probe::gateway(self.node.pod_cidr);
-        let planned = if self.known {
-            self.planned()
-        } else {
-            Vec::new()
-        };
-        let status = self.status.clone();
-        async move {
-            let tasks: Vec<_> = planned
-                .iter()
-                .map(|p| {
-                    let dst = probe::gateway(p.peer.pod_cidr);
-                    tokio::task::spawn_blocking(move || {
-                        probe::ping(src, dst, Duration::from_millis(900)).unwrap_or(false)
-                    })
-                })
-                .collect();
-            let mut results = Vec::with_capacity(planned.len());
-            for (p, t) in planned.iter().zip(tasks) {
-                results.push(status_of(p, t.await.unwrap_or(false)));
-            }
-            let mut st = status.write().unwrap_or_else(|e| e.into_inner());
-            for s in &mut st.peers {
-                if let Some(r) = results.iter().find(|r| r.with_reachable(s.reachable) == *s) {
-                    s.reachable = r.reachable;
-                }
-            }
-        }
-    }
 }
 
 fn status_of(p: &PlannedPeer, reachable: bool) -> PeerStatus {
@@ -728,16 +713,16 @@ fn status_of(p: &PlannedPeer, reachable: bool) -> PeerStatus {
         pod_cidr: p.peer.pod_cidr,
         mode: p.plane,
         reachable,
+        probed_at: None,
         lease_expires: None,
     }
 }
 
 impl PeerStatus {
-    fn with_reachable(&self, reachable: bool) -> PeerStatus {
-        PeerStatus {
-            reachable,
-            ..self.clone()
-        }
+    /// The same peer, planned the same way (reachability, probe time and lease aside).
+    pub(crate) fn same_peer(&self, other: &PeerStatus) -> bool {
+        (&self.name, self.address, self.pod_cidr, self.mode)
+            == (&other.name, other.address, other.pod_cidr, other.mode)
     }
 }
 

@@ -119,7 +119,9 @@ pub struct PeeringConfig {
     /// VXLAN UDP port.
     #[serde(default = "default_port")]
     pub vxlan_port: u16,
-    /// Seconds between peering reconcile passes (drift repair, peer-file change detection).
+    /// Seconds between peering passes, used only when event-driven repair is off
+    /// (`repair_on_events = false`; the peer file is then also re-read on this timer). With it on,
+    /// passes follow events and the repair loop's safety pass; the key is still accepted.
     #[serde(default = "default_interval")]
     pub reconcile_interval_secs: u64,
 }

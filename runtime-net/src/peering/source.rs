@@ -231,6 +231,9 @@ pub struct MembershipView {
     pub source: SourceHandle,
     /// On-demand lookups (lease expiries).
     pub refresh: Option<RefreshHook>,
+    /// Brings the peers' reachability up to date when the last probe is stale (bounded by the
+    /// probe timeout); run before the status or the metrics are served.
+    pub freshen: Option<RefreshHook>,
 }
 
 impl MembershipView {
@@ -238,6 +241,13 @@ impl MembershipView {
     pub async fn refresh(&self) {
         if let Some(r) = &self.refresh {
             r().await;
+        }
+    }
+
+    /// Probes the peers if the last result is stale (see [`MembershipView::freshen`]).
+    pub async fn freshen(&self) {
+        if let Some(f) = &self.freshen {
+            f().await;
         }
     }
 
@@ -332,6 +342,7 @@ mod tests {
                 pod_cidr: "10.2.0.0/24".parse().unwrap(),
                 mode: Plane::HostGw,
                 reachable: true,
+                probed_at: None,
                 lease_expires: None,
             }],
             ..PeeringStatus::default()
@@ -348,6 +359,7 @@ mod tests {
             peering,
             source: Arc::new(RwLock::new(src)),
             refresh: None,
+            freshen: None,
         };
         let s = view.snapshot();
         assert_eq!(s.peers[0].lease_expires, Some(1234));
