@@ -217,7 +217,9 @@ fn version_command_and_error_codes() {
 
 #[test]
 fn check_reports_drift() {
-    let h = host();
+    // CHECK must see the drift before anything repairs it: no event-driven repair here (it
+    // builds a deleted pair again within milliseconds; tests/repair.rs covers that).
+    let h = TestHost::new("repair_on_events = false\n");
     let c = net_conf(&h, "1.0.0", "10.62.0.0/24");
     let ns = container("d");
     let call = Call::new(ns.name(), &ns.path().display().to_string());

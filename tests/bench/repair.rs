@@ -281,6 +281,17 @@ fn main() {
         ));
         series.push(measure(
             &h,
+            "gateway",
+            "gateway (ip route del of its connected route)",
+            runs,
+            &|| {
+                h.ip(&["route", "del", "10.16.0.0/16", "dev", "n1"]);
+            },
+            &|| h.ip(&["route", "show", "dev", "n1"]).contains("10.16.0.0/16"),
+            &gw,
+        ));
+        series.push(measure(
+            &h,
             "port",
             "port (ip link set nomaster)",
             runs,
@@ -289,6 +300,31 @@ fn main() {
             },
             &|| h.ip(&["-o", "link", "show", &veth]).contains("master n1"),
             &gw,
+        ));
+        // The veth pair deleted: built again in the container's namespace with its address.
+        let c1 = &cs[cs.len().min(2) - 1];
+        let ep1 = h.call(
+            "GET",
+            &format!("/v1/networks/n1/endpoints/{}", c1.name()),
+            None,
+        );
+        let veth1 = ep1["host_ifname"].as_str().unwrap().to_string();
+        let ip1 = ep1["ipv4"].as_str().unwrap().to_string();
+        series.push(measure(
+            &h,
+            "endpoint",
+            "endpoint (ip link del of its host veth)",
+            runs,
+            &|| {
+                h.ip(&["link", "del", &veth1]);
+            },
+            &|| {
+                std::process::Command::new("ip")
+                    .args(["-n", c1.name(), "-o", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&ip1))
+            },
+            &|| ping(c1, "10.16.0.1"),
         ));
         if h.nft_ruleset().contains("table inet shimnet") {
             for (label, cmd) in [
