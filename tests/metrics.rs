@@ -312,7 +312,8 @@ fn scrape_counts_every_front_door_exactly() {
         format!("network {net}: 1 endpoint(s), IPv4 1/253 used (0.4%)"),
         format!("network {cni_net}: 1 endpoint(s), IPv4 1/253 used (0.4%)"),
         format!(
-            "reconcile repairs: endpoint_reclaimed 1, firewall_removed 0, link_removed {links}"
+            "reconcile repairs: endpoint_reclaimed 1, firewall_removed 0, link_removed {links}, \
+             port_reattached 0"
         ),
         "peers: 0 up, 0 down".into(),
     ] {

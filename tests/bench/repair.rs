@@ -287,7 +287,10 @@ fn main() {
             &|| {
                 h.ip(&["route", "del", "10.16.0.0/16", "dev", "n1"]);
             },
-            &|| h.ip(&["route", "show", "dev", "n1"]).contains("10.16.0.0/16"),
+            &|| {
+                h.ip(&["route", "show", "dev", "n1"])
+                    .contains("10.16.0.0/16")
+            },
             &gw,
         ));
         series.push(measure(
