@@ -83,6 +83,14 @@ pub enum StoreError {
         #[source]
         source: IpamError,
     },
+    /// The network holds as many endpoints as it can take (its bridge's ports).
+    #[error(
+        "network {network} is full: it holds {capacity} endpoints, the most its bridge can take"
+    )]
+    NetworkFull {
+        network: NetworkName,
+        capacity: usize,
+    },
     /// A host port asked for is published by another endpoint.
     #[error(transparent)]
     PortsTaken(#[from] PortsTaken),
@@ -109,6 +117,9 @@ pub struct AllocRequest {
     pub ports: Vec<PortRequest>,
     /// Names the container answers to (recorded with the endpoint).
     pub names: Vec<HostName>,
+    /// Endpoints the network takes at most (its bridge's ports); `None`: no limit but the
+    /// addresses. Checked in the transaction that records the endpoint.
+    pub max_endpoints: Option<usize>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
@@ -354,6 +365,15 @@ impl Store {
             if let Some(g) = eps.get(ekey.as_str())? {
                 return Ok((from_json("endpoint", &ekey, g.value())?, false));
             }
+            if let Some(capacity) = req.max_endpoints {
+                if may_exceed(&spec, capacity) && network_endpoints(&eps, net)? >= capacity {
+                    return Err(StoreError::NetworkFull {
+                        network: net.clone(),
+                        capacity,
+                    }
+                    .into());
+                }
+            }
             let chosen = if req.ports.is_empty() {
                 Vec::new()
             } else {
@@ -530,6 +550,27 @@ impl Store {
 }
 
 /// The published ports of every endpoint but `key`, with their owners.
+/// Whether a network could hold more than `capacity` endpoints at all: each needs an IPv4
+/// address, so a subnet with no more addresses than that never needs the count.
+fn may_exceed(spec: &NetworkSpec, capacity: usize) -> bool {
+    let addresses = 1u64 << (32 - u32::from(spec.subnet.prefix()));
+    addresses > capacity as u64
+}
+
+/// How many endpoints `net` has recorded (keys only, nothing decoded).
+fn network_endpoints(
+    eps: &impl ReadableTable<&'static str, &'static str>,
+    net: &NetworkName,
+) -> Result<usize, Fail> {
+    let (lo, hi) = network_endpoint_range(net);
+    let mut n = 0;
+    for row in eps.range(lo.as_str()..hi.as_str())? {
+        row?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn ports_of_others(
     eps: &impl ReadableTable<&'static str, &'static str>,
     key: &EndpointKey,
