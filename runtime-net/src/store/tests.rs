@@ -287,6 +287,37 @@ fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
     let (r, created) = st.allocate_endpoint(&capped("full", "c9")).unwrap();
     assert!(created);
     assert_eq!(r.key.network.as_str(), "full");
+    // A count left too high (e.g. by an older daemon that did not keep it) refuses nothing:
+    // "full" is checked against the records.
+    st.release_endpoint(&capped("full", "c9").key).unwrap();
+    st.write(|txn| {
+        txn.open_table(ENDPOINT_COUNTS)?.insert("full", 99)?;
+        Ok(())
+    })
+    .unwrap();
+    st.allocate_endpoint(&capped("full", "c9")).unwrap();
+    assert!(matches!(
+        st.allocate_endpoint(&capped("full", "c10")),
+        Err(StoreError::NetworkFull { .. })
+    ));
+    // The count follows releases and goes with the network.
+    let count = |st: &Store| {
+        st.write(|txn| {
+            Ok(txn
+                .open_table(ENDPOINT_COUNTS)?
+                .get("full")?
+                .map(|g| g.value()))
+        })
+        .unwrap()
+    };
+    assert_eq!(count(&st), Some(3));
+    for i in [0, 2, 9] {
+        st.release_endpoint(&capped("full", &format!("c{i}")).key)
+            .unwrap();
+    }
+    assert_eq!(count(&st), Some(0));
+    st.remove_network(&name("full")).unwrap();
+    assert_eq!(count(&st), None);
     // A subnet with no more addresses than the capacity is never counted (nor refused).
     st.insert_network(&spec("small", "10.9.0.0/30", "10.9.0.1"))
         .unwrap();
