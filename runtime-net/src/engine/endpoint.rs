@@ -173,7 +173,7 @@ impl Engine {
         let mut rec = self.endpoint(key).await?;
         let obs = self.observe(&spec, &rec, true).await?;
         let plan = planner::join(&spec, &rec, &obs);
-        self.apply(&plan).await?;
+        self.apply(&plan).await.map_err(|e| bridge_full(e, &spec))?;
         if rec.netns != netns {
             rec.netns = netns.to_path_buf();
             let r = rec.clone();
