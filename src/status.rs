@@ -15,6 +15,10 @@ pub struct NetworkLine {
     pub ipv4_used: u64,
     /// Assignable IPv4 addresses.
     pub ipv4_capacity: u64,
+    /// Bridge ports taken by endpoints.
+    pub ports_used: u64,
+    /// Bridge ports the network can take (0: not reported by the daemon).
+    pub ports_capacity: u64,
 }
 
 /// Operation counts of one front door.
@@ -90,6 +94,15 @@ pub fn summarize(text: &str) -> std::io::Result<Summary> {
                     .or_default()
                     .ipv4_capacity = n
             }
+            "shimnet_bridge_ports_used" => {
+                s.networks.entry(label("network")).or_default().ports_used = n
+            }
+            "shimnet_bridge_ports_capacity" => {
+                s.networks
+                    .entry(label("network"))
+                    .or_default()
+                    .ports_capacity = n
+            }
             "shimnet_reconcile_repairs_total" => {
                 *s.repairs.entry(label("kind")).or_default() += n;
             }
@@ -132,15 +145,34 @@ pub fn store_line(store: &serde_json::Value) -> String {
 pub fn render(s: &Summary) -> Vec<String> {
     let mut out = Vec::new();
     for (name, n) in &s.networks {
-        let pct = if n.ipv4_capacity > 0 {
-            100.0 * n.ipv4_used as f64 / n.ipv4_capacity as f64
-        } else {
-            0.0
+        let pct = |used: u64, cap: u64| {
+            if cap > 0 {
+                100.0 * used as f64 / cap as f64
+            } else {
+                0.0
+            }
         };
-        out.push(format!(
-            "network {name}: {} endpoint(s), IPv4 {}/{} used ({pct:.1}%)",
-            n.endpoints, n.ipv4_used, n.ipv4_capacity
-        ));
+        let mut line = format!(
+            "network {name}: {} endpoint(s), IPv4 {}/{} used ({:.1}%)",
+            n.endpoints,
+            n.ipv4_used,
+            n.ipv4_capacity,
+            pct(n.ipv4_used, n.ipv4_capacity)
+        );
+        if n.ports_capacity > 0 {
+            let full = if n.ports_used >= n.ports_capacity {
+                ", FULL"
+            } else {
+                ""
+            };
+            line.push_str(&format!(
+                ", bridge ports {}/{} used ({:.1}%{full})",
+                n.ports_used,
+                n.ports_capacity,
+                pct(n.ports_used, n.ports_capacity)
+            ));
+        }
+        out.push(line);
     }
     let ops: Vec<String> = s
         .operations
@@ -208,6 +240,10 @@ shimnet_endpoints{network="web"} 2
 shimnet_ipam_ipv4_addresses_used{network="web"} 2
 # TYPE shimnet_ipam_ipv4_addresses_capacity gauge
 shimnet_ipam_ipv4_addresses_capacity{network="web"} 253
+# TYPE shimnet_bridge_ports_used gauge
+shimnet_bridge_ports_used{network="web"} 2
+# TYPE shimnet_bridge_ports_capacity gauge
+shimnet_bridge_ports_capacity{network="web"} 1023
 # TYPE shimnet_reconcile_repairs counter
 shimnet_reconcile_repairs_total{kind="endpoint_reclaimed"} 3
 # TYPE shimnet_repairs counter
@@ -224,6 +260,25 @@ shimnet_peer_up{peer="b"} 0
 "#;
 
     #[test]
+    fn a_full_network_says_so() {
+        let mut s = Summary::default();
+        s.networks.insert(
+            "big".into(),
+            NetworkLine {
+                endpoints: 1023,
+                ipv4_used: 1023,
+                ipv4_capacity: 4093,
+                ports_used: 1023,
+                ports_capacity: 1023,
+            },
+        );
+        assert_eq!(
+            render(&s)[0],
+            "network big: 1023 endpoint(s), IPv4 1023/4093 used (25.0%), bridge ports 1023/1023 used (100.0%, FULL)"
+        );
+    }
+
+    #[test]
     fn summary_of_an_exposition() {
         let s = summarize(TEXT).unwrap();
         assert_eq!(
@@ -231,7 +286,9 @@ shimnet_peer_up{peer="b"} 0
             NetworkLine {
                 endpoints: 2,
                 ipv4_used: 2,
-                ipv4_capacity: 253
+                ipv4_capacity: 253,
+                ports_used: 2,
+                ports_capacity: 1023,
             }
         );
         assert_eq!(s.operations["cni"], DoorLine { ok: 3, error: 0 });
@@ -241,7 +298,7 @@ shimnet_peer_up{peer="b"} 0
         let lines = render(&s);
         assert_eq!(
             lines[0],
-            "network web: 2 endpoint(s), IPv4 2/253 used (0.8%)"
+            "network web: 2 endpoint(s), IPv4 2/253 used (0.8%), bridge ports 2/1023 used (0.2%)"
         );
         assert_eq!(
             lines[1],

@@ -494,3 +494,190 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
         "a request waited {slowest:?}"
     );
 }
+
+/// A Docker plugin call expected to fail: its HTTP status and `Err` text.
+fn docker_err(h: &TestHost, path: &str, body: Value) -> (u16, String) {
+    let r = Client::new(plugin_socket(h))
+        .request("POST", path, Some(body.to_string().as_bytes()))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    (r.status, v["Err"].as_str().unwrap_or_default().to_string())
+}
+
+/// Links of the host namespace, one name each.
+fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
+    h.ip(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect()
+}
+
+/// The kernel's limit, proven: a real bridge takes 1023 endpoints, then the next attach through
+/// each front door is refused as a full network (REST 409 `network_full`, CNI code 106, Docker
+/// `Err` naming it) before anything is built, `status` and `/metrics` count the ports, and the
+/// bridge itself refuses a 1024th port with EXFULL. A detach frees a place.
+#[test]
+fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_door() {
+    const CAP: usize = 1023;
+    let h = host();
+    let dnet = "f".repeat(64);
+    let (pool, gw) = ("10.81.0.0/20", "10.81.0.1/20");
+    docker(
+        &h,
+        "/NetworkDriver.CreateNetwork",
+        json!({"NetworkID": dnet, "IPv6Data": [], "Options": {},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": pool, "Gateway": gw}]}),
+    );
+    let nets = h.call("GET", "/v1/networks", None);
+    let info = nets
+        .as_array()
+        .or_else(|| nets["networks"].as_array())
+        .expect("network list")
+        .iter()
+        .find(|n| n["subnet"] == pool)
+        .unwrap_or_else(|| panic!("no network on {pool}: {nets}"))
+        .clone();
+    let (name, bridge) = (
+        info["name"].as_str().unwrap().to_string(),
+        info["bridge"].as_str().unwrap().to_string(),
+    );
+    let addr = |i: usize| {
+        let n = u32::from(std::net::Ipv4Addr::new(10, 81, 0, 2)) + i as u32;
+        format!("{}/20", std::net::Ipv4Addr::from(n))
+    };
+    let create = |i: usize| {
+        json!({"NetworkID": dnet, "EndpointID": format!("{:064x}", i + 1),
+            "Interface": {"Address": addr(i), "AddressIPv6": "", "MacAddress": ""}, "Options": {}})
+    };
+    let started = Instant::now();
+    for i in 0..CAP {
+        docker(&h, "/NetworkDriver.CreateEndpoint", create(i));
+    }
+    eprintln!(
+        "{CAP} endpoints attached through the Docker door in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let ports = h
+        .ip(&["-o", "link", "show", "master", &bridge])
+        .lines()
+        .count();
+    assert_eq!(ports, CAP, "ports on {bridge}");
+    let before = host_links(&h);
+
+    // Docker: the 1024th endpoint.
+    let (status, err) = docker_err(&h, "/NetworkDriver.CreateEndpoint", create(CAP));
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err.contains(&format!("network {name} is full")) && err.contains("1023"),
+        "{err}"
+    );
+    // REST.
+    let c = container("f");
+    let body = json!({"container_id": c.name(), "netns": c.path().display().to_string()});
+    match h.try_call(
+        "POST",
+        &format!("/v1/networks/{name}/endpoints"),
+        Some(body.clone()),
+    ) {
+        Err(shimnet_api::client::ClientError::Api {
+            status,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!((status, code.as_str()), (409, "network_full"), "{message}");
+            assert!(
+                message.contains(&name) && message.contains("1023"),
+                "{message}"
+            );
+        }
+        other => panic!("expected network_full, got {other:?}"),
+    }
+    // CNI, on the same network by name.
+    let cni = json!({"cniVersion": "1.0.0", "name": "full", "type": "shimnet",
+        "daemonSocket": h.socket, "network": name});
+    let out = shimnet(
+        "ADD",
+        &Call::new(c.name(), &c.path().display().to_string()),
+        &cni,
+    );
+    assert_ne!(out.code, 0);
+    assert_eq!(out.out["code"], 106, "{}", out.out);
+    let msg = out.out["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("full") && msg.contains(&name), "{msg}");
+
+    // Nothing was built or recorded.
+    assert_eq!(host_links(&h), before);
+    assert!(
+        !links_in(c.name()).iter().any(|l| l != "lo"),
+        "{:?}",
+        links_in(c.name())
+    );
+    let eps = h.call("GET", &format!("/v1/networks/{name}/endpoints"), None);
+    let count = eps
+        .as_array()
+        .or_else(|| eps["endpoints"].as_array())
+        .map(|a| a.len());
+    assert_eq!(count, Some(CAP));
+
+    // Capacity as ports, in status and the metrics.
+    let s = h.call("GET", "/v1/status", None);
+    let cap = s["status"]["capacity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["network"] == name.as_str())
+        .unwrap_or_else(|| panic!("{s}"))
+        .clone();
+    assert_eq!(
+        (&cap["ports_used"], &cap["ports_capacity"]),
+        (&json!(CAP), &json!(CAP)),
+        "{cap}"
+    );
+    let m = h.client().request("GET", "/metrics", None).unwrap();
+    let text = String::from_utf8_lossy(&m.body);
+    for line in [
+        format!("shimnet_bridge_ports_used{{network=\"{name}\"}} {CAP}"),
+        format!("shimnet_bridge_ports_capacity{{network=\"{name}\"}} {CAP}"),
+    ] {
+        assert!(text.contains(&line), "{line} missing");
+    }
+
+    // The kernel agrees: its bridge takes no 1024th port.
+    let (a, b) = (format!("x{}", tag("a")), format!("x{}", tag("b")));
+    sh(&[
+        "ip",
+        "-n",
+        h.ns.name(),
+        "link",
+        "add",
+        &a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b,
+    ]);
+    let enslave = std::process::Command::new("ip")
+        .args(["-n", h.ns.name(), "link", "set", &a, "master", &bridge])
+        .output()
+        .unwrap();
+    sh(&["ip", "-n", h.ns.name(), "link", "del", &a]);
+    assert!(!enslave.status.success());
+    let why = String::from_utf8_lossy(&enslave.stderr);
+    assert!(why.contains("Exchange full"), "{why}");
+
+    // A detach frees a place, which the next attach takes.
+    docker(
+        &h,
+        "/NetworkDriver.DeleteEndpoint",
+        json!({"NetworkID": dnet, "EndpointID": format!("{:064x}", 1)}),
+    );
+    h.call(
+        "POST",
+        &format!("/v1/networks/{name}/endpoints"),
+        Some(body),
+    );
+    assert!(links_in(c.name()).iter().any(|l| l == "eth0"));
+}

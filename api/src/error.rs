@@ -13,12 +13,14 @@ use crate::http::{json_response, BodyTooLarge, TimedOut};
 
 /// HTTP status and stable code of an engine failure, for every front door: a refused field is
 /// 400, something missing 404, a clash with existing state 409, a namespace path that cannot be
-/// used 400 (it came from the request), everything else 500.
+/// used 400 (it came from the request), a network that takes no more endpoints 409
+/// `network_full`, everything else 500.
 pub fn classify(e: &EngineError) -> (StatusCode, &'static str) {
     match e {
         EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
         EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        EngineError::NetworkFull { .. } => (StatusCode::CONFLICT, "network_full"),
         EngineError::Netlink(runtime_net::netlink::NetlinkError::Netns { .. }) => {
             (StatusCode::BAD_REQUEST, "invalid_argument")
         }
@@ -158,6 +160,20 @@ mod tests {
             (e.status, e.field.as_deref()),
             (StatusCode::BAD_REQUEST, Some("subnet"))
         );
+        let full = || EngineError::NetworkFull {
+            network: runtime_net::NetworkName::new("web").unwrap(),
+            capacity: 1023,
+        };
+        let e: ApiError = full().into();
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "network_full"));
+        assert!(
+            e.message.starts_with("network web is full"),
+            "{}",
+            e.message
+        );
+        let d = crate::docker::PluginError::from(full());
+        assert_eq!(d.status, StatusCode::CONFLICT);
+        assert!(d.message.contains("network web is full"), "{}", d.message);
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub struct NetworkUsage {
     pub ipv4_used: u64,
     /// IPv4 addresses of the subnet that can be handed out (not network, broadcast, gateway).
     pub ipv4_capacity: u64,
+    /// Bridge ports its endpoints take (one each).
+    pub ports_used: u64,
+    /// Bridge ports it can take; endpoints beyond are refused (`network_full`).
+    pub ports_capacity: u64,
 }
 
 /// Assignable IPv4 addresses of a network's subnet: all of it except the network and broadcast
@@ -152,19 +156,27 @@ fn is_structural(spec: &NetworkSpec, ip: Ipv4Addr) -> bool {
     spec.subnet.prefix() < 31 && (ip == spec.subnet.network() || ip == spec.subnet.broadcast())
 }
 
-/// Per-network usage from the engine's records (networks without endpoints included).
-pub fn usage(networks: &[NetworkSpec], endpoints: &[EndpointRecord]) -> Vec<NetworkUsage> {
+/// Per-network usage from the engine's records (networks without endpoints included); each
+/// network takes `port_capacity` endpoints at most.
+pub fn usage(
+    networks: &[NetworkSpec],
+    endpoints: &[EndpointRecord],
+    port_capacity: usize,
+) -> Vec<NetworkUsage> {
     networks
         .iter()
         .map(|n| {
             let eps = endpoints.iter().filter(|e| e.key.network == n.name);
             let used: std::collections::BTreeSet<Ipv4Addr> =
                 eps.clone().map(|e| e.ipv4.ip()).collect();
+            let count = eps.count() as u64;
             NetworkUsage {
                 network: n.name.to_string(),
-                endpoints: eps.count() as u64,
+                endpoints: count,
                 ipv4_used: used.len() as u64,
                 ipv4_capacity: ipv4_capacity(n),
+                ports_used: count,
+                ports_capacity: port_capacity as u64,
             }
         })
         .collect()
@@ -202,6 +214,8 @@ pub struct Metrics {
     endpoints: Family<NetLabels, Gauge>,
     ipam_used: Family<NetLabels, Gauge>,
     ipam_capacity: Family<NetLabels, Gauge>,
+    ports_used: Family<NetLabels, Gauge>,
+    ports_capacity: Family<NetLabels, Gauge>,
     reconcile_runs: Family<ResultLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
     peer_up: Family<PeerLabels, Gauge>,
@@ -262,6 +276,18 @@ impl Metrics {
             "shimnet_ipam_ipv4_addresses_capacity",
             "Assignable IPv4 addresses per network (subnet less network, broadcast and gateway)",
             ipam_capacity.clone(),
+        );
+        let ports_used = Family::<NetLabels, Gauge>::default();
+        registry.register(
+            "shimnet_bridge_ports_used",
+            "Bridge ports taken by endpoints per network",
+            ports_used.clone(),
+        );
+        let ports_capacity = Family::<NetLabels, Gauge>::default();
+        registry.register(
+            "shimnet_bridge_ports_capacity",
+            "Bridge ports a network can take (a Linux bridge holds at most 1023); more endpoints are refused",
+            ports_capacity.clone(),
         );
         let reconcile_runs = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -355,6 +381,8 @@ impl Metrics {
             endpoints,
             ipam_used,
             ipam_capacity,
+            ports_used,
+            ports_capacity,
             reconcile_runs,
             repairs,
             peer_up,
@@ -471,6 +499,8 @@ impl Metrics {
         self.endpoints.clear();
         self.ipam_used.clear();
         self.ipam_capacity.clear();
+        self.ports_used.clear();
+        self.ports_capacity.clear();
         for u in usage {
             let l = NetLabels {
                 network: u.network.clone(),
@@ -480,6 +510,10 @@ impl Metrics {
             self.ipam_capacity
                 .get_or_create(&l)
                 .set(i64::try_from(u.ipv4_capacity).unwrap_or(i64::MAX));
+            self.ports_used.get_or_create(&l).set(u.ports_used as i64);
+            self.ports_capacity
+                .get_or_create(&l)
+                .set(u.ports_capacity as i64);
         }
     }
 
@@ -513,7 +547,9 @@ impl Metrics {
         let _one = self.scrape.lock().expect("scrape lock");
         self.set_store(&engine.store_health());
         match records {
-            Ok((networks, endpoints)) => self.set_usage(&usage(&networks, &endpoints)),
+            Ok((networks, endpoints)) => {
+                self.set_usage(&usage(&networks, &endpoints, engine.port_capacity()))
+            }
             Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
         }
         Ok(self.encode())

@@ -74,6 +74,7 @@ impl Daemon {
             .with_details(m),
             ClientError::Api { status, code: c, message, field } => {
                 let (code, what, fix) = match status {
+                    _ if c == "network_full" => (code::NETWORK_FULL, "shimnetd refused: the network is full", "remove a container from this network or attach to another network"),
                     400 => (code::INVALID_CONFIG, "shimnetd refused the configuration", "fix that value in the network configuration"),
                     404 => (code::NOT_FOUND, "shimnetd does not know it", "check the network name"),
                     409 => (code::CONFLICT, "shimnetd refused: it conflicts with existing state", "free the address, port or name, or choose another"),

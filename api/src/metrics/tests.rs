@@ -36,7 +36,7 @@ fn usage_counts_per_network_including_empty_ones() {
         endpoint("a", "c1", "10.1.0.2/24"),
         endpoint("a", "c2", "10.1.0.3/24"),
     ];
-    let u = usage(&nets, &eps);
+    let u = usage(&nets, &eps, 1023);
     assert_eq!(
         u,
         vec![
@@ -44,13 +44,17 @@ fn usage_counts_per_network_including_empty_ones() {
                 network: "a".into(),
                 endpoints: 2,
                 ipv4_used: 2,
-                ipv4_capacity: 253
+                ipv4_capacity: 253,
+                ports_used: 2,
+                ports_capacity: 1023,
             },
             NetworkUsage {
                 network: "b".into(),
                 endpoints: 0,
                 ipv4_used: 0,
-                ipv4_capacity: 253
+                ipv4_capacity: 253,
+                ports_used: 0,
+                ports_capacity: 1023,
             },
         ]
     );
@@ -118,6 +122,7 @@ fn exposition_holds_recorded_values() {
     m.set_usage(&usage(
         &[spec("a", "10.1.0.0/24")],
         &[endpoint("a", "c1", "10.1.0.2/24")],
+        1023,
     ));
     let text = m.encode();
     for line in [
@@ -135,6 +140,8 @@ fn exposition_holds_recorded_values() {
         "shimnet_endpoints{network=\"a\"} 1",
         "shimnet_ipam_ipv4_addresses_used{network=\"a\"} 1",
         "shimnet_ipam_ipv4_addresses_capacity{network=\"a\"} 253",
+        "shimnet_bridge_ports_used{network=\"a\"} 1",
+        "shimnet_bridge_ports_capacity{network=\"a\"} 1023",
         "# EOF",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

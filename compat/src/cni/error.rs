@@ -33,6 +33,9 @@ pub mod code {
     pub const BAD_REPLY: u32 = 104;
     /// CHECK found the attachment differs from what was set up.
     pub const CHECK_FAILED: u32 = 105;
+    /// The network takes no more endpoints (its bridge has no free port) until one is
+    /// detached. Not 11 ("try again later"): it does not clear by itself.
+    pub const NETWORK_FULL: u32 = 106;
 }
 
 /// An error the plugin reports on stdout (and by a non-zero exit).

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{collect, Engine, EngineError, Result};
 use crate::kernel::ContainerEnd;
 use crate::naming;
+use crate::netlink::NetlinkError;
 use crate::plan::check::{self, checks_container, Seen};
 use crate::plan::endpoint::{self as planner, container_end_name, EndpointPlan, Observed};
 use crate::plan::ports::PortRequest;
@@ -108,6 +109,7 @@ impl Engine {
             mac: req.mac,
             ports: req.ports.clone(),
             names: req.names.clone(),
+            max_endpoints: Some(self.port_capacity),
         };
         let t0 = std::time::Instant::now();
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
@@ -126,7 +128,7 @@ impl Engine {
         let plan = match built {
             Ok(plan) => plan,
             Err(e) => {
-                let mut errors = vec![e];
+                let mut errors = vec![bridge_full(e, &spec)];
                 if rebuilt {
                     let k = key.clone();
                     if let Err(s) = self.store(move |s| s.release_endpoint(&k)).await {
@@ -171,7 +173,7 @@ impl Engine {
         let mut rec = self.endpoint(key).await?;
         let obs = self.observe(&spec, &rec, true).await?;
         let plan = planner::join(&spec, &rec, &obs);
-        self.apply(&plan).await?;
+        self.apply(&plan).await.map_err(|e| bridge_full(e, &spec))?;
         if rec.netns != netns {
             rec.netns = netns.to_path_buf();
             let r = rec.clone();
@@ -413,4 +415,16 @@ fn check_retry(rec: &EndpointRecord, req: &AttachRequest, netns: &Path) -> Resul
         )));
     }
     Ok(())
+}
+
+/// The kernel's `EXFULL` on the network's bridge (something else took ports, or the count was
+/// wrong) is the same refusal as the count in the store: the network is full.
+fn bridge_full(e: EngineError, spec: &NetworkSpec) -> EngineError {
+    match e {
+        EngineError::Netlink(NetlinkError::BridgeFull { .. }) => EngineError::NetworkFull {
+            network: spec.name.clone(),
+            capacity: crate::netlink::BRIDGE_MAX_PORTS,
+        },
+        other => other,
+    }
 }

@@ -20,6 +20,12 @@ pub enum EngineError {
     /// The request conflicts with existing state.
     #[error("{0}")]
     Conflict(String),
+    /// The network takes no more endpoints: its bridge has no free port.
+    #[error("network {network} is full: it holds {capacity} endpoints, the most its bridge can take (a Linux bridge has at most 1023 ports); detach an endpoint or use another network")]
+    NetworkFull {
+        network: crate::types::NetworkName,
+        capacity: usize,
+    },
     /// The state store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -46,6 +52,9 @@ impl From<StoreError> for EngineError {
             },
             StoreError::NetworkExists(n) => {
                 EngineError::Conflict(format!("network {n} already exists"))
+            }
+            StoreError::NetworkFull { network, capacity } => {
+                EngineError::NetworkFull { network, capacity }
             }
             StoreError::PortsTaken(p) => EngineError::Conflict(p.to_string()),
             StoreError::NoSuchEndpoint(k) => EngineError::NotFound {

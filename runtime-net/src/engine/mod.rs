@@ -66,6 +66,21 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// The state store's health.
     pub store: StoreHealth,
+    /// Per network, in name order: endpoints against the bridge ports it can take.
+    pub capacity: Vec<NetworkCapacity>,
+}
+
+/// How full one network is: each endpoint takes one port of the network's bridge.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkCapacity {
+    /// Network.
+    pub network: NetworkName,
+    /// Endpoints recorded on it.
+    pub endpoints: usize,
+    /// Bridge ports its endpoints take.
+    pub ports_used: usize,
+    /// Bridge ports it can take: endpoints beyond this are refused as `network_full`.
+    pub ports_capacity: usize,
 }
 
 /// The engine. Cheap to share behind an `Arc`.
@@ -80,6 +95,8 @@ pub struct Engine {
     started: Instant,
     /// Told about every recorded change (set once, see [`Engine::set_observer`]).
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Endpoints one network takes at most: its bridge's ports.
+    port_capacity: usize,
 }
 
 impl Engine {
@@ -112,7 +129,22 @@ impl Engine {
             key_locks: StdMutex::new(HashMap::new()),
             started: Instant::now(),
             observer: OnceLock::new(),
+            port_capacity: crate::netlink::BRIDGE_MAX_PORTS,
         }
+    }
+
+    /// Endpoints one network takes at most ([`crate::netlink::BRIDGE_MAX_PORTS`]: one per bridge
+    /// port).
+    pub fn port_capacity(&self) -> usize {
+        self.port_capacity
+    }
+
+    /// Tests only: networks take at most `ports` endpoints, so filling one is cheap on the
+    /// fakes (the real limit is proven against the kernel in `tests/`).
+    #[cfg(any(test, feature = "fakes"))]
+    pub fn with_port_capacity(mut self, ports: usize) -> Self {
+        self.port_capacity = ports;
+        self
     }
 
     /// Installs the observer (once; a second call is refused with `false`) and tells it about
@@ -201,15 +233,32 @@ impl Engine {
 
     /// Counts for status reports.
     pub async fn status(&self) -> Result<Status> {
-        let (n, e) = self
-            .store(|s| Ok((s.networks()?.len(), s.endpoints(None)?.len())))
+        let (nets, eps) = self
+            .store(|s| Ok((s.networks()?, s.endpoints(None)?)))
             .await?;
+        let mut per: std::collections::BTreeMap<&NetworkName, usize> =
+            nets.iter().map(|n| (&n.name, 0)).collect();
+        for e in &eps {
+            if let Some(c) = per.get_mut(&e.key.network) {
+                *c += 1;
+            }
+        }
+        let capacity = per
+            .into_iter()
+            .map(|(n, c)| NetworkCapacity {
+                network: n.clone(),
+                endpoints: c,
+                ports_used: c,
+                ports_capacity: self.port_capacity,
+            })
+            .collect();
         Ok(Status {
             firewall: self.fw.kind(),
-            networks: n,
-            endpoints: e,
+            networks: nets.len(),
+            endpoints: eps.len(),
             uptime_seconds: self.started.elapsed().as_secs(),
             store: self.store.health(),
+            capacity,
         })
     }
 

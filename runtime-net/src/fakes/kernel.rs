@@ -67,6 +67,8 @@ struct KernelState {
     next_index: u32,
     journal: Vec<String>,
     fail: Vec<String>,
+    /// Ports a bridge takes before enslaving one more fails with `EXFULL`.
+    bridge_port_limit: Option<usize>,
 }
 
 impl KernelState {
@@ -168,6 +170,12 @@ impl FakeKernel {
     /// `observe`, `sysctl`).
     pub fn fail(&self, op: &str) {
         self.st().fail.push(op.to_string());
+    }
+
+    /// Bridges take at most `ports` ports, as the real kernel's take
+    /// [`crate::netlink::BRIDGE_MAX_PORTS`]: one more veth fails with `EXFULL`.
+    pub fn limit_bridge_ports(&self, ports: usize) {
+        self.st().bridge_port_limit = Some(ports);
     }
 
     /// A container namespace appears.
@@ -404,6 +412,21 @@ impl Links for FakeKernel {
                     host,
                     "File exists (os error 17)",
                 ));
+            }
+            if let Some(limit) = st.bridge_port_limit {
+                if st
+                    .links
+                    .values()
+                    .filter(|l| l.master == Some(bridge))
+                    .count()
+                    >= limit
+                {
+                    return Err(NetlinkError::BridgeFull {
+                        op: "create veth pair",
+                        object: host.to_string(),
+                        bridge: pair.bridge.to_string(),
+                    });
+                }
             }
             let peer = pair.peer.to_string();
             match &pair.peer_netns {

@@ -38,7 +38,18 @@ pub enum NetlinkError {
     /// The container namespace could not be opened or entered.
     #[error("network namespace {path}: {msg}")]
     Netns { path: PathBuf, msg: String },
+    /// The bridge has no free port (the kernel's `EXFULL`: it holds [`BRIDGE_MAX_PORTS`]).
+    #[error("{op} {object}: bridge {bridge} has no free port (Exchange full, os error 54)")]
+    BridgeFull {
+        op: &'static str,
+        object: String,
+        bridge: String,
+    },
 }
+
+/// The most ports one Linux bridge takes (`BR_MAX_PORTS` 1024, port number 0 unused): one more
+/// enslaved link fails with `EXFULL`.
+pub const BRIDGE_MAX_PORTS: usize = 1023;
 
 /// Desired bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]

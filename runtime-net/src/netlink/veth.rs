@@ -83,7 +83,14 @@ pub(crate) async fn create_pair(h: &Handle, pair: &PairSpec) -> Result<(), Netli
         .add(msg)
         .execute()
         .await
-        .map_err(|e| request_error("create veth pair", pair.host.as_str(), e))
+        .map_err(|e| match errno(&e) {
+            Some(libc::EXFULL) => NetlinkError::BridgeFull {
+                op: "create veth pair",
+                object: pair.host.to_string(),
+                bridge: pair.bridge.to_string(),
+            },
+            _ => request_error("create veth pair", pair.host.as_str(), e),
+        })
 }
 
 /// Applies a port's settings and brings it up, first re-enslaving it if asked.
@@ -96,7 +103,14 @@ pub(crate) async fn configure_port(h: &Handle, port: &BridgePort) -> Result<(), 
             .set(msg)
             .execute()
             .await
-            .map_err(|e| request_error("attach veth to bridge", name, e))?;
+            .map_err(|e| match errno(&e) {
+                Some(libc::EXFULL) => NetlinkError::BridgeFull {
+                    op: "attach veth to bridge",
+                    object: name.to_string(),
+                    bridge: bridge.to_string(),
+                },
+                _ => request_error("attach veth to bridge", name, e),
+            })?;
     }
     h.link()
         .set_port(host_port_message(port))

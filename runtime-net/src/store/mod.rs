@@ -30,7 +30,7 @@ pub use handle::StoreHealth;
 use handle::{Handle, Opener};
 use schema::{
     endpoint_key, from_json, net4_pool, net6_pool, net_ipam, network_endpoint_range, to_json, Fail,
-    ALLOCATIONS, CURSORS, ENDPOINTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
+    ALLOCATIONS, CURSORS, ENDPOINTS, ENDPOINT_COUNTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
 };
 
 /// File name of the database inside the state directory.
@@ -83,6 +83,14 @@ pub enum StoreError {
         #[source]
         source: IpamError,
     },
+    /// The network holds as many endpoints as it can take (its bridge's ports).
+    #[error(
+        "network {network} is full: it holds {capacity} endpoints, the most its bridge can take"
+    )]
+    NetworkFull {
+        network: NetworkName,
+        capacity: usize,
+    },
     /// A host port asked for is published by another endpoint.
     #[error(transparent)]
     PortsTaken(#[from] PortsTaken),
@@ -109,6 +117,9 @@ pub struct AllocRequest {
     pub ports: Vec<PortRequest>,
     /// Names the container answers to (recorded with the endpoint).
     pub names: Vec<HostName>,
+    /// Endpoints the network takes at most (its bridge's ports); `None`: no limit but the
+    /// addresses. Checked in the transaction that records the endpoint.
+    pub max_endpoints: Option<usize>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
@@ -176,6 +187,7 @@ impl Store {
             }
             txn.open_table(ALLOCATIONS)?;
             txn.open_table(CURSORS)?;
+            txn.open_table(ENDPOINT_COUNTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -326,6 +338,7 @@ impl Store {
             let mut pools = PoolTables::open(txn)?;
             pools.drop_pool(&net4_pool(name))?;
             pools.drop_pool(&net6_pool(name))?;
+            txn.open_table(ENDPOINT_COUNTS)?.remove(name.as_str())?;
             nets.remove(name.as_str())?;
             Ok(Some(spec))
         })
@@ -354,6 +367,31 @@ impl Store {
             if let Some(g) = eps.get(ekey.as_str())? {
                 return Ok((from_json("endpoint", &ekey, g.value())?, false));
             }
+            // Networks that could outgrow their bridge keep a count of their endpoints: read
+            // (or, the first time, counted) here, and when it says "full", checked against the
+            // records so a stale count never refuses an attach.
+            let counted = match req.max_endpoints {
+                Some(capacity) if may_exceed(&spec, capacity) => {
+                    let mut counts = txn.open_table(ENDPOINT_COUNTS)?;
+                    let mut n = match counts.get(net.as_str())? {
+                        Some(g) => g.value(),
+                        None => network_endpoints(&eps, net)?,
+                    };
+                    if n >= capacity as u64 {
+                        n = network_endpoints(&eps, net)?;
+                    }
+                    if n >= capacity as u64 {
+                        counts.insert(net.as_str(), n)?;
+                        return Err(StoreError::NetworkFull {
+                            network: net.clone(),
+                            capacity,
+                        }
+                        .into());
+                    }
+                    Some(n)
+                }
+                _ => None,
+            };
             let chosen = if req.ports.is_empty() {
                 Vec::new()
             } else {
@@ -409,6 +447,10 @@ impl Store {
                 names: req.names.clone(),
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
+            if let Some(n) = counted {
+                txn.open_table(ENDPOINT_COUNTS)?
+                    .insert(net.as_str(), n + 1)?;
+            }
             Ok((rec, true))
         })
     }
@@ -511,6 +553,11 @@ impl Store {
                 let v6 = IpAddr::V6(v6.ip());
                 pools.release(&net6_pool(net), Family::V6, v6, Some(&ekey))?;
             }
+            let mut counts = txn.open_table(ENDPOINT_COUNTS)?;
+            let n = counts.get(net.as_str())?.map(|g| g.value());
+            if let Some(n) = n {
+                counts.insert(net.as_str(), n.saturating_sub(1))?;
+            }
             Ok(Some(rec))
         })
     }
@@ -530,6 +577,28 @@ impl Store {
 }
 
 /// The published ports of every endpoint but `key`, with their owners.
+/// Whether a network could hold more than `capacity` endpoints at all: each needs an IPv4
+/// address, so a subnet with no more addresses than that never needs the count.
+fn may_exceed(spec: &NetworkSpec, capacity: usize) -> bool {
+    let addresses = 1u64 << (32 - u32::from(spec.subnet.prefix()));
+    addresses > capacity as u64
+}
+
+/// How many endpoints `net` has recorded (keys only, nothing decoded; O(endpoints), so only
+/// the first attach after an upgrade and a refusal use it).
+fn network_endpoints(
+    eps: &impl ReadableTable<&'static str, &'static str>,
+    net: &NetworkName,
+) -> Result<u64, Fail> {
+    let (lo, hi) = network_endpoint_range(net);
+    let mut n = 0;
+    for row in eps.range(lo.as_str()..hi.as_str())? {
+        row?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn ports_of_others(
     eps: &impl ReadableTable<&'static str, &'static str>,
     key: &EndpointKey,

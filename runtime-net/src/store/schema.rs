@@ -23,6 +23,10 @@ pub(crate) const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("
 pub(crate) const ALLOCATIONS: TableDefinition<&[u8], &str> = TableDefinition::new("allocations");
 /// Pool key → number of the last address handed out dynamically.
 pub(crate) const CURSORS: TableDefinition<&str, u128> = TableDefinition::new("cursors");
+/// Network name → how many endpoints it has, kept for networks whose subnet could exceed their
+/// bridge's ports (a fast path: a count that says "full" is checked against the records).
+pub(crate) const ENDPOINT_COUNTS: TableDefinition<&str, u64> =
+    TableDefinition::new("endpoint_counts");
 /// Generic pool id → JSON `Pool`.
 pub(crate) const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
 

@@ -50,6 +50,7 @@ pub(super) fn req(net: &str, cid: &str) -> AllocRequest {
         mac: None,
         ports: vec![],
         names: vec![],
+        max_endpoints: None,
     }
 }
 
@@ -251,6 +252,80 @@ fn exhaustion_is_reported_and_leaves_nothing() {
         other => panic!("expected exhaustion, got {other:?}"),
     }
     assert_eq!(st.endpoints(Some(&name("tiny"))).unwrap().len(), 5);
+}
+
+#[test]
+fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = Store::open(tmp.path()).unwrap();
+    st.insert_network(&spec("full", "10.7.0.0/24", "10.7.0.1"))
+        .unwrap();
+    // A neighbour whose name sorts right after: its endpoints never count against "full".
+    st.insert_network(&spec("full0", "10.8.0.0/24", "10.8.0.1"))
+        .unwrap();
+    let capped = |net: &str, cid: &str| AllocRequest {
+        max_endpoints: Some(3),
+        ..req(net, cid)
+    };
+    for i in 0..3 {
+        st.allocate_endpoint(&capped("full", &format!("c{i}")))
+            .unwrap();
+        st.allocate_endpoint(&capped("full0", &format!("c{i}")))
+            .unwrap();
+    }
+    match st.allocate_endpoint(&capped("full", "c9")) {
+        Err(StoreError::NetworkFull { network, capacity }) => {
+            assert_eq!((network.as_str(), capacity), ("full", 3));
+        }
+        other => panic!("expected a full network, got {other:?}"),
+    }
+    assert_eq!(st.endpoints(Some(&name("full"))).unwrap().len(), 3);
+    // A retry of a recorded key still gets its record; a freed place is taken again.
+    let (_, created) = st.allocate_endpoint(&capped("full", "c1")).unwrap();
+    assert!(!created);
+    st.release_endpoint(&capped("full", "c1").key).unwrap();
+    let (r, created) = st.allocate_endpoint(&capped("full", "c9")).unwrap();
+    assert!(created);
+    assert_eq!(r.key.network.as_str(), "full");
+    // A count left too high (e.g. by an older daemon that did not keep it) refuses nothing:
+    // "full" is checked against the records.
+    st.release_endpoint(&capped("full", "c9").key).unwrap();
+    st.write(|txn| {
+        txn.open_table(ENDPOINT_COUNTS)?.insert("full", 99)?;
+        Ok(())
+    })
+    .unwrap();
+    st.allocate_endpoint(&capped("full", "c9")).unwrap();
+    assert!(matches!(
+        st.allocate_endpoint(&capped("full", "c10")),
+        Err(StoreError::NetworkFull { .. })
+    ));
+    // The count follows releases and goes with the network.
+    let count = |st: &Store| {
+        st.write(|txn| {
+            Ok(txn
+                .open_table(ENDPOINT_COUNTS)?
+                .get("full")?
+                .map(|g| g.value()))
+        })
+        .unwrap()
+    };
+    assert_eq!(count(&st), Some(3));
+    for i in [0, 2, 9] {
+        st.release_endpoint(&capped("full", &format!("c{i}")).key)
+            .unwrap();
+    }
+    assert_eq!(count(&st), Some(0));
+    st.remove_network(&name("full")).unwrap();
+    assert_eq!(count(&st), None);
+    // A subnet with no more addresses than the capacity is never counted (nor refused).
+    st.insert_network(&spec("small", "10.9.0.0/30", "10.9.0.1"))
+        .unwrap();
+    let small = AllocRequest {
+        max_endpoints: Some(4),
+        ..req("small", "s0")
+    };
+    st.allocate_endpoint(&small).unwrap();
 }
 
 #[test]

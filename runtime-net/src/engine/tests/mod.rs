@@ -3,6 +3,7 @@
 //! failures where a test needs them. `scripts/test.sh` runs these as an unprivileged user.
 
 mod attach;
+mod capacity;
 mod detach;
 mod observer;
 mod reconcile;
@@ -60,6 +61,12 @@ impl Harness {
             fw,
             dir,
         }
+    }
+
+    /// The same harness whose networks take at most `ports` endpoints.
+    pub fn with_port_capacity(mut self, ports: usize) -> Self {
+        self.engine = self.engine.with_port_capacity(ports);
+        self
     }
 
     pub async fn network(&self, name: &str, subnet: &str) -> NetworkSpec {
