@@ -412,15 +412,22 @@ fn main() {
         // Idle.
         std::thread::sleep(Duration::from_secs(1));
         let t0 = ticks(pid);
+        let logged = h.log().len();
         std::thread::sleep(Duration::from_secs(idle as u64));
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let spent = ticks(pid) - t0;
         let _ = writeln!(
             out,
-            "idle: {} CPU ticks (1 tick = {} ms) over {idle} s with {n} endpoints (nftables host)",
-            ticks(pid) - t0,
+            "idle: {spent} CPU ticks (1 tick = {} ms) over {idle} s with {n} endpoints (nftables host)",
             1000 / hz.max(1)
         );
+        if spent > 0 {
+            // What the daemon logged meanwhile, to see what woke it.
+            let log = h.log();
+            let during: Vec<&str> = log[logged.min(log.len())..].lines().take(8).collect();
+            let _ = writeln!(out, "  logged while idle: {during:?}");
+        }
         drop(cs);
         drop(h);
     }
