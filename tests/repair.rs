@@ -130,8 +130,15 @@ fn the_loop_reports_owned_objects_and_ignores_the_rest() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(*rec.seen.lock().unwrap(), vec![], "unrelated changes");
 
-    // Owned, from outside.
+    // Owned, from outside. The gateway first, on its own: in a batch with its bridge's deletion
+    // the bridge's check would cover it (one repair of the same link).
     sh(&["ip", "-n", n, "addr", "del", "10.251.0.1/24", "dev", "rwbr"]);
+    eventually("the gateway reported", || {
+        rec.seen
+            .lock()
+            .unwrap()
+            .contains(&Dirty::Gateway("rwbr".into()))
+    });
     sh(&[
         "ip", "netns", "exec", n, "nft", "delete", "table", "inet", "shimnet",
     ]);

@@ -106,23 +106,33 @@ pub(crate) async fn addresses(
     Ok(msgs.iter().filter_map(address_of).collect())
 }
 
+/// Every route of the handle's namespace, IPv4 then IPv6 (`object` names it in errors).
+async fn all_routes(h: &Handle, object: &str) -> Result<Vec<RouteMessage>, NetlinkError> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        out.extend(
+            dump("list routes of", object, || {
+                let mut req = RouteMessage::default();
+                req.header.address_family = family;
+                h.route().get(req).execute()
+            })
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
 /// Destinations of the main table's routes out of link `index` (IPv4 and IPv6).
 pub(crate) async fn link_routes(
     h: &Handle,
     index: u32,
     object: &str,
 ) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
-    let mut out = Vec::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let routes: Vec<RouteMessage> = dump("list routes of", object, || {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            h.route().get(req).execute()
-        })
-        .await?;
-        out.extend(routes.iter().filter_map(|m| route_out_of(m, index)));
-    }
-    Ok(out)
+    let routes = all_routes(h, object).await?;
+    Ok(routes
+        .iter()
+        .filter_map(|m| route_out_of(m, index))
+        .collect())
 }
 
 /// The destination of `m` when it is a main-table route out of link `index`.
@@ -147,17 +157,8 @@ pub(crate) async fn default_gateways(
     h: &Handle,
     object: &str,
 ) -> Result<Vec<IpAddr>, NetlinkError> {
-    let mut out = Vec::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let routes: Vec<RouteMessage> = dump("list routes of", object, || {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            h.route().get(req).execute()
-        })
-        .await?;
-        out.extend(routes.iter().filter_map(default_gateway));
-    }
-    Ok(out)
+    let routes = all_routes(h, object).await?;
+    Ok(routes.iter().filter_map(default_gateway).collect())
 }
 
 /// The address an address message carries (local address for IPv4, address for IPv6).

@@ -1,7 +1,8 @@
 //! Notifications in, batches of owned objects to check out (pure): classification, own-change
 //! filtering, coalescing, backoff and retries put together, with no clock or socket of its own.
 //!
-//! Two rules shape a batch beyond the coalescer's: the peering objects (peer routes, tunnels,
+//! Three rules shape a batch beyond the coalescer's: a bridge's check covers its gateway (the
+//! same repair), so a batch with both holds the bridge only; the peering objects (peer routes, tunnels,
 //! their fdb entries) are all put back by one peering pass, so a batch holds at most one of them,
 //! the most telling (a tunnel over routes over fdb entries: deleting a tunnel also flushes its
 //! fdb); and a check that failed (say the device was still being torn down by the kernel) is
@@ -85,6 +86,29 @@ fn peering_rank(d: &Dirty) -> Option<u8> {
         Dirty::Fdb(_) => Some(2),
         _ => None,
     }
+}
+
+/// A bridge's check covers its gateway (one repair of the link, its addresses and routes): a
+/// batch with both keeps the bridge, first seen at the earlier of the two.
+fn bridge_covers_gateway(mut objects: Vec<(Dirty, Instant)>) -> Vec<(Dirty, Instant)> {
+    let gateways: Vec<(String, Instant)> = objects
+        .iter()
+        .filter_map(|(d, t)| match d {
+            Dirty::Gateway(b) => Some((b.clone(), *t)),
+            _ => None,
+        })
+        .collect();
+    for (b, t) in gateways {
+        let Some(i) = objects
+            .iter()
+            .position(|(d, _)| matches!(d, Dirty::Bridge(x) if *x == b))
+        else {
+            continue;
+        };
+        objects[i].1 = objects[i].1.min(t);
+        objects.retain(|(d, _)| !matches!(d, Dirty::Gateway(x) if *x == b));
+    }
+    objects
 }
 
 /// Keeps one peering object (the best ranked, with the earliest first-seen time of them all).
@@ -228,7 +252,21 @@ impl Driver {
                 None => batch.objects.push((d, first)),
             }
         }
-        batch.objects = one_peering_pass(batch.objects);
+        // A gateway whose bridge waits for a retry: the bridge's check, now, covers both.
+        let waiting_bridges: Vec<Dirty> = batch
+            .objects
+            .iter()
+            .filter_map(|(d, _)| match d {
+                Dirty::Gateway(b) => Some(Dirty::Bridge(b.clone())),
+                _ => None,
+            })
+            .filter(|b| self.failed.contains_key(b))
+            .collect();
+        for b in waiting_bridges {
+            let first = self.failed.remove(&b).expect("listed").first;
+            batch.objects.push((b, first));
+        }
+        batch.objects = bridge_covers_gateway(one_peering_pass(batch.objects));
         let mut go = Vec::with_capacity(batch.objects.len());
         for (d, first) in batch.objects {
             match self.guard.verdict(&d, now) {
@@ -425,6 +463,35 @@ mod tests {
         d.add(Dirty::PeerRoutes, ms(201));
         let b = d.due(ms(300)).unwrap();
         assert_eq!(b.objects, vec![(Dirty::PeerRoutes, ms(200))]);
+    }
+
+    #[test]
+    fn a_bridges_check_covers_its_gateway() {
+        let (mut d, _) = driver();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        d.add(Dirty::Gateway("snbr1".into()), ms(0));
+        d.add(Dirty::Gateway("snbr2".into()), ms(1));
+        d.add(Dirty::Bridge("snbr1".into()), ms(2));
+        let b = d.due(ms(100)).unwrap();
+        assert_eq!(
+            b.objects,
+            vec![
+                (Dirty::Bridge("snbr1".into()), ms(0)),
+                (Dirty::Gateway("snbr2".into()), ms(1)),
+            ]
+        );
+        // The bridge's check failed (the kernel still tearing it down) and waits for a retry;
+        // its gateway changes meanwhile: the bridge is checked at once, for both.
+        d.done(
+            &Dirty::Bridge("snbr1".into()),
+            Outcome::Failed,
+            ms(0),
+            ms(101),
+        );
+        d.add(Dirty::Gateway("snbr1".into()), ms(110));
+        let b = d.due(ms(150)).unwrap();
+        assert_eq!(b.objects, vec![(Dirty::Bridge("snbr1".into()), ms(0))]);
     }
 
     #[test]
