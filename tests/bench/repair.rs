@@ -56,17 +56,22 @@ fn metric(h: &TestHost, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sum of a metric family's samples (every label).
+/// Sum of a metric family's samples (every label) in a `/metrics` text.
+fn family_sum(metrics: &str, family: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sum of a metric family's samples (every label) on a test host.
 fn metric_sum(h: &TestHost, family: &str) -> f64 {
     let reply = h
         .client()
         .request("GET", "/metrics", None)
         .expect("GET /metrics");
-    String::from_utf8_lossy(&reply.body)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    family_sum(&String::from_utf8_lossy(&reply.body), family)
 }
 
 fn in_host(h: &TestHost, cmd: &[&str]) {
@@ -557,11 +562,7 @@ fn peering(n: usize, runs: usize, idle: usize, out: &mut String) {
             .client()
             .request("GET", "/metrics", None)
             .expect("GET /metrics");
-        String::from_utf8_lossy(&reply.body)
-            .lines()
-            .filter(|l| l.starts_with(&format!("{family}{{")))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        family_sum(&String::from_utf8_lossy(&reply.body), family)
     };
     let t = Instant::now();
     let mut last = -1.0;

@@ -79,27 +79,24 @@ impl Engine {
         }
         let by_name: HashMap<&str, &NetworkSpec> =
             networks.iter().map(|n| (n.name.as_str(), n)).collect();
-        for key in &plan.reattach_ports {
-            let ep = endpoints.iter().find(|e| &e.key == key);
-            if let Some((ep, spec)) =
-                ep.and_then(|e| Some((e, by_name.get(e.key.network.as_str())?)))
-            {
-                let port = plan::endpoint::bridge_port(spec, ep, true);
-                match self.kernel.links.configure_port(&port).await {
-                    Ok(()) => report.ports_reattached += 1,
-                    Err(e) => report.errors.push(format!("port of {}: {e}", ep.key)),
-                }
+        let by_key: HashMap<&EndpointKey, &EndpointRecord> =
+            endpoints.iter().map(|e| (&e.key, e)).collect();
+        // A planned endpoint with its network's spec.
+        let with_spec = |key: &EndpointKey| {
+            let ep = *by_key.get(key)?;
+            Some((ep, *by_name.get(ep.key.network.as_str())?))
+        };
+        for (ep, spec) in plan.reattach_ports.iter().filter_map(with_spec) {
+            let port = plan::endpoint::bridge_port(spec, ep, true);
+            match self.kernel.links.configure_port(&port).await {
+                Ok(()) => report.ports_reattached += 1,
+                Err(e) => report.errors.push(format!("port of {}: {e}", ep.key)),
             }
         }
-        for key in &plan.reinstall_ports {
-            let ep = endpoints.iter().find(|e| &e.key == key);
-            if let Some((ep, spec)) =
-                ep.and_then(|e| Some((e, by_name.get(e.key.network.as_str())?)))
-            {
-                let rules = plan::endpoint::port_rules(spec, ep);
-                if let Err(e) = self.fw(move |fw| fw.add_ports(&rules)).await {
-                    report.errors.push(format!("ports of {}: {e}", ep.key));
-                }
+        for (ep, spec) in plan.reinstall_ports.iter().filter_map(with_spec) {
+            let rules = plan::endpoint::port_rules(spec, ep);
+            if let Err(e) = self.fw(move |fw| fw.add_ports(&rules)).await {
+                report.errors.push(format!("ports of {}: {e}", ep.key));
             }
         }
         Ok(report)

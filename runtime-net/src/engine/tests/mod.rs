@@ -79,6 +79,16 @@ impl Harness {
             .unwrap()
     }
 
+    /// A managed endpoint of container `c1` (namespace `/run/netns/c1`, created here) on
+    /// network `n1`.
+    pub async fn attach_c1(&self) -> super::Attachment {
+        self.kernel.add_netns("/run/netns/c1");
+        self.engine
+            .attach(managed("n1", "c1", "/run/netns/c1"))
+            .await
+            .unwrap()
+    }
+
     /// Every endpoint record.
     pub async fn records(&self) -> Vec<crate::types::EndpointRecord> {
         self.engine.endpoints(None).await.unwrap()

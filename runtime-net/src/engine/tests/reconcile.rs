@@ -49,12 +49,7 @@ async fn reconcile_reclaims_gone_endpoints_and_removes_orphans() {
 async fn reconcile_deletes_every_link_left_in_the_reap_group() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let a = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let a = h.attach_c1().await;
     h.kernel.strand_in_reap_group(a.record.host_ifname.as_str());
     h.kernel.add_host_link("snvnoalias", LinkKind::Veth, None);
     h.kernel.strand_in_reap_group("snvnoalias");
@@ -79,12 +74,7 @@ async fn reconcile_deletes_every_link_left_in_the_reap_group() {
 async fn a_full_pass_recreating_a_bridge_puts_its_ports_back() {
     let h = Harness::new().await;
     let spec = h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let a = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let a = h.attach_c1().await;
     assert!(h.kernel.delete_behind_back(spec.bridge.as_str()));
     let r = h.engine.reconcile().await.unwrap();
     assert_eq!(r.ports_reattached, 1, "{r:?}");
@@ -146,12 +136,7 @@ async fn reconcile_restores_network_rules_and_removes_unrecorded_ones() {
 async fn records_of_an_old_state_dir_keep_working() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let m = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let m = h.attach_c1().await;
     let p = h.engine.attach(prepared("n1", "e1")).await.unwrap();
     let h = h.restart();
     // Rewrite both records as an older version wrote them (no kind) and the network with the

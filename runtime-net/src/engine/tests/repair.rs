@@ -8,12 +8,7 @@ use crate::firewall::Firewall as _;
 async fn a_deleted_bridge_comes_back_with_its_ports() {
     let h = Harness::new().await;
     let spec = h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let a = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let a = h.attach_c1().await;
     let bridge = spec.bridge.to_string();
     assert!(
         !h.engine.repair_bridge_link(&bridge).await.unwrap(),
@@ -53,12 +48,7 @@ async fn gateway_address_and_up_state_come_back() {
 async fn a_port_cut_off_its_bridge_is_put_back() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let a = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let a = h.attach_c1().await;
     let veth = a.record.host_ifname.to_string();
     let master = h.kernel.links()[&veth].master;
     assert!(!h.engine.repair_port(&veth).await.unwrap(), "in place");
@@ -76,12 +66,7 @@ async fn a_port_cut_off_its_bridge_is_put_back() {
 async fn a_deleted_host_end_is_built_again_with_the_same_address() {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
-    h.kernel.add_netns("/run/netns/c1");
-    let a = h
-        .engine
-        .attach(managed("n1", "c1", "/run/netns/c1"))
-        .await
-        .unwrap();
+    let a = h.attach_c1().await;
     let key = a.record.key.to_string();
     let veth = a.record.host_ifname.to_string();
     let before = h.kernel.ns_links("/run/netns/c1").unwrap()["eth0"].clone();
