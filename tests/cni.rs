@@ -647,3 +647,122 @@ fn hundred_parallel_adds_then_mixed_add_del() {
     }
     assert!(endpoints(&h).is_empty());
 }
+
+/// The CNI front door's operation counts in shimnetd's metrics (`operation/result` → count).
+fn cni_ops(h: &TestHost) -> std::collections::BTreeMap<String, u64> {
+    let reply = h.client().request("GET", "/metrics", None).unwrap();
+    let text = String::from_utf8(reply.body).unwrap();
+    let head = "shimnet_operations_total{front_door=\"cni\",operation=\"";
+    text.lines()
+        .filter_map(|l| l.strip_prefix(head))
+        .map(|l| {
+            let (op, rest) = l.split_once("\",result=\"").unwrap();
+            let (result, n) = rest.split_once("\"} ").unwrap();
+            (format!("{op}/{result}"), n.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// What `cni_ops` gained since `before`.
+fn ops_since(h: &TestHost, before: &std::collections::BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    cni_ops(h)
+        .into_iter()
+        .filter_map(|(k, n)| {
+            let d = n - before.get(&k).copied().unwrap_or(0);
+            (d > 0).then_some((k, d))
+        })
+        .collect()
+}
+
+#[test]
+fn add_and_check_are_one_request_each() {
+    let h = TestHost::new("[[networks]]\nname = \"one0\"\nsubnet = \"10.74.9.0/24\"\n");
+    let c = net_conf(&h, "1.1.0", "10.74.0.0/24");
+    let ext = json!({"cniVersion": "1.1.0", "name": "x", "type": "shimnet", "daemonSocket": h.socket, "network": "one0"});
+    let op = |k: &str, n: u64| (k.to_string(), n);
+    let (a, b) = (container("o"), container("o"));
+    let (ca, cb) = (
+        Call::new(a.name(), &a.path().display().to_string()),
+        Call::new(b.name(), &b.path().display().to_string()),
+    );
+    // The network ensured from the configuration (created by this ADD), then one the `network`
+    // key names: each ADD is one request.
+    let before = cni_ops(&h);
+    let r = add_ok(&ca, &c);
+    assert_eq!(ops_since(&h, &before), [op("network_attach/ok", 1)]);
+    assert_eq!(r["interfaces"][0]["name"], c["bridge"]);
+    assert!(r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.74.0."));
+    let before = cni_ops(&h);
+    let r = add_ok(&cb, &ext);
+    assert_eq!(ops_since(&h, &before), [op("network_attach/ok", 1)]);
+    assert_eq!(r["interfaces"][0]["name"], "one0");
+    assert_eq!(r["interfaces"][2]["mtu"], 1500);
+    // CHECK: one request (the drift report carries the attachment).
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = add_ok(&ca, &c);
+    let before = cni_ops(&h);
+    let o = shimnet("CHECK", &ca, &with_prev);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(ops_since(&h, &before), [op("endpoint_check/ok", 1)]);
+    // DEL: one request.
+    let before = cni_ops(&h);
+    assert_eq!(shimnet("DEL", &ca, &c).code, 0);
+    assert_eq!(ops_since(&h, &before), [op("endpoint_detach/ok", 1)]);
+
+    // Errors keep their CNI codes and texts, still in one request each.
+    // 102: the `network` key names no network; nothing is created.
+    let mut gone = ext.clone();
+    gone["network"] = json!("nosuchnet");
+    let before = cni_ops(&h);
+    let o = shimnet("ADD", &ca, &gone);
+    assert_eq!(o.cni_code(), Some(102), "{o:?}");
+    assert_eq!(
+        o.out["msg"],
+        "shimnet network \"nosuchnet\" (the \"network\" key) does not exist; create it with `shimnetctl network create` or fix the name"
+    );
+    assert_eq!(ops_since(&h, &before), [op("network_attach/error", 1)]);
+    assert!(h.try_call("GET", "/v1/networks/nosuchnet", None).is_err());
+    // 7: a field the daemon refuses is named by its configuration key; the network is not
+    // created.
+    let mut bad = net_conf(&h, "1.1.0", "10.74.1.0/24");
+    bad["bridge"] = json!("much-too-long-bridge");
+    let o = shimnet("ADD", &ca, &bad);
+    assert_eq!(o.cni_code(), Some(7), "{o:?}");
+    let msg = o.out["msg"].as_str().unwrap();
+    assert!(msg.contains("(field bridge)"), "{o:?}");
+    let name = bad["name"].as_str().unwrap();
+    assert!(h
+        .try_call("GET", &format!("/v1/networks/{name}"), None)
+        .is_err());
+    // 7: an endpoint field (a static address outside the subnet) refused after the network part
+    // passed.
+    let mut ca2 = Call::new(a.name(), &a.path().display().to_string());
+    ca2.args = "IgnoreUnknown=1;IP=10.99.0.5".into();
+    let o = shimnet("ADD", &ca2, &c);
+    assert_eq!(o.cni_code(), Some(7), "{o:?}");
+    // 101: an address another container holds; 101: the network exists with another subnet.
+    let held = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut ca3 = Call::new(a.name(), &a.path().display().to_string());
+    ca3.args = format!("IgnoreUnknown=1;IP={held}");
+    let o = shimnet("ADD", &ca3, &ext);
+    assert_eq!(o.cni_code(), Some(101), "{o:?}");
+    assert!(o.out["msg"].as_str().unwrap().contains(&held), "{o:?}");
+    let mut other = c.clone();
+    other["ipam"]["ranges"] = json!([[{"subnet": "10.74.2.0/24"}]]);
+    let o = shimnet("ADD", &ca, &other);
+    assert_eq!(o.cni_code(), Some(101), "{o:?}");
+    // Nothing of the failed ADDs is attached: only b remains.
+    let eps = endpoints(&h);
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(eps[0]["key"]["container_id"], b.name());
+    assert_eq!(shimnet("DEL", &cb, &ext).code, 0);
+}

@@ -211,7 +211,8 @@ fn scrape_counts_every_front_door_exactly() {
     assert_value(&s, ops, &op("rest", "endpoint_attach", "ok"), 3.0);
     assert_value(&s, ops, &op("rest", "endpoint_detach", "ok"), 1.0);
     assert_value(&s, ops, &op("rest", "reconcile", "ok"), 1.0);
-    assert_value(&s, ops, &op("cni", "endpoint_attach", "ok"), 2.0);
+    // One request per ADD (the network ensured and the endpoint attached together).
+    assert_value(&s, ops, &op("cni", "network_attach", "ok"), 2.0);
     assert_value(&s, ops, &op("cni", "endpoint_detach", "ok"), 1.0);
     assert_value(&s, ops, &op("docker", "Plugin.Activate", "ok"), 1.0);
     assert_value(&s, ops, &op("docker", "other", "error"), 1.0);
@@ -238,7 +239,7 @@ fn scrape_counts_every_front_door_exactly() {
     assert_value(
         &s,
         &format!("{hist}_count"),
-        &kind("cni", "endpoint_attach"),
+        &kind("cni", "network_attach"),
         2.0,
     );
     let inf: Vec<(&str, String)> = kind("rest", "endpoint_attach")

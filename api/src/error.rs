@@ -52,6 +52,19 @@ impl ApiError {
         }
     }
     /// 404.
+    /// The same error with its field named inside `part` of the body (`bridge` →
+    /// `ensure.bridge`), message included; errors without a field are unchanged.
+    pub fn within(mut self, part: &str) -> Self {
+        if let Some(f) = self.field.take() {
+            let inner = format!("{part}.{f}");
+            if let Some(rest) = self.message.strip_prefix(&format!("{f}: ")) {
+                self.message = format!("{inner}: {rest}");
+            }
+            self.field = Some(inner);
+        }
+        self
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
@@ -144,6 +157,15 @@ impl From<TimedOut> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_names_the_field_by_its_path() {
+        let e = ApiError::invalid("ports[0].host_port", "must be 1..=65535").within("endpoint");
+        assert_eq!(e.field.as_deref(), Some("endpoint.ports[0].host_port"));
+        assert_eq!(e.message, "endpoint.ports[0].host_port: must be 1..=65535");
+        let e = ApiError::not_found("network x not found").within("ensure");
+        assert_eq!((e.field, e.message.as_str()), (None, "network x not found"));
+    }
 
     #[test]
     fn engine_errors_map_to_status() {

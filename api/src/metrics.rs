@@ -198,6 +198,7 @@ pub fn rest_operation(method: &str, path: &str) -> &'static str {
         ("GET", ["v1", "networks", _, "names"]) => "network_names",
         ("GET", ["v1", "networks", _, "endpoints"]) => "endpoint_list",
         ("POST", ["v1", "networks", _, "endpoints"]) => "endpoint_attach",
+        ("POST", ["v1", "networks", _, "attach"]) => "network_attach",
         ("GET", ["v1", "networks", _, "endpoints", _]) => "endpoint_inspect",
         ("DELETE", ["v1", "networks", _, "endpoints", _]) => "endpoint_detach",
         ("GET", ["v1", "networks", _, "endpoints", _, "check"]) => "endpoint_check",

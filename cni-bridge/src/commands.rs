@@ -6,13 +6,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shimnet_compat::cni::error::code;
 use shimnet_compat::cni::result::merge_dns;
+use shimnet_compat::cni::result::AttachReply;
 use shimnet_compat::cni::translate::AttachEnv;
 use shimnet_compat::cni::{
     args, attach_request, network_name, network_target, CniError, CniResult, Endpoint, NetConf,
     NetworkInfo, NetworkTarget, Version, SUPPORTED_VERSIONS,
 };
+use shimnet_wire::{EndpointAttach, NetworkAttach};
 
-use crate::daemon::Daemon;
+use crate::daemon::{network_missing, route_unknown, Daemon};
 use crate::delegate;
 use crate::env::{Command, Env};
 
@@ -101,28 +103,6 @@ fn add(
     };
     let attached = (|| {
         let target = network_target(conf, delegated.as_deref())?;
-        let net: NetworkInfo = match &target {
-            NetworkTarget::Ensure(body) => {
-                path_safe("network name", &body.name)?;
-                daemon.call::<NetworkInfo>(
-                    "PUT",
-                    &format!("/v1/networks/{}", body.name),
-                    Some(body),
-                )?
-            }
-            NetworkTarget::Existing(name) => {
-                path_safe("network name", name)?;
-                daemon
-                    .call_opt::<NetworkReply>("GET", &format!("/v1/networks/{name}"), None::<&()>)?
-                    .ok_or_else(|| {
-                        CniError::new(
-                            code::NOT_FOUND,
-                            format!("shimnet network {name:?} (the \"network\" key) does not exist; create it with `shimnetctl network create` or fix the name"),
-                        )
-                    })?
-                    .network
-            }
-        };
         let ips: Vec<_> = delegated.iter().flatten().map(|(a, _)| a.ip()).collect();
         let attach = attach_request(
             conf,
@@ -135,12 +115,7 @@ fn add(
             &ips,
         )?;
         path_safe("CNI_CONTAINERID", &env.container_id)?;
-        let ep: Endpoint = daemon.call(
-            "POST",
-            &format!("/v1/networks/{}/endpoints", net.name),
-            Some(&attach),
-        )?;
-        Ok::<_, CniError>((net, ep))
+        attach_to(&daemon, target, attach)
     })();
     let (net, ep) = match attached {
         Ok(x) => x,
@@ -168,6 +143,61 @@ fn add(
     Ok(Some(result.to_json(version)))
 }
 
+/// The CNI error of a `network` key that names no daemon network.
+fn no_such_network(name: &str) -> CniError {
+    CniError::new(
+        code::NOT_FOUND,
+        format!("shimnet network {name:?} (the \"network\" key) does not exist; create it with `shimnetctl network create` or fix the name"),
+    )
+}
+
+/// Ensures (or looks up) the network and attaches in one request,
+/// `POST /v1/networks/{name}/attach`; a daemon older than that route gets the two calls it
+/// knows.
+fn attach_to(
+    daemon: &Daemon,
+    target: NetworkTarget,
+    endpoint: EndpointAttach,
+) -> Result<(NetworkInfo, Endpoint), CniError> {
+    let (name, ensure) = match target {
+        NetworkTarget::Ensure(body) => (body.name.clone(), Some(*body)),
+        NetworkTarget::Existing(name) => (name, None),
+    };
+    path_safe("network name", &name)?;
+    let existing = ensure.is_none();
+    let path = format!("/v1/networks/{name}/attach");
+    let body = NetworkAttach { ensure, endpoint };
+    match daemon.try_call::<AttachReply>("POST", &path, Some(&body)) {
+        Ok(r) => Ok((r.network, r.endpoint)),
+        Err(e) if route_unknown(&e) => two_calls(daemon, &name, body),
+        Err(e) if existing && network_missing(&e) => Err(no_such_network(&name)),
+        Err(e) => Err(daemon.map(e, "POST", &path)),
+    }
+}
+
+/// ADD as a daemon without the one-request route takes it: ensure or look up, then attach.
+fn two_calls(
+    daemon: &Daemon,
+    name: &str,
+    body: NetworkAttach,
+) -> Result<(NetworkInfo, Endpoint), CniError> {
+    let net: NetworkInfo = match &body.ensure {
+        Some(n) => daemon.call("PUT", &format!("/v1/networks/{name}"), Some(n))?,
+        None => {
+            daemon
+                .call_opt::<NetworkReply>("GET", &format!("/v1/networks/{name}"), None::<&()>)?
+                .ok_or_else(|| no_such_network(name))?
+                .network
+        }
+    };
+    let ep: Endpoint = daemon.call(
+        "POST",
+        &format!("/v1/networks/{}/endpoints", net.name),
+        Some(&body.endpoint),
+    )?;
+    Ok((net, ep))
+}
+
 fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let name = network_name(conf)?;
     let daemon = Daemon::new(conf.socket(), code::TRY_AGAIN_LATER);
@@ -183,6 +213,9 @@ fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
 struct CheckReply {
     ok: bool,
     problems: Vec<String>,
+    /// The attachment itself (absent from daemons older than this field: then one more call).
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
 }
 
 fn check(env: &Env, conf: &NetConf, version: Version) -> Result<(), CniError> {
@@ -205,12 +238,15 @@ fn check(env: &Env, conf: &NetConf, version: Version) -> Result<(), CniError> {
             ),
         )
     };
-    let ep: Endpoint = daemon
-        .call_opt("GET", &format!("{base}{q}"), None::<&()>)?
-        .ok_or_else(missing)?;
     let reply: CheckReply = daemon
         .call_opt("GET", &format!("{base}/check{q}"), None::<&()>)?
         .ok_or_else(missing)?;
+    let ep: Endpoint = match reply.endpoint {
+        Some(ep) => ep,
+        None => daemon
+            .call_opt("GET", &format!("{base}{q}"), None::<&()>)?
+            .ok_or_else(missing)?,
+    };
     let mut problems = reply.problems;
     if ep.netns != env.netns {
         problems.push(format!(

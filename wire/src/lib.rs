@@ -157,6 +157,29 @@ pub struct EndpointAttach {
     pub aliases: Vec<String>,
 }
 
+/// `POST /v1/networks/{name}/attach`: ensure (or look up) the network and attach one endpoint in
+/// one request, as the CNI plugin's ADD does. Both parts are validated before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttach {
+    /// The network as `PUT /v1/networks/{name}` takes it (created if missing, else it must
+    /// match); absent: the network must exist (404 naming the field `network` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensure: Option<NetworkCreate>,
+    /// The endpoint as `POST /v1/networks/{name}/endpoints` takes it.
+    pub endpoint: EndpointAttach,
+}
+
+/// The reply to [`NetworkAttach`]: the network and the endpoint (`E`: the endpoint record as
+/// `POST /v1/networks/{name}/endpoints` answers it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachReply<E> {
+    /// The network.
+    pub network: Network,
+    /// The endpoint.
+    pub endpoint: E,
+}
+
 /// What a container attached to a network with `dns` puts in its resolv.conf: the `dns` member
 /// of the attach (and endpoint) reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

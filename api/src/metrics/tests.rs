@@ -71,6 +71,10 @@ fn operation_names_are_bounded() {
         "endpoint_detach"
     );
     assert_eq!(rest_operation("PUT", "/v1/networks/a"), "network_ensure");
+    assert_eq!(
+        rest_operation("POST", "/v1/networks/a/attach"),
+        "network_attach"
+    );
     assert_eq!(rest_operation("PATCH", "/v1/networks/a"), "other");
     assert_eq!(rest_operation("GET", "/etc/passwd"), "other");
 }

@@ -15,7 +15,7 @@ use runtime_net::{
 use shimnet_compat::docker::conventions::MAC_PREFIX as DOCKER_MAC_PREFIX;
 
 use crate::error::ApiError;
-use shimnet_wire::{EndpointAttach, Network, NetworkCreate, PortSpec};
+use shimnet_wire::{EndpointAttach, Network, NetworkAttach, NetworkCreate, PortSpec};
 
 /// Parses `value` as `T`, naming `field` on failure.
 pub fn field<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError>
@@ -190,6 +190,27 @@ pub fn attach_request(network: NetworkName, b: &EndpointAttach) -> Result<Attach
     })
 }
 
+/// `NetworkAttach` for network `network` → the network to ensure (none: it must exist) and the
+/// attach request, both checked before anything changes; fields are named by their path in the
+/// body (`ensure.subnet`, `endpoint.ports[0].host_port`).
+pub fn network_attach(
+    network: NetworkName,
+    b: &NetworkAttach,
+) -> Result<(Option<NetworkRequest>, AttachRequest), ApiError> {
+    let ensure = match &b.ensure {
+        Some(n) if n.name != network.as_str() => {
+            return Err(ApiError::invalid(
+                "ensure.name",
+                format!("{:?} differs from the path's {network:?}", n.name),
+            ))
+        }
+        Some(n) => Some(network_request(n).map_err(|e| e.within("ensure"))?),
+        None => None,
+    };
+    let attach = attach_request(network, &b.endpoint).map_err(|e| e.within("endpoint"))?;
+    Ok((ensure, attach))
+}
+
 /// Endpoint key from path segments and the `ifname` query parameter (default `eth0`).
 pub fn endpoint_key(
     network: &str,
@@ -297,6 +318,42 @@ mod tests {
             attach_request(n, &b).unwrap_err().field.as_deref(),
             Some("ports.host_port")
         );
+    }
+
+    #[test]
+    fn network_attach_checks_both_parts_first() {
+        let n = NetworkName::new("n1").unwrap();
+        let mut b: NetworkAttach = decode(
+            br#"{"ensure": {"name": "n1", "subnet": "10.1.0.0/24"}, "endpoint": {"container_id": "c1", "netns": "/run/netns/x"}}"#,
+        )
+        .unwrap();
+        let (ensure, attach) = network_attach(n.clone(), &b).unwrap();
+        assert_eq!(ensure.unwrap().subnet.to_string(), "10.1.0.0/24");
+        assert_eq!(
+            (attach.network.as_str(), attach.ifname.as_str()),
+            ("n1", "eth0")
+        );
+        let field = |b: &NetworkAttach| network_attach(n.clone(), b).unwrap_err().field;
+        b.ensure.as_mut().unwrap().name = "n2".into();
+        assert_eq!(field(&b).as_deref(), Some("ensure.name"));
+        b.ensure.as_mut().unwrap().name = "n1".into();
+        b.ensure.as_mut().unwrap().bridge = Some("much-too-long-bridge".into());
+        let e = network_attach(n.clone(), &b).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ensure.bridge"));
+        assert!(e.message.starts_with("ensure.bridge: "), "{e:?}");
+        b.ensure.as_mut().unwrap().bridge = None;
+        b.endpoint.netns = "relative".into();
+        assert_eq!(field(&b).as_deref(), Some("endpoint.netns"));
+        // Without `ensure` only the endpoint is checked: the network must exist.
+        b.ensure = None;
+        assert_eq!(field(&b).as_deref(), Some("endpoint.netns"));
+        b.endpoint.netns = "/x".into();
+        assert!(network_attach(n, &b).unwrap().0.is_none());
+        let e = decode::<NetworkAttach>(br#"{"endpoint": {"container_id": "c", "netns": "/x", "ports": [{"host_port": 0.5, "container_port": 1}]}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("endpoint.ports[0].host_port"));
+        let e = decode::<NetworkAttach>(br#"{"ensure": {"name": "n1", "subnet": "10.1.0.0/24"}}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("endpoint"));
     }
 
     #[test]

@@ -19,7 +19,10 @@ use crate::error::ApiError;
 pub use crate::http::json_response;
 use crate::http::{read_body, time_boxed};
 use crate::metrics::{self, FrontDoor, Metrics};
-use shimnet_wire::{DnsInfo, DnsListener, EndpointAttach, NameEntry, NamesReply, NetworkCreate};
+use shimnet_wire::{
+    DnsInfo, DnsListener, EndpointAttach, NameEntry, NamesReply, NetworkAttach, NetworkAttachReply,
+    NetworkCreate,
+};
 
 /// Default time one request may wait for the engine before it is answered 503.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -334,6 +337,39 @@ impl RestApi {
                     _ => Err(ApiError::method_not_allowed(m, &path)),
                 }
             }
+            ["v1", "networks", name, "attach"] => {
+                only(m, &[Method::POST], &path)?;
+                let name: NetworkName = convert::field("network", name)?;
+                let b: NetworkAttach = convert::decode(&body)?;
+                let (ensure, attach) = convert::network_attach(name.clone(), &b)?;
+                let spec = match ensure {
+                    Some(req) => e
+                        .ensure_network(req)
+                        .await
+                        .map_err(|x| ApiError::from(x).within("ensure"))?,
+                    None => e.network(&name).await.map_err(|x| {
+                        let mut x = ApiError::from(x);
+                        if x.status == StatusCode::NOT_FOUND {
+                            x.field = Some("network".into());
+                        }
+                        x
+                    })?,
+                };
+                let a = e
+                    .attach(attach)
+                    .await
+                    .map_err(|x| ApiError::from(x).within("endpoint"))?;
+                let status = if a.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                let reply = NetworkAttachReply {
+                    network: convert::network_reply(&spec),
+                    endpoint: self.endpoint_reply(&a.record),
+                };
+                Ok(json_response(status, &reply))
+            }
             ["v1", "networks", name, "endpoints", id] => {
                 let key = convert::endpoint_key(name, id, q("ifname").as_deref())?;
                 match *m {
@@ -352,7 +388,13 @@ impl RestApi {
                 only(m, &[Method::GET], &path)?;
                 let key = convert::endpoint_key(name, id, q("ifname").as_deref())?;
                 let problems = e.check_endpoint(&key).await?;
-                ok(&serde_json::json!({"ok": problems.is_empty(), "problems": problems}))
+                // The record too, so that a caller (CNI CHECK) needs one request.
+                let rec = e.endpoint(&key).await?;
+                ok(&serde_json::json!({
+                    "ok": problems.is_empty(),
+                    "problems": problems,
+                    "endpoint": self.endpoint_reply(&rec),
+                }))
             }
             ["v1", "endpoints"] => {
                 only(m, &[Method::GET], &path)?;
@@ -473,6 +515,48 @@ mod tests {
         let src = w.source.unwrap();
         assert_eq!((src.kind.as_str(), src.reachable), ("etcd", false));
         assert_eq!(src.detail, "http://198.19.9.1:2379");
+    }
+
+    #[test]
+    fn attach_reply_decodes_as_the_plugin_reads_it() {
+        use runtime_net::plan::{build_spec, NetworkRequest};
+        use runtime_net::{ContainerId, EndpointKey, EndpointKind, IfName};
+        let spec = build_spec(NetworkRequest::new(
+            NetworkName::new("n1").unwrap(),
+            "10.9.0.0/24".parse().unwrap(),
+        ))
+        .unwrap();
+        let rec = runtime_net::EndpointRecord {
+            key: EndpointKey {
+                network: spec.name.clone(),
+                container_id: ContainerId::new("c1").unwrap(),
+                ifname: IfName::new("eth0").unwrap(),
+            },
+            kind: EndpointKind::Managed,
+            netns: "/run/netns/c1".into(),
+            host_ifname: IfName::new("snv1").unwrap(),
+            ipv4: "10.9.0.2/24".parse().unwrap(),
+            ipv6: None,
+            mac: "0a:58:0a:09:00:02".parse().unwrap(),
+            gateway: "10.9.0.1".parse().unwrap(),
+            gateway6: None,
+            mtu: 1500,
+            ports: vec![],
+            names: vec![],
+        };
+        let reply = NetworkAttachReply {
+            network: convert::network_reply(&spec),
+            endpoint: serde_json::to_value(&rec).unwrap(),
+        };
+        let text = serde_json::to_vec(&reply).unwrap();
+        let r: shimnet_compat::cni::result::AttachReply = serde_json::from_slice(&text).unwrap();
+        assert_eq!((r.network.name.as_str(), r.network.mtu), ("n1", 1500));
+        assert_eq!(r.network.bridge, spec.bridge.to_string());
+        assert_eq!(
+            (r.endpoint.ipv4.as_str(), r.endpoint.gateway.as_str()),
+            ("10.9.0.2/24", "10.9.0.1")
+        );
+        assert_eq!(r.endpoint.host_ifname, "snv1");
     }
 
     #[test]

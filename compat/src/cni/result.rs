@@ -47,6 +47,16 @@ pub struct Endpoint {
     pub dns: Option<DnsInfo>,
 }
 
+/// What the plugin reads from the reply to `POST /v1/networks/{name}/attach` (ADD in one
+/// request).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AttachReply {
+    /// The network.
+    pub network: NetworkInfo,
+    /// The endpoint.
+    pub endpoint: Endpoint,
+}
+
 /// The result's `dns`: the daemon's name service (its gateway as nameserver, its search domain)
 /// first, then what the configuration's `dns` says (its servers after ours, its `domain` and
 /// `options` as they are).
