@@ -545,6 +545,50 @@ fn attach_into_missing_or_invalid_netns_leaves_nothing() {
     assert!(!links.contains("snvtest"), "left behind: {links}");
 }
 
+/// The one thread that enters namespaces takes the next request after one it refused, and
+/// goes back between requests: a container's namespace it entered is not kept alive by it (the
+/// pair goes when the namespace is deleted).
+#[test]
+fn namespace_thread_survives_refusals_and_keeps_no_namespace_alive() {
+    let (Some(host), Some(c)) = (Ns::new("h"), Ns::new("c")) else {
+        return;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut bad = veth_cfg(4, &host);
+    bad.netns = file.path().to_path_buf();
+    let good = veth_cfg(5, &c);
+    let (b, g) = (bad, good.clone());
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        for _ in 0..3 {
+            let e = attach(&nl, &b).await.unwrap_err();
+            assert!(matches!(e, NetlinkError::Netns { .. }), "{e}");
+            attach(&nl, &g).await.unwrap();
+        }
+    });
+    let host_end = good.host_ifname.as_str();
+    assert!(
+        host.ip_json(&["link", "show"])
+            .to_string()
+            .contains(host_end),
+        "attach made no pair"
+    );
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host
+        .ip_json(&["link", "show"])
+        .to_string()
+        .contains(host_end)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{host_end} outlived its container's namespace: something still holds it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn attach_replaces_stale_pair() {
     let (Some(host), Some(c)) = (Ns::new("h"), Ns::new("c")) else {
