@@ -276,6 +276,84 @@ fn every_front_door_refuses_bad_input_clearly_and_changes_nothing() {
             404,
             "nope",
         ),
+        // The one-request ensure + attach (the CNI plugin's ADD): both parts checked before
+        // anything changes, fields named by their path in the body.
+        row(
+            "attach: ensure with a bridge name too long",
+            Input::Rest(
+                "POST",
+                "/v1/networks/x/attach".into(),
+                j(
+                    json!({"ensure": {"name": "x", "subnet": "10.20.0.0/24", "bridge": "b123456789abcdef"},
+                         "endpoint": {"container_id": "fresh", "netns": free_ns}}),
+                ),
+            ),
+            400,
+            "\"ensure.bridge\"",
+        ),
+        row(
+            "attach: ensure naming another network",
+            Input::Rest(
+                "POST",
+                "/v1/networks/x/attach".into(),
+                j(json!({"ensure": {"name": "y", "subnet": "10.20.0.0/24"},
+                         "endpoint": {"container_id": "fresh", "netns": free_ns}})),
+            ),
+            400,
+            "\"ensure.name\"",
+        ),
+        row(
+            "attach: a good network, a bad port (the network is not created)",
+            Input::Rest(
+                "POST",
+                "/v1/networks/x/attach".into(),
+                j(json!({"ensure": {"name": "x", "subnet": "10.20.0.0/24"},
+                         "endpoint": {"container_id": "fresh", "netns": free_ns,
+                                      "ports": [{"host_port": 0, "container_port": 80}]}})),
+            ),
+            400,
+            "\"endpoint.ports.host_port\"",
+        ),
+        row(
+            "attach: relative netns",
+            Input::Rest(
+                "POST",
+                "/v1/networks/n1/attach".into(),
+                j(json!({"endpoint": {"container_id": "fresh", "netns": "netns"}})),
+            ),
+            400,
+            "\"endpoint.netns\"",
+        ),
+        row(
+            "attach: unknown network without ensure",
+            Input::Rest(
+                "POST",
+                "/v1/networks/nope/attach".into(),
+                j(json!({"endpoint": {"container_id": "fresh", "netns": free_ns}})),
+            ),
+            404,
+            "\"network\"",
+        ),
+        row(
+            "attach: no endpoint",
+            Input::Rest(
+                "POST",
+                "/v1/networks/n1/attach".into(),
+                j(json!({"ensure": {"name": "n1", "subnet": "10.10.0.0/24"}})),
+            ),
+            400,
+            "\"endpoint\"",
+        ),
+        row(
+            "attach: exhausted pool",
+            Input::Rest(
+                "POST",
+                "/v1/networks/tiny/attach".into(),
+                j(json!({"endpoint": {"container_id": "fresh", "netns": free_ns}})),
+            ),
+            409,
+            "tiny",
+        ),
         row(
             "delete unknown network",
             Input::Rest("DELETE", "/v1/networks/nope".into(), vec![]),
