@@ -27,15 +27,20 @@ fn main() -> ExitCode {
             "1.1.0".to_string(),
         )),
     };
-    let mut stdout = std::io::stdout().lock();
+    // One write of the whole reply (stdout is line-buffered in pieces of 1 KiB otherwise).
+    let print = |v: &serde_json::Value| {
+        let mut text = serde_json::to_vec(v).unwrap_or_default();
+        text.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&text);
+    };
     match out {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(v)) => {
-            let _ = writeln!(stdout, "{v}");
+            print(&v);
             ExitCode::SUCCESS
         }
         Err((e, version)) => {
-            let _ = writeln!(stdout, "{}", e.to_json(&version));
+            print(&e.to_json(&version));
             eprintln!("shimnet: {e}");
             ExitCode::FAILURE
         }

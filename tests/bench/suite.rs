@@ -272,6 +272,22 @@ fn main() {
     }
     say!("\n-- control plane (ms per container; ratio = peer median / shimnet CNI median) --");
     say!("{}", table(&rows).trim_end());
+    // The CNI target: every peer's setup median at least 10x shimnet CNI's ADD median, in
+    // the first and the last block of the sequential run.
+    for m in measured.iter().filter(|m| !m.shimnet) {
+        let what = format!("{} {}", m.name, m.ops.0);
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter(|r| r.what == what && r.group.starts_with("seq"))
+            .filter_map(|r| r.ratio.map(|x| format!("{x:.1}x at {}", r.group)))
+            .collect();
+        if !ratios.is_empty() {
+            say!(
+                "shimnet CNI ADD vs {what}: {} (target >= 10x)",
+                ratios.join(", ")
+            );
+        }
+    }
     say!("\n-- growth with endpoints present: median of the last {k} / first {k} (target <= 1.25) --");
     for m in &measured {
         let g = |v: &[Duration]| growth(v, k).map_or("-".into(), |x| format!("{x:.2}"));
