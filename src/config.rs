@@ -64,6 +64,10 @@ pub struct Config {
     /// Repair owned objects when the kernel reports a change to them (default on).
     #[serde(default = "default_true")]
     pub repair_on_events: bool,
+    /// Extension bridges one network may have beyond its main bridge, so that it holds more
+    /// endpoints than one bridge's 1,023 ports (0..=15, default 15; 0: one bridge per network).
+    #[serde(default = "default_max_extensions")]
+    pub max_bridge_extensions: u8,
     /// Networks declared by the configuration (created at start and on reload if missing).
     #[serde(default)]
     pub networks: Vec<NetworkCreate>,
@@ -253,6 +257,10 @@ impl Default for DockerConfig {
     }
 }
 
+fn default_max_extensions() -> u8 {
+    runtime_net::naming::MAX_EXTENSIONS
+}
+
 fn default_interval() -> u64 {
     600
 }
@@ -382,6 +390,13 @@ impl Config {
                 ))
             }
             (None, None) => {}
+        }
+        if cfg.max_bridge_extensions > runtime_net::naming::MAX_EXTENSIONS {
+            return Err(bad(format!(
+                "max_bridge_extensions: {} is more than {}",
+                cfg.max_bridge_extensions,
+                runtime_net::naming::MAX_EXTENSIONS
+            )));
         }
         cfg.check_networks().map_err(bad)?;
         shimnet_dns::name::check(cfg.dns.domain.trim_end_matches('.'))

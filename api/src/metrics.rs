@@ -156,12 +156,13 @@ fn is_structural(spec: &NetworkSpec, ip: Ipv4Addr) -> bool {
     spec.subnet.prefix() < 31 && (ip == spec.subnet.network() || ip == spec.subnet.broadcast())
 }
 
-/// Per-network usage from the engine's records (networks without endpoints included); each
-/// network takes `port_capacity` endpoints at most.
+/// Per-network usage from the engine's records (networks without endpoints included); a
+/// network takes `port_capacity(network)` endpoints at most (the ports of its main bridge and
+/// every extension bridge it may have).
 pub fn usage(
     networks: &[NetworkSpec],
     endpoints: &[EndpointRecord],
-    port_capacity: usize,
+    port_capacity: impl Fn(&NetworkSpec) -> usize,
 ) -> Vec<NetworkUsage> {
     networks
         .iter()
@@ -176,7 +177,7 @@ pub fn usage(
                 ipv4_used: used.len() as u64,
                 ipv4_capacity: ipv4_capacity(n),
                 ports_used: count,
-                ports_capacity: port_capacity as u64,
+                ports_capacity: port_capacity(n) as u64,
             }
         })
         .collect()
@@ -548,7 +549,9 @@ impl Metrics {
         self.set_store(&engine.store_health());
         match records {
             Ok((networks, endpoints)) => {
-                self.set_usage(&usage(&networks, &endpoints, engine.port_capacity()))
+                self.set_usage(&usage(&networks, &endpoints, |n| {
+                    engine.bridge_layout(n).total()
+                }))
             }
             Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
         }

@@ -65,7 +65,13 @@ fn role_of(m: &LinkMessage, owned: &dyn Owned) -> Option<LinkRole> {
     let name = link_name(m)?.to_string();
     if let Some(alias) = link_alias(m) {
         match parse_alias(alias) {
-            Some(Owner::Bridge(_)) => return Some(LinkRole::Bridge(name)),
+            Some(Owner::Bridge(_) | Owner::Extension(..)) => return Some(LinkRole::Bridge(name)),
+            // A trunk is part of its extension bridge: its repair rebuilds both.
+            Some(Owner::Trunk(net, i)) => {
+                let net = crate::types::NetworkName::new(&net).ok()?;
+                let ext = crate::naming::extension_bridge_name(&net, i);
+                return Some(LinkRole::Bridge(ext.to_string()));
+            }
             Some(Owner::Endpoint(_)) => return Some(LinkRole::Port(name)),
             None if alias.starts_with(&format!("{ALIAS_PREFIX}peering=")) => {
                 return Some(LinkRole::Tunnel(name))
