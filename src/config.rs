@@ -688,6 +688,18 @@ mod tests {
     }
 
     #[test]
+    fn bridge_extensions_default_to_the_most_and_are_bounded() {
+        assert_eq!(Config::parse("", "x").unwrap().max_bridge_extensions, 15);
+        let c = Config::parse("max_bridge_extensions = 0\n", "x").unwrap();
+        assert_eq!(c.max_bridge_extensions, 0);
+        let e = Config::parse("max_bridge_extensions = 16\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_bridge_extensions") && e.contains("16"), "{e}");
+        assert!(Config::parse("max_bridge_extensions = -1\n", "x").is_err());
+    }
+
+    #[test]
     fn declared_networks_replace_the_default_network() {
         let c = Config::parse(
             "[[networks]]\nname = \"a\"\nsubnet = \"10.9.0.0/24\"\n",

@@ -287,7 +287,7 @@ impl Metrics {
         let ports_capacity = Family::<NetLabels, Gauge>::default();
         registry.register(
             "shimnet_bridge_ports_capacity",
-            "Bridge ports a network can take (a Linux bridge holds at most 1023); more endpoints are refused",
+            "Bridge ports a network can take over its main and extension bridges (a Linux bridge holds at most 1023); more endpoints are refused",
             ports_capacity.clone(),
         );
         let reconcile_runs = Family::<ResultLabels, Counter>::default();

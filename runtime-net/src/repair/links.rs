@@ -291,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn extension_bridges_and_trunks_are_their_extensions_bridge() {
+        let (mut c, o) = seeded();
+        let n1 = crate::types::NetworkName::new("n1").unwrap();
+        let ext = crate::naming::extension_bridge_name(&n1, 2).to_string();
+        let (to_main, to_ext) = crate::naming::trunk_names(&n1, 2);
+        let xalias = crate::naming::extension_alias(&n1, 2);
+        let talias = crate::naming::trunk_alias(&n1, 2);
+        c.learn(&link(20, &ext, Some(&xalias)), &o);
+        c.learn(&link(21, to_main.as_str(), Some(&talias)), &o);
+        c.learn(&link(22, to_ext.as_str(), Some(&talias)), &o);
+        let del = |m| RouteNetlinkMessage::DelLink(m);
+        assert_eq!(
+            c.classify(&del(link(21, to_main.as_str(), Some(&talias))), &o),
+            Some(Dirty::Bridge(ext.clone())),
+            "a deleted trunk is its extension's repair"
+        );
+        assert_eq!(
+            c.classify(&del(link(20, &ext, Some(&xalias))), &o),
+            Some(Dirty::Bridge(ext.clone()))
+        );
+        let unplugged = RouteNetlinkMessage::NewLink(link(22, to_ext.as_str(), Some(&talias)));
+        assert_eq!(c.classify(&unplugged, &o), Some(Dirty::Bridge(ext)));
+    }
+
+    #[test]
     fn a_link_that_loses_its_alias_is_still_checked() {
         let (mut c, o) = seeded();
         let stripped = RouteNetlinkMessage::NewLink(link(5, "snbr1", None));
