@@ -1,9 +1,12 @@
-//! Networks past one bridge, against the real kernel: a /20 network holds 4,000 endpoints on one
-//! host, spread over its main bridge and extension bridges joined to it by veth trunks; traffic
-//! flows between containers on different bridges and to the gateway; with icc off every
-//! container↔container path (same bridge or across a trunk) is blocked while the gateway stays
-//! reachable; a daemon restart keeps everything; a deleted extension bridge or trunk is rebuilt;
-//! deleting the network leaves nothing behind. Run as root.
+//! Networks past one bridge, against the real kernel. At scale: a /20 network holds 4,000
+//! endpoints on one host, spread over its main bridge and extension bridges joined to it by veth
+//! trunks as designed; a daemon restart keeps everything; a deleted extension bridge or trunk is
+//! rebuilt with its ports; deleting the network leaves nothing behind. Traffic, on small bridges
+//! (`bridge_ports = 16`, so that a broadcast's copies stay within the kernel's default backlog,
+//! see README "Capacity"): containers on different bridges reach each other and the gateway,
+//! also after a restart and after an extension or trunk was deleted and rebuilt; with icc off
+//! every container↔container path (same bridge or across a trunk) is blocked while the gateway
+//! stays reachable. Run as root.
 
 mod common;
 
@@ -27,7 +30,11 @@ fn exists(h: &TestHost, name: &str) -> bool {
 
 /// The master of a link in the host namespace, if any.
 fn master_of(h: &TestHost, name: &str) -> Option<String> {
-    let out = h.ip(&["-o", "link", "show", name]);
+    let out = std::process::Command::new("ip")
+        .args(["-n", h.ns.name(), "-o", "link", "show", name])
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
         if w == "master" {
@@ -173,7 +180,11 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
     }
     let cap = capacity(&h, &net);
     assert_eq!(
-        (&cap["ports_used"], &cap["ports_capacity"], &cap["extensions"]),
+        (
+            &cap["ports_used"],
+            &cap["ports_capacity"],
+            &cap["extensions"]
+        ),
         (&json!(4000), &json!(1019 + 4 * 1022), &json!(4)),
         "{cap}"
     );
@@ -186,63 +197,51 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
         "capacity metric"
     );
 
-    // The newest container of each bridge (a broadcast reaches the newest ports first; see
-    // README "Capacity" on floods to more than a thousand ports).
+    // CHECK (CNI CHECK, `shimnetctl check`) finds endpoints on extensions intact.
     let ends = host_ends(&h, &net);
     let on_main = newest_on(&h, &bridge, &eps, &ends);
     let on_x1 = newest_on(&h, &ext(1), &eps, &ends);
-    let on_x2 = newest_on(&h, &ext(2), &eps, &ends);
     let on_x3 = newest_on(&h, &ext(3), &eps, &ends);
-    let talks = |what: &str| {
-        for x in [on_x1, on_x2, on_x3] {
-            assert!(pings(&on_main.0, &x.1), "{what}: {} -> {}", on_main.1, x.1);
-            assert!(pings(&x.0, &on_main.1), "{what}: {} -> {}", x.1, on_main.1);
-        }
-        assert!(pings(&on_x1.0, &on_x3.1), "{what}: ext 1 -> ext 3");
-        for c in [on_main, on_x1, on_x2, on_x3] {
-            assert!(pings(&c.0, gw), "{what}: {} -> gateway", c.1);
-        }
-    };
-    talks("after the fill");
-    // The oldest container on the main bridge is the last a broadcast from extension 3 reaches:
-    // with the kernel's default backlog (net.core.netdev_max_backlog 1000) the flood's tail is
-    // dropped. Shown, not asserted (it depends on the host's setting).
+    for c in [on_main, on_x1, on_x3] {
+        let check = h.call(
+            "GET",
+            &format!("/v1/networks/{net}/endpoints/{}/check", c.0.name()),
+            None,
+        );
+        assert_eq!(check["ok"], true, "{check}");
+    }
+    assert!(pings(&on_main.0, gw), "main -> gateway");
+    // How far one broadcast reaches in a domain of 4,000 ports with this host's
+    // net.core.netdev_max_backlog: shown, not asserted (see README "Capacity").
     let drops = backlog_drops();
     let oldest = eps.iter().find(|(_, ip)| ip == "10.84.0.2").unwrap();
-    let reached = ping(&on_x3.0, &oldest.1);
+    let arp = |a: &(NamedNetns, String), b: &(NamedNetns, String)| {
+        if ping(&a.0, &b.1) {
+            "answered"
+        } else {
+            "not answered"
+        }
+    };
     eprintln!(
-        "ARP from the newest container on extension 3 to the oldest on the main bridge: {}; \
-         backlog drops meanwhile: {}",
-        if reached { "answered" } else { "not answered" },
+        "ARP at 4,000 ports: newest on main -> newest on extension 1: {}; newest on extension 3 -> \
+         oldest on main: {}; newest on extension 1 -> gateway: {}; backlog drops meanwhile: {}",
+        arp(on_main, on_x1),
+        arp(on_x3, oldest),
+        if ping(&on_x1.0, gw) { "answered" } else { "not answered" },
         backlog_drops() - drops
     );
-    // CHECK (CNI CHECK, `shimnetctl check`) finds an endpoint on an extension intact.
-    let check = h.call(
-        "GET",
-        &format!("/v1/networks/{net}/endpoints/{}/check", on_x3.0.name()),
-        None,
-    );
-    assert_eq!(check["ok"], true, "{check}");
-    // TCP across a trunk as well.
-    let to = on_main.1.parse().unwrap();
-    let got = spawn_listener(on_main.0.path(), to, 8081);
-    assert!(connect_from(on_x3.0.path(), to, 8081));
-    let peer = got.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
-    assert_eq!(peer.ip().to_string(), on_x3.1, "no NAT inside the network");
 
     // A daemon restart keeps everything in place.
     h.stop_with(nix::sys::signal::Signal::SIGTERM);
     h.start();
     assert_eq!(spread(&h), (1019 + 3, 1023, 1023, 938, false));
-    talks("after a restart");
+    assert!(pings(&on_main.0, gw), "main -> gateway after a restart");
 
     // An extension bridge deleted from outside is rebuilt, its trunk and ports back on it.
     sh(&["ip", "-n", h.ns.name(), "link", "del", &ext(2)]);
     eventually_for("extension 2 rebuilt", Duration::from_secs(10), || {
         exists(&h, &ext(2)) && ports(&h, &ext(2)) == 1023
     });
-    assert!(pings(&on_main.0, &on_x2.1), "main -> ext 2 after repair");
-    assert!(pings(&on_x2.0, &on_main.1), "ext 2 -> main after repair");
     // A trunk deleted from outside (both ends go) is rebuilt.
     let (to_main, _) = trunk_names(&name, 1);
     sh(&["ip", "-n", h.ns.name(), "link", "del", to_main.as_str()]);
@@ -250,9 +249,7 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
         master_of(&h, to_main.as_str()).as_deref() == Some(bridge.as_str())
             && ports(&h, &ext(1)) == 1023
     });
-    assert!(pings(&on_main.0, &on_x1.1), "main -> ext 1 after repair");
-    assert!(pings(&on_x1.0, &on_main.1), "ext 1 -> main after repair");
-    assert!(pings(&on_x1.0, gw), "ext 1 -> gateway after repair");
+    assert_eq!(spread(&h), (1019 + 3, 1023, 1023, 938, false));
 
     // Detach everything, delete the network: no bridge, extension or trunk is left.
     let started = Instant::now();
@@ -277,64 +274,139 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Small bridges: 16 ports each, three extensions at most (main 13 containers, each extension 15).
+const SMALL: &str = "bridge_ports = 16\nmax_bridge_extensions = 3\n";
+
+/// The containers of `eps` on main (`None`) or extension `i`, from the records.
+fn on_bridge<'a>(
+    h: &TestHost,
+    net: &str,
+    eps: &'a [(NamedNetns, String)],
+    ext: Option<u64>,
+) -> Vec<&'a (NamedNetns, String)> {
+    let listed = h.call("GET", &format!("/v1/endpoints?network={net}"), None);
+    let ids: std::collections::HashSet<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["extension"].as_u64() == ext)
+        .map(|e| e["key"]["container_id"].as_str().unwrap().to_string())
+        .collect();
+    eps.iter().filter(|(c, _)| ids.contains(c.name())).collect()
+}
+
+#[test]
+fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
+    use_prefix("sxt");
+    let mut h = TestHost::new(SMALL);
+    let net = tag("tr");
+    let name = NetworkName::new(&net).unwrap();
+    h.create_network(json!({"name": net, "subnet": "10.87.0.0/24"}));
+    let bridge = h_bridge(&h, &net);
+    let ext = |i: u8| extension_bridge_name(&name, i).to_string();
+    let eps = fill(&h, &net, 40);
+    let spread = |h: &TestHost| {
+        (
+            ports(h, &bridge),
+            ports(h, &ext(1)),
+            ports(h, &ext(2)),
+            exists(h, &ext(3)),
+        )
+    };
+    assert_eq!(spread(&h), (13 + 2, 16, 13, false));
+    let cap = capacity(&h, &net);
+    assert_eq!(
+        (&cap["ports_capacity"], &cap["extensions"]),
+        (&json!(13 + 3 * 15), &json!(3)),
+        "{cap}"
+    );
+    let m = on_bridge(&h, &net, &eps, None);
+    let x1 = on_bridge(&h, &net, &eps, Some(1));
+    let x2 = on_bridge(&h, &net, &eps, Some(2));
+    assert_eq!((m.len(), x1.len(), x2.len()), (13, 15, 12));
+    let gw = "10.87.0.1";
+    let talks = |what: &str| {
+        for (a, b) in [
+            (m[0], x1[0]),
+            (x1[1], m[1]),
+            (x1[2], x2[0]),
+            (x2[1], m[2]),
+            (m[3], m[4]),
+            (x1[3], x1[4]),
+        ] {
+            assert!(pings(&a.0, &b.1), "{what}: {} -> {}", a.1, b.1);
+        }
+        for c in [m[5], x1[5], x2[2]] {
+            assert!(pings(&c.0, gw), "{what}: {} -> gateway", c.1);
+        }
+        // TCP across a trunk, unNATed.
+        let to = m[6].1.parse().unwrap();
+        let got = spawn_listener(m[6].0.path(), to, 8081);
+        assert!(connect_from(x2[3].0.path(), to, 8081), "{what}: tcp");
+        let peer = got.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(peer.ip().to_string(), x2[3].1, "{what}: no NAT inside");
+    };
+    talks("after the attaches");
+
+    h.stop_with(nix::sys::signal::Signal::SIGTERM);
+    h.start();
+    assert_eq!(spread(&h), (13 + 2, 16, 13, false));
+    talks("after a restart");
+
+    sh(&["ip", "-n", h.ns.name(), "link", "del", &ext(2)]);
+    eventually_for("extension 2 rebuilt", Duration::from_secs(10), || {
+        exists(&h, &ext(2)) && ports(&h, &ext(2)) == 13
+    });
+    talks("after extension 2 was deleted");
+    let (to_main, _) = trunk_names(&name, 1);
+    sh(&["ip", "-n", h.ns.name(), "link", "del", to_main.as_str()]);
+    eventually_for("trunk 1 rebuilt", Duration::from_secs(10), || {
+        master_of(&h, to_main.as_str()).as_deref() == Some(bridge.as_str())
+            && ports(&h, &ext(1)) == 16
+    });
+    talks("after trunk 1 was deleted");
+
+    for (c, _) in &eps {
+        h.detach(&net, c.name());
+    }
+    h.call("DELETE", &format!("/v1/networks/{net}"), None);
+    let left: Vec<String> = links_in(h.ns.name())
+        .into_iter()
+        .filter(|l| {
+            l == &bridge || l.starts_with("snx") || l.starts_with("snt") || l.starts_with("snu")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn with_icc_off_only_the_gateway_is_reachable_on_every_bridge() {
     use_prefix("sxi");
-    let h = TestHost::new("");
+    let h = TestHost::new(SMALL);
     let net = tag("iso");
     let name = NetworkName::new(&net).unwrap();
-    // A /21: 2,045 addresses, two extensions; main takes 1,021 containers, each extension 1,022.
-    h.create_network(json!({"name": net, "subnet": "10.85.0.0/21", "icc": false}));
-    let eps = fill(&h, &net, 1021 + 1022 + 1);
+    h.create_network(json!({"name": net, "subnet": "10.85.0.0/24", "icc": false}));
+    let eps = fill(&h, &net, 30);
     let (to_main, to_ext) = trunk_names(&name, 1);
     let detail = h.ip(&["-d", "link", "show", to_main.as_str()]);
     assert!(detail.contains("isolated on"), "{detail}");
     let detail = h.ip(&["-d", "link", "show", to_ext.as_str()]);
     assert!(detail.contains("isolated off"), "{detail}");
-    let per = |b: &str| ports(&h, b);
-    assert_eq!(
-        (
-            per(&h_bridge(&h, &net)),
-            per(extension_bridge_name(&name, 1).as_str()),
-            per(extension_bridge_name(&name, 2).as_str())
-        ),
-        (1021 + 2, 1023, 2),
-        "ports per bridge"
-    );
-    // Targets: the newest container of each bridge (a flood reaches it first, so a failed
-    // ping is the isolation's doing); senders: another container on the same bridge.
-    let ends = host_ends(&h, &net);
-    let listed = h.call("GET", &format!("/v1/endpoints?network={net}"), None);
-    let extension_of: std::collections::HashMap<String, Option<u64>> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["key"]["container_id"].as_str().unwrap().to_string(),
-                e["extension"].as_u64(),
-            )
-        })
-        .collect();
-    let main_new = newest_on(&h, &h_bridge(&h, &net), &eps, &ends);
-    let x1_new = newest_on(&h, extension_bridge_name(&name, 1).as_str(), &eps, &ends);
-    let x2_new = newest_on(&h, extension_bridge_name(&name, 2).as_str(), &eps, &ends);
-    let other_on = |ext: Option<u64>, not: &(NamedNetns, String)| {
-        eps.iter()
-            .find(|(c, _)| extension_of[c.name()] == ext && c.name() != not.0.name())
-            .unwrap()
-    };
-    let main_a = other_on(None, main_new);
-    let x1_a = other_on(Some(1), x1_new);
-    for c in [main_a, x1_a, x2_new] {
+    let m = on_bridge(&h, &net, &eps, None);
+    let x1 = on_bridge(&h, &net, &eps, Some(1));
+    let x2 = on_bridge(&h, &net, &eps, Some(2));
+    assert_eq!((m.len(), x1.len(), x2.len()), (13, 15, 2));
+    for c in [m[0], x1[0], x2[0]] {
+        let port = h.ip(&["-d", "link", "show", &host_end(&h, &net, c.0.name())]);
+        assert!(port.contains("isolated on"), "{port}");
         assert!(pings(&c.0, "10.85.0.1"), "{} -> gateway", c.1);
     }
     for (a, b, what) in [
-        (main_a, main_new, "within the main bridge"),
-        (x1_a, x1_new, "within an extension"),
-        (x1_a, main_new, "extension -> main"),
-        (main_a, x1_new, "main -> extension"),
-        (x1_a, x2_new, "extension -> other extension"),
+        (m[0], m[1], "within the main bridge"),
+        (x1[0], x1[1], "within an extension"),
+        (x1[0], m[0], "extension -> main"),
+        (m[0], x1[0], "main -> extension"),
+        (x1[0], x2[0], "extension -> other extension"),
     ] {
         assert!(!ping(&a.0, &b.1), "{what}: {} reached {}", a.1, b.1);
     }
@@ -342,6 +414,15 @@ fn with_icc_off_only_the_gateway_is_reachable_on_every_bridge() {
         h.detach(&net, c.name());
     }
     h.call("DELETE", &format!("/v1/networks/{net}"), None);
+}
+
+/// The host end of container `cid` on `net`.
+fn host_end(h: &TestHost, net: &str, cid: &str) -> String {
+    host_ends(h, net)
+        .into_iter()
+        .find(|(_, c)| c == cid)
+        .map(|(hst, _)| hst)
+        .unwrap_or_else(|| panic!("no endpoint of {cid}"))
 }
 
 /// The main bridge of network `net`.

@@ -548,11 +548,9 @@ impl Metrics {
         let _one = self.scrape.lock().expect("scrape lock");
         self.set_store(&engine.store_health());
         match records {
-            Ok((networks, endpoints)) => {
-                self.set_usage(&usage(&networks, &endpoints, |n| {
-                    engine.bridge_layout(n).total()
-                }))
-            }
+            Ok((networks, endpoints)) => self.set_usage(&usage(&networks, &endpoints, |n| {
+                engine.bridge_layout(n).total()
+            })),
             Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
         }
         Ok(self.encode())

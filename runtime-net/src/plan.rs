@@ -785,7 +785,13 @@ mod tests {
             LinkKind::Bridge,
         );
         xb.index = 11;
-        let trunk = |n: &IfName| link(n.as_str(), Some(naming::trunk_alias(&net.name, 1)), LinkKind::Veth);
+        let trunk = |n: &IfName| {
+            link(
+                n.as_str(),
+                Some(naming::trunk_alias(&net.name, 1)),
+                LinkKind::Veth,
+            )
+        };
         let port = LinkInfo {
             master: Some(3),
             ..link(
@@ -806,7 +812,11 @@ mod tests {
                 LinkKind::Bridge,
             ),
             // shimnet's alias on a link of the wrong name: not ours to keep.
-            link("impostor", Some(naming::extension_alias(&net.name, 1)), LinkKind::Bridge),
+            link(
+                "impostor",
+                Some(naming::extension_alias(&net.name, 1)),
+                LinkKind::Bridge,
+            ),
             port.clone(),
         ];
         let plan = plan_reconcile(

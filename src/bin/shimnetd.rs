@@ -607,7 +607,8 @@ async fn main() -> Result<()> {
         })
         .await
         .context("starting the engine")?
-        .with_max_extensions(cfg.max_bridge_extensions),
+        .with_max_extensions(cfg.max_bridge_extensions)
+        .with_port_capacity(cfg.bridge_ports),
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
     // The name service follows the records from here on: networks with `dns` are served and the

@@ -63,7 +63,11 @@ fn main() {
         let body = json!({"container_id": c.name(), "netns": c.path()});
         let t = Instant::now();
         let _: Value = client
-            .call("POST", &format!("/v1/networks/{net}/endpoints"), Some(&body))
+            .call(
+                "POST",
+                &format!("/v1/networks/{net}/endpoints"),
+                Some(&body),
+            )
             .expect("attach");
         attach.push(t.elapsed());
     }
@@ -96,10 +100,7 @@ fn main() {
     .unwrap();
     line(&mut out, "attach", &attach);
     line(&mut out, "detach", &detach);
-    let bridges: Vec<String> = spread
-        .iter()
-        .map(|(b, p)| format!("{b} {p}"))
-        .collect();
+    let bridges: Vec<String> = spread.iter().map(|(b, p)| format!("{b} {p}")).collect();
     writeln!(
         out,
         "  ports per bridge at {n} endpoints (trunk ends included): {}",

@@ -161,11 +161,10 @@ impl Engine {
         self
     }
 
-    /// Tests only: bridges take at most `ports` ports, so filling one is cheap on the fakes
-    /// (the real limit is proven against the kernel in `tests/`).
-    #[cfg(any(test, feature = "fakes"))]
+    /// Bridges take at most `ports` ports (clamped to 2..=[`crate::netlink::BRIDGE_MAX_PORTS`]):
+    /// room left for links of an admin's own, small bridges in tests.
     pub fn with_port_capacity(mut self, ports: usize) -> Self {
-        self.port_capacity = ports;
+        self.port_capacity = ports.clamp(2, crate::netlink::BRIDGE_MAX_PORTS);
         self
     }
 

@@ -10,17 +10,21 @@ use ipnetwork::IpNetwork;
 
 use super::{collect, Engine, EngineError, Result};
 use crate::firewall::NetworkRules;
-use crate::naming;
 use crate::kernel::{BridgePort, PairSpec};
+use crate::naming;
 use crate::netlink::BridgeConfig;
 use crate::plan::bridges::endpoint_bridge;
 use crate::plan::{self, endpoint::bridge_port, NetworkRequest};
 use crate::types::{EndpointRecord, MacAddr, NetworkName, NetworkSpec};
 
-pub(super) fn network_rules(spec: &NetworkSpec) -> NetworkRules {
+/// The firewall state of a network whose layout allows `extensions` extension bridges.
+pub(super) fn network_rules(spec: &NetworkSpec, extensions: u8) -> NetworkRules {
     NetworkRules {
         name: spec.name.clone(),
         bridge: spec.bridge.clone(),
+        extensions: (1..=extensions)
+            .map(|i| naming::extension_bridge_name(&spec.name, i))
+            .collect(),
         subnet4: spec.subnet,
         subnet6: spec.subnet6,
         masquerade: spec.masquerade,
@@ -155,7 +159,7 @@ impl Engine {
             &format!("net/ipv4/conf/{}/route_localnet", spec.bridge),
             "1",
         )?;
-        let rules = network_rules(spec);
+        let rules = network_rules(spec, self.bridge_layout(spec).extensions);
         self.fw(move |fw| fw.apply_network(&rules)).await?;
         Ok(())
     }
@@ -183,11 +187,11 @@ impl Engine {
     ) -> Result<()> {
         let links = self.kernel.links.owned_links().await?;
         let mut bridges: HashMap<String, Option<u32>> = HashMap::new();
-        for b in std::iter::once(spec.bridge.clone())
-            .chain(extensions_in_use(&records).into_iter().map(|i| {
-                naming::extension_bridge_name(&spec.name, i)
-            }))
-        {
+        for b in std::iter::once(spec.bridge.clone()).chain(
+            extensions_in_use(&records)
+                .into_iter()
+                .map(|i| naming::extension_bridge_name(&spec.name, i)),
+        ) {
             let index = self.kernel.links.link(b.as_str()).await?.map(|l| l.index);
             bridges.insert(b.to_string(), index);
         }
@@ -230,11 +234,13 @@ impl Engine {
         let (ext_index, mut changed) = links.ensure_bridge(&cfg).await?;
         self.write_sysctl(&format!("net/ipv6/conf/{ext}/disable_ipv6"), "1")?;
         let Some(main) = links.link(spec.bridge.as_str()).await? else {
-            return Err(EngineError::Netlink(crate::netlink::NetlinkError::Request {
-                op: "join extension bridge",
-                object: ext.to_string(),
-                msg: format!("main bridge {} missing", spec.bridge),
-            }));
+            return Err(EngineError::Netlink(
+                crate::netlink::NetlinkError::Request {
+                    op: "join extension bridge",
+                    object: ext.to_string(),
+                    msg: format!("main bridge {} missing", spec.bridge),
+                },
+            ));
         };
         let (to_main, to_ext) = naming::trunk_names(&spec.name, index);
         let (m, x) = futures::join!(links.link(to_main.as_str()), links.link(to_ext.as_str()));
@@ -271,15 +277,14 @@ impl Engine {
                 self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
             }
         }
-        let port = |name: &crate::types::IfName, bridge: &crate::types::IfName, isolated| {
-            BridgePort {
+        let port =
+            |name: &crate::types::IfName, bridge: &crate::types::IfName, isolated| BridgePort {
                 name: name.clone(),
                 alias: alias.clone(),
                 hairpin: false,
                 isolated,
                 enslave: Some(bridge.clone()),
-            }
-        };
+            };
         // icc off: container ports are isolated; the main end of every trunk is too, so no
         // container reaches another across a trunk, while each still reaches the gateway.
         links

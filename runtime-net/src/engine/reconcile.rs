@@ -56,7 +56,9 @@ impl Engine {
         for spec in &networks {
             for &i in in_use.get(spec.name.as_str()).into_iter().flatten() {
                 if let Err(e) = self.ensure_extension(spec, i).await {
-                    report.errors.push(format!("network {} extension {i}: {e}", spec.name));
+                    report
+                        .errors
+                        .push(format!("network {} extension {i}: {e}", spec.name));
                 }
             }
         }

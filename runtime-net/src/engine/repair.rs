@@ -196,7 +196,10 @@ impl Engine {
         let _r = self.topology.read().await;
         let networks = self.networks().await?;
         let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let want: Vec<_> = networks.iter().map(network_rules).collect();
+        let want: Vec<_> = networks
+            .iter()
+            .map(|n| network_rules(n, self.bridge_layout(n).extensions))
+            .collect();
         let drifted_nets: HashSet<NetworkName> = self
             .fw(move |fw| fw.drifted_networks(&want))
             .await?
@@ -213,7 +216,7 @@ impl Engine {
             let missing = drifted_nets.contains(&spec.name);
             changed |= missing;
             if missing {
-                let rules = network_rules(spec);
+                let rules = network_rules(spec, self.bridge_layout(spec).extensions);
                 self.fw(move |fw| fw.apply_network(&rules)).await?;
             }
         }

@@ -31,7 +31,8 @@ pub use handle::StoreHealth;
 use handle::{Handle, Opener};
 use schema::{
     endpoint_key, from_json, net4_pool, net6_pool, net_ipam, network_endpoint_range, to_json, Fail,
-    ALLOCATIONS, BRIDGE_PORTS, CURSORS, ENDPOINTS, ENDPOINT_COUNTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
+    ALLOCATIONS, BRIDGE_PORTS, CURSORS, ENDPOINTS, ENDPOINT_COUNTS, META, NETWORKS, POOLS,
+    SCHEMA_VERSION,
 };
 
 /// File name of the database inside the state directory.

@@ -351,9 +351,23 @@ fn endpoints_fill_the_main_bridge_then_each_extension_in_turn() {
         ..req("x", cid)
     };
     let placed: Vec<Option<u8>> = (0..8)
-        .map(|i| st.allocate_endpoint(&at(&format!("c{i}"))).unwrap().0.extension)
+        .map(|i| {
+            st.allocate_endpoint(&at(&format!("c{i}")))
+                .unwrap()
+                .0
+                .extension
+        })
         .collect();
-    let want = [None, None, Some(1), Some(1), Some(1), Some(2), Some(2), Some(2)];
+    let want = [
+        None,
+        None,
+        Some(1),
+        Some(1),
+        Some(1),
+        Some(2),
+        Some(2),
+        Some(2),
+    ];
     assert_eq!(placed, want);
     match st.allocate_endpoint(&at("c8")) {
         Err(StoreError::NetworkFull { capacity, .. }) => assert_eq!(capacity, 8),

@@ -169,7 +169,10 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     h.kernel
         .change_behind_back(r.host_ifname.as_str(), |l| l.master = None);
     assert!(h.engine.repair_port(r.host_ifname.as_str()).await.unwrap());
-    assert_eq!(h.kernel.links().get(r.host_ifname.as_str()).unwrap().master, x1);
+    assert_eq!(
+        h.kernel.links().get(r.host_ifname.as_str()).unwrap().master,
+        x1
+    );
 
     // The main bridge deleted: everything comes back on a restart's reconcile too.
     let h = h.restart().with_port_capacity(3);
@@ -219,6 +222,10 @@ async fn with_icc_off_trunk_main_ends_and_extension_ports_are_isolated() {
     assert!(links.get(to_main.as_str()).unwrap().flags.1);
     assert!(!links.get(to_ext.as_str()).unwrap().flags.1);
     for r in h.records().await {
-        assert!(links.get(r.host_ifname.as_str()).unwrap().flags.1, "{}", r.key);
+        assert!(
+            links.get(r.host_ifname.as_str()).unwrap().flags.1,
+            "{}",
+            r.key
+        );
     }
 }
