@@ -38,6 +38,12 @@ fn line(out: &mut String, what: &str, samples: &[Duration]) {
         all.p99
     )
     .unwrap();
+    // Where it grows: the median of each block of 500 (a step at a bridge boundary would show).
+    let blocks: Vec<String> = samples
+        .chunks(500)
+        .filter_map(|c| summarize(c).map(|s| format!("{:.2}", s.median)))
+        .collect();
+    writeln!(out, "    medians per 500: {} ms", blocks.join(" ")).unwrap();
 }
 
 fn main() {
