@@ -7,9 +7,11 @@
 # the static peer file's reload time (benches/membership.rs); then name resolution next to dnsmasq
 # (tests/bench/dns.rs); last event-driven repair: latency per broken object kind with 1,000
 # endpoints, the cost of 5,000 unrelated changes, idle CPU ticks over 60 s without and with peering
-# and the time from a peer file edit to the route (tests/bench/repair.rs).
+# and the time from a peer file edit to the route (tests/bench/repair.rs); then 4,000 endpoints on
+# one /20 network across extension bridges (tests/bench/bignet.rs).
 # Results: target/bench/results.txt, target/bench/latency.{csv,png}, target/bench/peering.txt,
-# target/bench/membership.txt, target/bench/dns.txt, target/bench/repair.txt.
+# target/bench/membership.txt, target/bench/dns.txt, target/bench/repair.txt,
+# target/bench/bignet.txt.
 # Run as root.
 # Usage: scripts/bench.sh [--short]
 set -euo pipefail
@@ -25,6 +27,8 @@ if [[ ${1:-} == --short ]]; then
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench dns
   # 20 endpoints, 3 runs per kind, 500 flood changes, 5 s idle.
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench repair
+  # 1,100 endpoints on one /20 network: the main bridge and one extension.
+  SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench bignet
 else
   cargo bench --locked --bench suite
   SHIMNET_BENCH_RUNS=${SHIMNET_BENCH_RUNS:-50} cargo test --locked --release --test docker -- \
@@ -33,4 +37,6 @@ else
   cargo bench --locked --bench membership -- 10 50 2>&1 | tee target/bench/membership.txt
   cargo bench --locked --bench dns
   cargo bench --locked --bench repair
+  # 4,000 endpoints on one /20 network: growth of attach and detach past one bridge.
+  cargo bench --locked --bench bignet
 fi

@@ -64,6 +64,14 @@ pub struct Config {
     /// Repair owned objects when the kernel reports a change to them (default on).
     #[serde(default = "default_true")]
     pub repair_on_events: bool,
+    /// Extension bridges one network may have beyond its main bridge, so that it holds more
+    /// endpoints than one bridge's 1,023 ports (0..=15, default 15; 0: one bridge per network).
+    #[serde(default = "default_max_extensions")]
+    pub max_bridge_extensions: u8,
+    /// Ports shimnet fills on each bridge (2..=1023, default 1023, the kernel's most); fewer
+    /// leave room for links of an admin's own.
+    #[serde(default = "default_bridge_ports")]
+    pub bridge_ports: usize,
     /// Networks declared by the configuration (created at start and on reload if missing).
     #[serde(default)]
     pub networks: Vec<NetworkCreate>,
@@ -253,6 +261,14 @@ impl Default for DockerConfig {
     }
 }
 
+fn default_bridge_ports() -> usize {
+    runtime_net::netlink::BRIDGE_MAX_PORTS
+}
+
+fn default_max_extensions() -> u8 {
+    runtime_net::naming::MAX_EXTENSIONS
+}
+
 fn default_interval() -> u64 {
     600
 }
@@ -382,6 +398,20 @@ impl Config {
                 ))
             }
             (None, None) => {}
+        }
+        if cfg.max_bridge_extensions > runtime_net::naming::MAX_EXTENSIONS {
+            return Err(bad(format!(
+                "max_bridge_extensions: {} is more than {}",
+                cfg.max_bridge_extensions,
+                runtime_net::naming::MAX_EXTENSIONS
+            )));
+        }
+        if !(2..=runtime_net::netlink::BRIDGE_MAX_PORTS).contains(&cfg.bridge_ports) {
+            return Err(bad(format!(
+                "bridge_ports: {} is out of range 2..={}",
+                cfg.bridge_ports,
+                runtime_net::netlink::BRIDGE_MAX_PORTS
+            )));
         }
         cfg.check_networks().map_err(bad)?;
         shimnet_dns::name::check(cfg.dns.domain.trim_end_matches('.'))
@@ -670,6 +700,32 @@ mod tests {
         let c = Config::parse("firewall = \"iptables\"\n", "x").unwrap();
         assert_eq!(c.firewall, FirewallChoice::Iptables);
         assert_eq!(c.reconcile_interval_secs, default.reconcile_interval_secs);
+    }
+
+    #[test]
+    fn bridge_extensions_default_to_the_most_and_are_bounded() {
+        assert_eq!(Config::parse("", "x").unwrap().max_bridge_extensions, 15);
+        let c = Config::parse("max_bridge_extensions = 0\n", "x").unwrap();
+        assert_eq!(c.max_bridge_extensions, 0);
+        let e = Config::parse("max_bridge_extensions = 16\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_bridge_extensions") && e.contains("16"),
+            "{e}"
+        );
+        assert!(Config::parse("max_bridge_extensions = -1\n", "x").is_err());
+        assert_eq!(Config::parse("", "x").unwrap().bridge_ports, 1023);
+        assert_eq!(
+            Config::parse("bridge_ports = 16\n", "x")
+                .unwrap()
+                .bridge_ports,
+            16
+        );
+        for bad in ["bridge_ports = 1\n", "bridge_ports = 1024\n"] {
+            let e = Config::parse(bad, "x").unwrap_err().to_string();
+            assert!(e.contains("bridge_ports"), "{e}");
+        }
     }
 
     #[test]

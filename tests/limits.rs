@@ -513,14 +513,18 @@ fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The kernel's limit, proven: a real bridge takes 1023 endpoints, then the next attach through
-/// each front door is refused as a full network (REST 409 `network_full`, CNI code 106, Docker
-/// `Err` naming it) before anything is built, `status` and `/metrics` count the ports, and the
-/// bridge itself refuses a 1024th port with EXFULL. A detach frees a place.
+/// The kernel's limit, proven: with one extension bridge allowed (`max_bridge_extensions = 1`),
+/// a /20 network takes 1,022 endpoints on its main bridge (one port kept for the trunk) and
+/// 1,022 on its extension — both real bridges then hold the kernel's 1,023 ports — and the next
+/// attach through each front door is refused as a full network (REST 409 `network_full`, CNI
+/// code 106, Docker `Err` naming it) before anything is built, `status` and `/metrics` count the
+/// ports of both bridges, and each bridge itself refuses a 1,024th port with EXFULL. A detach
+/// frees a place.
 #[test]
 fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_door() {
-    const CAP: usize = 1023;
-    let h = host();
+    const CAP: usize = 2044;
+    use_prefix("snr");
+    let h = TestHost::new(&format!("max_bridge_extensions = 1\n{LIMITS}"));
     let dnet = "f".repeat(64);
     let (pool, gw) = ("10.81.0.0/20", "10.81.0.1/20");
     docker(
@@ -558,18 +562,22 @@ fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_doo
         "{CAP} endpoints attached through the Docker door in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let ports = h
-        .ip(&["-o", "link", "show", "master", &bridge])
-        .lines()
-        .count();
-    assert_eq!(ports, CAP, "ports on {bridge}");
+    let ext = runtime_net::naming::extension_bridge_name(
+        &runtime_net::types::NetworkName::new(&name).unwrap(),
+        1,
+    )
+    .to_string();
+    for b in [&bridge, &ext] {
+        let ports = h.ip(&["-o", "link", "show", "master", b]).lines().count();
+        assert_eq!(ports, 1023, "ports on {b}");
+    }
     let before = host_links(&h);
 
     // Docker: the 1024th endpoint.
     let (status, err) = docker_err(&h, "/NetworkDriver.CreateEndpoint", create(CAP));
     assert_eq!(status, 409, "{err}");
     assert!(
-        err.contains(&format!("network {name} is full")) && err.contains("1023"),
+        err.contains(&format!("network {name} is full")) && err.contains("2044"),
         "{err}"
     );
     // REST.
@@ -588,7 +596,7 @@ fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_doo
         }) => {
             assert_eq!((status, code.as_str()), (409, "network_full"), "{message}");
             assert!(
-                message.contains(&name) && message.contains("1023"),
+                message.contains(&name) && message.contains("2044"),
                 "{message}"
             );
         }
@@ -644,29 +652,31 @@ fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_doo
         assert!(text.contains(&line), "{line} missing");
     }
 
-    // The kernel agrees: its bridge takes no 1024th port.
-    let (a, b) = (format!("x{}", tag("a")), format!("x{}", tag("b")));
-    sh(&[
-        "ip",
-        "-n",
-        h.ns.name(),
-        "link",
-        "add",
-        &a,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &b,
-    ]);
-    let enslave = std::process::Command::new("ip")
-        .args(["-n", h.ns.name(), "link", "set", &a, "master", &bridge])
-        .output()
-        .unwrap();
-    sh(&["ip", "-n", h.ns.name(), "link", "del", &a]);
-    assert!(!enslave.status.success());
-    let why = String::from_utf8_lossy(&enslave.stderr);
-    assert!(why.contains("Exchange full"), "{why}");
+    // The kernel agrees: neither bridge takes a 1024th port.
+    for br in [&bridge, &ext] {
+        let (a, b) = (format!("x{}", tag("a")), format!("x{}", tag("b")));
+        sh(&[
+            "ip",
+            "-n",
+            h.ns.name(),
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+        ]);
+        let enslave = std::process::Command::new("ip")
+            .args(["-n", h.ns.name(), "link", "set", &a, "master", br])
+            .output()
+            .unwrap();
+        sh(&["ip", "-n", h.ns.name(), "link", "del", &a]);
+        assert!(!enslave.status.success(), "{br} took a 1024th port");
+        let why = String::from_utf8_lossy(&enslave.stderr);
+        assert!(why.contains("Exchange full"), "{why}");
+    }
 
     // A detach frees a place, which the next attach takes.
     docker(

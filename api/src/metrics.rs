@@ -156,12 +156,13 @@ fn is_structural(spec: &NetworkSpec, ip: Ipv4Addr) -> bool {
     spec.subnet.prefix() < 31 && (ip == spec.subnet.network() || ip == spec.subnet.broadcast())
 }
 
-/// Per-network usage from the engine's records (networks without endpoints included); each
-/// network takes `port_capacity` endpoints at most.
+/// Per-network usage from the engine's records (networks without endpoints included); a
+/// network takes `port_capacity(network)` endpoints at most (the ports of its main bridge and
+/// every extension bridge it may have).
 pub fn usage(
     networks: &[NetworkSpec],
     endpoints: &[EndpointRecord],
-    port_capacity: usize,
+    port_capacity: impl Fn(&NetworkSpec) -> usize,
 ) -> Vec<NetworkUsage> {
     networks
         .iter()
@@ -176,7 +177,7 @@ pub fn usage(
                 ipv4_used: used.len() as u64,
                 ipv4_capacity: ipv4_capacity(n),
                 ports_used: count,
-                ports_capacity: port_capacity as u64,
+                ports_capacity: port_capacity(n) as u64,
             }
         })
         .collect()
@@ -287,7 +288,7 @@ impl Metrics {
         let ports_capacity = Family::<NetLabels, Gauge>::default();
         registry.register(
             "shimnet_bridge_ports_capacity",
-            "Bridge ports a network can take (a Linux bridge holds at most 1023); more endpoints are refused",
+            "Bridge ports a network can take over its main and extension bridges (a Linux bridge holds at most 1023); more endpoints are refused",
             ports_capacity.clone(),
         );
         let reconcile_runs = Family::<ResultLabels, Counter>::default();
@@ -548,9 +549,9 @@ impl Metrics {
         let _one = self.scrape.lock().expect("scrape lock");
         self.set_store(&engine.store_health());
         match records {
-            Ok((networks, endpoints)) => {
-                self.set_usage(&usage(&networks, &endpoints, engine.port_capacity()))
-            }
+            Ok((networks, endpoints)) => self.set_usage(&usage(&networks, &endpoints, |n| {
+                engine.bridge_layout(n).total()
+            })),
             Err(e) => tracing::warn!("metrics: per-network gauges not refreshed: {e}"),
         }
         Ok(self.encode())

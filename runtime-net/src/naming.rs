@@ -40,6 +40,45 @@ pub fn bridge_alias(network: &NetworkName) -> String {
     format!("{ALIAS_PREFIX}net={network}")
 }
 
+/// The most extension bridges one network can have (one hex digit in their names).
+pub const MAX_EXTENSIONS: u8 = 15;
+
+/// `<prefix>` + 10 hex digits of SHA-256 of the network name + the extension's hex digit: 14
+/// bytes, within IFNAMSIZ, the same for the network on every start.
+fn extension_link_name(prefix: &str, network: &NetworkName, index: u8) -> IfName {
+    assert!(
+        (1..=MAX_EXTENSIONS).contains(&index),
+        "extension index {index}"
+    );
+    let digest = Sha256::digest(format!("shimnet-xbr\0{network}").as_bytes());
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    IfName::new(&format!("{prefix}{hex}{index:x}")).expect("14-byte name of safe characters")
+}
+
+/// Name of extension bridge `index` (1..=[`MAX_EXTENSIONS`]) of a network: `snx…`.
+pub fn extension_bridge_name(network: &NetworkName, index: u8) -> IfName {
+    extension_link_name("snx", network, index)
+}
+
+/// Names of the veth trunk joining extension `index` to the main bridge: the end on the main
+/// bridge (`snt…`) and the end on the extension (`snu…`).
+pub fn trunk_names(network: &NetworkName, index: u8) -> (IfName, IfName) {
+    (
+        extension_link_name("snt", network, index),
+        extension_link_name("snu", network, index),
+    )
+}
+
+/// Owner alias of an extension bridge: `shimnet:xbr=<network>/<index>`.
+pub fn extension_alias(network: &NetworkName, index: u8) -> String {
+    format!("{ALIAS_PREFIX}xbr={network}/{index}")
+}
+
+/// Owner alias of both ends of a trunk: `shimnet:trunk=<network>/<index>`.
+pub fn trunk_alias(network: &NetworkName, index: u8) -> String {
+    format!("{ALIAS_PREFIX}trunk={network}/{index}")
+}
+
 /// Owner alias of a host veth: `shimnet:ep=<network>/<container>/<ifname>`.
 pub fn veth_alias(key: &EndpointKey) -> String {
     format!("{ALIAS_PREFIX}ep={key}")
@@ -52,6 +91,19 @@ pub enum Owner {
     Bridge(String),
     /// An endpoint's host veth (`network/container/ifname`).
     Endpoint(String),
+    /// A network's extension bridge (network, index).
+    Extension(String, u8),
+    /// An end of the trunk joining a network's extension bridge to its main bridge.
+    Trunk(String, u8),
+}
+
+/// `<network>/<index>` of an extension or trunk alias.
+fn net_index(s: &str) -> Option<(String, u8)> {
+    let (net, i) = s.rsplit_once('/')?;
+    let i: u8 = i.parse().ok()?;
+    (1..=MAX_EXTENSIONS)
+        .contains(&i)
+        .then(|| (net.to_string(), i))
 }
 
 /// Parses an alias written by [`bridge_alias`] or [`veth_alias`]; `None` if it is not shimnet's.
@@ -59,6 +111,12 @@ pub fn parse_alias(alias: &str) -> Option<Owner> {
     let rest = alias.strip_prefix(ALIAS_PREFIX)?;
     if let Some(n) = rest.strip_prefix("net=") {
         return Some(Owner::Bridge(n.to_string()));
+    }
+    if let Some(x) = rest.strip_prefix("xbr=") {
+        return net_index(x).map(|(n, i)| Owner::Extension(n, i));
+    }
+    if let Some(x) = rest.strip_prefix("trunk=") {
+        return net_index(x).map(|(n, i)| Owner::Trunk(n, i));
     }
     rest.strip_prefix("ep=")
         .map(|e| Owner::Endpoint(e.to_string()))
@@ -101,5 +159,35 @@ mod tests {
             Some(Owner::Bridge("net1".into()))
         );
         assert_eq!(parse_alias("br0"), None);
+        let n = &k.network;
+        assert_eq!(
+            parse_alias(&extension_alias(n, 3)),
+            Some(Owner::Extension("net1".into(), 3))
+        );
+        assert_eq!(
+            parse_alias(&trunk_alias(n, 15)),
+            Some(Owner::Trunk("net1".into(), 15))
+        );
+        assert_eq!(parse_alias("shimnet:xbr=net1/0"), None);
+        assert_eq!(parse_alias("shimnet:trunk=net1/16"), None);
+    }
+
+    #[test]
+    fn extension_names_fit_ifnamsiz_and_are_distinct() {
+        let a = NetworkName::new("a-network-with-a-rather-long-name").unwrap();
+        let b = NetworkName::new("b").unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for n in [&a, &b] {
+            for i in 1..=MAX_EXTENSIONS {
+                let x = extension_bridge_name(n, i);
+                let (t, u) = trunk_names(n, i);
+                for name in [&x, &t, &u] {
+                    assert!(name.as_str().len() <= 15, "{name}");
+                    assert!(seen.insert(name.to_string()), "{name} twice");
+                }
+                assert_eq!(x, extension_bridge_name(n, i));
+                assert!(x.as_str().starts_with("snx") && t.as_str().starts_with("snt"));
+            }
+        }
     }
 }

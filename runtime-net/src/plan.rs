@@ -3,6 +3,7 @@
 //! changes as values ([`endpoint`]), the host-port decision ([`ports`]) and the drift check
 //! ([`check`]). Nothing here touches the kernel or the store.
 
+pub mod bridges;
 pub mod check;
 pub mod endpoint;
 pub mod ports;
@@ -381,7 +382,7 @@ pub struct ReconcilePlan {
     /// Endpoints whose rules are in place are left alone, so an idle pass with nothing
     /// drifted makes no firewall change.
     pub reinstall_ports: Vec<EndpointKey>,
-    /// Live endpoints whose host end is not on its network's bridge (the bridge was re-created,
+    /// Live endpoints whose host end is not on its bridge (main or extension) (the bridge was re-created,
     /// or the port cut off from outside): put back on it.
     pub reattach_ports: Vec<EndpointKey>,
 }
@@ -401,7 +402,8 @@ pub fn endpoint_alive(
 }
 
 /// Whether an owned link is still wanted (pure): a bridge of a recorded network under its
-/// recorded name, or the host end of a live endpoint. Links in the reap group are retired —
+/// recorded name, an extension bridge or trunk end of a recorded network under its name, or the
+/// host end of a live endpoint. Links in the reap group are retired —
 /// a daemon killed before deleting them, or a detach that never finished — and go whatever
 /// their alias or record says. Other links without an owner alias are not shimnet's and are
 /// always kept.
@@ -421,6 +423,15 @@ pub fn keep_link(
             .get(net.as_str())
             .is_some_and(|n| n.bridge.as_str() == link.name),
         (Owner::Endpoint(_), LinkKind::Veth) => live_veths.contains(link.name.as_str()),
+        // Extension bridges and trunks of a recorded network stay (an empty extension is kept
+        // until the network is deleted); under another name they are not its own.
+        (Owner::Extension(net, i), LinkKind::Bridge) => networks
+            .get(net.as_str())
+            .is_some_and(|n| naming::extension_bridge_name(&n.name, i).as_str() == link.name),
+        (Owner::Trunk(net, i), LinkKind::Veth) => networks.get(net.as_str()).is_some_and(|n| {
+            let (a, b) = naming::trunk_names(&n.name, i);
+            a.as_str() == link.name || b.as_str() == link.name
+        }),
         _ => false,
     }
 }
@@ -478,7 +489,8 @@ pub fn plan_reconcile(
         .filter(|ep| {
             let bridge = known_nets
                 .get(ep.key.network.as_str())
-                .and_then(|n| by_name.get(n.bridge.as_str()))
+                .map(|n| bridges::endpoint_bridge(n, ep))
+                .and_then(|b| by_name.get(b.as_str()))
                 .filter(|b| b.kind == LinkKind::Bridge);
             match (bridge, by_name.get(ep.host_ifname.as_str())) {
                 (Some(b), Some(host)) => host.master != Some(b.index),
@@ -752,6 +764,84 @@ mod tests {
             std::slice::from_ref(&net),
             &eps,
             &links[1..],
+            &[],
+            &[],
+            |_| true,
+        );
+        assert!(plan.reattach_ports.is_empty());
+    }
+
+    #[test]
+    fn reconcile_keeps_extensions_of_recorded_networks_and_their_ports() {
+        let net = build_spec(req("a", "10.1.0.0/16")).unwrap();
+        let ext = naming::extension_bridge_name(&net.name, 1);
+        let (t1, t2) = naming::trunk_names(&net.name, 1);
+        let gone = name("gone");
+        let mut on_ext = record(&net, "x");
+        on_ext.extension = Some(1);
+        let mut xb = link(
+            ext.as_str(),
+            Some(naming::extension_alias(&net.name, 1)),
+            LinkKind::Bridge,
+        );
+        xb.index = 11;
+        let trunk = |n: &IfName| {
+            link(
+                n.as_str(),
+                Some(naming::trunk_alias(&net.name, 1)),
+                LinkKind::Veth,
+            )
+        };
+        let port = LinkInfo {
+            master: Some(3),
+            ..link(
+                on_ext.host_ifname.as_str(),
+                Some(naming::veth_alias(&on_ext.key)),
+                LinkKind::Veth,
+            )
+        };
+        let links = vec![
+            link("a", Some(naming::bridge_alias(&net.name)), LinkKind::Bridge),
+            xb.clone(),
+            trunk(&t1),
+            trunk(&t2),
+            // Another network's extension that nothing records any more.
+            link(
+                naming::extension_bridge_name(&gone, 2).as_str(),
+                Some(naming::extension_alias(&gone, 2)),
+                LinkKind::Bridge,
+            ),
+            // shimnet's alias on a link of the wrong name: not ours to keep.
+            link(
+                "impostor",
+                Some(naming::extension_alias(&net.name, 1)),
+                LinkKind::Bridge,
+            ),
+            port.clone(),
+        ];
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            std::slice::from_ref(&on_ext),
+            &links,
+            &[],
+            &[],
+            |_| true,
+        );
+        assert_eq!(
+            plan.delete_links,
+            vec![
+                naming::extension_bridge_name(&gone, 2).to_string(),
+                "impostor".to_string()
+            ]
+        );
+        // Its port is on bridge #3, not on its extension (#11): put back.
+        assert_eq!(plan.reattach_ports, vec![on_ext.key.clone()]);
+        let mut links = links;
+        links[6].master = Some(11);
+        let plan = plan_reconcile(
+            std::slice::from_ref(&net),
+            std::slice::from_ref(&on_ext),
+            &links,
             &[],
             &[],
             |_| true,

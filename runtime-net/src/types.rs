@@ -475,6 +475,10 @@ pub struct EndpointRecord {
     /// Names the container answers to on the network (its name, then its aliases).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<HostName>,
+    /// The extension bridge (1-based, see [`crate::plan::bridges`]) its host end is a port of;
+    /// `None`: the network's main bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<u8>,
 }
 
 #[cfg(test)]

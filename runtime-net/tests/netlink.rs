@@ -257,6 +257,7 @@ async fn check(nl: &Netlink, c: &VethConfig) -> Vec<String> {
         mtu: c.mtu,
         ports: vec![],
         names: vec![],
+        extension: None,
     };
     let container = match NetnsEntry.enter(&c.netns).await {
         Ok(ns) => ns.observe(&ifname("eth0")).await.unwrap(),

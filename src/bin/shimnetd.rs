@@ -606,7 +606,9 @@ async fn main() -> Result<()> {
             admin_chains,
         })
         .await
-        .context("starting the engine")?,
+        .context("starting the engine")?
+        .with_max_extensions(cfg.max_bridge_extensions)
+        .with_port_capacity(cfg.bridge_ports),
     );
     tracing::info!(firewall = ?engine.firewall_kind(), state_dir = %cfg.state_dir.display(), "engine started");
     // The name service follows the records from here on: networks with `dns` are served and the

@@ -181,6 +181,7 @@ fn record(ports: Vec<PortMapping>) -> (NetworkSpec, EndpointRecord) {
         mtu: 1400,
         ports,
         names: vec![],
+        extension: None,
     };
     (spec, rec)
 }

@@ -36,7 +36,7 @@ fn usage_counts_per_network_including_empty_ones() {
         endpoint("a", "c1", "10.1.0.2/24"),
         endpoint("a", "c2", "10.1.0.3/24"),
     ];
-    let u = usage(&nets, &eps, 1023);
+    let u = usage(&nets, &eps, |_| 1023);
     assert_eq!(
         u,
         vec![
@@ -126,7 +126,7 @@ fn exposition_holds_recorded_values() {
     m.set_usage(&usage(
         &[spec("a", "10.1.0.0/24")],
         &[endpoint("a", "c1", "10.1.0.2/24")],
-        1023,
+        |_| 1023,
     ));
     let text = m.encode();
     for line in [

@@ -130,6 +130,10 @@ impl Engine {
                 let spec = self.network(name).await?;
                 self.restore_network(&spec).await
             }
+            Step::EnsureExtension { network, index } => {
+                let spec = self.network(network).await?;
+                self.ensure_extension_step(&spec, *index).await
+            }
             Step::RemoveStale(name) => Ok(links.delete_link(name.as_str()).await.map(drop)?),
             Step::CreatePair(pair) => Ok(links.create_pair(pair).await?),
             Step::Sysctl { key, value } => self.write_sysctl(key, value),
@@ -155,7 +159,7 @@ impl Engine {
     }
 
     /// Writes a sysctl; an IPv6 setting on a kernel without IPv6 has nothing to change.
-    fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
+    pub(super) fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
         let sysctl = &self.kernel.sysctl;
         match sysctl.set(key, value) {
             Err(e)

@@ -16,6 +16,7 @@ use super::{collect, Engine, EngineError, Result};
 use crate::kernel::ContainerEnd;
 use crate::naming;
 use crate::netlink::NetlinkError;
+use crate::plan::bridges::endpoint_bridge;
 use crate::plan::check::{self, checks_container, Seen};
 use crate::plan::endpoint::{self as planner, container_end_name, EndpointPlan, Observed};
 use crate::plan::ports::PortRequest;
@@ -109,7 +110,7 @@ impl Engine {
             mac: req.mac,
             ports: req.ports.clone(),
             names: req.names.clone(),
-            max_endpoints: Some(self.port_capacity),
+            bridges: Some(self.bridge_layout(&spec)),
         };
         let t0 = std::time::Instant::now();
         let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
@@ -128,7 +129,7 @@ impl Engine {
         let plan = match built {
             Ok(plan) => plan,
             Err(e) => {
-                let mut errors = vec![bridge_full(e, &spec)];
+                let mut errors = vec![self.bridge_full(e, &spec)];
                 if rebuilt {
                     let k = key.clone();
                     if let Err(s) = self.store(move |s| s.release_endpoint(&k)).await {
@@ -173,7 +174,9 @@ impl Engine {
         let mut rec = self.endpoint(key).await?;
         let obs = self.observe(&spec, &rec, true).await?;
         let plan = planner::join(&spec, &rec, &obs);
-        self.apply(&plan).await.map_err(|e| bridge_full(e, &spec))?;
+        self.apply(&plan)
+            .await
+            .map_err(|e| self.bridge_full(e, &spec))?;
         if rec.netns != netns {
             rec.netns = netns.to_path_buf();
             let r = rec.clone();
@@ -316,8 +319,9 @@ impl Engine {
                 Err(e) => ContainerEnd::NetnsMissing(e.to_string()),
             }))
         };
+        let bridge = endpoint_bridge(spec, rec);
         let (bridge, host, container) = futures::join!(
-            links.link(spec.bridge.as_str()),
+            links.link(bridge.as_str()),
             links.link(rec.host_ifname.as_str()),
             container,
         );
@@ -370,8 +374,9 @@ impl Engine {
             }
             (seen.bridge, seen.host.is_some(), peer.await?.is_some())
         } else {
+            let bridge = endpoint_bridge(spec, rec);
             let (b, h, p) = futures::join!(
-                links.link(spec.bridge.as_str()),
+                links.link(bridge.as_str()),
                 links.link(rec.host_ifname.as_str()),
                 peer
             );
@@ -417,14 +422,16 @@ fn check_retry(rec: &EndpointRecord, req: &AttachRequest, netns: &Path) -> Resul
     Ok(())
 }
 
-/// The kernel's `EXFULL` on the network's bridge (something else took ports, or the count was
-/// wrong) is the same refusal as the count in the store: the network is full.
-fn bridge_full(e: EngineError, spec: &NetworkSpec) -> EngineError {
-    match e {
-        EngineError::Netlink(NetlinkError::BridgeFull { .. }) => EngineError::NetworkFull {
-            network: spec.name.clone(),
-            capacity: crate::netlink::BRIDGE_MAX_PORTS,
-        },
-        other => other,
+impl Engine {
+    /// The kernel's `EXFULL` on one of the network's bridges (something else took ports, or the
+    /// count was wrong) is the same refusal as the count in the store: the network is full.
+    fn bridge_full(&self, e: EngineError, spec: &NetworkSpec) -> EngineError {
+        match e {
+            EngineError::Netlink(NetlinkError::BridgeFull { .. }) => EngineError::NetworkFull {
+                network: spec.name.clone(),
+                capacity: self.bridge_layout(spec).total(),
+            },
+            other => other,
+        }
     }
 }

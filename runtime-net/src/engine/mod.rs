@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::firewall::{self, AdminChains, BackendKind, Firewall, FirewallError};
 use crate::kernel::Kernel;
 use crate::netlink::{Netlink, NetnsEntry};
+use crate::plan::bridges::BridgeLayout;
 use crate::store::{Store, StoreError, StoreHealth};
 use crate::sysctl::ProcSys;
 use crate::types::{EndpointKey, EndpointRecord, NetworkName, NetworkSpec};
@@ -66,11 +67,12 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// The state store's health.
     pub store: StoreHealth,
-    /// Per network, in name order: endpoints against the bridge ports it can take.
+    /// Per network, in name order: endpoints against the bridge ports it can take (over its main
+    /// and every extension bridge it may have).
     pub capacity: Vec<NetworkCapacity>,
 }
 
-/// How full one network is: each endpoint takes one port of the network's bridge.
+/// How full one network is: each endpoint takes one port of one of the network's bridges.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NetworkCapacity {
     /// Network.
@@ -81,6 +83,8 @@ pub struct NetworkCapacity {
     pub ports_used: usize,
     /// Bridge ports it can take: endpoints beyond this are refused as `network_full`.
     pub ports_capacity: usize,
+    /// Extension bridges it may have (see [`crate::plan::bridges`]).
+    pub extensions: u8,
 }
 
 /// The engine. Cheap to share behind an `Arc`.
@@ -95,8 +99,12 @@ pub struct Engine {
     started: Instant,
     /// Told about every recorded change (set once, see [`Engine::set_observer`]).
     observer: OnceLock<Arc<dyn Observer>>,
-    /// Endpoints one network takes at most: its bridge's ports.
+    /// Ports one bridge takes.
     port_capacity: usize,
+    /// Extension bridges one network may have at most.
+    max_extensions: u8,
+    /// Serialises building extension bridges and their trunks.
+    extension_lock: Mutex<()>,
 }
 
 impl Engine {
@@ -130,20 +138,33 @@ impl Engine {
             started: Instant::now(),
             observer: OnceLock::new(),
             port_capacity: crate::netlink::BRIDGE_MAX_PORTS,
+            max_extensions: crate::naming::MAX_EXTENSIONS,
+            extension_lock: Mutex::new(()),
         }
     }
 
-    /// Endpoints one network takes at most ([`crate::netlink::BRIDGE_MAX_PORTS`]: one per bridge
-    /// port).
+    /// Ports one bridge takes ([`crate::netlink::BRIDGE_MAX_PORTS`]).
     pub fn port_capacity(&self) -> usize {
         self.port_capacity
     }
 
-    /// Tests only: networks take at most `ports` endpoints, so filling one is cheap on the
-    /// fakes (the real limit is proven against the kernel in `tests/`).
-    #[cfg(any(test, feature = "fakes"))]
+    /// How a network's endpoints are spread over its bridges; its `total()` is the most
+    /// endpoints it takes.
+    pub fn bridge_layout(&self, spec: &NetworkSpec) -> BridgeLayout {
+        BridgeLayout::of(spec, self.port_capacity, self.max_extensions)
+    }
+
+    /// A network has at most `n` extension bridges (0: one bridge per network; at most
+    /// [`crate::naming::MAX_EXTENSIONS`]).
+    pub fn with_max_extensions(mut self, n: u8) -> Self {
+        self.max_extensions = n.min(crate::naming::MAX_EXTENSIONS);
+        self
+    }
+
+    /// Bridges take at most `ports` ports (clamped to 2..=[`crate::netlink::BRIDGE_MAX_PORTS`]):
+    /// room left for links of an admin's own, small bridges in tests.
     pub fn with_port_capacity(mut self, ports: usize) -> Self {
-        self.port_capacity = ports;
+        self.port_capacity = ports.clamp(2, crate::netlink::BRIDGE_MAX_PORTS);
         self
     }
 
@@ -243,13 +264,18 @@ impl Engine {
                 *c += 1;
             }
         }
-        let capacity = per
-            .into_iter()
-            .map(|(n, c)| NetworkCapacity {
-                network: n.clone(),
-                endpoints: c,
-                ports_used: c,
-                ports_capacity: self.port_capacity,
+        let capacity = nets
+            .iter()
+            .map(|spec| {
+                let c = per.get(&spec.name).copied().unwrap_or(0);
+                let layout = self.bridge_layout(spec);
+                NetworkCapacity {
+                    network: spec.name.clone(),
+                    endpoints: c,
+                    ports_used: c,
+                    ports_capacity: layout.total(),
+                    extensions: layout.extensions,
+                }
             })
             .collect();
         Ok(Status {

@@ -1,7 +1,7 @@
 //! Networks on the engine: create (record, then build; undone when building fails), ensure,
 //! apply (idempotent; repairs drift), restore a bridge that vanished, delete.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use std::net::IpAddr;
 
@@ -10,15 +10,21 @@ use ipnetwork::IpNetwork;
 
 use super::{collect, Engine, EngineError, Result};
 use crate::firewall::NetworkRules;
+use crate::kernel::{BridgePort, PairSpec};
 use crate::naming;
 use crate::netlink::BridgeConfig;
+use crate::plan::bridges::endpoint_bridge;
 use crate::plan::{self, endpoint::bridge_port, NetworkRequest};
-use crate::types::{NetworkName, NetworkSpec};
+use crate::types::{EndpointRecord, MacAddr, NetworkName, NetworkSpec};
 
-pub(super) fn network_rules(spec: &NetworkSpec) -> NetworkRules {
+/// The firewall state of a network whose layout allows `extensions` extension bridges.
+pub(super) fn network_rules(spec: &NetworkSpec, extensions: u8) -> NetworkRules {
     NetworkRules {
         name: spec.name.clone(),
         bridge: spec.bridge.clone(),
+        extensions: (1..=extensions)
+            .map(|i| naming::extension_bridge_name(&spec.name, i))
+            .collect(),
         subnet4: spec.subnet,
         subnet6: spec.subnet6,
         masquerade: spec.masquerade,
@@ -43,6 +49,31 @@ pub(super) fn bridge_config(spec: &NetworkSpec) -> BridgeConfig {
         mtu: spec.mtu,
         addrs,
     }
+}
+
+/// An extension bridge: no address, the network's MTU, its own owner alias.
+pub(super) fn extension_config(spec: &NetworkSpec, index: u8) -> BridgeConfig {
+    BridgeConfig {
+        name: naming::extension_bridge_name(&spec.name, index),
+        alias: naming::extension_alias(&spec.name, index),
+        mtu: spec.mtu,
+        addrs: Vec::new(),
+    }
+}
+
+/// A stable, locally administered MAC for a trunk's extension end, from its name.
+fn trunk_mac(name: &str) -> MacAddr {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("shimnet-trunk\0{name}").as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    MacAddr(mac)
+}
+
+/// The extensions the records put endpoints on.
+pub(super) fn extensions_in_use(records: &[EndpointRecord]) -> BTreeSet<u8> {
+    records.iter().filter_map(|r| r.extension).collect()
 }
 
 impl Engine {
@@ -128,33 +159,52 @@ impl Engine {
             &format!("net/ipv4/conf/{}/route_localnet", spec.bridge),
             "1",
         )?;
-        let rules = network_rules(spec);
+        let rules = network_rules(spec, self.bridge_layout(spec).extensions);
         self.fw(move |fw| fw.apply_network(&rules)).await?;
         Ok(())
     }
 
-    /// Re-applies a network whose bridge vanished and puts its endpoints' host ends back on the
-    /// new bridge. The executor of the plans' `RestoreNetwork` step and of [`Self::repair_bridge`].
+    /// Re-applies a network whose bridge vanished, builds the extension bridges its records
+    /// use, and puts its endpoints' host ends back on their bridges. The executor of the plans'
+    /// `RestoreNetwork` step and of [`Self::repair_bridge`].
     pub(super) async fn restore_network(&self, spec: &NetworkSpec) -> Result<()> {
         tracing::warn!(network = %spec.name, bridge = %spec.bridge, "bridge was deleted behind shimnet's back; re-creating it");
         self.apply_network(spec).await?;
-        let bridge = self.kernel.links.link(spec.bridge.as_str()).await?;
         let n = spec.name.clone();
-        let bridge_index = bridge.as_ref().map(|b| b.index);
         let records = self.store(move |s| s.endpoints(Some(&n))).await?;
-        // One dump says which host ends are there and where (not one request per endpoint).
-        let masters: HashMap<String, Option<u32>> = self
-            .kernel
-            .links
-            .owned_links()
-            .await?
-            .into_iter()
-            .map(|l| (l.name, l.master))
-            .collect();
+        for i in extensions_in_use(&records) {
+            self.ensure_extension(spec, i).await?;
+        }
+        self.reattach_cut_off(spec, records).await
+    }
+
+    /// Puts the host ends of `records` that are not on their bridge (main or extension) back on
+    /// it. One dump says which host ends are there and where (not one request per endpoint).
+    pub(super) async fn reattach_cut_off(
+        &self,
+        spec: &NetworkSpec,
+        records: Vec<EndpointRecord>,
+    ) -> Result<()> {
+        let links = self.kernel.links.owned_links().await?;
+        let mut bridges: HashMap<String, Option<u32>> = HashMap::new();
+        for b in std::iter::once(spec.bridge.clone()).chain(
+            extensions_in_use(&records)
+                .into_iter()
+                .map(|i| naming::extension_bridge_name(&spec.name, i)),
+        ) {
+            let index = self.kernel.links.link(b.as_str()).await?.map(|l| l.index);
+            bridges.insert(b.to_string(), index);
+        }
+        let masters: HashMap<String, Option<u32>> =
+            links.into_iter().map(|l| (l.name, l.master)).collect();
         let cut_off = records.into_iter().filter(|rec| {
+            let want = bridges
+                .get(endpoint_bridge(spec, rec).as_str())
+                .copied()
+                .flatten();
             masters
                 .get(rec.host_ifname.as_str())
-                .is_some_and(|m| m.is_none() || *m != bridge_index)
+                .is_some_and(|m| m.is_none() || *m != want)
         });
         // Many ports at once: a thousand one after the other take seconds.
         let errors: Vec<EngineError> = futures::stream::iter(cut_off)
@@ -169,6 +219,95 @@ impl Engine {
             .collect()
             .await;
         collect(errors)
+    }
+
+    /// Makes extension bridge `index` of a network and its trunk to the main bridge (which must
+    /// exist) match what they should be: bridge (no address, the network's MTU, IPv6 off,
+    /// multicast snooping off), the veth trunk with one end on each bridge, both up, the main
+    /// end isolated when the network has icc off. Idempotent; `Ok(true)` when something had to
+    /// change. The executor of the plans' `EnsureExtension` step and of the extension repairs.
+    pub(super) async fn ensure_extension(&self, spec: &NetworkSpec, index: u8) -> Result<bool> {
+        let _one = self.extension_lock.lock().await;
+        let links = &self.kernel.links;
+        let cfg = extension_config(spec, index);
+        let ext = cfg.name.clone();
+        let (ext_index, mut changed) = links.ensure_bridge(&cfg).await?;
+        self.write_sysctl(&format!("net/ipv6/conf/{ext}/disable_ipv6"), "1")?;
+        let Some(main) = links.link(spec.bridge.as_str()).await? else {
+            return Err(EngineError::Netlink(
+                crate::netlink::NetlinkError::Request {
+                    op: "join extension bridge",
+                    object: ext.to_string(),
+                    msg: format!("main bridge {} missing", spec.bridge),
+                },
+            ));
+        };
+        let (to_main, to_ext) = naming::trunk_names(&spec.name, index);
+        let (m, x) = futures::join!(links.link(to_main.as_str()), links.link(to_ext.as_str()));
+        let (m, x) = (m?, x?);
+        let alias = naming::trunk_alias(&spec.name, index);
+        let settled = |l: &Option<crate::netlink::LinkInfo>, master: u32| {
+            l.as_ref().is_some_and(|l| {
+                l.master == Some(master) && l.up && l.alias.as_deref() == Some(alias.as_str())
+            })
+        };
+        if settled(&m, main.index) && settled(&x, ext_index) {
+            return Ok(changed);
+        }
+        changed = true;
+        if m.is_none() || x.is_none() {
+            // Half a trunk cannot be mended: delete what is left and build it anew.
+            for (l, name) in [(&m, &to_main), (&x, &to_ext)] {
+                if l.is_some() {
+                    links.delete_link(name.as_str()).await?;
+                }
+            }
+            links
+                .create_pair(&PairSpec {
+                    host: to_main.clone(),
+                    mtu: spec.mtu,
+                    bridge: spec.bridge.clone(),
+                    bridge_index: Some(main.index),
+                    peer: to_ext.clone(),
+                    peer_mac: trunk_mac(to_ext.as_str()),
+                    peer_netns: None,
+                })
+                .await?;
+            for end in [&to_main, &to_ext] {
+                self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
+            }
+        }
+        let port =
+            |name: &crate::types::IfName, bridge: &crate::types::IfName, isolated| BridgePort {
+                name: name.clone(),
+                alias: alias.clone(),
+                hairpin: false,
+                isolated,
+                enslave: Some(bridge.clone()),
+            };
+        // icc off: container ports are isolated; the main end of every trunk is too, so no
+        // container reaches another across a trunk, while each still reaches the gateway.
+        links
+            .configure_port(&port(&to_main, &spec.bridge, !spec.icc))
+            .await?;
+        links.configure_port(&port(&to_ext, &ext, false)).await?;
+        tracing::info!(network = %spec.name, bridge = %ext, "extension bridge in place");
+        Ok(changed)
+    }
+
+    /// The executor of `EnsureExtension`: the network restored first when its main bridge is
+    /// missing (which builds every extension its records use), else the one extension.
+    pub(super) async fn ensure_extension_step(&self, spec: &NetworkSpec, index: u8) -> Result<()> {
+        if self
+            .kernel
+            .links
+            .link(spec.bridge.as_str())
+            .await?
+            .is_none()
+        {
+            return self.restore_network(spec).await;
+        }
+        self.ensure_extension(spec, index).await.map(drop)
     }
 
     /// Re-creates a network's bridge if it is missing (and puts its endpoints back on it);
@@ -195,6 +334,17 @@ impl Engine {
         let name = spec.name.clone();
         if let Err(e) = self.fw(move |fw| fw.remove_network(&name)).await {
             errors.push(e);
+        }
+        // Trunks and extensions first: every index a network may ever have had (a lowered cap
+        // leaves the higher ones behind otherwise); deleting one end of a trunk deletes both.
+        for i in 1..=naming::MAX_EXTENSIONS {
+            let (to_main, _) = naming::trunk_names(&spec.name, i);
+            let ext = naming::extension_bridge_name(&spec.name, i);
+            for name in [to_main, ext] {
+                if let Err(e) = self.kernel.links.delete_link(name.as_str()).await {
+                    errors.push(e.into());
+                }
+            }
         }
         if let Err(e) = self.kernel.links.delete_link(spec.bridge.as_str()).await {
             errors.push(e.into());

@@ -46,6 +46,22 @@ impl Engine {
             }
         }
         let endpoints = self.store(|s| s.endpoints(None)).await?;
+        // Extension bridges (and their trunks) the records put endpoints on.
+        let mut in_use: HashMap<&str, std::collections::BTreeSet<u8>> = HashMap::new();
+        for e in &endpoints {
+            if let Some(i) = e.extension {
+                in_use.entry(e.key.network.as_str()).or_default().insert(i);
+            }
+        }
+        for spec in &networks {
+            for &i in in_use.get(spec.name.as_str()).into_iter().flatten() {
+                if let Err(e) = self.ensure_extension(spec, i).await {
+                    report
+                        .errors
+                        .push(format!("network {} extension {i}: {e}", spec.name));
+                }
+            }
+        }
         let links = self.kernel.links.owned_links().await?;
         let fw_nets = self.fw(|fw| fw.owned_networks()).await?;
         let fw_ports = self.fw(|fw| fw.owned_ports()).await?;

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use super::network::{bridge_config, network_rules};
 use super::{Engine, Result};
-use crate::naming::{parse_alias, Owner};
+use crate::naming::{self, parse_alias, Owner};
+use crate::plan::bridges::endpoint_bridge;
 use crate::plan::endpoint::{bridge_port, port_rules};
 use crate::types::{ContainerId, EndpointKey, EndpointKind, IfName, NetworkName, NetworkSpec};
 
@@ -33,34 +34,51 @@ fn parse_key(k: &str) -> Option<EndpointKey> {
 }
 
 impl Engine {
-    /// Bridge names of the recorded networks.
+    /// Bridge names of the recorded networks: main bridges and every extension bridge each may
+    /// have.
     pub async fn bridge_names(&self) -> Result<HashSet<String>> {
-        Ok(self
-            .networks()
-            .await?
-            .into_iter()
-            .map(|n| n.bridge.to_string())
-            .collect())
+        let mut out = HashSet::new();
+        for n in self.networks().await? {
+            for i in 1..=self.bridge_layout(&n).extensions {
+                out.insert(naming::extension_bridge_name(&n.name, i).to_string());
+            }
+            out.insert(n.bridge.to_string());
+        }
+        Ok(out)
     }
 
-    async fn network_of_bridge(&self, bridge: &str) -> Result<Option<NetworkSpec>> {
-        Ok(self
-            .networks()
-            .await?
-            .into_iter()
-            .find(|n| n.bridge.as_str() == bridge))
+    /// The network whose main bridge (`None`) or extension bridge (`Some(i)`) is `bridge`.
+    async fn network_of_bridge(&self, bridge: &str) -> Result<Option<(NetworkSpec, Option<u8>)>> {
+        for n in self.networks().await? {
+            if n.bridge.as_str() == bridge {
+                return Ok(Some((n, None)));
+            }
+            let layout = self.bridge_layout(&n);
+            if let Some(i) = (1..=layout.extensions)
+                .find(|&i| naming::extension_bridge_name(&n.name, i).as_str() == bridge)
+            {
+                return Ok(Some((n, Some(i))));
+            }
+        }
+        Ok(None)
     }
 
     /// The bridge called `bridge` and its gateway addresses: re-created with its endpoints put
     /// back on it when missing; alias, MTU, addresses and up state restored when they drifted.
+    /// An extension bridge is checked with its trunk (rebuilt when it is missing or cut off),
+    /// and re-created when missing only while endpoints are recorded on it.
     /// `Ok(true)` when something had to change; `Ok(false)` when in place or not a recorded
     /// network's bridge.
     pub async fn repair_bridge_link(&self, bridge: &str) -> Result<bool> {
         let _r = self.topology.read().await;
-        let Some(spec) = self.network_of_bridge(bridge).await? else {
+        let Some((spec, extension)) = self.network_of_bridge(bridge).await? else {
             return Ok(false);
         };
-        let Some(link) = self.kernel.links.link(bridge).await? else {
+        let link = self.kernel.links.link(bridge).await?;
+        if let Some(i) = extension {
+            return self.repair_extension(&spec, i, link.is_some()).await;
+        }
+        let Some(link) = link else {
             self.restore_network(&spec).await?;
             return Ok(true);
         };
@@ -75,6 +93,35 @@ impl Engine {
             .ensure_bridge(&bridge_config(&spec))
             .await?;
         Ok(changed)
+    }
+
+    /// Extension `i` of `spec` and its trunk, after a notification about either.
+    async fn repair_extension(&self, spec: &NetworkSpec, i: u8, present: bool) -> Result<bool> {
+        let n = spec.name.clone();
+        let records = self.store(move |s| s.endpoints(Some(&n))).await?;
+        let mine: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.extension == Some(i))
+            .collect();
+        if !present && mine.is_empty() {
+            // An empty extension is made again when an endpoint needs it.
+            return Ok(false);
+        }
+        if self
+            .kernel
+            .links
+            .link(spec.bridge.as_str())
+            .await?
+            .is_none()
+        {
+            // The main bridge's own repair rebuilds everything.
+            return Ok(false);
+        }
+        let changed = self.ensure_extension(spec, i).await?;
+        if !present {
+            self.reattach_cut_off(spec, mine).await?;
+        }
+        Ok(changed || !present)
     }
 
     /// The endpoint whose host end is `ifname` (found through the owner alias on the link): put
@@ -104,7 +151,7 @@ impl Engine {
         let spec = self.network(&key.network).await?;
         let (Some(host), Some(bridge)) = (
             links.link(ifname).await?,
-            links.link(spec.bridge.as_str()).await?,
+            links.link(endpoint_bridge(&spec, &rec).as_str()).await?,
         ) else {
             return Ok(false);
         };
@@ -149,7 +196,10 @@ impl Engine {
         let _r = self.topology.read().await;
         let networks = self.networks().await?;
         let endpoints = self.store(|s| s.endpoints(None)).await?;
-        let want: Vec<_> = networks.iter().map(network_rules).collect();
+        let want: Vec<_> = networks
+            .iter()
+            .map(|n| network_rules(n, self.bridge_layout(n).extensions))
+            .collect();
         let drifted_nets: HashSet<NetworkName> = self
             .fw(move |fw| fw.drifted_networks(&want))
             .await?
@@ -166,7 +216,7 @@ impl Engine {
             let missing = drifted_nets.contains(&spec.name);
             changed |= missing;
             if missing {
-                let rules = network_rules(spec);
+                let rules = network_rules(spec, self.bridge_layout(spec).extensions);
                 self.fw(move |fw| fw.apply_network(&rules)).await?;
             }
         }

@@ -65,6 +65,10 @@ pub struct NetworkRules {
     pub name: NetworkName,
     /// Bridge device.
     pub bridge: IfName,
+    /// The network's extension bridges (see `plan::bridges`): with `br_netfilter`, traffic
+    /// bridged across them passes the IP hooks with them as devices, and must be treated as
+    /// inside the network (never masqueraded, accepted).
+    pub extensions: Vec<IfName>,
     /// IPv4 subnet.
     pub subnet4: Ipv4Network,
     /// IPv6 subnet.

@@ -11,7 +11,7 @@ use crate::types::{EndpointKind, EndpointRecord, NetworkSpec};
 /// What the kernel shows of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
-    /// Index of the network's bridge; `None` if it is missing.
+    /// Index of the endpoint's bridge (main or extension); `None` if it is missing.
     pub bridge: Option<u32>,
     /// The host end; `None` if it is missing.
     pub host: Option<LinkInfo>,
@@ -27,10 +27,11 @@ pub fn problems(spec: &NetworkSpec, rec: &EndpointRecord, seen: &Seen) -> Vec<St
     match &seen.host {
         None => out.push(format!("host end {h} missing")),
         Some(end) => {
+            let bridge = crate::plan::bridges::endpoint_bridge(spec, rec);
             match seen.bridge {
-                None => out.push(format!("bridge {} missing", spec.bridge)),
+                None => out.push(format!("bridge {bridge} missing")),
                 Some(b) if end.master != Some(b) => {
-                    out.push(format!("host end {h} not on bridge {}", spec.bridge))
+                    out.push(format!("host end {h} not on bridge {bridge}"))
                 }
                 Some(_) => {}
             }

@@ -17,6 +17,7 @@ use ipnetwork::IpNetwork;
 use crate::firewall::PortRules;
 use crate::kernel::{BridgePort, ContainerConfig, PairSpec};
 use crate::naming;
+use crate::plan::bridges::endpoint_bridge;
 use crate::plan::check::gateways_of;
 use crate::types::{
     EndpointKey, EndpointKind, EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec,
@@ -56,6 +57,14 @@ pub enum Step {
     /// The network's bridge is missing: re-create it with its sysctls and firewall rules and put
     /// the host ends of its endpoints back on it.
     RestoreNetwork(NetworkName),
+    /// The endpoint's extension bridge is missing: create it and its trunk to the main bridge
+    /// (restoring the network first when its main bridge is missing too).
+    EnsureExtension {
+        /// Network.
+        network: NetworkName,
+        /// Extension index (1-based).
+        index: u8,
+    },
     /// Deletes a link left behind under a name the endpoint needs (a crashed attach).
     RemoveStale(IfName),
     /// Creates the veth pair.
@@ -93,6 +102,7 @@ impl Step {
             Step::PublishPorts(r) => Some(Step::UnpublishPorts(r.clone())),
             Step::UnpublishPorts(r) => Some(Step::PublishPorts(r.clone())),
             Step::RestoreNetwork(_)
+            | Step::EnsureExtension { .. }
             | Step::RemoveStale(_)
             | Step::Sysctl { .. }
             | Step::ConfigurePort(_)
@@ -104,7 +114,7 @@ impl Step {
     /// The executor that carries the step out.
     pub fn executor(&self) -> &'static str {
         match self {
-            Step::RestoreNetwork(_) => "network",
+            Step::RestoreNetwork(_) | Step::EnsureExtension { .. } => "network",
             Step::RemoveStale(_)
             | Step::CreatePair(_)
             | Step::ConfigurePort(_)
@@ -144,6 +154,11 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::RestoreNetwork(n) => write!(f, "restore network {n} (bridge missing)"),
+            Step::EnsureExtension { network, index } => write!(
+                f,
+                "create extension bridge {} of network {network} with its trunk",
+                naming::extension_bridge_name(network, *index)
+            ),
             Step::RemoveStale(n) => write!(f, "delete leftover link {n}"),
             Step::CreatePair(p) => {
                 let bridge = match p.bridge_index {
@@ -280,7 +295,8 @@ impl fmt::Display for EndpointPlan {
 /// What the kernel shows that an attach or join must take into account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// Index of the network's bridge; `None` when it is missing (it is restored first).
+    /// Index of the endpoint's bridge (main or extension); `None` when it is missing (it is
+    /// restored or created first).
     pub bridge: Option<u32>,
     /// Links under the names the endpoint needs that must go first.
     pub leftovers: Vec<IfName>,
@@ -325,14 +341,20 @@ pub fn bridge_port(spec: &NetworkSpec, rec: &EndpointRecord, enslave: bool) -> B
         alias: naming::veth_alias(&rec.key),
         hairpin: spec.hairpin,
         isolated: !spec.icc,
-        enslave: enslave.then(|| spec.bridge.clone()),
+        enslave: enslave.then(|| endpoint_bridge(spec, rec)),
     }
 }
 
 /// The steps that build an endpoint's pair from nothing (after the bridge and leftovers).
 fn build(plan: &mut EndpointPlan, spec: &NetworkSpec, rec: &EndpointRecord, obs: &Observed) {
     if obs.bridge.is_none() {
-        plan.then(Step::RestoreNetwork(spec.name.clone()));
+        plan.then(match rec.extension {
+            None => Step::RestoreNetwork(spec.name.clone()),
+            Some(index) => Step::EnsureExtension {
+                network: spec.name.clone(),
+                index,
+            },
+        });
     }
     for l in &obs.leftovers {
         plan.then(Step::RemoveStale(l.clone()));
@@ -341,7 +363,7 @@ fn build(plan: &mut EndpointPlan, spec: &NetworkSpec, rec: &EndpointRecord, obs:
     plan.then(Step::CreatePair(PairSpec {
         host: rec.host_ifname.clone(),
         mtu: rec.mtu,
-        bridge: spec.bridge.clone(),
+        bridge: endpoint_bridge(spec, rec),
         bridge_index: obs.bridge,
         peer: container_end_name(rec),
         peer_mac: rec.mac,
@@ -572,6 +594,33 @@ mod tests {
         let plan = publish(&spec, &rec, &rec);
         assert_eq!(plan.stages.len(), 1, "nothing to withdraw: {plan}");
         assert!(matches!(plan.stages[0][0], Step::PublishPorts(_)));
+    }
+
+    #[test]
+    fn an_endpoint_on_an_extension_is_built_on_it_and_creates_it_when_missing() {
+        let spec = network("a", "10.1.0.0/16");
+        let mut rec = record(&spec, "c");
+        rec.extension = Some(2);
+        let ext = naming::extension_bridge_name(&spec.name, 2);
+        let plan = attach(&spec, &rec, &fresh(None));
+        assert_eq!(
+            plan.stages[0],
+            vec![Step::EnsureExtension {
+                network: spec.name.clone(),
+                index: 2
+            }]
+        );
+        assert!(plan.to_string().contains(ext.as_str()), "{plan}");
+        let Step::CreatePair(p) = &plan.stages[1][0] else {
+            panic!("{plan}")
+        };
+        assert_eq!((&p.bridge, p.bridge_index), (&ext, None));
+        let plan = attach(&spec, &rec, &fresh(Some(9)));
+        let Step::CreatePair(p) = &plan.stages[0][0] else {
+            panic!("{plan}")
+        };
+        assert_eq!((&p.bridge, p.bridge_index), (&ext, Some(9)));
+        assert_eq!(bridge_port(&spec, &rec, true).enslave, Some(ext));
     }
 
     #[test]

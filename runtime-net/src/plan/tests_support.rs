@@ -37,6 +37,7 @@ pub(crate) fn record(net: &NetworkSpec, cid: &str) -> EndpointRecord {
         mtu: net.mtu,
         ports: vec![],
         names: vec![],
+        extension: None,
     }
 }
 

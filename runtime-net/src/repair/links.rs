@@ -65,7 +65,13 @@ fn role_of(m: &LinkMessage, owned: &dyn Owned) -> Option<LinkRole> {
     let name = link_name(m)?.to_string();
     if let Some(alias) = link_alias(m) {
         match parse_alias(alias) {
-            Some(Owner::Bridge(_)) => return Some(LinkRole::Bridge(name)),
+            Some(Owner::Bridge(_) | Owner::Extension(..)) => return Some(LinkRole::Bridge(name)),
+            // A trunk is part of its extension bridge: its repair rebuilds both.
+            Some(Owner::Trunk(net, i)) => {
+                let net = crate::types::NetworkName::new(&net).ok()?;
+                let ext = crate::naming::extension_bridge_name(&net, i);
+                return Some(LinkRole::Bridge(ext.to_string()));
+            }
             Some(Owner::Endpoint(_)) => return Some(LinkRole::Port(name)),
             None if alias.starts_with(&format!("{ALIAS_PREFIX}peering=")) => {
                 return Some(LinkRole::Tunnel(name))
@@ -282,6 +288,31 @@ mod tests {
         assert_eq!(c.classify(&del(link(9, "eth0", Some("uplink"))), &o), None);
         assert_eq!(c.classify(&del(link(99, "dummyx", None)), &o), None);
         assert_eq!(c.role(5), None, "a deleted link is forgotten");
+    }
+
+    #[test]
+    fn extension_bridges_and_trunks_are_their_extensions_bridge() {
+        let (mut c, o) = seeded();
+        let n1 = crate::types::NetworkName::new("n1").unwrap();
+        let ext = crate::naming::extension_bridge_name(&n1, 2).to_string();
+        let (to_main, to_ext) = crate::naming::trunk_names(&n1, 2);
+        let xalias = crate::naming::extension_alias(&n1, 2);
+        let talias = crate::naming::trunk_alias(&n1, 2);
+        c.learn(&link(20, &ext, Some(&xalias)), &o);
+        c.learn(&link(21, to_main.as_str(), Some(&talias)), &o);
+        c.learn(&link(22, to_ext.as_str(), Some(&talias)), &o);
+        let del = |m| RouteNetlinkMessage::DelLink(m);
+        assert_eq!(
+            c.classify(&del(link(21, to_main.as_str(), Some(&talias))), &o),
+            Some(Dirty::Bridge(ext.clone())),
+            "a deleted trunk is its extension's repair"
+        );
+        assert_eq!(
+            c.classify(&del(link(20, &ext, Some(&xalias))), &o),
+            Some(Dirty::Bridge(ext.clone()))
+        );
+        let unplugged = RouteNetlinkMessage::NewLink(link(22, to_ext.as_str(), Some(&talias)));
+        assert_eq!(c.classify(&unplugged, &o), Some(Dirty::Bridge(ext)));
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct StoredEndpoint {
     /// Absent before name resolution existed: none.
     #[serde(default)]
     names: Vec<HostName>,
+    /// Absent before extension bridges existed (and for endpoints on the main bridge).
+    #[serde(default)]
+    extension: Option<u8>,
 }
 
 impl From<StoredEndpoint> for EndpointRecord {
@@ -134,6 +137,7 @@ impl From<StoredEndpoint> for EndpointRecord {
             mtu: s.mtu,
             ports: s.ports,
             names: s.names,
+            extension: s.extension,
         }
     }
 }

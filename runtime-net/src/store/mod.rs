@@ -20,6 +20,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::ipam::{default_mac, Family, IpamError, Pool};
+use crate::plan::bridges::BridgeLayout;
 use crate::plan::ports::{self, PortRequest, PortsTaken};
 use crate::types::{
     EndpointKey, EndpointKind, EndpointRecord, HostName, IfName, MacAddr, NetworkName, NetworkSpec,
@@ -30,7 +31,8 @@ pub use handle::StoreHealth;
 use handle::{Handle, Opener};
 use schema::{
     endpoint_key, from_json, net4_pool, net6_pool, net_ipam, network_endpoint_range, to_json, Fail,
-    ALLOCATIONS, CURSORS, ENDPOINTS, ENDPOINT_COUNTS, META, NETWORKS, POOLS, SCHEMA_VERSION,
+    ALLOCATIONS, BRIDGE_PORTS, CURSORS, ENDPOINTS, ENDPOINT_COUNTS, META, NETWORKS, POOLS,
+    SCHEMA_VERSION,
 };
 
 /// File name of the database inside the state directory.
@@ -83,9 +85,9 @@ pub enum StoreError {
         #[source]
         source: IpamError,
     },
-    /// The network holds as many endpoints as it can take (its bridge's ports).
+    /// The network holds as many endpoints as it can take (the ports of all its bridges).
     #[error(
-        "network {network} is full: it holds {capacity} endpoints, the most its bridge can take"
+        "network {network} is full: it holds {capacity} endpoints, the most its bridges can take"
     )]
     NetworkFull {
         network: NetworkName,
@@ -117,9 +119,10 @@ pub struct AllocRequest {
     pub ports: Vec<PortRequest>,
     /// Names the container answers to (recorded with the endpoint).
     pub names: Vec<HostName>,
-    /// Endpoints the network takes at most (its bridge's ports); `None`: no limit but the
-    /// addresses. Checked in the transaction that records the endpoint.
-    pub max_endpoints: Option<usize>,
+    /// How the network's endpoints are spread over its bridges; `None`: all on the main bridge,
+    /// no limit but the addresses. The bridge is chosen (or the network found full) in the
+    /// transaction that records the endpoint.
+    pub bridges: Option<BridgeLayout>,
 }
 
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
@@ -188,6 +191,7 @@ impl Store {
             txn.open_table(ALLOCATIONS)?;
             txn.open_table(CURSORS)?;
             txn.open_table(ENDPOINT_COUNTS)?;
+            txn.open_table(BRIDGE_PORTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -339,6 +343,7 @@ impl Store {
             pools.drop_pool(&net4_pool(name))?;
             pools.drop_pool(&net6_pool(name))?;
             txn.open_table(ENDPOINT_COUNTS)?.remove(name.as_str())?;
+            drop_bridge_ports(txn, name)?;
             nets.remove(name.as_str())?;
             Ok(Some(spec))
         })
@@ -367,28 +372,27 @@ impl Store {
             if let Some(g) = eps.get(ekey.as_str())? {
                 return Ok((from_json("endpoint", &ekey, g.value())?, false));
             }
-            // Networks that could outgrow their bridge keep a count of their endpoints: read
-            // (or, the first time, counted) here, and when it says "full", checked against the
+            // Networks that could outgrow their main bridge keep a count per bridge: read (or,
+            // the first time, counted) here, and when they say "full", checked against the
             // records so a stale count never refuses an attach.
-            let counted = match req.max_endpoints {
-                Some(capacity) if may_exceed(&spec, capacity) => {
-                    let mut counts = txn.open_table(ENDPOINT_COUNTS)?;
-                    let mut n = match counts.get(net.as_str())? {
-                        Some(g) => g.value(),
-                        None => network_endpoints(&eps, net)?,
-                    };
-                    if n >= capacity as u64 {
-                        n = network_endpoints(&eps, net)?;
+            let placed = match req.bridges {
+                Some(layout) if layout.may_overflow_main(&spec) => {
+                    let mut used = bridge_ports(txn, net, layout)?;
+                    if used.is_none() || layout.choose(used.as_deref().unwrap_or(&[])).is_none() {
+                        used = Some(count_bridge_ports(&eps, net, layout)?);
                     }
-                    if n >= capacity as u64 {
-                        counts.insert(net.as_str(), n)?;
-                        return Err(StoreError::NetworkFull {
-                            network: net.clone(),
-                            capacity,
+                    let used = used.unwrap_or_default();
+                    match layout.choose(&used) {
+                        Some(b) => Some((b, used)),
+                        None => {
+                            put_bridge_ports(txn, net, &used)?;
+                            return Err(StoreError::NetworkFull {
+                                network: net.clone(),
+                                capacity: layout.total(),
+                            }
+                            .into());
                         }
-                        .into());
                     }
-                    Some(n)
                 }
                 _ => None,
             };
@@ -445,11 +449,12 @@ impl Store {
                 mtu: spec.mtu,
                 ports: chosen,
                 names: req.names.clone(),
+                extension: placed.as_ref().map(|(b, _)| *b).filter(|b| *b > 0),
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
-            if let Some(n) = counted {
-                txn.open_table(ENDPOINT_COUNTS)?
-                    .insert(net.as_str(), n + 1)?;
+            if let Some((b, mut used)) = placed {
+                used[usize::from(b)] += 1;
+                put_bridge_ports(txn, net, &used)?;
             }
             Ok((rec, true))
         })
@@ -553,10 +558,11 @@ impl Store {
                 let v6 = IpAddr::V6(v6.ip());
                 pools.release(&net6_pool(net), Family::V6, v6, Some(&ekey))?;
             }
-            let mut counts = txn.open_table(ENDPOINT_COUNTS)?;
-            let n = counts.get(net.as_str())?.map(|g| g.value());
+            let mut counts = txn.open_table(BRIDGE_PORTS)?;
+            let at = (net.as_str(), rec.extension.unwrap_or(0));
+            let n = counts.get(at)?.map(|g| g.value());
             if let Some(n) = n {
-                counts.insert(net.as_str(), n.saturating_sub(1))?;
+                counts.insert(at, n.saturating_sub(1))?;
             }
             Ok(Some(rec))
         })
@@ -576,29 +582,68 @@ impl Store {
     }
 }
 
-/// The published ports of every endpoint but `key`, with their owners.
-/// Whether a network could hold more than `capacity` endpoints at all: each needs an IPv4
-/// address, so a subnet with no more addresses than that never needs the count.
-fn may_exceed(spec: &NetworkSpec, capacity: usize) -> bool {
-    let addresses = 1u64 << (32 - u32::from(spec.subnet.prefix()));
-    addresses > capacity as u64
+/// The endpoints on each bridge of `net` (index 0 main) as counted in [`BRIDGE_PORTS`];
+/// `None` when the network has no counts yet.
+fn bridge_ports(
+    txn: &WriteTransaction,
+    net: &NetworkName,
+    layout: BridgeLayout,
+) -> Result<Option<Vec<u64>>, Fail> {
+    let counts = txn.open_table(BRIDGE_PORTS)?;
+    let mut used = vec![0; usize::from(layout.extensions) + 1];
+    let mut any = false;
+    for row in counts.range((net.as_str(), 0)..=(net.as_str(), u8::MAX))? {
+        let (k, v) = row?;
+        let b = usize::from(k.value().1);
+        any = true;
+        if b < used.len() {
+            used[b] = v.value();
+        } else if v.value() > 0 {
+            // Endpoints on an extension the layout no longer has (the cap was lowered): the
+            // records say where they are; count from them.
+            return Ok(None);
+        }
+    }
+    Ok(any.then_some(used))
 }
 
-/// How many endpoints `net` has recorded (keys only, nothing decoded; O(endpoints), so only
-/// the first attach after an upgrade and a refusal use it).
-fn network_endpoints(
+/// Writes the per-bridge counts of `net`.
+fn put_bridge_ports(txn: &WriteTransaction, net: &NetworkName, used: &[u64]) -> Result<(), Fail> {
+    let mut counts = txn.open_table(BRIDGE_PORTS)?;
+    for (b, n) in used.iter().enumerate() {
+        let b = u8::try_from(b).map_err(|_| Fail::Corrupt(format!("bridge index {b}")))?;
+        counts.insert((net.as_str(), b), *n)?;
+    }
+    Ok(())
+}
+
+/// Removes the per-bridge counts of `net`.
+fn drop_bridge_ports(txn: &WriteTransaction, net: &NetworkName) -> Result<(), Fail> {
+    let mut counts = txn.open_table(BRIDGE_PORTS)?;
+    counts.retain_in((net.as_str(), 0)..=(net.as_str(), u8::MAX), |_, _| false)?;
+    Ok(())
+}
+
+/// How many endpoints of `net` each of its bridges holds, from the records (O(endpoints), each
+/// decoded: only the first attach after an upgrade and a refusal use it). Endpoints on an
+/// extension beyond the layout count as on its last bridge, so they are never overfilled.
+fn count_bridge_ports(
     eps: &impl ReadableTable<&'static str, &'static str>,
     net: &NetworkName,
-) -> Result<u64, Fail> {
+    layout: BridgeLayout,
+) -> Result<Vec<u64>, Fail> {
     let (lo, hi) = network_endpoint_range(net);
-    let mut n = 0;
+    let last = usize::from(layout.extensions);
+    let mut used = vec![0; last + 1];
     for row in eps.range(lo.as_str()..hi.as_str())? {
-        row?;
-        n += 1;
+        let (k, v) = row?;
+        let rec: EndpointRecord = from_json("endpoint", k.value(), v.value())?;
+        used[usize::from(rec.extension.unwrap_or(0)).min(last)] += 1;
     }
-    Ok(n)
+    Ok(used)
 }
 
+/// The published ports of every endpoint but `key`, with their owners.
 fn ports_of_others(
     eps: &impl ReadableTable<&'static str, &'static str>,
     key: &EndpointKey,

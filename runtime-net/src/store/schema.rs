@@ -23,10 +23,15 @@ pub(crate) const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("
 pub(crate) const ALLOCATIONS: TableDefinition<&[u8], &str> = TableDefinition::new("allocations");
 /// Pool key → number of the last address handed out dynamically.
 pub(crate) const CURSORS: TableDefinition<&str, u128> = TableDefinition::new("cursors");
-/// Network name → how many endpoints it has, kept for networks whose subnet could exceed their
-/// bridge's ports (a fast path: a count that says "full" is checked against the records).
+/// Network name → how many endpoints it has: written by versions before extension bridges, only
+/// removed with the network now.
 pub(crate) const ENDPOINT_COUNTS: TableDefinition<&str, u64> =
     TableDefinition::new("endpoint_counts");
+/// (network name, bridge: 0 main, `i` extension `i`) → endpoints on that bridge, kept for
+/// networks whose subnet could exceed their main bridge's ports (a fast path: counts that say
+/// "full" are checked against the records). Either every bridge of a network has a row or none.
+pub(crate) const BRIDGE_PORTS: TableDefinition<(&str, u8), u64> =
+    TableDefinition::new("bridge_ports");
 /// Generic pool id → JSON `Pool`.
 pub(crate) const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
 

@@ -50,7 +50,7 @@ pub(super) fn req(net: &str, cid: &str) -> AllocRequest {
         mac: None,
         ports: vec![],
         names: vec![],
-        max_endpoints: None,
+        bridges: None,
     }
 }
 
@@ -263,8 +263,13 @@ fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
     // A neighbour whose name sorts right after: its endpoints never count against "full".
     st.insert_network(&spec("full0", "10.8.0.0/24", "10.8.0.1"))
         .unwrap();
+    // Bridges of 3 ports, no extensions: 3 endpoints at most.
+    let layout = BridgeLayout {
+        ports: 3,
+        extensions: 0,
+    };
     let capped = |net: &str, cid: &str| AllocRequest {
-        max_endpoints: Some(3),
+        bridges: Some(layout),
         ..req(net, cid)
     };
     for i in 0..3 {
@@ -287,11 +292,10 @@ fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
     let (r, created) = st.allocate_endpoint(&capped("full", "c9")).unwrap();
     assert!(created);
     assert_eq!(r.key.network.as_str(), "full");
-    // A count left too high (e.g. by an older daemon that did not keep it) refuses nothing:
-    // "full" is checked against the records.
+    // A count left too high refuses nothing: "full" is checked against the records.
     st.release_endpoint(&capped("full", "c9").key).unwrap();
     st.write(|txn| {
-        txn.open_table(ENDPOINT_COUNTS)?.insert("full", 99)?;
+        txn.open_table(BRIDGE_PORTS)?.insert(("full", 0), 99)?;
         Ok(())
     })
     .unwrap();
@@ -304,8 +308,8 @@ fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
     let count = |st: &Store| {
         st.write(|txn| {
             Ok(txn
-                .open_table(ENDPOINT_COUNTS)?
-                .get("full")?
+                .open_table(BRIDGE_PORTS)?
+                .get(("full", 0))?
                 .map(|g| g.value()))
         })
         .unwrap()
@@ -318,14 +322,113 @@ fn a_full_network_refuses_the_next_endpoint_and_records_nothing() {
     assert_eq!(count(&st), Some(0));
     st.remove_network(&name("full")).unwrap();
     assert_eq!(count(&st), None);
-    // A subnet with no more addresses than the capacity is never counted (nor refused).
+    // A subnet with no more addresses than the main bridge's ports is never counted.
     st.insert_network(&spec("small", "10.9.0.0/30", "10.9.0.1"))
         .unwrap();
     let small = AllocRequest {
-        max_endpoints: Some(4),
+        bridges: Some(BridgeLayout {
+            ports: 4,
+            extensions: 0,
+        }),
         ..req("small", "s0")
     };
     st.allocate_endpoint(&small).unwrap();
+}
+
+#[test]
+fn endpoints_fill_the_main_bridge_then_each_extension_in_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = Store::open(tmp.path()).unwrap();
+    st.insert_network(&spec("x", "10.7.0.0/24", "10.7.0.1"))
+        .unwrap();
+    // Main: 4 ports less 2 trunk ends = 2; each extension: 3.
+    let layout = BridgeLayout {
+        ports: 4,
+        extensions: 2,
+    };
+    let at = |cid: &str| AllocRequest {
+        bridges: Some(layout),
+        ..req("x", cid)
+    };
+    let placed: Vec<Option<u8>> = (0..8)
+        .map(|i| {
+            st.allocate_endpoint(&at(&format!("c{i}")))
+                .unwrap()
+                .0
+                .extension
+        })
+        .collect();
+    let want = [
+        None,
+        None,
+        Some(1),
+        Some(1),
+        Some(1),
+        Some(2),
+        Some(2),
+        Some(2),
+    ];
+    assert_eq!(placed, want);
+    match st.allocate_endpoint(&at("c8")) {
+        Err(StoreError::NetworkFull { capacity, .. }) => assert_eq!(capacity, 8),
+        other => panic!("expected a full network, got {other:?}"),
+    }
+    // A freed place on extension 1 is taken by the next endpoint; the record says so.
+    st.release_endpoint(&at("c3").key).unwrap();
+    let (r, _) = st.allocate_endpoint(&at("c9")).unwrap();
+    assert_eq!(r.extension, Some(1));
+    assert_eq!(st.endpoint(&r.key).unwrap().unwrap().extension, Some(1));
+    // Counts lost (a store written before extension bridges): counted from the records.
+    st.write(|txn| {
+        drop_bridge_ports(txn, &name("x"))?;
+        Ok(())
+    })
+    .unwrap();
+    st.release_endpoint(&at("c6").key).unwrap();
+    let (r, _) = st.allocate_endpoint(&at("c10")).unwrap();
+    assert_eq!(r.extension, Some(2));
+    // Concurrent attaches never overfill a bridge.
+    let st = Arc::new(st);
+    st.insert_network(&spec("y", "10.9.0.0/24", "10.9.0.1"))
+        .unwrap();
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let st = st.clone();
+            std::thread::spawn(move || {
+                st.allocate_endpoint(&AllocRequest {
+                    bridges: Some(layout),
+                    ..req("y", &format!("t{i}"))
+                })
+                .map(|(r, _)| r.extension)
+            })
+        })
+        .collect();
+    let mut per = [0; 3];
+    let mut full = 0;
+    for t in threads {
+        match t.join().unwrap() {
+            Ok(e) => per[usize::from(e.unwrap_or(0))] += 1,
+            Err(StoreError::NetworkFull { .. }) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((per, full), ([2, 3, 3], 4));
+}
+
+#[test]
+fn records_without_an_extension_load_and_are_written_without_one() {
+    let net = spec("n", "10.1.0.0/24", "10.1.0.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let st = Store::open(tmp.path()).unwrap();
+    st.insert_network(&net).unwrap();
+    let (rec, _) = st.allocate_endpoint(&req("n", "c")).unwrap();
+    let json = serde_json::to_string(&rec).unwrap();
+    assert!(!json.contains("extension"), "{json}");
+    let mut on_ext = rec.clone();
+    on_ext.extension = Some(3);
+    let json = serde_json::to_string(&on_ext).unwrap();
+    let back: EndpointRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.extension, Some(3));
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! A network takes as many endpoints as its bridge has ports: the next attach is refused as
-//! `NetworkFull` before anything is built, and the kernel's `EXFULL` is the same refusal.
+//! A network takes as many endpoints as its bridges have ports: past its main bridge they go to
+//! extension bridges joined to it by trunks; once every bridge it may have is full, the next
+//! attach is refused as `NetworkFull` before anything is built, and the kernel's `EXFULL` is the
+//! same refusal.
 
 use super::*;
 use crate::engine::EngineError;
@@ -11,7 +13,8 @@ fn is_full(e: &EngineError, net: &str, capacity: usize) -> bool {
 
 #[tokio::test]
 async fn a_full_network_refuses_the_next_attach_and_builds_nothing() {
-    let h = Harness::new().await.with_port_capacity(3);
+    let mut h = Harness::new().await.with_port_capacity(3);
+    h.engine = h.engine.with_max_extensions(0);
     h.network("n1", "10.1.0.0/24").await;
     h.network("n2", "10.2.0.0/24").await;
     for i in 0..3 {
@@ -80,4 +83,149 @@ async fn the_kernels_exchange_full_is_the_same_refusal_and_leaves_nothing() {
     assert!(is_full(&e, "n1", crate::netlink::BRIDGE_MAX_PORTS), "{e:?}");
     assert_eq!(h.kernel.links(), links);
     assert_eq!(h.records().await, records);
+}
+
+#[tokio::test]
+async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
+    use crate::naming::{extension_bridge_name, trunk_names};
+    // Bridges of 3 ports, a /24: two extensions; main keeps 1 port for endpoints, each
+    // extension 2.
+    let h = Harness::new().await.with_port_capacity(3);
+    let spec = h.network("n1", "10.1.0.0/24").await;
+    let layout = h.engine.bridge_layout(&spec);
+    assert_eq!((layout.extensions, layout.total()), (2, 5));
+    let mut placed = Vec::new();
+    for i in 0..5 {
+        let a = h
+            .engine
+            .attach(prepared("n1", &format!("c{i}")))
+            .await
+            .unwrap();
+        placed.push(a.record.extension);
+    }
+    assert_eq!(placed, vec![None, Some(1), Some(1), Some(2), Some(2)]);
+    let links = h.kernel.links();
+    let index = |n: &str| links.get(n).map(|l| l.index);
+    let master = |n: &str| links.get(n).and_then(|l| l.master);
+    let main = index("n1");
+    for i in 1..=2u8 {
+        let ext = extension_bridge_name(&spec.name, i);
+        let (to_main, to_ext) = trunk_names(&spec.name, i);
+        assert!(index(ext.as_str()).is_some(), "{ext}: {links:?}");
+        assert_eq!(master(to_main.as_str()), main);
+        assert_eq!(master(to_ext.as_str()), index(ext.as_str()));
+        assert_eq!(
+            h.kernel
+                .sysctl(&format!("net/ipv6/conf/{ext}/disable_ipv6"))
+                .as_deref(),
+            Some("1")
+        );
+    }
+    for rec in h.records().await {
+        let want = match rec.extension {
+            None => main,
+            Some(i) => index(extension_bridge_name(&spec.name, i).as_str()),
+        };
+        assert_eq!(master(rec.host_ifname.as_str()), want, "{}", rec.key);
+    }
+    // All bridges full: refused, nothing built.
+    h.kernel.clear_journal();
+    let e = h.engine.attach(prepared("n1", "c9")).await.unwrap_err();
+    assert!(is_full(&e, "n1", 5), "{e:?}");
+    assert!(h.kernel.journal().is_empty());
+    let s = h.engine.status().await.unwrap();
+    assert_eq!(
+        (s.capacity[0].ports_used, s.capacity[0].ports_capacity),
+        (5, 5)
+    );
+
+    // An extension deleted from outside is rebuilt with its trunk and its ports put back.
+    let ext1 = extension_bridge_name(&spec.name, 1);
+    assert!(h.kernel.delete_behind_back(ext1.as_str()));
+    assert!(h.engine.repair_bridge_link(ext1.as_str()).await.unwrap());
+    let links = h.kernel.links();
+    let x1 = links.get(ext1.as_str()).map(|l| l.index);
+    assert!(x1.is_some());
+    let on_x1: Vec<_> = h
+        .records()
+        .await
+        .into_iter()
+        .filter(|r| r.extension == Some(1))
+        .collect();
+    assert_eq!(on_x1.len(), 2);
+    for r in &on_x1 {
+        assert_eq!(links.get(r.host_ifname.as_str()).unwrap().master, x1);
+    }
+    // A trunk deleted from outside (both ends go) is rebuilt by its extension's repair.
+    let (t2, u2) = trunk_names(&spec.name, 2);
+    assert!(h.kernel.delete_behind_back(t2.as_str()));
+    assert!(!h.kernel.links().contains_key(u2.as_str()));
+    let ext2 = extension_bridge_name(&spec.name, 2);
+    assert!(h.engine.repair_bridge_link(ext2.as_str()).await.unwrap());
+    assert!(!h.engine.repair_bridge_link(ext2.as_str()).await.unwrap());
+    assert!(h.kernel.links().get(t2.as_str()).unwrap().master == main);
+    // The port repair puts an endpoint back on its own bridge, not the main one.
+    let r = &on_x1[0];
+    h.kernel
+        .change_behind_back(r.host_ifname.as_str(), |l| l.master = None);
+    assert!(h.engine.repair_port(r.host_ifname.as_str()).await.unwrap());
+    assert_eq!(
+        h.kernel.links().get(r.host_ifname.as_str()).unwrap().master,
+        x1
+    );
+
+    // The main bridge deleted: everything comes back on a restart's reconcile too.
+    let h = h.restart().with_port_capacity(3);
+    assert!(h.kernel.delete_behind_back("n1"));
+    assert!(h.kernel.delete_behind_back(ext2.as_str()));
+    let report = h.engine.reconcile().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    let links = h.kernel.links();
+    for rec in h.records().await {
+        let b = crate::plan::bridges::endpoint_bridge(&spec, &rec);
+        assert_eq!(
+            links.get(rec.host_ifname.as_str()).unwrap().master,
+            links.get(b.as_str()).map(|l| l.index),
+            "{}",
+            rec.key
+        );
+    }
+    assert_eq!(
+        links.get(t2.as_str()).unwrap().master,
+        links.get("n1").map(|l| l.index)
+    );
+
+    // Deleting the network (force) leaves no extension or trunk behind.
+    h.engine.delete_network(&spec.name, true).await.unwrap();
+    let left: Vec<String> = h.kernel.links().into_keys().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn with_icc_off_trunk_main_ends_and_extension_ports_are_isolated() {
+    use crate::naming::trunk_names;
+    let h = Harness::new().await.with_port_capacity(3);
+    let mut req = crate::plan::NetworkRequest::new(
+        crate::types::NetworkName::new("n1").unwrap(),
+        "10.1.0.0/24".parse().unwrap(),
+    );
+    req.icc = Some(false);
+    let spec = h.engine.create_network(req).await.unwrap();
+    for i in 0..3 {
+        h.engine
+            .attach(prepared("n1", &format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    let (to_main, to_ext) = trunk_names(&spec.name, 1);
+    let links = h.kernel.links();
+    assert!(links.get(to_main.as_str()).unwrap().flags.1);
+    assert!(!links.get(to_ext.as_str()).unwrap().flags.1);
+    for r in h.records().await {
+        assert!(
+            links.get(r.host_ifname.as_str()).unwrap().flags.1,
+            "{}",
+            r.key
+        );
+    }
 }

@@ -118,6 +118,7 @@ async fn reconcile_restores_network_rules_and_removes_unrecorded_ones() {
     h.fw.apply_network(&crate::firewall::NetworkRules {
         name: stray.clone(),
         bridge: IfName::new("gone").unwrap(),
+        extensions: vec![],
         subnet4: "10.9.0.0/24".parse().unwrap(),
         subnet6: None,
         masquerade: true,

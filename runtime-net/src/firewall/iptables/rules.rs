@@ -179,6 +179,11 @@ pub fn network_rules(r: &NetworkRules) -> Vec<Rule> {
         }
         let icc = if r.icc { "ACCEPT" } else { "DROP" };
         add("filter", FWD_IN, format!("-i {br} -o {br} {c} -j {icc}"));
+        // Bridged across an extension (seen here with br_netfilter): container ports there are
+        // isolated when icc is off, so what passes is the way to the trunk.
+        for x in &r.extensions {
+            add("filter", FWD_IN, format!("-i {x} -o {x} {c} -j ACCEPT"));
+        }
         if !r.internal {
             for a in r.allow_from.iter().filter(|a| a.is_ipv6() == v6) {
                 add(
@@ -203,6 +208,7 @@ pub fn network_rules(r: &NetworkRules) -> Vec<Rule> {
             to_bridge.push(format!("-s 127.0.0.0/8 -o {br} {c} -j MASQUERADE"));
         }
         to_bridge.push(format!("-o {br} {c} -j RETURN"));
+        to_bridge.extend(r.extensions.iter().map(|x| format!("-o {x} {c} -j RETURN")));
         front.extend(to_bridge.into_iter().map(|spec| Rule {
             v6,
             table: "nat",
@@ -278,6 +284,7 @@ mod tests {
         NetworkRules {
             name: NetworkName::new("n1").unwrap(),
             bridge: IfName::new("br-n1").unwrap(),
+            extensions: vec![],
             subnet4: "10.88.0.1/24".parse().unwrap(),
             subnet6: None,
             masquerade: true,
@@ -312,6 +319,26 @@ mod tests {
             ]
         );
         assert!(network_rules(&net()).iter().all(|r| !r.v6));
+    }
+
+    #[test]
+    fn extension_bridges_are_accepted_and_never_masqueraded_into() {
+        let mut r = net();
+        r.extensions = vec![IfName::new("snx0123456789a1").unwrap()];
+        let rules = network_rules(&r);
+        let has = |table: &str, chain: &str, spec: &str, first: bool| {
+            rules.iter().any(|x| {
+                x.table == table && x.chain == chain && x.spec.starts_with(spec) && x.first == first
+            })
+        };
+        assert!(has(
+            "filter",
+            FWD_IN,
+            "-i snx0123456789a1 -o snx0123456789a1 ",
+            false
+        ));
+        assert!(has("nat", POSTROUTING, "-o snx0123456789a1 ", true));
+        assert_eq!(rules.len(), network_rules(&net()).len() + 2);
     }
 
     #[test]

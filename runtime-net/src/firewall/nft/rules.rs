@@ -219,6 +219,11 @@ pub fn network_body(r: &NetworkRules) -> String {
     l(format!(
         "add element {t} bridges {{ \"{br}\" comment \"{n}\" }}"
     ));
+    for x in &r.extensions {
+        l(format!(
+            "add element {t} bridges {{ \"{x}\" comment \"{n}\" }}"
+        ));
+    }
     let s4 = net4(&r.subnet4);
     l(format!(
         "add element {t} nat4 {{ {s4} comment \"{n}\" : jump nat4/{n} }}"
@@ -375,6 +380,7 @@ mod tests {
         NetworkRules {
             name: NetworkName::new("n1").unwrap(),
             bridge: IfName::new("br-n1").unwrap(),
+            extensions: vec![],
             subnet4: "10.88.0.1/24".parse().unwrap(),
             subnet6: v6.then(|| "fd00:88::1/64".parse().unwrap()),
             masquerade: true,
@@ -400,6 +406,24 @@ mod tests {
         assert!(b.contains("add rule inet shimnet forward oifname vmap @fwd_in\nadd rule inet shimnet forward iifname vmap @fwd_out\n"));
         assert!(b.contains("add rule inet shimnet ports meta nfproto ipv4 dnat ip addr . port to meta l4proto . th dport map @ports4\n"));
         assert_eq!(b.lines().count(), 31);
+    }
+
+    #[test]
+    fn extension_bridges_are_never_masqueraded_into() {
+        let mut r = net(true, false, false);
+        r.extensions = vec![
+            IfName::new("snx0123456789a1").unwrap(),
+            IfName::new("snx0123456789a2").unwrap(),
+        ];
+        let body = network_body(&r);
+        for x in &r.extensions {
+            let line = format!("add element inet shimnet bridges {{ \"{x}\" comment \"n1\" }}\n");
+            assert!(body.contains(&line), "{body}");
+        }
+        assert_eq!(
+            body.lines().count(),
+            network_body(&net(true, false, false)).lines().count() + 2
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn net(name: &str, bridge: &str, prefix: &str) -> NetworkRules {
     NetworkRules {
         name: NetworkName::new(name).unwrap(),
         bridge: IfName::new(bridge).unwrap(),
+        extensions: vec![],
         subnet4: format!("{prefix}.0/24").parse().unwrap(),
         subnet6: None,
         masquerade: true,
