@@ -27,7 +27,7 @@ if [[ ${1:-} == --short ]]; then
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench dns
   # 20 endpoints, 3 runs per kind, 500 flood changes, 5 s idle.
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench repair
-  # 1,100 endpoints on one /20 network: the main bridge and one extension.
+  # 1,100 endpoints on one /20 network: the main bridge and two extensions (512-port bridges).
   SHIMNET_BENCH_SHORT=1 cargo bench --locked --profile dev --bench bignet
 else
   cargo bench --locked --bench suite

@@ -68,8 +68,8 @@ pub struct Config {
     /// endpoints than one bridge's 1,023 ports (0..=15, default 15; 0: one bridge per network).
     #[serde(default = "default_max_extensions")]
     pub max_bridge_extensions: u8,
-    /// Ports shimnet fills on each bridge (2..=1023, default 1023, the kernel's most); fewer
-    /// leave room for links of an admin's own.
+    /// Ports shimnet fills on each bridge (2..=1023, the kernel's most; default
+    /// [`DEFAULT_BRIDGE_PORTS`]).
     #[serde(default = "default_bridge_ports")]
     pub bridge_ports: usize,
     /// Networks declared by the configuration (created at start and on reload if missing).
@@ -261,8 +261,14 @@ impl Default for DockerConfig {
     }
 }
 
+/// Ports filled per bridge by default: half the kernel's 1,023, so that one broadcast's copies
+/// into a bridge's ports stay well inside the kernel's default per-CPU input backlog
+/// (`net.core.netdev_max_backlog`, 1,000; a flood past it drops the bridge's oldest ports, an
+/// extension's trunk among them), and each port join or leave walks at most this many ports.
+pub const DEFAULT_BRIDGE_PORTS: usize = 512;
+
 fn default_bridge_ports() -> usize {
-    runtime_net::netlink::BRIDGE_MAX_PORTS
+    DEFAULT_BRIDGE_PORTS
 }
 
 fn default_max_extensions() -> u8 {
@@ -715,7 +721,7 @@ mod tests {
             "{e}"
         );
         assert!(Config::parse("max_bridge_extensions = -1\n", "x").is_err());
-        assert_eq!(Config::parse("", "x").unwrap().bridge_ports, 1023);
+        assert_eq!(Config::parse("", "x").unwrap().bridge_ports, 512);
         assert_eq!(
             Config::parse("bridge_ports = 16\n", "x")
                 .unwrap()

@@ -1,9 +1,11 @@
 //! Networks past one bridge, against the real kernel. At scale: a /20 network holds 4,000
 //! endpoints on one host, spread over its main bridge and extension bridges joined to it by veth
-//! trunks as designed; a daemon restart keeps everything; a deleted extension bridge or trunk is
-//! rebuilt with its ports; deleting the network leaves nothing behind. Traffic, on small bridges
-//! (`bridge_ports = 16`, so that a broadcast's copies stay within the kernel's default backlog,
-//! see README "Capacity"): containers on different bridges reach each other and the gateway,
+//! trunks as designed (default 512-port bridges); containers on every bridge resolve and reach
+//! the gateway with the host's default backlog; a daemon restart keeps everything; a deleted
+//! extension bridge or trunk is rebuilt with its ports; deleting the network leaves nothing
+//! behind. Traffic, on small bridges (`bridge_ports = 16`, so that a broadcast crossing trunks
+//! stays within the kernel's default backlog, see README "Capacity"): containers on different
+//! bridges reach each other and the gateway,
 //! also after a restart and after an extension or trunk was deleted and rebuilt; with icc off
 //! every container↔container path (same bridge or across a trunk) is blocked while the gateway
 //! stays reachable. Run as root.
@@ -161,19 +163,21 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
     let gw = "10.84.0.1";
 
     let eps = fill(&h, &net, 4000);
-    // Main: 1,019 containers + 4 trunk ends; extensions 1 and 2: 1,022 + their trunk end;
-    // extension 3 the rest; extension 4 is not needed yet.
+    // Default bridges of 512 ports: a /20 (4,093 addresses) may have 8 extensions. Main: 504
+    // containers + 7 trunk ends (extension 8 is not needed yet); extensions 1 to 6: 511 + their
+    // trunk end; extension 7 the rest (430 + trunk end).
     let spread = |h: &TestHost| {
         (
             ports(h, &bridge),
             ports(h, &ext(1)),
-            ports(h, &ext(2)),
-            ports(h, &ext(3)),
-            exists(h, &ext(4)),
+            ports(h, &ext(6)),
+            ports(h, &ext(7)),
+            exists(h, &ext(8)),
         )
     };
-    assert_eq!(spread(&h), (1019 + 3, 1023, 1023, 938, false));
-    for i in 1..=3 {
+    const SPREAD: (usize, usize, usize, usize, bool) = (504 + 7, 512, 512, 431, false);
+    assert_eq!(spread(&h), SPREAD);
+    for i in 1..=7 {
         let (to_main, to_ext) = trunk_names(&name, i);
         assert_eq!(master_of(&h, to_main.as_str()), Some(bridge.clone()));
         assert_eq!(master_of(&h, to_ext.as_str()), Some(ext(i)));
@@ -185,14 +189,14 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
             &cap["ports_capacity"],
             &cap["extensions"]
         ),
-        (&json!(4000), &json!(1019 + 4 * 1022), &json!(4)),
+        (&json!(4000), &json!(504 + 8 * 511), &json!(8)),
         "{cap}"
     );
     let m = h.client().request("GET", "/metrics", None).unwrap();
     let text = String::from_utf8_lossy(&m.body);
     assert!(
         text.contains(&format!(
-            "shimnet_bridge_ports_capacity{{network=\"{net}\"}} 5107"
+            "shimnet_bridge_ports_capacity{{network=\"{net}\"}} 4592"
         )),
         "capacity metric"
     );
@@ -201,8 +205,8 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
     let ends = host_ends(&h, &net);
     let on_main = newest_on(&h, &bridge, &eps, &ends);
     let on_x1 = newest_on(&h, &ext(1), &eps, &ends);
-    let on_x3 = newest_on(&h, &ext(3), &eps, &ends);
-    for c in [on_main, on_x1, on_x3] {
+    let on_x7 = newest_on(&h, &ext(7), &eps, &ends);
+    for c in [on_main, on_x1, on_x7] {
         let check = h.call(
             "GET",
             &format!("/v1/networks/{net}/endpoints/{}/check", c.0.name()),
@@ -210,11 +214,17 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
         );
         assert_eq!(check["ok"], true, "{check}");
     }
-    assert!(pings(&on_main.0, gw), "main -> gateway");
-    // How far one broadcast reaches in a domain of 4,000 ports with this host's
-    // net.core.netdev_max_backlog: shown, not asserted (see README "Capacity").
+    // Every container resolves its gateway with the host's default backlog: a flood stays
+    // within one bridge's 512 ports before the trunk carries it to the gateway's bridge. The
+    // newest port of a bridge is the first a flood reaches, its trunk (oldest) the last.
     let drops = backlog_drops();
+    assert!(pings(&on_main.0, gw), "main -> gateway");
+    assert!(pings(&on_x1.0, gw), "newest on extension 1 -> gateway");
+    assert!(pings(&on_x7.0, gw), "newest on extension 7 -> gateway");
     let oldest = eps.iter().find(|(_, ip)| ip == "10.84.0.2").unwrap();
+    assert!(pings(&oldest.0, gw), "oldest on main -> gateway");
+    // Container to container across bridges: a broadcast is copied to all 4,000 ports, one
+    // bridge after another; shown, not asserted (see README "Capacity").
     let arp = |a: &(NamedNetns, String), b: &(NamedNetns, String)| {
         if ping(&a.0, &b.1) {
             "answered"
@@ -223,33 +233,32 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
         }
     };
     eprintln!(
-        "ARP at 4,000 ports: newest on main -> newest on extension 1: {}; newest on extension 3 -> \
-         oldest on main: {}; newest on extension 1 -> gateway: {}; backlog drops meanwhile: {}",
+        "ARP at 4,000 ports: newest on main -> newest on extension 1: {}; newest on extension 7 -> \
+         oldest on main: {}; backlog drops meanwhile: {}",
         arp(on_main, on_x1),
-        arp(on_x3, oldest),
-        if ping(&on_x1.0, gw) { "answered" } else { "not answered" },
+        arp(on_x7, oldest),
         backlog_drops() - drops
     );
 
     // A daemon restart keeps everything in place.
     h.stop_with(nix::sys::signal::Signal::SIGTERM);
     h.start();
-    assert_eq!(spread(&h), (1019 + 3, 1023, 1023, 938, false));
+    assert_eq!(spread(&h), SPREAD);
     assert!(pings(&on_main.0, gw), "main -> gateway after a restart");
 
     // An extension bridge deleted from outside is rebuilt, its trunk and ports back on it.
     sh(&["ip", "-n", h.ns.name(), "link", "del", &ext(2)]);
     eventually_for("extension 2 rebuilt", Duration::from_secs(10), || {
-        exists(&h, &ext(2)) && ports(&h, &ext(2)) == 1023
+        exists(&h, &ext(2)) && ports(&h, &ext(2)) == 512
     });
     // A trunk deleted from outside (both ends go) is rebuilt.
     let (to_main, _) = trunk_names(&name, 1);
     sh(&["ip", "-n", h.ns.name(), "link", "del", to_main.as_str()]);
     eventually_for("trunk 1 rebuilt", Duration::from_secs(10), || {
         master_of(&h, to_main.as_str()).as_deref() == Some(bridge.as_str())
-            && ports(&h, &ext(1)) == 1023
+            && ports(&h, &ext(1)) == 512
     });
-    assert_eq!(spread(&h), (1019 + 3, 1023, 1023, 938, false));
+    assert_eq!(spread(&h), SPREAD);
 
     // Detach everything, delete the network: no bridge, extension or trunk is left.
     let started = Instant::now();

@@ -513,7 +513,8 @@ fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The kernel's limit, proven: with one extension bridge allowed (`max_bridge_extensions = 1`),
+/// The kernel's limit, proven: with one extension bridge allowed and full-size bridges
+/// (`max_bridge_extensions = 1`, `bridge_ports = 1023`),
 /// a /20 network takes 1,022 endpoints on its main bridge (one port kept for the trunk) and
 /// 1,022 on its extension — both real bridges then hold the kernel's 1,023 ports — and the next
 /// attach through each front door is refused as a full network (REST 409 `network_full`, CNI
@@ -524,7 +525,9 @@ fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
 fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_door() {
     const CAP: usize = 2044;
     use_prefix("snr");
-    let h = TestHost::new(&format!("max_bridge_extensions = 1\n{LIMITS}"));
+    let h = TestHost::new(&format!(
+        "max_bridge_extensions = 1\nbridge_ports = 1023\n{LIMITS}"
+    ));
     let dnet = "f".repeat(64);
     let (pool, gw) = ("10.81.0.0/20", "10.81.0.1/20");
     docker(

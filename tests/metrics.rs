@@ -260,7 +260,7 @@ fn scrape_counts_every_front_door_exactly() {
         253.0,
     );
     assert_value(&s, "shimnet_bridge_ports_used", &n(&net), 1.0);
-    assert_value(&s, "shimnet_bridge_ports_capacity", &n(&net), 1023.0);
+    assert_value(&s, "shimnet_bridge_ports_capacity", &n(&net), 512.0);
     let repair = |k: &str| [("kind", k.to_string())];
     assert_value(
         &s,
@@ -312,8 +312,8 @@ fn scrape_counts_every_front_door_exactly() {
     );
     println!("---- shimnetctl status ----\n{status}");
     for line in [
-        format!("network {net}: 1 endpoint(s), IPv4 1/253 used (0.4%), bridge ports 1/1023 used (0.1%)"),
-        format!("network {cni_net}: 1 endpoint(s), IPv4 1/253 used (0.4%), bridge ports 1/1023 used (0.1%)"),
+        format!("network {net}: 1 endpoint(s), IPv4 1/253 used (0.4%), bridge ports 1/512 used (0.2%)"),
+        format!("network {cni_net}: 1 endpoint(s), IPv4 1/253 used (0.4%), bridge ports 1/512 used (0.2%)"),
         format!(
             "reconcile repairs: endpoint_reclaimed 1, firewall_removed 0, link_removed {links}, \
              port_reattached 0"

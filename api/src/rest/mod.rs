@@ -543,6 +543,7 @@ mod tests {
             mtu: 1500,
             ports: vec![],
             names: vec![],
+            extension: None,
         };
         let reply = NetworkAttachReply {
             network: convert::network_reply(&spec),
