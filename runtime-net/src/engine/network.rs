@@ -298,16 +298,20 @@ impl Engine {
     /// The executor of `EnsureExtension`: the network restored first when its main bridge is
     /// missing (which builds every extension its records use), else the one extension.
     pub(super) async fn ensure_extension_step(&self, spec: &NetworkSpec, index: u8) -> Result<()> {
-        if self
+        if !self.main_bridge_present(spec).await? {
+            return self.restore_network(spec).await;
+        }
+        self.ensure_extension(spec, index).await.map(drop)
+    }
+
+    /// Whether the network's main bridge (the one with the gateway) exists in the kernel.
+    pub(super) async fn main_bridge_present(&self, spec: &NetworkSpec) -> Result<bool> {
+        Ok(self
             .kernel
             .links
             .link(spec.bridge.as_str())
             .await?
-            .is_none()
-        {
-            return self.restore_network(spec).await;
-        }
-        self.ensure_extension(spec, index).await.map(drop)
+            .is_some())
     }
 
     /// Re-creates a network's bridge if it is missing (and puts its endpoints back on it);
@@ -315,13 +319,7 @@ impl Engine {
     pub async fn repair_bridge(&self, name: &NetworkName) -> Result<bool> {
         let _r = self.topology.read().await;
         let spec = self.network(name).await?;
-        if self
-            .kernel
-            .links
-            .link(spec.bridge.as_str())
-            .await?
-            .is_some()
-        {
+        if self.main_bridge_present(&spec).await? {
             return Ok(false);
         }
         self.restore_network(&spec).await?;

@@ -107,13 +107,7 @@ impl Engine {
             // An empty extension is made again when an endpoint needs it.
             return Ok(false);
         }
-        if self
-            .kernel
-            .links
-            .link(spec.bridge.as_str())
-            .await?
-            .is_none()
-        {
+        if !self.main_bridge_present(spec).await? {
             // The main bridge's own repair rebuilds everything.
             return Ok(false);
         }
