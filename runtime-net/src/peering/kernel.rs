@@ -17,8 +17,10 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkIpIp, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use super::plan::{Change, Fdb, Neigh, Observed, Route, RTPROT_SHIMNET};
+use crate::kernel::Sysctl;
 use crate::netlink::query::{self, dump};
 use crate::netlink::{errno, request_error, NetlinkError};
+use crate::sysctl::ProcSys;
 
 /// The underlay interface: index, MTU and this node's address with the interface's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,9 @@ pub async fn ensure_device(
     };
     let index = link.header.index;
     let alias = query::alias(&link);
+    if matches!(kind, Kind::Vxlan { .. }) {
+        ipv6_off(&spec.name)?;
+    }
     // The kernel ignores IFLA_IFALIAS on creation: a device created just now gets it below.
     if !repaired && !matches!(kind, Kind::Existing) && alias.as_deref() != Some(spec.alias.as_str())
     {
@@ -209,6 +214,24 @@ pub async fn ensure_device(
         }
     }
     Ok((index, repaired))
+}
+
+/// Turns IPv6 off on the VXLAN device before it comes up, as on bridge ports: it carries only
+/// IPv4 between nodes, and a link-local address would only bring duplicate address detection,
+/// router solicitations and their notifications (a host without IPv6 has nothing to turn off).
+fn ipv6_off(name: &str) -> Result<(), NetlinkError> {
+    let sysctl = ProcSys;
+    match sysctl.set(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound && !sysctl.exists("net/ipv6") => {
+            Ok(())
+        }
+        Err(e) => Err(NetlinkError::Request {
+            op: "turn IPv6 off on",
+            object: name.to_string(),
+            msg: e.to_string(),
+        }),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Whether a link called `name` exists.

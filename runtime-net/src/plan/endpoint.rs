@@ -375,6 +375,15 @@ fn build(plan: &mut EndpointPlan, spec: &NetworkSpec, rec: &EndpointRecord, obs:
         key: format!("net/ipv6/conf/{}/disable_ipv6", rec.host_ifname),
         value: "1".into(),
     });
+    if !managed {
+        // The container end waits in the daemon's namespace until the caller (dockerd) moves
+        // it; meanwhile IPv6 there is only address and route churn. The move gives it the
+        // destination namespace's defaults, so the container's IPv6 is not affected.
+        plan.then(Step::Sysctl {
+            key: format!("net/ipv6/conf/{}/disable_ipv6", container_end_name(rec)),
+            value: "1".into(),
+        });
+    }
     let mut last = vec![Step::ConfigurePort(bridge_port(spec, rec, false))];
     if managed {
         let mut addrs = vec![IpNetwork::V4(rec.ipv4)];
@@ -538,6 +547,30 @@ mod tests {
         assert_eq!(p.peer_netns, None);
         assert!(plan.container_netns().is_none());
         assert_eq!(plan.stages.last().unwrap().len(), 1, "no container config");
+        // IPv6 goes off on both ends while they wait in the daemon's namespace.
+        let off: Vec<String> = plan
+            .stages
+            .iter()
+            .flatten()
+            .filter_map(|s| match s {
+                Step::Sysctl { key, value } if value == "1" => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            off,
+            [&rec.host_ifname, &p.peer]
+                .map(|n| format!("net/ipv6/conf/{n}/disable_ipv6"))
+                .to_vec()
+        );
+        // A managed endpoint's container end is made in its namespace: only the host end's.
+        rec.kind = EndpointKind::Managed;
+        let managed = attach(&spec, &rec, &fresh(None));
+        let sysctls = managed.stages.iter().flatten();
+        assert_eq!(
+            sysctls.filter(|s| matches!(s, Step::Sysctl { .. })).count(),
+            1
+        );
     }
 
     #[test]

@@ -190,7 +190,8 @@ impl Store {
             }
             txn.open_table(ALLOCATIONS)?;
             txn.open_table(CURSORS)?;
-            txn.open_table(ENDPOINT_COUNTS)?;
+            // Versions before extension bridges kept a per-network count nothing reads now.
+            txn.delete_table(ENDPOINT_COUNTS)?;
             txn.open_table(BRIDGE_PORTS)?;
             Ok(())
         })?;
@@ -342,7 +343,6 @@ impl Store {
             let mut pools = PoolTables::open(txn)?;
             pools.drop_pool(&net4_pool(name))?;
             pools.drop_pool(&net6_pool(name))?;
-            txn.open_table(ENDPOINT_COUNTS)?.remove(name.as_str())?;
             drop_bridge_ports(txn, name)?;
             nets.remove(name.as_str())?;
             Ok(Some(spec))
@@ -378,12 +378,14 @@ impl Store {
             let placed = match req.bridges {
                 Some(layout) if layout.may_overflow_main(&spec) => {
                     let mut used = bridge_ports(txn, net, layout)?;
+                    let mut counted = false;
                     if used.is_none() || layout.choose(used.as_deref().unwrap_or(&[])).is_none() {
                         used = Some(count_bridge_ports(&eps, net, layout)?);
+                        counted = true;
                     }
                     let used = used.unwrap_or_default();
                     match layout.choose(&used) {
-                        Some(b) => Some((b, used)),
+                        Some(b) => Some((b, used, counted)),
                         None => {
                             put_bridge_ports(txn, net, &used)?;
                             return Err(StoreError::NetworkFull {
@@ -449,12 +451,18 @@ impl Store {
                 mtu: spec.mtu,
                 ports: chosen,
                 names: req.names.clone(),
-                extension: placed.as_ref().map(|(b, _)| *b).filter(|b| *b > 0),
+                extension: placed.as_ref().map(|(b, ..)| *b).filter(|b| *b > 0),
             };
             eps.insert(ekey.as_str(), to_json("endpoint", &rec)?.as_str())?;
-            if let Some((b, mut used)) = placed {
+            if let Some((b, mut used, counted)) = placed {
                 used[usize::from(b)] += 1;
-                put_bridge_ports(txn, net, &used)?;
+                if counted {
+                    put_bridge_ports(txn, net, &used)?;
+                } else {
+                    // The other rows are in place and unchanged: write only the chosen bridge's.
+                    txn.open_table(BRIDGE_PORTS)?
+                        .insert((net.as_str(), b), used[usize::from(b)])?;
+                }
             }
             Ok((rec, true))
         })

@@ -23,13 +23,15 @@ pub(crate) const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("
 pub(crate) const ALLOCATIONS: TableDefinition<&[u8], &str> = TableDefinition::new("allocations");
 /// Pool key → number of the last address handed out dynamically.
 pub(crate) const CURSORS: TableDefinition<&str, u128> = TableDefinition::new("cursors");
-/// Network name → how many endpoints it has: written by versions before extension bridges, only
-/// removed with the network now.
+/// Network name → how many endpoints it has: written by versions before extension bridges;
+/// dropped when the store opens.
 pub(crate) const ENDPOINT_COUNTS: TableDefinition<&str, u64> =
     TableDefinition::new("endpoint_counts");
 /// (network name, bridge: 0 main, `i` extension `i`) → endpoints on that bridge, kept for
 /// networks whose subnet could exceed their main bridge's ports (a fast path: counts that say
-/// "full" are checked against the records). Either every bridge of a network has a row or none.
+/// "full" are checked against the records). A network has rows for all its bridges or none; an
+/// attach rewrites only the chosen bridge's row, and a bridge the layout gained later (a raised
+/// cap) counts 0 until it is chosen.
 pub(crate) const BRIDGE_PORTS: TableDefinition<(&str, u8), u64> =
     TableDefinition::new("bridge_ports");
 /// Generic pool id → JSON `Pool`.

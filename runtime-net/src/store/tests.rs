@@ -387,6 +387,19 @@ fn endpoints_fill_the_main_bridge_then_each_extension_in_turn() {
     st.release_endpoint(&at("c6").key).unwrap();
     let (r, _) = st.allocate_endpoint(&at("c10")).unwrap();
     assert_eq!(r.extension, Some(2));
+    // Each attach rewrites only its bridge's row; the rows still say what the records say.
+    st.release_endpoint(&at("c0").key).unwrap();
+    st.allocate_endpoint(&at("c11")).unwrap();
+    let rows = st
+        .write(|txn| bridge_ports(txn, &name("x"), layout))
+        .unwrap()
+        .expect("counted network");
+    let eps = st.endpoints(Some(&name("x"))).unwrap();
+    let mut from_records = vec![0u64; 3];
+    for e in &eps {
+        from_records[usize::from(e.extension.unwrap_or(0))] += 1;
+    }
+    assert_eq!((rows, eps.len()), (from_records, 8));
     // Concurrent attaches never overfill a bridge.
     let st = Arc::new(st);
     st.insert_network(&spec("y", "10.9.0.0/24", "10.9.0.1"))
@@ -413,6 +426,29 @@ fn endpoints_fill_the_main_bridge_then_each_extension_in_turn() {
         }
     }
     assert_eq!((per, full), ([2, 3, 3], 4));
+}
+
+#[test]
+fn the_old_endpoint_count_table_is_dropped_when_the_store_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(tmp.path()).unwrap();
+        st.write(|txn| {
+            txn.open_table(ENDPOINT_COUNTS)?.insert("n", 7)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let db = redb::Database::open(tmp.path().join(DB_FILE)).unwrap();
+    assert!(db.begin_read().unwrap().open_table(ENDPOINT_COUNTS).is_ok());
+    drop(db);
+    let st = Store::open(tmp.path()).unwrap();
+    drop(st);
+    let db = redb::Database::open(tmp.path().join(DB_FILE)).unwrap();
+    assert!(matches!(
+        db.begin_read().unwrap().open_table(ENDPOINT_COUNTS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
 }
 
 #[test]
