@@ -84,6 +84,14 @@ fn pings(c: &NamedNetns, ip: &str) -> bool {
     (0..3).any(|_| ping(c, ip))
 }
 
+/// Packets a link has sent and received.
+fn packets(h: &TestHost, link: &str) -> u64 {
+    let out = h.ip(&["-s", "-j", "link", "show", "dev", link]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j");
+    let s = &v[0]["stats64"];
+    s["rx"]["packets"].as_u64().unwrap() + s["tx"]["packets"].as_u64().unwrap()
+}
+
 /// The container whose host end is the newest port of bridge `br` (highest ifindex; a flood
 /// reaches the newest ports first).
 fn newest_on<'a>(
@@ -214,29 +222,54 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
         );
         assert_eq!(check["ok"], true, "{check}");
     }
-    // Every container resolves its gateway with the host's default backlog: a flood stays
-    // within one bridge's 512 ports before the trunk carries it to the gateway's bridge. The
-    // newest port of a bridge is the first a flood reaches, its trunk (oldest) the last.
+    // Every container resolves its gateway with the host's default backlog: an extension
+    // answers for the gateway itself, and a request on main is flooded to main's ports only.
+    // The newest port of a bridge is the first a flood reaches, its trunk (oldest) the last.
     let drops = backlog_drops();
     assert!(pings(&on_main.0, gw), "main -> gateway");
     assert!(pings(&on_x1.0, gw), "newest on extension 1 -> gateway");
     assert!(pings(&on_x7.0, gw), "newest on extension 7 -> gateway");
     let oldest = eps.iter().find(|(_, ip)| ip == "10.84.0.2").unwrap();
     assert!(pings(&oldest.0, gw), "oldest on main -> gateway");
-    // Container to container across bridges: a broadcast is copied to all 4,000 ports, one
-    // bridge after another; shown, not asserted (see README "Capacity").
-    let arp = |a: &(NamedNetns, String), b: &(NamedNetns, String)| {
-        if ping(&a.0, &b.1) {
-            "answered"
-        } else {
-            "not answered"
-        }
-    };
+    // Container to container across bridges: each bridge answers ARP for the endpoints behind
+    // its trunks (ARP suppression on the trunk ends, proxy entries from the records), so a
+    // request is flooded to its own bridge's ports only, never copied into all 4,000.
+    assert!(
+        pings(&on_main.0, &on_x1.1),
+        "newest on main -> newest on extension 1"
+    );
+    assert!(
+        pings(&on_x7.0, &oldest.1),
+        "newest on extension 7 -> oldest on main"
+    );
+    assert!(
+        pings(&on_x1.0, &on_x7.1),
+        "newest on extension 1 -> newest on extension 7"
+    );
+    let answered: std::collections::HashSet<String> = h
+        .ip(&["neigh", "show", "dev", &ext(7), "nud", "permanent"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let x7_ips: std::collections::HashSet<String> = on_bridge(&h, &net, &eps, Some(7))
+        .into_iter()
+        .map(|(_, ip)| ip.clone())
+        .collect();
+    let mut want: std::collections::HashSet<String> = eps
+        .iter()
+        .map(|(_, ip)| ip.clone())
+        .filter(|ip| !x7_ips.contains(ip))
+        .collect();
+    want.insert(gw.to_string());
+    let missing: Vec<_> = want.difference(&answered).collect();
+    let extra: Vec<_> = answered.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "extension 7 answers for the endpoints elsewhere and the gateway: missing {missing:?}, \
+         extra {extra:?}"
+    );
     eprintln!(
-        "ARP at 4,000 ports: newest on main -> newest on extension 1: {}; newest on extension 7 -> \
-         oldest on main: {}; backlog drops meanwhile: {}",
-        arp(on_main, on_x1),
-        arp(on_x7, oldest),
+        "ARP across bridges at 4,000 ports answered; backlog drops meanwhile: {}",
         backlog_drops() - drops
     );
 
@@ -251,6 +284,13 @@ fn four_thousand_endpoints_on_one_slash_20_network_across_extension_bridges() {
     eventually_for("extension 2 rebuilt", Duration::from_secs(10), || {
         exists(&h, &ext(2)) && ports(&h, &ext(2)) == 512
     });
+    // ... with its proxy entries: its newest container resolves one on extension 7.
+    let on_x2 = newest_on(&h, &ext(2), &eps, &host_ends(&h, &net));
+    eventually_for(
+        "extension 2 answers ARP again",
+        Duration::from_secs(10),
+        || pings(&on_x2.0, &on_x7.1),
+    );
     // A trunk deleted from outside (both ends go) is rebuilt.
     let (to_main, _) = trunk_names(&name, 1);
     sh(&["ip", "-n", h.ns.name(), "link", "del", to_main.as_str()]);
@@ -334,7 +374,8 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
     let x2 = on_bridge(&h, &net, &eps, Some(2));
     assert_eq!((m.len(), x1.len(), x2.len()), (13, 15, 12));
     let gw = "10.87.0.1";
-    let talks = |what: &str| {
+    let (to_main, _) = trunk_names(&name, 1);
+    let talks = |h: &TestHost, what: &str| {
         for (a, b) in [
             (m[0], x1[0]),
             (x1[1], m[1]),
@@ -348,6 +389,20 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
         for c in [m[5], x1[5], x2[2]] {
             assert!(pings(&c.0, gw), "{what}: {} -> gateway", c.1);
         }
+        // ARP stays on its bridge: with both neighbour caches empty, one ping from extension 1
+        // to main moves exactly its echo and reply through trunk 1; each bridge answered the
+        // ARP request for the other side itself.
+        let (a, b) = (x1[6], m[7]);
+        for c in [a, b] {
+            sh(&["ip", "-n", c.0.name(), "neigh", "flush", "all"]);
+        }
+        let before = packets(h, to_main.as_str());
+        assert!(ping(&a.0, &b.1), "{what}: {} -> {}", a.1, b.1);
+        assert_eq!(
+            packets(h, to_main.as_str()) - before,
+            2,
+            "{what}: packets through trunk 1 for one ping with empty neighbour caches"
+        );
         // TCP across a trunk, unNATed.
         let to = m[6].1.parse().unwrap();
         let got = spawn_listener(m[6].0.path(), to, 8081);
@@ -355,25 +410,24 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
         let peer = got.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(peer.ip().to_string(), x2[3].1, "{what}: no NAT inside");
     };
-    talks("after the attaches");
+    talks(&h, "after the attaches");
 
     h.stop_with(nix::sys::signal::Signal::SIGTERM);
     h.start();
     assert_eq!(spread(&h), (13 + 2, 16, 13, false));
-    talks("after a restart");
+    talks(&h, "after a restart");
 
     sh(&["ip", "-n", h.ns.name(), "link", "del", &ext(2)]);
     eventually_for("extension 2 rebuilt", Duration::from_secs(10), || {
         exists(&h, &ext(2)) && ports(&h, &ext(2)) == 13
     });
-    talks("after extension 2 was deleted");
-    let (to_main, _) = trunk_names(&name, 1);
+    talks(&h, "after extension 2 was deleted");
     sh(&["ip", "-n", h.ns.name(), "link", "del", to_main.as_str()]);
     eventually_for("trunk 1 rebuilt", Duration::from_secs(10), || {
         master_of(&h, to_main.as_str()).as_deref() == Some(bridge.as_str())
             && ports(&h, &ext(1)) == 16
     });
-    talks("after trunk 1 was deleted");
+    talks(&h, "after trunk 1 was deleted");
 
     for (c, _) in &eps {
         h.detach(&net, c.name());

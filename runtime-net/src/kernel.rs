@@ -9,7 +9,7 @@
 //! Every value passed in is typed and validated before it gets here.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,8 +54,26 @@ pub struct BridgePort {
     pub hairpin: bool,
     /// Port isolation (icc off).
     pub isolated: bool,
+    /// ARP suppression (a trunk between a network's bridges): requests for addresses the
+    /// bridge has an entry for are answered by the bridge and not flooded into this port.
+    pub neigh_suppress: bool,
     /// Enslave it to this bridge first (a port whose bridge was re-created).
     pub enslave: Option<IfName>,
+}
+
+/// An address the bridge answers ARP for on behalf of an endpoint behind one of its trunk
+/// ports: a permanent neighbour entry (`ip`, `mac`) on `bridge` and a static forwarding entry
+/// sending `mac` to `port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyEntry {
+    /// The bridge device whose neighbour table holds the entry.
+    pub bridge: IfName,
+    /// The trunk port `mac` is behind.
+    pub port: IfName,
+    /// The endpoint's (or gateway's) IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Its hardware address.
+    pub mac: MacAddr,
 }
 
 /// The container end's settings inside its namespace.
@@ -113,6 +131,10 @@ pub trait Links: Send + Sync {
     fn retire_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool>;
     /// Background deletions not finished yet.
     fn pending_deletions(&self) -> usize;
+    /// Adds (or replaces) proxy entries: each one's neighbour entry, then its forwarding entry.
+    fn set_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()>;
+    /// Removes proxy entries; parts already gone (or a bridge or port that is) are fine.
+    fn del_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()>;
 }
 
 /// Container network namespaces.

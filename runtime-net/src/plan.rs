@@ -7,6 +7,7 @@ pub mod bridges;
 pub mod check;
 pub mod endpoint;
 pub mod ports;
+pub mod proxy;
 #[cfg(test)]
 pub(crate) mod tests_support;
 

@@ -127,7 +127,12 @@ impl Engine {
         }
         .await;
         let plan = match built {
-            Ok(plan) => plan,
+            Ok(plan) => {
+                if rebuilt {
+                    self.proxy_endpoint(&spec, &rec, true).await;
+                }
+                plan
+            }
             Err(e) => {
                 let mut errors = vec![self.bridge_full(e, &spec)];
                 if rebuilt {
@@ -258,6 +263,9 @@ impl Engine {
         let spec = self.store(move |s| s.network(&n)).await?;
         let plan = planner::detach(spec.as_ref(), &rec);
         self.apply_all(&plan).await?;
+        if let Some(spec) = &spec {
+            self.proxy_endpoint(spec, &rec, false).await;
+        }
         // Names go before the addresses are released: a new endpoint that gets one of them can
         // never be found under this endpoint's names.
         if let Some(o) = self.observer() {

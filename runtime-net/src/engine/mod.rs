@@ -103,8 +103,11 @@ pub struct Engine {
     port_capacity: usize,
     /// Extension bridges one network may have at most.
     max_extensions: u8,
-    /// Serialises building extension bridges and their trunks.
+    /// Serialises building extension bridges and their trunks, and their proxy entries.
     extension_lock: Mutex<()>,
+    /// The extension bridges of each network this process has built or checked (and given
+    /// their proxy entries), kept until the network goes.
+    extensions: StdMutex<HashMap<NetworkName, std::collections::BTreeSet<u8>>>,
 }
 
 impl Engine {
@@ -140,6 +143,7 @@ impl Engine {
             port_capacity: crate::netlink::BRIDGE_MAX_PORTS,
             max_extensions: crate::naming::MAX_EXTENSIONS,
             extension_lock: Mutex::new(()),
+            extensions: StdMutex::new(HashMap::new()),
         }
     }
 

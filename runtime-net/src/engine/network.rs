@@ -14,7 +14,7 @@ use crate::kernel::{BridgePort, PairSpec};
 use crate::naming;
 use crate::netlink::BridgeConfig;
 use crate::plan::bridges::endpoint_bridge;
-use crate::plan::{self, endpoint::bridge_port, NetworkRequest};
+use crate::plan::{self, endpoint::bridge_port, proxy, NetworkRequest};
 use crate::types::{EndpointRecord, MacAddr, NetworkName, NetworkSpec};
 
 /// The firewall state of a network whose layout allows `extensions` extension bridges.
@@ -251,7 +251,16 @@ impl Engine {
                 l.master == Some(master) && l.up && l.alias.as_deref() == Some(alias.as_str())
             })
         };
+        // The first time this process sees the extension (a restart, an upgrade) its trunk's
+        // port flags and the proxy entries are put in place even if the links look settled.
+        let first = !self.extensions_of(&spec.name).contains(&index);
         if settled(&m, main.index) && settled(&x, ext_index) {
+            if first {
+                self.trunk_ports(spec, index).await?;
+            }
+            if changed || first {
+                self.fill_proxy(spec, index).await?;
+            }
             return Ok(changed);
         }
         changed = true;
@@ -277,22 +286,85 @@ impl Engine {
                 self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
             }
         }
+        self.trunk_ports(spec, index).await?;
+        self.fill_proxy(spec, index).await?;
+        tracing::info!(network = %spec.name, bridge = %ext, "extension bridge in place");
+        Ok(changed)
+    }
+
+    /// Enslaves both ends of extension `index`'s trunk and sets their port flags: ARP
+    /// suppression on both (see [`crate::plan::proxy`]); with icc off the main end is isolated
+    /// like every container port, so no container reaches another across a trunk while each
+    /// still reaches the gateway.
+    async fn trunk_ports(&self, spec: &NetworkSpec, index: u8) -> Result<()> {
+        let (to_main, to_ext) = naming::trunk_names(&spec.name, index);
+        let ext = naming::extension_bridge_name(&spec.name, index);
+        let alias = naming::trunk_alias(&spec.name, index);
         let port =
             |name: &crate::types::IfName, bridge: &crate::types::IfName, isolated| BridgePort {
                 name: name.clone(),
                 alias: alias.clone(),
                 hairpin: false,
                 isolated,
+                neigh_suppress: true,
                 enslave: Some(bridge.clone()),
             };
-        // icc off: container ports are isolated; the main end of every trunk is too, so no
-        // container reaches another across a trunk, while each still reaches the gateway.
+        let links = &self.kernel.links;
         links
             .configure_port(&port(&to_main, &spec.bridge, !spec.icc))
             .await?;
         links.configure_port(&port(&to_ext, &ext, false)).await?;
-        tracing::info!(network = %spec.name, bridge = %ext, "extension bridge in place");
-        Ok(changed)
+        Ok(())
+    }
+
+    /// Puts extension `index`'s proxy entries in place (from the records) and counts the
+    /// extension as built. The caller holds the extension lock.
+    async fn fill_proxy(&self, spec: &NetworkSpec, index: u8) -> Result<()> {
+        let name = spec.name.clone();
+        let records = self.store(move |s| s.endpoints(Some(&name))).await?;
+        let gateway_mac = MacAddr(crate::netlink::bridge_mac(spec.bridge.as_str()));
+        let entries = proxy::extension_entries(spec, index, &records, gateway_mac);
+        self.kernel.links.set_proxy_entries(&entries).await?;
+        self.extensions
+            .lock()
+            .expect("extensions lock")
+            .entry(spec.name.clone())
+            .or_default()
+            .insert(index);
+        tracing::debug!(network = %spec.name, index, entries = entries.len(), "proxy entries in place");
+        Ok(())
+    }
+
+    /// The extensions of `network` this process has built or checked.
+    pub(super) fn extensions_of(&self, network: &NetworkName) -> Vec<u8> {
+        self.extensions
+            .lock()
+            .expect("extensions lock")
+            .get(network)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds (`add`) or removes the entries that let a network's other bridges answer ARP for
+    /// `rec`; nothing for a network without extensions. A failure is logged, not returned: the
+    /// endpoint works without them, its address is then resolved by flooding as on one bridge.
+    pub(super) async fn proxy_endpoint(&self, spec: &NetworkSpec, rec: &EndpointRecord, add: bool) {
+        if rec.extension.is_none() && self.extensions_of(&spec.name).is_empty() {
+            return;
+        }
+        // Under the lock: an extension being built now either lists this endpoint (recorded
+        // before) or is listed here (built before).
+        let _one = self.extension_lock.lock().await;
+        let entries = proxy::endpoint_entries(spec, rec, &self.extensions_of(&spec.name));
+        let links = &self.kernel.links;
+        let done = if add {
+            links.set_proxy_entries(&entries).await
+        } else {
+            links.del_proxy_entries(&entries).await
+        };
+        if let Err(e) = done {
+            tracing::warn!(endpoint = %rec.key, error = %e, add, "proxy entries");
+        }
     }
 
     /// The executor of `EnsureExtension`: the network restored first when its main bridge is
@@ -347,6 +419,11 @@ impl Engine {
         if let Err(e) = self.kernel.links.delete_link(spec.bridge.as_str()).await {
             errors.push(e.into());
         }
+        // The proxy entries went with the links.
+        self.extensions
+            .lock()
+            .expect("extensions lock")
+            .remove(&spec.name);
         collect(errors)
     }
 

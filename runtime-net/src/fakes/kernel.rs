@@ -1,7 +1,7 @@
 //! The fake kernel: links of the daemon's namespace, container namespaces and their links,
 //! sysctls; the real executors' rules where the engine relies on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use ipnetwork::IpNetwork;
 
 use crate::kernel::{
     BridgePort, ContainerConfig, ContainerEnd, InNetns, KFuture, Kernel, Links, Namespaces,
-    PairSpec, Sysctl,
+    PairSpec, ProxyEntry, Sysctl,
 };
 use crate::netlink::{BridgeConfig, LinkInfo, LinkKind, NetlinkError};
 use crate::nspath::NetnsPathError;
@@ -40,6 +40,8 @@ pub struct FakeLink {
     pub peer: Option<(Option<PathBuf>, String)>,
     /// Port flags (hairpin, isolated).
     pub flags: (bool, bool),
+    /// ARP suppression on the port.
+    pub neigh_suppress: bool,
     /// Device group (`REAP_GROUP`: retired, deletion not done yet).
     pub group: u32,
 }
@@ -67,6 +69,7 @@ struct KernelState {
     next_index: u32,
     journal: Vec<String>,
     fail: Vec<String>,
+    proxies: HashSet<ProxyEntry>,
     /// Ports a bridge takes before enslaving one more fails with `EXFULL`.
     bridge_port_limit: Option<usize>,
 }
@@ -106,6 +109,9 @@ impl KernelState {
         let Some(l) = self.links.remove(name) else {
             return false;
         };
+        // The kernel drops a device's neighbour and forwarding entries with it.
+        self.proxies
+            .retain(|e| e.bridge.as_str() != name && e.port.as_str() != name);
         if l.kind == LinkKind::Bridge {
             for port in self.links.values_mut() {
                 if port.master == Some(l.index) {
@@ -263,6 +269,7 @@ impl FakeKernel {
                 addrs: vec![],
                 peer: None,
                 flags: (false, false),
+                neigh_suppress: false,
                 group: 0,
             },
         );
@@ -286,6 +293,11 @@ impl FakeKernel {
     /// Every change asked for so far, one line each.
     pub fn journal(&self) -> Vec<String> {
         self.st().journal.clone()
+    }
+
+    /// The proxy entries in place.
+    pub fn proxy_entries(&self) -> HashSet<ProxyEntry> {
+        self.st().proxies.clone()
     }
 
     /// Forgets the journal.
@@ -364,6 +376,7 @@ impl Links for FakeKernel {
                             addrs: vec![],
                             peer: None,
                             flags: (false, false),
+                            neigh_suppress: false,
                             group: 0,
                         },
                     );
@@ -468,6 +481,7 @@ impl Links for FakeKernel {
                     addrs: vec![],
                     peer: Some((pair.peer_netns.clone(), peer.clone())),
                     flags: (false, false),
+                    neigh_suppress: false,
                     group: 0,
                 },
             );
@@ -500,6 +514,7 @@ impl Links for FakeKernel {
                             addrs: vec![],
                             peer: Some((None, host.to_string())),
                             flags: (false, false),
+                            neigh_suppress: false,
                             group: 0,
                         },
                     );
@@ -538,6 +553,7 @@ impl Links for FakeKernel {
             }
             l.alias = Some(port.alias.clone());
             l.flags = (port.hairpin, port.isolated);
+            l.neigh_suppress = port.neigh_suppress;
             l.up = true;
             st.journal.push(format!(
                 "configure port {name}{}",
@@ -546,6 +562,33 @@ impl Links for FakeKernel {
                     .map(|b| format!(" on {b}"))
                     .unwrap_or_default()
             ));
+            Ok(())
+        })
+    }
+
+    fn set_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.st();
+            for e in entries {
+                st.failing("set_proxy_entries", e.bridge.as_str())?;
+                for name in [&e.bridge, &e.port] {
+                    if !st.links.contains_key(name.as_str()) {
+                        return Err(request("set proxy entry", name.as_str(), "missing"));
+                    }
+                }
+                st.proxies.insert(e.clone());
+            }
+            Ok(())
+        })
+    }
+
+    fn del_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.st();
+            for e in entries {
+                st.failing("del_proxy_entries", e.bridge.as_str())?;
+                st.proxies.remove(e);
+            }
             Ok(())
         })
     }

@@ -9,8 +9,10 @@
 
 mod bridge;
 mod netns;
+mod proxy;
 pub(crate) mod query;
 mod reaper;
+pub(crate) use bridge::bridge_mac;
 pub use reaper::REAP_GROUP;
 mod veth;
 pub mod watch;
@@ -21,6 +23,7 @@ use ipnetwork::IpNetwork;
 
 use crate::kernel::{
     BridgePort, ContainerConfig, ContainerEnd, InNetns, KFuture, Links, Namespaces, PairSpec,
+    ProxyEntry,
 };
 use crate::nspath::NetnsPathError;
 use crate::types::IfName;
@@ -197,6 +200,14 @@ impl Links for Netlink {
 
     fn configure_port<'a>(&'a self, port: &'a BridgePort) -> KFuture<'a, ()> {
         Box::pin(veth::configure_port(&self.handle, port))
+    }
+
+    fn set_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
+        Box::pin(proxy::set(&self.handle, entries))
+    }
+
+    fn del_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
+        Box::pin(proxy::del(&self.handle, entries))
     }
 
     fn delete_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {

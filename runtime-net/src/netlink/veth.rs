@@ -68,6 +68,7 @@ pub(crate) fn host_port_message(port: &BridgePort) -> LinkMessage {
         .alias(port.alias.clone())
         .hairpin(port.hairpin)
         .isolated(port.isolated)
+        .neigh_suppress(port.neigh_suppress)
         .build()
 }
 
@@ -286,6 +287,7 @@ mod tests {
             alias: "shimnet:ep=n/c/eth0".into(),
             hairpin: true,
             isolated: true,
+            neigh_suppress: true,
             enslave: None,
         };
         let m = host_port_message(&port);
@@ -301,6 +303,7 @@ mod tests {
             .expect("port data");
         assert!(data.contains(&InfoBridgePort::HairpinMode(true)));
         assert!(data.contains(&InfoBridgePort::Isolated(true)));
+        assert!(data.contains(&InfoBridgePort::NeighSupress(true)));
         assert!(query::is_up(&m));
         assert!(m.attributes.contains(&no_ipv6_link_local()));
     }

@@ -341,6 +341,7 @@ pub fn bridge_port(spec: &NetworkSpec, rec: &EndpointRecord, enslave: bool) -> B
         alias: naming::veth_alias(&rec.key),
         hairpin: spec.hairpin,
         isolated: !spec.icc,
+        neigh_suppress: false,
         enslave: enslave.then(|| endpoint_bridge(spec, rec)),
     }
 }

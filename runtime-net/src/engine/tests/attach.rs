@@ -456,6 +456,7 @@ async fn the_undo_runs_in_reverse_order() {
                 alias: "x".into(),
                 hairpin: false,
                 isolated: false,
+                neigh_suppress: false,
                 enslave: None,
             })],
         ],

@@ -85,6 +85,40 @@ async fn the_kernels_exchange_full_is_the_same_refusal_and_leaves_nothing() {
     assert_eq!(h.records().await, records);
 }
 
+/// The proxy entries a network with extensions 1 and 2 should have, worked out from the
+/// records: each extension answers for the gateway and every endpoint elsewhere (behind its
+/// trunk end), main for every endpoint on an extension (behind that extension's trunk end).
+fn proxies_wanted(
+    spec: &NetworkSpec,
+    records: &[crate::types::EndpointRecord],
+) -> std::collections::HashSet<crate::kernel::ProxyEntry> {
+    use crate::kernel::ProxyEntry;
+    use crate::naming::{extension_bridge_name, trunk_names};
+    let gw = crate::types::MacAddr(crate::netlink::bridge_mac(spec.bridge.as_str()));
+    let mut want = std::collections::HashSet::new();
+    for i in 1..=2u8 {
+        let on_ext = |ip, mac| ProxyEntry {
+            bridge: extension_bridge_name(&spec.name, i),
+            port: trunk_names(&spec.name, i).1,
+            ip,
+            mac,
+        };
+        want.insert(on_ext(spec.gateway, gw));
+        for r in records.iter().filter(|r| r.extension != Some(i)) {
+            want.insert(on_ext(r.ipv4.ip(), r.mac));
+        }
+        for r in records.iter().filter(|r| r.extension == Some(i)) {
+            want.insert(ProxyEntry {
+                bridge: spec.bridge.clone(),
+                port: trunk_names(&spec.name, i).0,
+                ip: r.ipv4.ip(),
+                mac: r.mac,
+            });
+        }
+    }
+    want
+}
+
 #[tokio::test]
 async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     use crate::naming::{extension_bridge_name, trunk_names};
@@ -104,7 +138,18 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
         placed.push(a.record.extension);
     }
     assert_eq!(placed, vec![None, Some(1), Some(1), Some(2), Some(2)]);
+    // Every bridge answers ARP for the endpoints behind its trunks; the trunk ends suppress.
+    assert_eq!(
+        h.kernel.proxy_entries(),
+        proxies_wanted(&spec, &h.records().await)
+    );
     let links = h.kernel.links();
+    for i in 1..=2u8 {
+        let (t, u) = trunk_names(&spec.name, i);
+        for end in [t, u] {
+            assert!(links[end.as_str()].neigh_suppress, "{end}");
+        }
+    }
     let index = |n: &str| links.get(n).map(|l| l.index);
     let master = |n: &str| links.get(n).and_then(|l| l.master);
     let main = index("n1");
@@ -164,6 +209,11 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     assert!(h.engine.repair_bridge_link(ext2.as_str()).await.unwrap());
     assert!(!h.engine.repair_bridge_link(ext2.as_str()).await.unwrap());
     assert!(h.kernel.links().get(t2.as_str()).unwrap().master == main);
+    // Both repairs put the lost proxy entries back.
+    assert_eq!(
+        h.kernel.proxy_entries(),
+        proxies_wanted(&spec, &h.records().await)
+    );
     // The port repair puts an endpoint back on its own bridge, not the main one.
     let r = &on_x1[0];
     h.kernel
@@ -194,6 +244,21 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
         links.get(t2.as_str()).unwrap().master,
         links.get("n1").map(|l| l.index)
     );
+    assert_eq!(
+        h.kernel.proxy_entries(),
+        proxies_wanted(&spec, &h.records().await)
+    );
+    // A detach takes its entries away.
+    let gone = h
+        .records()
+        .await
+        .into_iter()
+        .find(|r| r.extension == Some(2));
+    let gone = gone.expect("an endpoint on extension 2");
+    h.engine.detach(&gone.key).await.unwrap();
+    let left = h.records().await;
+    assert_eq!(left.len(), 4);
+    assert_eq!(h.kernel.proxy_entries(), proxies_wanted(&spec, &left));
 
     // Deleting the network (force) leaves no extension or trunk behind.
     h.engine.delete_network(&spec.name, true).await.unwrap();

@@ -1,0 +1,140 @@
+//! Proxy entries on a network's bridges (see [`ProxyEntry`]): a permanent neighbour entry on
+//! the bridge device and a static forwarding entry on the trunk port, which let a bridge with
+//! ARP suppression on its trunks answer a request itself instead of flooding it to every bridge.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use futures::{StreamExt, TryStreamExt};
+
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::Handle;
+
+use super::{errno, query, request_error, NetlinkError};
+use crate::kernel::ProxyEntry;
+use crate::types::IfName;
+
+/// Indexes of the bridges and ports `entries` name; a missing link is left out.
+async fn indexes(h: &Handle, entries: &[ProxyEntry]) -> Result<HashMap<IfName, u32>, NetlinkError> {
+    let mut out = HashMap::new();
+    for e in entries {
+        for name in [&e.bridge, &e.port] {
+            if !out.contains_key(name) {
+                if let Some(l) = query::link_by_name(h, name.as_str()).await? {
+                    out.insert(name.clone(), l.header.index);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds or replaces both parts of every entry (neighbour first), several requests in flight.
+pub(crate) async fn set(h: &Handle, entries: &[ProxyEntry]) -> Result<(), NetlinkError> {
+    let idx = indexes(h, entries).await?;
+    let pending: Vec<_> = entries.iter().map(|e| set_one(h, &idx, e)).collect();
+    futures::stream::iter(pending)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+async fn set_one(
+    h: &Handle,
+    idx: &HashMap<IfName, u32>,
+    e: &ProxyEntry,
+) -> Result<(), NetlinkError> {
+    let object = || format!("{} on {}", e.ip, e.bridge);
+    let find = |name: &IfName| {
+        idx.get(name).copied().ok_or_else(|| NetlinkError::Request {
+            op: "set proxy entry",
+            object: object(),
+            msg: format!("{name} missing"),
+        })
+    };
+    let (bridge, port) = (find(&e.bridge)?, find(&e.port)?);
+    h.neighbours()
+        .add(bridge, IpAddr::V4(e.ip))
+        .link_layer_address(&e.mac.0)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(|err| request_error("set proxy neighbour", object(), err))?;
+    h.neighbours()
+        .add_bridge(port, &e.mac.0)
+        .flags(NeighbourFlags::Controller)
+        .state(NeighbourState::Noarp)
+        .replace()
+        .execute()
+        .await
+        .map_err(|err| request_error("set proxy forwarding entry", object(), err))
+}
+
+/// Removes both parts of every entry; what is already gone (entry, bridge or port) is fine.
+pub(crate) async fn del(h: &Handle, entries: &[ProxyEntry]) -> Result<(), NetlinkError> {
+    let idx = indexes(h, entries).await?;
+    let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e)).collect();
+    futures::stream::iter(pending)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+fn gone(err: &rtnetlink::Error) -> bool {
+    matches!(
+        errno(err),
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH)
+    )
+}
+
+async fn del_one(
+    h: &Handle,
+    idx: &HashMap<IfName, u32>,
+    e: &ProxyEntry,
+) -> Result<(), NetlinkError> {
+    let object = || format!("{} on {}", e.ip, e.bridge);
+    if let Some(&bridge) = idx.get(&e.bridge) {
+        let mut m = msg(bridge, AddressFamily::Inet);
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                e.ip,
+            )));
+        match h.neighbours().del(m).execute().await {
+            Err(err) if !gone(&err) => {
+                return Err(request_error("delete proxy neighbour", object(), err))
+            }
+            _ => {}
+        }
+    }
+    if let Some(&port) = idx.get(&e.port) {
+        let mut m = msg(port, AddressFamily::Bridge);
+        m.header.flags = NeighbourFlags::Controller;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(e.mac.0.to_vec()));
+        match h.neighbours().del(m).execute().await {
+            Err(err) if !gone(&err) => {
+                return Err(request_error(
+                    "delete proxy forwarding entry",
+                    object(),
+                    err,
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Requests in flight at once.
+const IN_FLIGHT: usize = 32;
+
+fn msg(index: u32, family: AddressFamily) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family;
+    m.header.ifindex = index;
+    m
+}
