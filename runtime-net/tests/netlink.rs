@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use runtime_net::kernel::{BridgePort, ContainerConfig, Links, Namespaces, PairSpec, Sysctl};
+use runtime_net::kernel::{
+    BridgePort, ContainerConfig, Links, Namespaces, PairSpec, ProxyEntry, Sysctl,
+};
 use runtime_net::netlink::{BridgeConfig, LinkKind, Netlink, NetlinkError, NetnsEntry};
 use runtime_net::plan::check::{problems as endpoint_problems, Seen};
 use runtime_net::sysctl::ProcSys;
@@ -203,6 +205,7 @@ async fn attach(nl: &Netlink, c: &VethConfig) -> Result<(), NetlinkError> {
         alias: c.host_alias.clone(),
         hairpin: c.hairpin,
         isolated: c.isolated,
+        neigh_suppress: false,
         enslave: None,
     };
     let cfg = ContainerConfig {
@@ -622,6 +625,104 @@ fn attach_replaces_stale_pair() {
     assert_eq!(link(&host, "snvtest00000002")["master"], "snbr0");
     assert!(has_addr(&c, "eth0", "10.88.0.2", 24));
     assert!(c.ping("10.88.0.1"));
+}
+
+/// What a command printed; panics on failure.
+fn output(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
+    let Some(host) = Ns::new("h") else { return };
+    host.ip(&[
+        "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
+    ]);
+    let entry = ProxyEntry {
+        bridge: ifname("snbr0"),
+        port: ifname("snpt0"),
+        ip: "10.88.0.77".parse().unwrap(),
+        mac: MacAddr([0x02, 0x42, 10, 88, 0, 77]),
+    };
+    let e = entry.clone();
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        let port = BridgePort {
+            name: ifname("snpt0"),
+            alias: "shimnet:trunk=test/1".into(),
+            hairpin: false,
+            isolated: false,
+            neigh_suppress: true,
+            enslave: Some(ifname("snbr0")),
+        };
+        nl.configure_port(&port).await.unwrap();
+        // Set twice: the second replaces.
+        nl.set_proxy_entries(&[e.clone(), e.clone()]).await.unwrap();
+    });
+    let neigh = output(&[
+        "ip",
+        "-n",
+        &host.name,
+        "neigh",
+        "show",
+        "dev",
+        "snbr0",
+        "nud",
+        "permanent",
+    ]);
+    assert!(
+        neigh.contains("10.88.0.77 lladdr 02:42:0a:58:00:4d PERMANENT"),
+        "{neigh}"
+    );
+    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
+    assert!(
+        fdb.contains("02:42:0a:58:00:4d master snbr0 static"),
+        "{fdb}"
+    );
+    let flags = output(&[
+        "bridge", "-n", &host.name, "-d", "link", "show", "dev", "snpt0",
+    ]);
+    assert!(flags.contains("neigh_suppress on"), "{flags}");
+    // A missing port is refused by name; removing twice is fine.
+    let mut bad = entry.clone();
+    bad.port = ifname("snpt9");
+    let (refused, e) = (bad, entry.clone());
+    let msg = in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        let msg = nl
+            .set_proxy_entries(&[refused])
+            .await
+            .unwrap_err()
+            .to_string();
+        nl.del_proxy_entries(std::slice::from_ref(&e)).await.unwrap();
+        nl.del_proxy_entries(&[e]).await.unwrap();
+        msg
+    });
+    assert!(msg.contains("snpt9 missing"), "{msg}");
+    let neigh = output(&[
+        "ip",
+        "-n",
+        &host.name,
+        "neigh",
+        "show",
+        "dev",
+        "snbr0",
+        "nud",
+        "permanent",
+    ]);
+    assert!(!neigh.contains("10.88.0.77"), "{neigh}");
+    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
+    assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
 }
 
 #[test]
