@@ -654,6 +654,7 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         mac: MacAddr([0x02, 0x42, 10, 88, 0, 77]),
     };
     let e = entry.clone();
+    let ns_name = host.name.clone();
     in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
         nl.ensure_bridge(&bridge_cfg()).await.unwrap();
@@ -668,6 +669,18 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         nl.configure_port(&port).await.unwrap();
         // Set twice: the second replaces.
         nl.set_proxy_entries(&[e.clone(), e.clone()]).await.unwrap();
+        // The port re-created (a repaired trunk: new index): the same connection, whose
+        // remembered index is stale now, still puts the entry on the new link.
+        let ns = ns_name.clone();
+        let ip = |args: &[&str]| output(&[&["ip", "-n", ns.as_str()][..], args].concat());
+        ip(&["link", "del", "snpt0"]);
+        ip(&[
+            "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
+        ]);
+        nl.configure_port(&port).await.unwrap();
+        nl.set_proxy_entries(std::slice::from_ref(&e))
+            .await
+            .unwrap();
     });
     let neigh = output(&[
         "ip",
@@ -704,7 +717,9 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
             .await
             .unwrap_err()
             .to_string();
-        nl.del_proxy_entries(std::slice::from_ref(&e)).await.unwrap();
+        nl.del_proxy_entries(std::slice::from_ref(&e))
+            .await
+            .unwrap();
         nl.del_proxy_entries(&[e]).await.unwrap();
         msg
     });

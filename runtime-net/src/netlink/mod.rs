@@ -106,6 +106,8 @@ pub struct LinkInfo {
 pub struct Netlink {
     handle: rtnetlink::Handle,
     reaper: reaper::Reaper,
+    /// Indexes of the bridges and trunk ends proxy entries go on.
+    proxy_links: std::sync::Arc<proxy::LinkIndexes>,
 }
 
 impl Netlink {
@@ -122,7 +124,11 @@ impl Netlink {
             object: "current namespace".into(),
             msg: e.to_string(),
         })?;
-        Ok(Netlink { handle, reaper })
+        Ok(Netlink {
+            handle,
+            reaper,
+            proxy_links: Default::default(),
+        })
     }
 
     /// Names of the links enslaved to bridge `bridge` (empty if the bridge does not exist).
@@ -203,11 +209,11 @@ impl Links for Netlink {
     }
 
     fn set_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
-        Box::pin(proxy::set(&self.handle, entries))
+        Box::pin(proxy::set(&self.handle, &self.proxy_links, entries))
     }
 
     fn del_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()> {
-        Box::pin(proxy::del(&self.handle, entries))
+        Box::pin(proxy::del(&self.handle, &self.proxy_links, entries))
     }
 
     fn delete_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {

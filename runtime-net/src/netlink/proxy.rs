@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -17,24 +18,71 @@ use super::{errno, query, request_error, NetlinkError};
 use crate::kernel::ProxyEntry;
 use crate::types::IfName;
 
-/// Indexes of the bridges and ports `entries` name; a missing link is left out.
-async fn indexes(h: &Handle, entries: &[ProxyEntry]) -> Result<HashMap<IfName, u32>, NetlinkError> {
-    let mut out = HashMap::new();
-    for e in entries {
-        for name in [&e.bridge, &e.port] {
-            if !out.contains_key(name) {
-                if let Some(l) = query::link_by_name(h, name.as_str()).await? {
-                    out.insert(name.clone(), l.header.index);
+/// Indexes of the links proxy entries go on, remembered between calls: an attach then costs
+/// its entries' requests only. A link re-created since (a repaired trunk) has a new index; a
+/// call that fails forgets the indexes it used and is tried once more with fresh ones.
+#[derive(Debug, Default)]
+pub(crate) struct LinkIndexes(Mutex<HashMap<IfName, u32>>);
+
+impl LinkIndexes {
+    /// Indexes of the bridges and ports `entries` name; a missing link is left out.
+    async fn of(
+        &self,
+        h: &Handle,
+        entries: &[ProxyEntry],
+    ) -> Result<HashMap<IfName, u32>, NetlinkError> {
+        let mut out = HashMap::new();
+        for e in entries {
+            for name in [&e.bridge, &e.port] {
+                if out.contains_key(name) {
+                    continue;
+                }
+                let known = self.0.lock().expect("index cache").get(name).copied();
+                let index = match known {
+                    Some(i) => Some(i),
+                    None => query::link_by_name(h, name.as_str())
+                        .await?
+                        .map(|l| l.header.index),
+                };
+                if let Some(i) = index {
+                    self.0.lock().expect("index cache").insert(name.clone(), i);
+                    out.insert(name.clone(), i);
                 }
             }
         }
+        Ok(out)
     }
-    Ok(out)
+
+    fn forget(&self, entries: &[ProxyEntry]) {
+        let mut m = self.0.lock().expect("index cache");
+        for e in entries {
+            m.remove(&e.bridge);
+            m.remove(&e.port);
+        }
+    }
 }
 
 /// Adds or replaces both parts of every entry (neighbour first), several requests in flight.
-pub(crate) async fn set(h: &Handle, entries: &[ProxyEntry]) -> Result<(), NetlinkError> {
-    let idx = indexes(h, entries).await?;
+pub(crate) async fn set(
+    h: &Handle,
+    links: &LinkIndexes,
+    entries: &[ProxyEntry],
+) -> Result<(), NetlinkError> {
+    match set_all(h, links, entries).await {
+        Err(_) => {
+            links.forget(entries);
+            set_all(h, links, entries).await
+        }
+        ok => ok,
+    }
+}
+
+async fn set_all(
+    h: &Handle,
+    links: &LinkIndexes,
+    entries: &[ProxyEntry],
+) -> Result<(), NetlinkError> {
+    let idx = links.of(h, entries).await?;
     let pending: Vec<_> = entries.iter().map(|e| set_one(h, &idx, e)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
@@ -75,8 +123,26 @@ async fn set_one(
 }
 
 /// Removes both parts of every entry; what is already gone (entry, bridge or port) is fine.
-pub(crate) async fn del(h: &Handle, entries: &[ProxyEntry]) -> Result<(), NetlinkError> {
-    let idx = indexes(h, entries).await?;
+pub(crate) async fn del(
+    h: &Handle,
+    links: &LinkIndexes,
+    entries: &[ProxyEntry],
+) -> Result<(), NetlinkError> {
+    match del_all(h, links, entries).await {
+        Err(_) => {
+            links.forget(entries);
+            del_all(h, links, entries).await
+        }
+        ok => ok,
+    }
+}
+
+async fn del_all(
+    h: &Handle,
+    links: &LinkIndexes,
+    entries: &[ProxyEntry],
+) -> Result<(), NetlinkError> {
+    let idx = links.of(h, entries).await?;
     let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
