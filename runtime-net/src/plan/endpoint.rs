@@ -377,8 +377,8 @@ fn build(plan: &mut EndpointPlan, spec: &NetworkSpec, rec: &EndpointRecord, obs:
         value: "1".into(),
     });
     if !managed {
-        // The container end waits in the daemon's namespace until the caller (dockerd) moves
-        // it; meanwhile IPv6 there is only address and route churn. The move gives it the
+        // The container end waits in the daemon's namespace until the caller moves it;
+        // meanwhile IPv6 there is only address and route churn. The move gives it the
         // destination namespace's defaults, so the container's IPv6 is not affected.
         plan.then(Step::Sysctl {
             key: format!("net/ipv6/conf/{}/disable_ipv6", container_end_name(rec)),
