@@ -92,6 +92,14 @@ fn packets(h: &TestHost, link: &str) -> u64 {
     s["rx"]["packets"].as_u64().unwrap() + s["tx"]["packets"].as_u64().unwrap()
 }
 
+/// Static forwarding entries on bridge port `link` (the proxy entries' forwarding halves).
+fn static_entries(h: &TestHost, link: &str) -> usize {
+    sh(&["bridge", "-n", h.ns.name(), "fdb", "show", "dev", link])
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "static"))
+        .count()
+}
+
 /// The container whose host end is the newest port of bridge `br` (highest ifindex; a flood
 /// reaches the newest ports first).
 fn newest_on<'a>(
@@ -374,7 +382,7 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
     let x2 = on_bridge(&h, &net, &eps, Some(2));
     assert_eq!((m.len(), x1.len(), x2.len()), (13, 15, 12));
     let gw = "10.87.0.1";
-    let (to_main, _) = trunk_names(&name, 1);
+    let (to_main, to_ext) = trunk_names(&name, 1);
     let talks = |h: &TestHost, what: &str| {
         for (a, b) in [
             (m[0], x1[0]),
@@ -389,13 +397,23 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
         for c in [m[5], x1[5], x2[2]] {
             assert!(pings(&c.0, gw), "{what}: {} -> gateway", c.1);
         }
-        // ARP stays on its bridge: with both neighbour caches empty, one ping from extension 1
-        // to main moves exactly its echo and reply through trunk 1; each bridge answered the
-        // ARP request for the other side itself.
+        // ARP stays on its bridge: with every neighbour cache empty (no entry of the pings
+        // above left to be probed by unicast ARP meanwhile), one ping from extension 1 to main
+        // moves exactly its echo and reply through trunk 1; each bridge answered the ARP
+        // request for the other side itself.
         let (a, b) = (x1[6], m[7]);
-        for c in [a, b] {
-            sh(&["ip", "-n", c.0.name(), "neigh", "flush", "all"]);
+        for (c, _) in &eps {
+            sh(&["ip", "-n", c.name(), "neigh", "flush", "all"]);
         }
+        sh(&[
+            "ip",
+            "-n",
+            h.ns.name(),
+            "neigh",
+            "flush",
+            "dev",
+            bridge.as_str(),
+        ]);
         let before = packets(h, to_main.as_str());
         assert!(ping(&a.0, &b.1), "{what}: {} -> {}", a.1, b.1);
         assert_eq!(
@@ -426,6 +444,10 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
     eventually_for("trunk 1 rebuilt", Duration::from_secs(10), || {
         master_of(&h, to_main.as_str()).as_deref() == Some(bridge.as_str())
             && ports(&h, &ext(1)) == 16
+            // The forwarding halves of the proxy entries went with the old trunk: each end
+            // again sends the other bridge's addresses (and, on extension 1, the gateway's) in.
+            && static_entries(&h, to_main.as_str()) == x1.len()
+            && static_entries(&h, to_ext.as_str()) == m.len() + x2.len() + 1
     });
     talks(&h, "after trunk 1 was deleted");
 

@@ -738,6 +738,39 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
     assert!(!neigh.contains("10.88.0.77"), "{neigh}");
     let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
     assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
+    // A removal through a connection that remembers the port's old index reaches the entry
+    // another connection put on the re-created port (not taken for "already gone").
+    let e = entry.clone();
+    let ns = host.name.clone();
+    in_ns(&host, move || async move {
+        let ip = |args: &[&str]| output(&[&["ip", "-n", ns.as_str()][..], args].concat());
+        let port = BridgePort {
+            name: ifname("snpt0"),
+            alias: "shimnet:trunk=test/1".into(),
+            hairpin: false,
+            isolated: false,
+            neigh_suppress: true,
+            enslave: Some(ifname("snbr0")),
+        };
+        let remembers = Netlink::connect().await.unwrap();
+        remembers
+            .set_proxy_entries(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        ip(&["link", "del", "snpt0"]);
+        ip(&[
+            "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
+        ]);
+        let other = Netlink::connect().await.unwrap();
+        other.configure_port(&port).await.unwrap();
+        other
+            .set_proxy_entries(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        remembers.del_proxy_entries(&[e]).await.unwrap();
+    });
+    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
+    assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
 }
 
 #[test]

@@ -123,15 +123,17 @@ async fn set_one(
 }
 
 /// Removes both parts of every entry; what is already gone (entry, bridge or port) is fine.
+/// A remembered index the kernel no longer knows (the link was re-created under the same
+/// name, with its own entries) is not "gone": the removal is tried once more with fresh ones.
 pub(crate) async fn del(
     h: &Handle,
     links: &LinkIndexes,
     entries: &[ProxyEntry],
 ) -> Result<(), NetlinkError> {
-    match del_all(h, links, entries).await {
+    match del_all(h, links, entries, false).await {
         Err(_) => {
             links.forget(entries);
-            del_all(h, links, entries).await
+            del_all(h, links, entries, true).await
         }
         ok => ok,
     }
@@ -141,26 +143,31 @@ async fn del_all(
     h: &Handle,
     links: &LinkIndexes,
     entries: &[ProxyEntry],
+    fresh: bool,
 ) -> Result<(), NetlinkError> {
     let idx = links.of(h, entries).await?;
-    let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e)).collect();
+    let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e, fresh)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
         .try_collect()
         .await
 }
 
-fn gone(err: &rtnetlink::Error) -> bool {
-    matches!(
-        errno(err),
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH)
-    )
+/// Whether a removal failed only because there was nothing to remove: the entry is missing,
+/// or (with indexes just looked up, `fresh`) its link went away meanwhile.
+fn gone(err: &rtnetlink::Error, fresh: bool) -> bool {
+    match errno(err) {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => true,
+        Some(libc::ENODEV) => fresh,
+        _ => false,
+    }
 }
 
 async fn del_one(
     h: &Handle,
     idx: &HashMap<IfName, u32>,
     e: &ProxyEntry,
+    fresh: bool,
 ) -> Result<(), NetlinkError> {
     let object = || format!("{} on {}", e.ip, e.bridge);
     if let Some(&bridge) = idx.get(&e.bridge) {
@@ -170,7 +177,7 @@ async fn del_one(
                 e.ip,
             )));
         match h.neighbours().del(m).execute().await {
-            Err(err) if !gone(&err) => {
+            Err(err) if !gone(&err, fresh) => {
                 return Err(request_error("delete proxy neighbour", object(), err))
             }
             _ => {}
@@ -182,7 +189,7 @@ async fn del_one(
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(e.mac.0.to_vec()));
         match h.neighbours().del(m).execute().await {
-            Err(err) if !gone(&err) => {
+            Err(err) if !gone(&err, fresh) => {
                 return Err(request_error(
                     "delete proxy forwarding entry",
                     object(),
