@@ -641,51 +641,35 @@ fn output(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
-    let Some(host) = Ns::new("h") else { return };
-    host.ip(&[
+/// The trunk-like port the proxy-entry test puts its entries on: ARP suppression on.
+fn proxy_port() -> BridgePort {
+    BridgePort {
+        name: ifname("snpt0"),
+        alias: "shimnet:trunk=test/1".into(),
+        hairpin: false,
+        isolated: false,
+        neigh_suppress: true,
+        enslave: Some(ifname("snbr0")),
+    }
+}
+
+/// Deletes the port's veth pair if there is one and makes it anew (a new index).
+fn recreate_proxy_port(ns: &str) {
+    let ip = |args: &[&str]| output(&[&["ip", "-n", ns][..], args].concat());
+    if ip(&["link", "show"]).contains("snpt0") {
+        ip(&["link", "del", "snpt0"]);
+    }
+    ip(&[
         "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
     ]);
-    let entry = ProxyEntry {
-        bridge: ifname("snbr0"),
-        port: ifname("snpt0"),
-        ip: "10.88.0.77".parse().unwrap(),
-        mac: MacAddr([0x02, 0x42, 10, 88, 0, 77]),
-    };
-    let e = entry.clone();
-    let ns_name = host.name.clone();
-    in_ns(&host, move || async move {
-        let nl = Netlink::connect().await.unwrap();
-        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
-        let port = BridgePort {
-            name: ifname("snpt0"),
-            alias: "shimnet:trunk=test/1".into(),
-            hairpin: false,
-            isolated: false,
-            neigh_suppress: true,
-            enslave: Some(ifname("snbr0")),
-        };
-        nl.configure_port(&port).await.unwrap();
-        // Set twice: the second replaces.
-        nl.set_proxy_entries(&[e.clone(), e.clone()]).await.unwrap();
-        // The port re-created (a repaired trunk: new index): the same connection, whose
-        // remembered index is stale now, still puts the entry on the new link.
-        let ns = ns_name.clone();
-        let ip = |args: &[&str]| output(&[&["ip", "-n", ns.as_str()][..], args].concat());
-        ip(&["link", "del", "snpt0"]);
-        ip(&[
-            "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
-        ]);
-        nl.configure_port(&port).await.unwrap();
-        nl.set_proxy_entries(std::slice::from_ref(&e))
-            .await
-            .unwrap();
-    });
+}
+
+/// The permanent neighbours of the test bridge and the forwarding entries of its port.
+fn proxy_state(ns: &str) -> (String, String) {
     let neigh = output(&[
         "ip",
         "-n",
-        &host.name,
+        ns,
         "neigh",
         "show",
         "dev",
@@ -693,11 +677,41 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         "nud",
         "permanent",
     ]);
+    let fdb = output(&["bridge", "-n", ns, "fdb", "show", "dev", "snpt0"]);
+    (neigh, fdb)
+}
+
+#[test]
+fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
+    let Some(host) = Ns::new("h") else { return };
+    recreate_proxy_port(&host.name);
+    let entry = ProxyEntry {
+        bridge: ifname("snbr0"),
+        port: ifname("snpt0"),
+        ip: "10.88.0.77".parse().unwrap(),
+        mac: MacAddr([0x02, 0x42, 10, 88, 0, 77]),
+    };
+    let e = entry.clone();
+    let ns = host.name.clone();
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.ensure_bridge(&bridge_cfg()).await.unwrap();
+        nl.configure_port(&proxy_port()).await.unwrap();
+        // Set twice: the second replaces.
+        nl.set_proxy_entries(&[e.clone(), e.clone()]).await.unwrap();
+        // The port re-created (a repaired trunk: new index): the same connection, whose
+        // remembered index is stale now, still puts the entry on the new link.
+        recreate_proxy_port(&ns);
+        nl.configure_port(&proxy_port()).await.unwrap();
+        nl.set_proxy_entries(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+    });
+    let (neigh, fdb) = proxy_state(&host.name);
     assert!(
         neigh.contains("10.88.0.77 lladdr 02:42:0a:58:00:4d PERMANENT"),
         "{neigh}"
     );
-    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
     assert!(
         fdb.contains("02:42:0a:58:00:4d master snbr0 static"),
         "{fdb}"
@@ -724,52 +738,30 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         msg
     });
     assert!(msg.contains("snpt9 missing"), "{msg}");
-    let neigh = output(&[
-        "ip",
-        "-n",
-        &host.name,
-        "neigh",
-        "show",
-        "dev",
-        "snbr0",
-        "nud",
-        "permanent",
-    ]);
+    let (neigh, fdb) = proxy_state(&host.name);
     assert!(!neigh.contains("10.88.0.77"), "{neigh}");
-    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
     assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
     // A removal through a connection that remembers the port's old index reaches the entry
     // another connection put on the re-created port (not taken for "already gone").
     let e = entry.clone();
     let ns = host.name.clone();
     in_ns(&host, move || async move {
-        let ip = |args: &[&str]| output(&[&["ip", "-n", ns.as_str()][..], args].concat());
-        let port = BridgePort {
-            name: ifname("snpt0"),
-            alias: "shimnet:trunk=test/1".into(),
-            hairpin: false,
-            isolated: false,
-            neigh_suppress: true,
-            enslave: Some(ifname("snbr0")),
-        };
         let remembers = Netlink::connect().await.unwrap();
         remembers
             .set_proxy_entries(std::slice::from_ref(&e))
             .await
             .unwrap();
-        ip(&["link", "del", "snpt0"]);
-        ip(&[
-            "link", "add", "snpt0", "type", "veth", "peer", "name", "snpu0",
-        ]);
+        recreate_proxy_port(&ns);
         let other = Netlink::connect().await.unwrap();
-        other.configure_port(&port).await.unwrap();
+        other.configure_port(&proxy_port()).await.unwrap();
         other
             .set_proxy_entries(std::slice::from_ref(&e))
             .await
             .unwrap();
         remembers.del_proxy_entries(&[e]).await.unwrap();
     });
-    let fdb = output(&["bridge", "-n", &host.name, "fdb", "show", "dev", "snpt0"]);
+    let (neigh, fdb) = proxy_state(&host.name);
+    assert!(!neigh.contains("10.88.0.77"), "{neigh}");
     assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
 }
 
