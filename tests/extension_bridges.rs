@@ -405,15 +405,7 @@ fn traffic_flows_across_trunks_and_after_restart_and_repairs() {
         for (c, _) in &eps {
             sh(&["ip", "-n", c.name(), "neigh", "flush", "all"]);
         }
-        sh(&[
-            "ip",
-            "-n",
-            h.ns.name(),
-            "neigh",
-            "flush",
-            "dev",
-            bridge.as_str(),
-        ]);
+        h.ip(&["neigh", "flush", "dev", bridge.as_str()]);
         let before = packets(h, to_main.as_str());
         assert!(ping(&a.0, &b.1), "{what}: {} -> {}", a.1, b.1);
         assert_eq!(

@@ -68,10 +68,24 @@ pub(crate) async fn set(
     links: &LinkIndexes,
     entries: &[ProxyEntry],
 ) -> Result<(), NetlinkError> {
-    match set_all(h, links, entries).await {
+    with_fresh_retry(links, entries, |_| set_all(h, links, entries)).await
+}
+
+/// Runs `run(false)` with the remembered indexes; when it fails, forgets them and runs
+/// `run(true)` once with indexes looked up anew (a link re-created since has a new index).
+async fn with_fresh_retry<F, Fut>(
+    links: &LinkIndexes,
+    entries: &[ProxyEntry],
+    run: F,
+) -> Result<(), NetlinkError>
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), NetlinkError>>,
+{
+    match run(false).await {
         Err(_) => {
             links.forget(entries);
-            set_all(h, links, entries).await
+            run(true).await
         }
         ok => ok,
     }
@@ -130,13 +144,7 @@ pub(crate) async fn del(
     links: &LinkIndexes,
     entries: &[ProxyEntry],
 ) -> Result<(), NetlinkError> {
-    match del_all(h, links, entries, false).await {
-        Err(_) => {
-            links.forget(entries);
-            del_all(h, links, entries, true).await
-        }
-        ok => ok,
-    }
+    with_fresh_retry(links, entries, |fresh| del_all(h, links, entries, fresh)).await
 }
 
 async fn del_all(
