@@ -515,7 +515,8 @@ fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
 
 /// The kernel's limit, proven: with one extension bridge allowed and full-size bridges
 /// (`max_bridge_extensions = 1`, `bridge_ports = 1023`),
-/// a /20 network takes 1,022 endpoints on its main bridge (one port kept for the trunk) and
+/// a /20 network takes 1,021 endpoints on its main bridge (ports kept for the trunk and the
+/// anchor) and
 /// 1,022 on its extension — both real bridges then hold the kernel's 1,023 ports — and the next
 /// attach through each front door is refused as a full network (REST 409 `network_full`, CNI
 /// code 106, Docker `Err` naming it) before anything is built, `status` and `/metrics` count the
@@ -523,7 +524,7 @@ fn host_links(h: &TestHost) -> std::collections::BTreeSet<String> {
 /// frees a place.
 #[test]
 fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_door() {
-    const CAP: usize = 2044;
+    const CAP: usize = 2043;
     use_prefix("snr");
     let h = TestHost::new(&format!(
         "max_bridge_extensions = 1\nbridge_ports = 1023\n{LIMITS}"
@@ -580,7 +581,7 @@ fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_doo
     let (status, err) = docker_err(&h, "/NetworkDriver.CreateEndpoint", create(CAP));
     assert_eq!(status, 409, "{err}");
     assert!(
-        err.contains(&format!("network {name} is full")) && err.contains("2044"),
+        err.contains(&format!("network {name} is full")) && err.contains("2043"),
         "{err}"
     );
     // REST.
@@ -599,7 +600,7 @@ fn a_network_full_at_the_kernels_1023_bridge_ports_is_refused_in_every_front_doo
         }) => {
             assert_eq!((status, code.as_str()), (409, "network_full"), "{message}");
             assert!(
-                message.contains(&name) && message.contains("2044"),
+                message.contains(&name) && message.contains("2043"),
                 "{message}"
             );
         }

@@ -54,22 +54,30 @@ pub struct BridgePort {
     pub hairpin: bool,
     /// Port isolation (icc off).
     pub isolated: bool,
-    /// ARP suppression (a trunk between a network's bridges): requests for addresses the
-    /// bridge has an entry for are answered by the bridge and not flooded into this port.
+    /// ARP suppression (see [`crate::plan::proxy`]): the bridge answers or keeps local the
+    /// requests for addresses it knows, and never floods those into this port; requests that
+    /// arrive on this port are not answered by this bridge.
     pub neigh_suppress: bool,
+    /// Proxy ARP for the addresses behind this port (a trunk's end on the main bridge): the
+    /// bridge answers requests for them, from any port, and after answering does not flood
+    /// the request into this port.
+    pub proxy_arp_wifi: bool,
     /// Enslave it to this bridge first (a port whose bridge was re-created).
     pub enslave: Option<IfName>,
 }
 
-/// An address the bridge answers ARP for on behalf of an endpoint behind one of its trunk
-/// ports: a permanent neighbour entry (`ip`, `mac`) on `bridge` and a static forwarding entry
-/// sending `mac` to `port`.
+/// An address a bridge knows for ARP (see [`crate::plan::proxy`]): a permanent neighbour entry
+/// (`ip`, `mac`) on `bridge` and a static forwarding entry sending `mac` to `port`, the trunk
+/// port the address is behind or the endpoint's own port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProxyEntry {
     /// The bridge device whose neighbour table holds the entry.
     pub bridge: IfName,
-    /// The trunk port `mac` is behind.
+    /// The port `mac` is behind.
     pub port: IfName,
+    /// Whether `port` is a trunk end (long-lived: its link index is remembered) rather than an
+    /// endpoint's own port (looked up each time).
+    pub port_is_trunk: bool,
     /// The endpoint's (or gateway's) IPv4 address.
     pub ip: Ipv4Addr,
     /// Its hardware address.

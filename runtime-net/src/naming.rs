@@ -46,10 +46,7 @@ pub const MAX_EXTENSIONS: u8 = 15;
 /// `<prefix>` + 10 hex digits of SHA-256 of the network name + the extension's hex digit: 14
 /// bytes, within IFNAMSIZ, the same for the network on every start.
 fn extension_link_name(prefix: &str, network: &NetworkName, index: u8) -> IfName {
-    assert!(
-        (1..=MAX_EXTENSIONS).contains(&index),
-        "extension index {index}"
-    );
+    assert!(index <= MAX_EXTENSIONS, "extension index {index}");
     let digest = Sha256::digest(format!("shimnet-xbr\0{network}").as_bytes());
     let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
     IfName::new(&format!("{prefix}{hex}{index:x}")).expect("14-byte name of safe characters")
@@ -57,15 +54,28 @@ fn extension_link_name(prefix: &str, network: &NetworkName, index: u8) -> IfName
 
 /// Name of extension bridge `index` (1..=[`MAX_EXTENSIONS`]) of a network: `snx…`.
 pub fn extension_bridge_name(network: &NetworkName, index: u8) -> IfName {
+    assert!(index >= 1, "extension index 0");
     extension_link_name("snx", network, index)
 }
 
 /// Names of the veth trunk joining extension `index` to the main bridge: the end on the main
 /// bridge (`snt…`) and the end on the extension (`snu…`).
 pub fn trunk_names(network: &NetworkName, index: u8) -> (IfName, IfName) {
+    assert!(index >= 1, "extension index 0");
     (
         extension_link_name("snt", network, index),
         extension_link_name("snu", network, index),
+    )
+}
+
+/// Names of the anchor pair of a network with extensions: trunk index 0, never an extension.
+/// Its end on the main bridge (`snt…0`, kept without carrier) carries ARP suppression, which
+/// makes the main bridge keep requests it can resolve out of its trunks (see
+/// [`crate::plan::proxy`]); its other end (`snu…0`) is on no bridge.
+pub fn anchor_names(network: &NetworkName) -> (IfName, IfName) {
+    (
+        extension_link_name("snt", network, 0),
+        extension_link_name("snu", network, 0),
     )
 }
 
@@ -116,7 +126,9 @@ pub fn parse_alias(alias: &str) -> Option<Owner> {
         return net_index(x).map(|(n, i)| Owner::Extension(n, i));
     }
     if let Some(x) = rest.strip_prefix("trunk=") {
-        return net_index(x).map(|(n, i)| Owner::Trunk(n, i));
+        // Index 0 is the anchor pair.
+        let anchor = x.strip_suffix("/0").map(|n| Owner::Trunk(n.to_string(), 0));
+        return anchor.or_else(|| net_index(x).map(|(n, i)| Owner::Trunk(n, i)));
     }
     rest.strip_prefix("ep=")
         .map(|e| Owner::Endpoint(e.to_string()))
@@ -169,6 +181,10 @@ mod tests {
             Some(Owner::Trunk("net1".into(), 15))
         );
         assert_eq!(parse_alias("shimnet:xbr=net1/0"), None);
+        assert_eq!(
+            parse_alias(&trunk_alias(n, 0)),
+            Some(Owner::Trunk("net1".into(), 0))
+        );
         assert_eq!(parse_alias("shimnet:trunk=net1/16"), None);
     }
 
@@ -178,6 +194,8 @@ mod tests {
         let b = NetworkName::new("b").unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for n in [&a, &b] {
+            let (t, u) = anchor_names(n);
+            assert!(seen.insert(t.to_string()) && seen.insert(u.to_string()));
             for i in 1..=MAX_EXTENSIONS {
                 let x = extension_bridge_name(n, i);
                 let (t, u) = trunk_names(n, i);

@@ -206,6 +206,7 @@ async fn attach(nl: &Netlink, c: &VethConfig) -> Result<(), NetlinkError> {
         hairpin: c.hairpin,
         isolated: c.isolated,
         neigh_suppress: false,
+        proxy_arp_wifi: false,
         enslave: None,
     };
     let cfg = ContainerConfig {
@@ -641,14 +642,16 @@ fn output(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The trunk-like port the proxy-entry test puts its entries on: ARP suppression on.
+/// The trunk-like port the proxy-entry test puts its entries on: a trunk's main end, proxy ARP
+/// (wifi variant) on.
 fn proxy_port() -> BridgePort {
     BridgePort {
         name: ifname("snpt0"),
         alias: "shimnet:trunk=test/1".into(),
         hairpin: false,
         isolated: false,
-        neigh_suppress: true,
+        neigh_suppress: false,
+        proxy_arp_wifi: true,
         enslave: Some(ifname("snbr0")),
     }
 }
@@ -682,12 +685,13 @@ fn proxy_state(ns: &str) -> (String, String) {
 }
 
 #[test]
-fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
+fn proxy_entries_are_set_replaced_and_removed_and_the_port_proxies_arp() {
     let Some(host) = Ns::new("h") else { return };
     recreate_proxy_port(&host.name);
     let entry = ProxyEntry {
         bridge: ifname("snbr0"),
         port: ifname("snpt0"),
+        port_is_trunk: true,
         ip: "10.88.0.77".parse().unwrap(),
         mac: MacAddr([0x02, 0x42, 10, 88, 0, 77]),
     };
@@ -716,16 +720,24 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         fdb.contains("02:42:0a:58:00:4d master snbr0 static"),
         "{fdb}"
     );
-    let flags = output(&[
-        "bridge", "-n", &host.name, "-d", "link", "show", "dev", "snpt0",
-    ]);
-    assert!(flags.contains("neigh_suppress on"), "{flags}");
-    // A missing port is refused by name; removing twice is fine.
+    // `ip -d` (this `bridge` does not show the wifi flag).
+    let flags = output(&["ip", "-n", &host.name, "-d", "link", "show", "dev", "snpt0"]);
+    assert!(
+        flags.contains("proxy_arp_wifi on") && flags.contains("neigh_suppress off"),
+        "{flags}"
+    );
+    // A missing trunk is refused by name; a missing endpoint port (an endpoint still being
+    // built) is skipped, neighbour included; removing twice is fine.
     let mut bad = entry.clone();
     bad.port = ifname("snpt9");
+    let mut building = entry.clone();
+    building.port = ifname("snpt8");
+    building.port_is_trunk = false;
+    building.ip = "10.88.0.78".parse().unwrap();
     let (refused, e) = (bad, entry.clone());
     let msg = in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
+        nl.set_proxy_entries(&[building]).await.unwrap();
         let msg = nl
             .set_proxy_entries(&[refused])
             .await
@@ -738,8 +750,29 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_suppresses_arp() {
         msg
     });
     assert!(msg.contains("snpt9 missing"), "{msg}");
+    // An endpoint's own entry (on its own port) is sticky: learning cannot move it.
+    let mut own = entry.clone();
+    own.port = ifname("snpt0");
+    own.port_is_trunk = false;
+    own.ip = "10.88.0.79".parse().unwrap();
+    own.mac = MacAddr([0x02, 0x42, 10, 88, 0, 79]);
+    let o = own.clone();
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.set_proxy_entries(&[o.clone()]).await.unwrap();
+    });
+    let (_, fdb) = proxy_state(&host.name);
+    assert!(
+        fdb.contains("02:42:0a:58:00:4f sticky master snbr0 static"),
+        "{fdb}"
+    );
+    in_ns(&host, move || async move {
+        let nl = Netlink::connect().await.unwrap();
+        nl.del_proxy_entries(&[own]).await.unwrap();
+    });
     let (neigh, fdb) = proxy_state(&host.name);
     assert!(!neigh.contains("10.88.0.77"), "{neigh}");
+    assert!(!neigh.contains("10.88.0.78"), "{neigh}");
     assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
     // A removal through a connection that remembers the port's old index reaches the entry
     // another connection put on the re-created port (not taken for "already gone").

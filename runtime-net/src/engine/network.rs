@@ -15,7 +15,7 @@ use crate::naming;
 use crate::netlink::BridgeConfig;
 use crate::plan::bridges::endpoint_bridge;
 use crate::plan::{self, endpoint::bridge_port, proxy, NetworkRequest};
-use crate::types::{EndpointRecord, MacAddr, NetworkName, NetworkSpec};
+use crate::types::{EndpointRecord, IfName, MacAddr, NetworkName, NetworkSpec};
 
 /// The firewall state of a network whose layout allows `extensions` extension bridges.
 pub(super) fn network_rules(spec: &NetworkSpec, extensions: u8) -> NetworkRules {
@@ -58,6 +58,19 @@ pub(super) fn extension_config(spec: &NetworkSpec, index: u8) -> BridgeConfig {
         alias: naming::extension_alias(&spec.name, index),
         mtu: spec.mtu,
         addrs: Vec::new(),
+    }
+}
+
+/// Port `name` of trunk `index` (0: the anchor) on `bridge`, every flag off.
+fn trunk_port(spec: &NetworkSpec, index: u8, name: &IfName, bridge: &IfName) -> BridgePort {
+    BridgePort {
+        name: name.clone(),
+        alias: naming::trunk_alias(&spec.name, index),
+        hairpin: false,
+        isolated: false,
+        neigh_suppress: false,
+        proxy_arp_wifi: false,
+        enslave: Some(bridge.clone()),
     }
 }
 
@@ -254,6 +267,7 @@ impl Engine {
         // The first time this process sees the extension (a restart, an upgrade) its trunk's
         // port flags and the proxy entries are put in place even if the links look settled.
         let first = !self.extensions_of(&spec.name).contains(&index);
+        changed |= self.ensure_anchor(spec, main.index, first).await?;
         if settled(&m, main.index) && settled(&x, ext_index) {
             if first {
                 self.trunk_ports(spec, index).await?;
@@ -292,28 +306,69 @@ impl Engine {
         Ok(changed)
     }
 
-    /// Enslaves both ends of extension `index`'s trunk and sets their port flags: ARP
-    /// suppression on both (see [`crate::plan::proxy`]); with icc off the main end is isolated
-    /// like every container port, so no container reaches another across a trunk while each
-    /// still reaches the gateway.
+    /// Makes the main bridge's anchor port (see [`naming::anchor_names`]) when it is missing or
+    /// on no bridge, and sets its flags when it was made or `first`; `Ok(true)` when it had to
+    /// be made. Its other end stays down, so the port never forwards.
+    async fn ensure_anchor(
+        &self,
+        spec: &NetworkSpec,
+        main_index: u32,
+        first: bool,
+    ) -> Result<bool> {
+        let (anchor, peer) = naming::anchor_names(&spec.name);
+        let links = &self.kernel.links;
+        let now = links.link(anchor.as_str()).await?;
+        let placed = now.as_ref().is_some_and(|l| l.master == Some(main_index));
+        if placed && !first {
+            return Ok(false);
+        }
+        if now.is_none() {
+            links
+                .create_pair(&PairSpec {
+                    host: anchor.clone(),
+                    mtu: spec.mtu,
+                    bridge: spec.bridge.clone(),
+                    bridge_index: Some(main_index),
+                    peer: peer.clone(),
+                    peer_mac: trunk_mac(peer.as_str()),
+                    peer_netns: None,
+                })
+                .await?;
+            for end in [&anchor, &peer] {
+                self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
+            }
+        }
+        let port = trunk_port(spec, 0, &anchor, &spec.bridge);
+        links
+            .configure_port(&BridgePort {
+                neigh_suppress: true,
+                ..port
+            })
+            .await?;
+        Ok(!placed)
+    }
+
+    /// Enslaves both ends of extension `index`'s trunk and sets their port flags (see
+    /// [`crate::plan::proxy`]): proxy ARP on the main end, ARP suppression on the extension's
+    /// end; with icc off the main end is isolated like every container port, so no container
+    /// reaches another across a trunk while each still reaches the gateway.
     async fn trunk_ports(&self, spec: &NetworkSpec, index: u8) -> Result<()> {
         let (to_main, to_ext) = naming::trunk_names(&spec.name, index);
         let ext = naming::extension_bridge_name(&spec.name, index);
-        let alias = naming::trunk_alias(&spec.name, index);
-        let port =
-            |name: &crate::types::IfName, bridge: &crate::types::IfName, isolated| BridgePort {
-                name: name.clone(),
-                alias: alias.clone(),
-                hairpin: false,
-                isolated,
-                neigh_suppress: true,
-                enslave: Some(bridge.clone()),
-            };
         let links = &self.kernel.links;
         links
-            .configure_port(&port(&to_main, &spec.bridge, !spec.icc))
+            .configure_port(&BridgePort {
+                isolated: !spec.icc,
+                proxy_arp_wifi: true,
+                ..trunk_port(spec, index, &to_main, &spec.bridge)
+            })
             .await?;
-        links.configure_port(&port(&to_ext, &ext, false)).await?;
+        links
+            .configure_port(&BridgePort {
+                neigh_suppress: true,
+                ..trunk_port(spec, index, &to_ext, &ext)
+            })
+            .await?;
         Ok(())
     }
 
@@ -415,6 +470,10 @@ impl Engine {
                     errors.push(e.into());
                 }
             }
+        }
+        let (anchor, _) = naming::anchor_names(&spec.name);
+        if let Err(e) = self.kernel.links.delete_link(anchor.as_str()).await {
+            errors.push(e.into());
         }
         if let Err(e) = self.kernel.links.delete_link(spec.bridge.as_str()).await {
             errors.push(e.into());

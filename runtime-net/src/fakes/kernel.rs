@@ -42,6 +42,8 @@ pub struct FakeLink {
     pub flags: (bool, bool),
     /// ARP suppression on the port.
     pub neigh_suppress: bool,
+    /// Proxy ARP (wifi variant) on the port.
+    pub proxy_arp_wifi: bool,
     /// Device group (`REAP_GROUP`: retired, deletion not done yet).
     pub group: u32,
 }
@@ -270,6 +272,7 @@ impl FakeKernel {
                 peer: None,
                 flags: (false, false),
                 neigh_suppress: false,
+                proxy_arp_wifi: false,
                 group: 0,
             },
         );
@@ -377,6 +380,7 @@ impl Links for FakeKernel {
                             peer: None,
                             flags: (false, false),
                             neigh_suppress: false,
+                            proxy_arp_wifi: false,
                             group: 0,
                         },
                     );
@@ -482,6 +486,7 @@ impl Links for FakeKernel {
                     peer: Some((pair.peer_netns.clone(), peer.clone())),
                     flags: (false, false),
                     neigh_suppress: false,
+                    proxy_arp_wifi: false,
                     group: 0,
                 },
             );
@@ -515,6 +520,7 @@ impl Links for FakeKernel {
                             peer: Some((None, host.to_string())),
                             flags: (false, false),
                             neigh_suppress: false,
+                            proxy_arp_wifi: false,
                             group: 0,
                         },
                     );
@@ -554,6 +560,7 @@ impl Links for FakeKernel {
             l.alias = Some(port.alias.clone());
             l.flags = (port.hairpin, port.isolated);
             l.neigh_suppress = port.neigh_suppress;
+            l.proxy_arp_wifi = port.proxy_arp_wifi;
             l.up = true;
             st.journal.push(format!(
                 "configure port {name}{}",
@@ -571,6 +578,9 @@ impl Links for FakeKernel {
             let mut st = self.st();
             for e in entries {
                 st.failing("set_proxy_entries", e.bridge.as_str())?;
+                if !e.port_is_trunk && !st.links.contains_key(e.port.as_str()) {
+                    continue;
+                }
                 for name in [&e.bridge, &e.port] {
                     if !st.links.contains_key(name.as_str()) {
                         return Err(request("set proxy entry", name.as_str(), "missing"));

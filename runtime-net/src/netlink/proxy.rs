@@ -1,6 +1,6 @@
-//! Proxy entries on a network's bridges (see [`ProxyEntry`]): a permanent neighbour entry on
-//! the bridge device and a static forwarding entry on the trunk port, which let a bridge with
-//! ARP suppression on its trunks answer a request itself instead of flooding it to every bridge.
+//! Proxy entries on a network's bridges (see [`ProxyEntry`] and [`crate::plan::proxy`]): a
+//! permanent neighbour entry on the bridge device and a static forwarding entry on the port the
+//! address is behind.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,9 +18,10 @@ use super::{errno, query, request_error, NetlinkError};
 use crate::kernel::ProxyEntry;
 use crate::types::IfName;
 
-/// Indexes of the links proxy entries go on, remembered between calls: an attach then costs
-/// its entries' requests only. A link re-created since (a repaired trunk) has a new index; a
-/// call that fails forgets the indexes it used and is tried once more with fresh ones.
+/// Indexes of the bridges and trunk ends proxy entries go on, remembered between calls (an
+/// endpoint's own port is looked up each time: remembering every endpoint that ever was would
+/// grow without end). A link re-created since (a repaired trunk) has a new index; a call that
+/// fails forgets the indexes it used and is tried once more with fresh ones.
 #[derive(Debug, Default)]
 pub(crate) struct LinkIndexes(Mutex<HashMap<IfName, u32>>);
 
@@ -33,7 +34,7 @@ impl LinkIndexes {
     ) -> Result<HashMap<IfName, u32>, NetlinkError> {
         let mut out = HashMap::new();
         for e in entries {
-            for name in [&e.bridge, &e.port] {
+            for (name, keep) in [(&e.bridge, true), (&e.port, e.port_is_trunk)] {
                 if out.contains_key(name) {
                     continue;
                 }
@@ -45,7 +46,9 @@ impl LinkIndexes {
                         .map(|l| l.header.index),
                 };
                 if let Some(i) = index {
-                    self.0.lock().expect("index cache").insert(name.clone(), i);
+                    if keep {
+                        self.0.lock().expect("index cache").insert(name.clone(), i);
+                    }
                     out.insert(name.clone(), i);
                 }
             }
@@ -117,6 +120,11 @@ async fn set_one(
             msg: format!("{name} missing"),
         })
     };
+    if !e.port_is_trunk && !idx.contains_key(&e.port) {
+        // An endpoint still being built (its extension is filled first): its own attach
+        // sets the entry once its port exists.
+        return Ok(());
+    }
     let (bridge, port) = (find(&e.bridge)?, find(&e.port)?);
     h.neighbours()
         .add(bridge, IpAddr::V4(e.ip))
@@ -126,9 +134,18 @@ async fn set_one(
         .execute()
         .await
         .map_err(|err| request_error("set proxy neighbour", object(), err))?;
+    // An endpoint's own entry is sticky: a proxy answer that comes back in through the trunk
+    // (the main bridge answering a request it got from this bridge) carries the endpoint's MAC
+    // as its source, and learning must not move the MAC to the trunk (frames to the endpoint
+    // would then go to the main bridge and be dropped there).
+    let flags = if e.port_is_trunk {
+        NeighbourFlags::Controller
+    } else {
+        NeighbourFlags::Controller | NeighbourFlags::Sticky
+    };
     h.neighbours()
         .add_bridge(port, &e.mac.0)
-        .flags(NeighbourFlags::Controller)
+        .flags(flags)
         .state(NeighbourState::Noarp)
         .replace()
         .execute()

@@ -69,6 +69,7 @@ pub(crate) fn host_port_message(port: &BridgePort) -> LinkMessage {
         .hairpin(port.hairpin)
         .isolated(port.isolated)
         .neigh_suppress(port.neigh_suppress)
+        .proxy_arp_wifi(port.proxy_arp_wifi)
         .build()
 }
 
@@ -288,6 +289,7 @@ mod tests {
             hairpin: true,
             isolated: true,
             neigh_suppress: true,
+            proxy_arp_wifi: false,
             enslave: None,
         };
         let m = host_port_message(&port);

@@ -3,7 +3,7 @@
 //! A Linux bridge takes [`crate::netlink::BRIDGE_MAX_PORTS`] ports. A network whose subnet has
 //! more addresses than that gets **extension bridges**: bridges without an address, each joined
 //! to the network's main bridge (the one with the gateway) by a veth trunk. The main bridge keeps
-//! one port per possible extension for its trunk end; an extension keeps one port for its own
+//! one port per possible extension for its trunk end and one for the anchor; an extension keeps one port for its own
 //! trunk end and gives the rest to containers. How many extensions a network may have follows
 //! from its subnet (enough for a port per address), capped by the daemon's
 //! `max_bridge_extensions` (at most [`naming::MAX_EXTENSIONS`]). An endpoint goes to the first
@@ -34,7 +34,7 @@ impl BridgeLayout {
     pub fn of(spec: &NetworkSpec, ports: usize, max_extensions: u8) -> Self {
         let cap = max_extensions
             .min(naming::MAX_EXTENSIONS)
-            .min(u8::try_from(ports.saturating_sub(1)).unwrap_or(u8::MAX));
+            .min(u8::try_from(ports.saturating_sub(2)).unwrap_or(u8::MAX));
         let want = usable_addresses(spec);
         let mut layout = BridgeLayout {
             ports,
@@ -49,7 +49,9 @@ impl BridgeLayout {
     /// Ports bridge `bridge` gives to containers (0: main, `i`: extension `i`).
     pub fn capacity(&self, bridge: u8) -> usize {
         match bridge {
-            0 => self.ports - usize::from(self.extensions),
+            0 if self.extensions == 0 => self.ports,
+            // A trunk end per extension and the anchor port (see `naming::anchor_names`).
+            0 => self.ports.saturating_sub(usize::from(self.extensions) + 1),
             i if i <= self.extensions => self.ports.saturating_sub(1),
             _ => 0,
         }
@@ -95,10 +97,11 @@ mod tests {
         assert_eq!(usable_addresses(&spec), 4093);
         let l = BridgeLayout::of(&spec, BRIDGE_MAX_PORTS, 15);
         assert_eq!(l.extensions, 4);
-        assert_eq!(l.capacity(0), 1019);
+        // Main: a port per possible trunk end and the anchor's.
+        assert_eq!(l.capacity(0), 1018);
         assert_eq!(l.capacity(1), 1022);
         assert_eq!(l.capacity(5), 0);
-        assert_eq!(l.total(), 1019 + 4 * 1022);
+        assert_eq!(l.total(), 1018 + 4 * 1022);
         assert!(l.total() >= 4093);
         assert!(l.may_overflow_main(&spec));
     }
@@ -117,23 +120,24 @@ mod tests {
         assert_eq!(BridgeLayout::of(&huge, 1023, 40).extensions, 15);
         let off = BridgeLayout::of(&huge, 1023, 0);
         assert_eq!((off.extensions, off.total()), (0, 1023));
-        // Tiny bridges (the fakes): never more extensions than the main bridge has ports for.
-        let tiny = BridgeLayout::of(&huge, 3, 15);
-        assert_eq!((tiny.extensions, tiny.capacity(0), tiny.total()), (2, 1, 5));
+        // Tiny bridges (the fakes): the main bridge keeps a port for an endpoint besides its
+        // trunk ends and the anchor.
+        let tiny = BridgeLayout::of(&huge, 4, 15);
+        assert_eq!((tiny.extensions, tiny.capacity(0), tiny.total()), (2, 1, 7));
     }
 
     #[test]
     fn the_first_bridge_with_a_free_port_is_chosen() {
         let l = BridgeLayout {
-            ports: 4,
+            ports: 5,
             extensions: 2,
         };
         assert_eq!(l.choose(&[]), Some(0));
         assert_eq!(l.choose(&[1]), Some(0));
         assert_eq!(l.choose(&[2]), Some(1));
-        assert_eq!(l.choose(&[2, 3, 1]), Some(2));
-        assert_eq!(l.choose(&[1, 3, 3]), Some(0), "a freed main port first");
-        assert_eq!(l.choose(&[2, 3, 3]), None);
+        assert_eq!(l.choose(&[2, 4, 1]), Some(2));
+        assert_eq!(l.choose(&[1, 4, 4]), Some(0), "a freed main port first");
+        assert_eq!(l.choose(&[2, 4, 4]), None);
     }
 
     #[test]

@@ -342,6 +342,7 @@ pub fn bridge_port(spec: &NetworkSpec, rec: &EndpointRecord, enslave: bool) -> B
         hairpin: spec.hairpin,
         isolated: !spec.icc,
         neigh_suppress: false,
+        proxy_arp_wifi: false,
         enslave: enslave.then(|| endpoint_bridge(spec, rec)),
     }
 }

@@ -1,66 +1,81 @@
-//! ARP answered where it is asked, in a network spread over several bridges (pure).
+//! ARP kept local in a network spread over several bridges (pure).
 //!
-//! Every trunk end has ARP suppression on. A bridge then answers a request for an address it
-//! has a proxy entry for (neighbour entry on the bridge, forwarding entry to the trunk port the
-//! owner is behind), and floods the request only to its own container ports, never into a
-//! trunk. Without this, one broadcast is copied into every port of every bridge in turn, and at
-//! thousands of ports those copies overflow the kernel's per-CPU input backlog.
+//! The main bridge is the hub. Every address of the network is known to it: a proxy entry
+//! (permanent neighbour on the bridge, static forwarding entry) per endpoint, behind the
+//! endpoint's own port or behind the trunk of its extension. The main ends of the trunks have
+//! proxy ARP (wifi variant): the main bridge answers a request, from any port, for an address
+//! behind a trunk, and floods a request it could resolve to its own container ports only, never
+//! into a trunk. An anchor port with ARP suppression (see [`crate::naming::anchor_names`])
+//! switches that behaviour on; it also keeps requests for the gateway out of the trunks.
 //!
-//! The entries: on each extension bridge, the gateway (the main bridge's MAC) and every endpoint
-//! not on it, behind its trunk to main; on the main bridge, every endpoint of an extension,
-//! behind that extension's trunk. Endpoints on the main bridge need nothing there, nor those of
-//! an extension on their own bridge: the request reaches them by the local flood.
+//! An extension knows the gateway (behind its trunk end, which has ARP suppression) and its own
+//! endpoints (behind their ports): it answers for the gateway and keeps requests for its own
+//! endpoints local. Any other request is flooded to its ports and its trunk, and the main bridge
+//! answers it. A request for an address nobody has is flooded everywhere, as on one bridge.
+//!
+//! So an attach writes one entry on the endpoint's own bridge and, on an extension, one on the
+//! main bridge, however many bridges the network has. (Entries on every bridge for every
+//! address cost an attach one entry per bridge, and the kernel work of every port change grows
+//! with the entries a bridge holds.) A network without extensions has no entries at all.
 
 use crate::kernel::ProxyEntry;
 use crate::naming;
+use crate::plan::bridges::endpoint_bridge;
 use crate::types::{EndpointRecord, MacAddr, NetworkSpec};
 
-/// The entries that let the other bridges answer for `rec`, given the extensions that exist.
+/// The entries for `rec`, given the extensions that exist: nothing while the network is one
+/// bridge; otherwise its own bridge's entry and, on an extension, the main bridge's.
 pub fn endpoint_entries(spec: &NetworkSpec, rec: &EndpointRecord, exts: &[u8]) -> Vec<ProxyEntry> {
-    let home = rec.extension.unwrap_or(0);
-    let mut out: Vec<ProxyEntry> = exts
-        .iter()
-        .filter(|&&i| i != home)
-        .map(|&i| on_extension(spec, i, rec.ipv4.ip(), rec.mac))
-        .collect();
-    if home != 0 {
-        out.push(on_main(spec, home, rec));
+    match rec.extension {
+        None if exts.is_empty() => Vec::new(),
+        None => vec![at_home(spec, rec)],
+        Some(i) => vec![at_home(spec, rec), on_main(spec, i, rec)],
     }
-    out
 }
 
-/// Everything extension `index` needs (the gateway and the endpoints elsewhere) and the main
-/// bridge's entries for the endpoints on `index`.
+/// Everything extension `index` needs (the gateway, its endpoints), its endpoints' entries on
+/// the main bridge, and the main bridge's own endpoints (which had none while the network was
+/// one bridge).
 pub fn extension_entries<'a>(
     spec: &NetworkSpec,
     index: u8,
     records: impl IntoIterator<Item = &'a EndpointRecord>,
     gateway_mac: MacAddr,
 ) -> Vec<ProxyEntry> {
-    let mut out = vec![on_extension(spec, index, spec.gateway, gateway_mac)];
+    let mut out = vec![ProxyEntry {
+        bridge: naming::extension_bridge_name(&spec.name, index),
+        port: naming::trunk_names(&spec.name, index).1,
+        port_is_trunk: true,
+        ip: spec.gateway,
+        mac: gateway_mac,
+    }];
     for rec in records {
-        if rec.extension == Some(index) {
-            out.push(on_main(spec, index, rec));
-        } else {
-            out.push(on_extension(spec, index, rec.ipv4.ip(), rec.mac));
+        match rec.extension {
+            None => out.push(at_home(spec, rec)),
+            Some(i) if i == index => out.extend([at_home(spec, rec), on_main(spec, i, rec)]),
+            Some(_) => {}
         }
     }
     out
 }
 
-fn on_extension(spec: &NetworkSpec, index: u8, ip: std::net::Ipv4Addr, mac: MacAddr) -> ProxyEntry {
+/// On the endpoint's own bridge, behind its own port.
+fn at_home(spec: &NetworkSpec, rec: &EndpointRecord) -> ProxyEntry {
     ProxyEntry {
-        bridge: naming::extension_bridge_name(&spec.name, index),
-        port: naming::trunk_names(&spec.name, index).1,
-        ip,
-        mac,
+        bridge: endpoint_bridge(spec, rec),
+        port: rec.host_ifname.clone(),
+        port_is_trunk: false,
+        ip: rec.ipv4.ip(),
+        mac: rec.mac,
     }
 }
 
+/// On the main bridge, behind the trunk of extension `index`.
 fn on_main(spec: &NetworkSpec, index: u8, rec: &EndpointRecord) -> ProxyEntry {
     ProxyEntry {
         bridge: spec.bridge.clone(),
         port: naming::trunk_names(&spec.name, index).0,
+        port_is_trunk: true,
         ip: rec.ipv4.ip(),
         mac: rec.mac,
     }
@@ -79,46 +94,43 @@ mod tests {
         r
     }
 
-    fn names(e: &[ProxyEntry]) -> Vec<(String, String, String)> {
+    fn names(e: &[ProxyEntry]) -> Vec<(String, String, String, bool)> {
         e.iter()
-            .map(|e| (e.bridge.to_string(), e.port.to_string(), e.ip.to_string()))
+            .map(|e| {
+                let (b, p) = (e.bridge.to_string(), e.port.to_string());
+                (b, p, e.ip.to_string(), e.port_is_trunk)
+            })
             .collect()
     }
 
     #[test]
-    fn an_endpoint_is_answered_for_on_every_other_bridge_behind_the_right_trunk() {
+    fn an_attach_writes_at_most_two_entries_however_many_bridges() {
         let spec = network("big", "10.5.0.0/24");
         let x = |i| naming::extension_bridge_name(&spec.name, i).to_string();
-        let t = |i| naming::trunk_names(&spec.name, i);
+        let t = |i| naming::trunk_names(&spec.name, i).0.to_string();
         let main = at(&spec, "m", "10.5.0.2", None);
-        let e = endpoint_entries(&spec, &main, &[1, 2]);
+        let home = main.host_ifname.to_string();
+        let e = endpoint_entries(&spec, &main, &[1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(
             names(&e),
-            vec![
-                (x(1), t(1).1.to_string(), "10.5.0.2".into()),
-                (x(2), t(2).1.to_string(), "10.5.0.2".into()),
-            ]
+            vec![(spec.bridge.to_string(), home, "10.5.0.2".into(), false)]
         );
         assert_eq!(e[0].mac, main.mac);
-        // On extension 2: the other extension and main answer for it.
         let on2 = at(&spec, "x", "10.5.0.9", Some(2));
+        let home = on2.host_ifname.to_string();
         assert_eq!(
-            names(&endpoint_entries(&spec, &on2, &[1, 2])),
+            names(&endpoint_entries(&spec, &on2, &[1, 2, 3, 4, 5, 6, 7])),
             vec![
-                (x(1), t(1).1.to_string(), "10.5.0.9".into()),
-                (
-                    spec.bridge.to_string(),
-                    t(2).0.to_string(),
-                    "10.5.0.9".into()
-                ),
+                (x(2), home, "10.5.0.9".into(), false),
+                (spec.bridge.to_string(), t(2), "10.5.0.9".into(), true),
             ]
         );
-        // No extension: nothing at all.
+        // One bridge: nothing at all.
         assert!(endpoint_entries(&spec, &main, &[]).is_empty());
     }
 
     #[test]
-    fn a_new_extension_learns_the_gateway_and_everybody_elsewhere() {
+    fn a_new_extension_learns_the_gateway_and_its_own_and_main_learns_everybody() {
         let spec = network("big", "10.5.0.0/24");
         let recs = [
             at(&spec, "a", "10.5.0.2", None),
@@ -129,15 +141,27 @@ mod tests {
         let e = extension_entries(&spec, 2, &recs, gw);
         let x2 = naming::extension_bridge_name(&spec.name, 2).to_string();
         let (t2, u2) = naming::trunk_names(&spec.name, 2);
+        let main = spec.bridge.to_string();
         assert_eq!(
             names(&e),
             vec![
-                (x2.clone(), u2.to_string(), spec.gateway.to_string()),
-                (x2.clone(), u2.to_string(), "10.5.0.2".into()),
-                (x2, u2.to_string(), "10.5.0.3".into()),
-                (spec.bridge.to_string(), t2.to_string(), "10.5.0.4".into()),
+                (x2.clone(), u2.to_string(), spec.gateway.to_string(), true),
+                (
+                    main.clone(),
+                    recs[0].host_ifname.to_string(),
+                    "10.5.0.2".into(),
+                    false
+                ),
+                (
+                    x2,
+                    recs[2].host_ifname.to_string(),
+                    "10.5.0.4".into(),
+                    false
+                ),
+                (main, t2.to_string(), "10.5.0.4".into(), true),
             ]
         );
         assert_eq!(e[0].mac, gw);
+        assert_eq!(e[3].mac, recs[2].mac);
     }
 }

@@ -67,6 +67,8 @@ fn role_of(m: &LinkMessage, owned: &dyn Owned) -> Option<LinkRole> {
         match parse_alias(alias) {
             Some(Owner::Bridge(_) | Owner::Extension(..)) => return Some(LinkRole::Bridge(name)),
             // A trunk is part of its extension bridge: its repair rebuilds both.
+            // The anchor pair (index 0) is put back with the next extension check.
+            Some(Owner::Trunk(_, 0)) => return None,
             Some(Owner::Trunk(net, i)) => {
                 let net = crate::types::NetworkName::new(&net).ok()?;
                 let ext = crate::naming::extension_bridge_name(&net, i);

@@ -457,6 +457,7 @@ async fn the_undo_runs_in_reverse_order() {
                 hairpin: false,
                 isolated: false,
                 neigh_suppress: false,
+                proxy_arp_wifi: false,
                 enslave: None,
             })],
         ],

@@ -86,8 +86,9 @@ async fn the_kernels_exchange_full_is_the_same_refusal_and_leaves_nothing() {
 }
 
 /// The proxy entries a network with extensions 1 and 2 should have, worked out from the
-/// records: each extension answers for the gateway and every endpoint elsewhere (behind its
-/// trunk end), main for every endpoint on an extension (behind that extension's trunk end).
+/// records: each extension knows the gateway (behind its trunk end) and its own endpoints
+/// (behind their ports); main knows its own endpoints (behind their ports) and every endpoint
+/// on an extension (behind that extension's trunk end).
 fn proxies_wanted(
     spec: &NetworkSpec,
     records: &[crate::types::EndpointRecord],
@@ -97,20 +98,28 @@ fn proxies_wanted(
     let gw = crate::types::MacAddr(crate::netlink::bridge_mac(spec.bridge.as_str()));
     let mut want = std::collections::HashSet::new();
     for i in 1..=2u8 {
-        let on_ext = |ip, mac| ProxyEntry {
+        want.insert(ProxyEntry {
             bridge: extension_bridge_name(&spec.name, i),
             port: trunk_names(&spec.name, i).1,
-            ip,
-            mac,
-        };
-        want.insert(on_ext(spec.gateway, gw));
-        for r in records.iter().filter(|r| r.extension != Some(i)) {
-            want.insert(on_ext(r.ipv4.ip(), r.mac));
-        }
-        for r in records.iter().filter(|r| r.extension == Some(i)) {
+            port_is_trunk: true,
+            ip: spec.gateway,
+            mac: gw,
+        });
+    }
+    for r in records {
+        let home = crate::plan::bridges::endpoint_bridge(spec, r);
+        want.insert(ProxyEntry {
+            bridge: home,
+            port: r.host_ifname.clone(),
+            port_is_trunk: false,
+            ip: r.ipv4.ip(),
+            mac: r.mac,
+        });
+        if let Some(i) = r.extension {
             want.insert(ProxyEntry {
                 bridge: spec.bridge.clone(),
                 port: trunk_names(&spec.name, i).0,
+                port_is_trunk: true,
                 ip: r.ipv4.ip(),
                 mac: r.mac,
             });
@@ -122,14 +131,14 @@ fn proxies_wanted(
 #[tokio::test]
 async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     use crate::naming::{extension_bridge_name, trunk_names};
-    // Bridges of 3 ports, a /24: two extensions; main keeps 1 port for endpoints, each
-    // extension 2.
-    let h = Harness::new().await.with_port_capacity(3);
+    // Bridges of 4 ports, a /24: two extensions; main keeps 1 port for endpoints (besides two
+    // trunk ends and the anchor), each extension 3.
+    let h = Harness::new().await.with_port_capacity(4);
     let spec = h.network("n1", "10.1.0.0/24").await;
     let layout = h.engine.bridge_layout(&spec);
-    assert_eq!((layout.extensions, layout.total()), (2, 5));
+    assert_eq!((layout.extensions, layout.total()), (2, 7));
     let mut placed = Vec::new();
-    for i in 0..5 {
+    for i in 0..7 {
         let a = h
             .engine
             .attach(prepared("n1", &format!("c{i}")))
@@ -137,8 +146,10 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
             .unwrap();
         placed.push(a.record.extension);
     }
-    assert_eq!(placed, vec![None, Some(1), Some(1), Some(2), Some(2)]);
-    // Every bridge answers ARP for the endpoints behind its trunks; the trunk ends suppress.
+    let (s1, s2) = (Some(1), Some(2));
+    assert_eq!(placed, vec![None, s1, s1, s1, s2, s2, s2]);
+    // The entries of plan::proxy; proxy ARP on the trunks' main ends, ARP suppression on their
+    // extension ends and on the anchor, which is on the main bridge and never forwards.
     assert_eq!(
         h.kernel.proxy_entries(),
         proxies_wanted(&spec, &h.records().await)
@@ -146,10 +157,17 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     let links = h.kernel.links();
     for i in 1..=2u8 {
         let (t, u) = trunk_names(&spec.name, i);
-        for end in [t, u] {
-            assert!(links[end.as_str()].neigh_suppress, "{end}");
-        }
+        let (t, u) = (&links[t.as_str()], &links[u.as_str()]);
+        assert!(t.proxy_arp_wifi && !t.neigh_suppress, "{t:?}");
+        assert!(u.neigh_suppress && !u.proxy_arp_wifi, "{u:?}");
     }
+    let (anchor, anchor_peer) = crate::naming::anchor_names(&spec.name);
+    let a = &links[anchor.as_str()];
+    assert!(
+        a.neigh_suppress && a.master == links.get("n1").map(|l| l.index),
+        "{a:?}"
+    );
+    assert!(!links[anchor_peer.as_str()].up && links[anchor_peer.as_str()].master.is_none());
     let index = |n: &str| links.get(n).map(|l| l.index);
     let master = |n: &str| links.get(n).and_then(|l| l.master);
     let main = index("n1");
@@ -176,12 +194,12 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     // All bridges full: refused, nothing built.
     h.kernel.clear_journal();
     let e = h.engine.attach(prepared("n1", "c9")).await.unwrap_err();
-    assert!(is_full(&e, "n1", 5), "{e:?}");
+    assert!(is_full(&e, "n1", 7), "{e:?}");
     assert!(h.kernel.journal().is_empty());
     let s = h.engine.status().await.unwrap();
     assert_eq!(
         (s.capacity[0].ports_used, s.capacity[0].ports_capacity),
-        (5, 5)
+        (7, 7)
     );
 
     // An extension deleted from outside is rebuilt with its trunk and its ports put back.
@@ -197,7 +215,7 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
         .into_iter()
         .filter(|r| r.extension == Some(1))
         .collect();
-    assert_eq!(on_x1.len(), 2);
+    assert_eq!(on_x1.len(), 3);
     for r in &on_x1 {
         assert_eq!(links.get(r.host_ifname.as_str()).unwrap().master, x1);
     }
@@ -225,7 +243,7 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     );
 
     // The main bridge deleted: everything comes back on a restart's reconcile too.
-    let h = h.restart().with_port_capacity(3);
+    let h = h.restart().with_port_capacity(4);
     assert!(h.kernel.delete_behind_back("n1"));
     assert!(h.kernel.delete_behind_back(ext2.as_str()));
     let report = h.engine.reconcile().await.unwrap();
@@ -257,7 +275,7 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
     let gone = gone.expect("an endpoint on extension 2");
     h.engine.detach(&gone.key).await.unwrap();
     let left = h.records().await;
-    assert_eq!(left.len(), 4);
+    assert_eq!(left.len(), 6);
     assert_eq!(h.kernel.proxy_entries(), proxies_wanted(&spec, &left));
 
     // Deleting the network (force) leaves no extension or trunk behind.
@@ -269,7 +287,7 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
 #[tokio::test]
 async fn with_icc_off_trunk_main_ends_and_extension_ports_are_isolated() {
     use crate::naming::trunk_names;
-    let h = Harness::new().await.with_port_capacity(3);
+    let h = Harness::new().await.with_port_capacity(4);
     let mut req = crate::plan::NetworkRequest::new(
         crate::types::NetworkName::new("n1").unwrap(),
         "10.1.0.0/24".parse().unwrap(),
