@@ -285,25 +285,40 @@ impl Engine {
                     links.delete_link(name.as_str()).await?;
                 }
             }
-            links
-                .create_pair(&PairSpec {
-                    host: to_main.clone(),
-                    mtu: spec.mtu,
-                    bridge: spec.bridge.clone(),
-                    bridge_index: Some(main.index),
-                    peer: to_ext.clone(),
-                    peer_mac: trunk_mac(to_ext.as_str()),
-                    peer_netns: None,
-                })
+            self.create_trunk_pair(spec, main.index, &to_main, &to_ext)
                 .await?;
-            for end in [&to_main, &to_ext] {
-                self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
-            }
         }
         self.trunk_ports(spec, index).await?;
         self.fill_proxy(spec, index).await?;
         tracing::info!(network = %spec.name, bridge = %ext, "extension bridge in place");
         Ok(changed)
+    }
+
+    /// Creates a veth pair in this namespace, `on_main` a port of the main bridge, IPv6 off on
+    /// both ends (a trunk, or the anchor).
+    async fn create_trunk_pair(
+        &self,
+        spec: &NetworkSpec,
+        main_index: u32,
+        on_main: &IfName,
+        other: &IfName,
+    ) -> Result<()> {
+        self.kernel
+            .links
+            .create_pair(&PairSpec {
+                host: on_main.clone(),
+                mtu: spec.mtu,
+                bridge: spec.bridge.clone(),
+                bridge_index: Some(main_index),
+                peer: other.clone(),
+                peer_mac: trunk_mac(other.as_str()),
+                peer_netns: None,
+            })
+            .await?;
+        for end in [on_main, other] {
+            self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
+        }
+        Ok(())
     }
 
     /// Makes the main bridge's anchor port (see [`naming::anchor_names`]) when it is missing or
@@ -323,20 +338,8 @@ impl Engine {
             return Ok(false);
         }
         if now.is_none() {
-            links
-                .create_pair(&PairSpec {
-                    host: anchor.clone(),
-                    mtu: spec.mtu,
-                    bridge: spec.bridge.clone(),
-                    bridge_index: Some(main_index),
-                    peer: peer.clone(),
-                    peer_mac: trunk_mac(peer.as_str()),
-                    peer_netns: None,
-                })
+            self.create_trunk_pair(spec, main_index, &anchor, &peer)
                 .await?;
-            for end in [&anchor, &peer] {
-                self.write_sysctl(&format!("net/ipv6/conf/{end}/disable_ipv6"), "1")?;
-            }
         }
         let port = trunk_port(spec, 0, &anchor, &spec.bridge);
         links

@@ -14,7 +14,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::{errno, query, request_error, NetlinkError};
+use super::{errno, request_error, NetlinkError};
 use crate::kernel::ProxyEntry;
 use crate::types::IfName;
 
@@ -27,11 +27,7 @@ pub(crate) struct LinkIndexes(Mutex<HashMap<IfName, u32>>);
 
 impl LinkIndexes {
     /// Indexes of the bridges and ports `entries` name; a missing link is left out.
-    async fn of(
-        &self,
-        h: &Handle,
-        entries: &[ProxyEntry],
-    ) -> Result<HashMap<IfName, u32>, NetlinkError> {
+    fn of(&self, entries: &[ProxyEntry]) -> Result<HashMap<IfName, u32>, NetlinkError> {
         let mut out = HashMap::new();
         for e in entries {
             for (name, keep) in [(&e.bridge, true), (&e.port, e.port_is_trunk)] {
@@ -41,9 +37,7 @@ impl LinkIndexes {
                 let known = self.0.lock().expect("index cache").get(name).copied();
                 let index = match known {
                     Some(i) => Some(i),
-                    None => query::link_by_name(h, name.as_str())
-                        .await?
-                        .map(|l| l.header.index),
+                    None => index_of(name)?,
                 };
                 if let Some(i) = index {
                     if keep {
@@ -62,6 +56,23 @@ impl LinkIndexes {
             m.remove(&e.bridge);
             m.remove(&e.port);
         }
+    }
+}
+
+/// The index of link `name` in this namespace, `None` if there is none. By name through the
+/// kernel's name hash (`SIOCGIFINDEX`), not an `RTM_GETLINK`: the kernel builds a whole link
+/// message for that, and for a veth whose peer is in another namespace it looks up the peer
+/// namespace's id by walking every namespace id it has assigned, a cost that grows with the
+/// number of containers.
+fn index_of(name: &IfName) -> Result<Option<u32>, NetlinkError> {
+    match nix::net::if_::if_nametoindex(name.as_str()) {
+        Ok(i) => Ok(Some(i)),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(NetlinkError::Request {
+            op: "look up link index",
+            object: name.to_string(),
+            msg: e.to_string(),
+        }),
     }
 }
 
@@ -99,7 +110,7 @@ async fn set_all(
     links: &LinkIndexes,
     entries: &[ProxyEntry],
 ) -> Result<(), NetlinkError> {
-    let idx = links.of(h, entries).await?;
+    let idx = links.of(entries)?;
     let pending: Vec<_> = entries.iter().map(|e| set_one(h, &idx, e)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
@@ -170,7 +181,7 @@ async fn del_all(
     entries: &[ProxyEntry],
     fresh: bool,
 ) -> Result<(), NetlinkError> {
-    let idx = links.of(h, entries).await?;
+    let idx = links.of(entries)?;
     let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e, fresh)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
