@@ -759,7 +759,7 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_proxies_arp() {
     let o = own.clone();
     in_ns(&host, move || async move {
         let nl = Netlink::connect().await.unwrap();
-        nl.set_proxy_entries(&[o.clone()]).await.unwrap();
+        nl.set_proxy_entries(&[o]).await.unwrap();
     });
     let (_, fdb) = proxy_state(&host.name);
     assert!(
