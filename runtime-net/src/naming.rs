@@ -59,9 +59,9 @@ pub fn extension_bridge_name(network: &NetworkName, index: u8) -> IfName {
 }
 
 /// Names of the veth trunk joining extension `index` to the main bridge: the end on the main
-/// bridge (`snt…`) and the end on the extension (`snu…`).
+/// bridge (`snt…`) and the end on the extension (`snu…`). Index 0 names the anchor pair
+/// ([`anchor_names`]).
 pub fn trunk_names(network: &NetworkName, index: u8) -> (IfName, IfName) {
-    assert!(index >= 1, "extension index 0");
     (
         extension_link_name("snt", network, index),
         extension_link_name("snu", network, index),
@@ -73,10 +73,7 @@ pub fn trunk_names(network: &NetworkName, index: u8) -> (IfName, IfName) {
 /// makes the main bridge keep requests it can resolve out of its trunks (see
 /// [`crate::plan::proxy`]); its other end (`snu…0`) is on no bridge.
 pub fn anchor_names(network: &NetworkName) -> (IfName, IfName) {
-    (
-        extension_link_name("snt", network, 0),
-        extension_link_name("snu", network, 0),
-    )
+    trunk_names(network, 0)
 }
 
 /// Owner alias of an extension bridge: `shimnet:xbr=<network>/<index>`.

@@ -430,11 +430,7 @@ pub fn keep_link(
             .get(net.as_str())
             .is_some_and(|n| naming::extension_bridge_name(&n.name, i).as_str() == link.name),
         (Owner::Trunk(net, i), LinkKind::Veth) => networks.get(net.as_str()).is_some_and(|n| {
-            let (a, b) = if i == 0 {
-                naming::anchor_names(&n.name)
-            } else {
-                naming::trunk_names(&n.name, i)
-            };
+            let (a, b) = naming::trunk_names(&n.name, i);
             a.as_str() == link.name || b.as_str() == link.name
         }),
         _ => false,

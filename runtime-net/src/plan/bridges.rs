@@ -3,8 +3,8 @@
 //! A Linux bridge takes [`crate::netlink::BRIDGE_MAX_PORTS`] ports. A network whose subnet has
 //! more addresses than that gets **extension bridges**: bridges without an address, each joined
 //! to the network's main bridge (the one with the gateway) by a veth trunk. The main bridge keeps
-//! one port per possible extension for its trunk end and one for the anchor; an extension keeps one port for its own
-//! trunk end and gives the rest to containers. How many extensions a network may have follows
+//! one port per possible extension for its trunk end and one for the anchor; an extension keeps
+//! one port for its own trunk end and gives the rest to containers. How many extensions a network may have follows
 //! from its subnet (enough for a port per address), capped by the daemon's
 //! `max_bridge_extensions` (at most [`naming::MAX_EXTENSIONS`]). An endpoint goes to the first
 //! bridge with a free port (main first), chosen in the store transaction that gives it its
