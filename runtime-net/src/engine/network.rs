@@ -153,14 +153,20 @@ impl Engine {
         }
     }
 
-    /// Makes the kernel match a recorded network (idempotent; repairs drift): bridge, sysctls,
-    /// firewall rules.
+    /// Makes the kernel match a recorded network (idempotent; repairs drift): bridge, sysctls
+    /// (IPv6 off on the bridge of an IPv4-only network), firewall rules.
     pub(super) async fn apply_network(&self, spec: &NetworkSpec) -> Result<()> {
         self.kernel
             .links
             .ensure_bridge(&bridge_config(spec))
             .await?;
         let sysctl = &self.kernel.sysctl;
+        if spec.subnet6.is_none() {
+            // The gateway of an IPv4-only network has no IPv6 role; left on, the bridge sends
+            // router solicitations (backing off, for ever) and listener reports, flooded to
+            // every container and through every trunk.
+            sysctl.set(&format!("net/ipv6/conf/{}/disable_ipv6", spec.bridge), "1")?;
+        }
         if !spec.internal {
             sysctl.set("net/ipv4/ip_forward", "1")?;
             if spec.subnet6.is_some() {

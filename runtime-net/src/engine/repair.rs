@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use super::network::{bridge_config, network_rules};
 use super::{Engine, Result};
 use crate::naming::{self, parse_alias, Owner};
+use crate::netlink::LinkInfo;
 use crate::plan::bridges::endpoint_bridge;
 use crate::plan::endpoint::{bridge_port, port_rules};
 use crate::types::{ContainerId, EndpointKey, EndpointKind, IfName, NetworkName, NetworkSpec};
@@ -121,15 +122,18 @@ impl Engine {
     /// The endpoint whose host end is `ifname` (found through the owner alias on the link): put
     /// back on its bridge (and up) when it was cut off. A host end that is gone is left to the
     /// full pass.
+    ///
+    /// The host end is read once up front; only when that reading shows it cut off is it read
+    /// again under the endpoint's lock before the repair (an attach may have been finishing).
+    /// Every attach ends with notifications about its host end, so the common case, a port in
+    /// place, costs one link read and one bridge read.
     pub async fn repair_port(&self, ifname: &str) -> Result<bool> {
         let _r = self.topology.read().await;
         let links = &self.kernel.links;
-        let Some(key) = links
-            .link(ifname)
-            .await?
-            .and_then(|l| l.alias)
-            .and_then(|a| key_of_alias(&a))
-        else {
+        let Some(first) = links.link(ifname).await? else {
+            return Ok(false);
+        };
+        let Some(key) = first.alias.as_deref().and_then(key_of_alias) else {
             return Ok(false);
         };
         // An attach or detach of this endpoint may be under way: wait for it.
@@ -143,14 +147,16 @@ impl Engine {
             return Ok(false);
         }
         let spec = self.network(&key.network).await?;
-        let (Some(host), Some(bridge)) = (
-            links.link(ifname).await?,
-            links.link(endpoint_bridge(&spec, &rec).as_str()).await?,
-        ) else {
+        let Some(bridge) = links.link(endpoint_bridge(&spec, &rec).as_str()).await? else {
             return Ok(false);
         };
-        if host.master == Some(bridge.index) && host.up {
+        let in_place = |l: &LinkInfo| l.master == Some(bridge.index) && l.up;
+        if in_place(&first) {
             return Ok(false);
+        }
+        match links.link(ifname).await? {
+            Some(now) if !in_place(&now) => {}
+            _ => return Ok(false),
         }
         links
             .configure_port(&bridge_port(&spec, &rec, true))

@@ -74,6 +74,8 @@ struct KernelState {
     proxies: HashSet<ProxyEntry>,
     /// Ports a bridge takes before enslaving one more fails with `EXFULL`.
     bridge_port_limit: Option<usize>,
+    /// How often each link was read by name.
+    reads: BTreeMap<String, usize>,
 }
 
 impl KernelState {
@@ -307,6 +309,11 @@ impl FakeKernel {
     pub fn clear_journal(&self) {
         self.st().journal.clear();
     }
+
+    /// How often link `name` has been read by name so far.
+    pub fn reads_of(&self, name: &str) -> usize {
+        self.st().reads.get(name).copied().unwrap_or(0)
+    }
 }
 
 impl Links for FakeKernel {
@@ -314,6 +321,7 @@ impl Links for FakeKernel {
         Box::pin(async move {
             let mut st = self.st();
             st.failing("link", name)?;
+            *st.reads.entry(name.to_owned()).or_default() += 1;
             Ok(st.links.get(name).map(|l| KernelState::info(name, l)))
         })
     }

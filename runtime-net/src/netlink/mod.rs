@@ -229,10 +229,9 @@ impl Links for Netlink {
     fn retire_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {
         let (handle, reaper, name) = (self.handle.clone(), self.reaper.clone(), name.to_owned());
         let task = tokio::spawn(async move {
-            let Some(link) = query::link_by_name(&handle, &name).await? else {
+            let Some(index) = query::index_of(&name)? else {
                 return Ok(false);
             };
-            let index = link.header.index;
             let set = handle
                 .link()
                 .set(reaper::detach_message(index))

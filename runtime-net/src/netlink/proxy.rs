@@ -14,7 +14,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::{errno, request_error, NetlinkError};
+use super::{errno, query, request_error, NetlinkError};
 use crate::kernel::ProxyEntry;
 use crate::types::IfName;
 
@@ -37,7 +37,7 @@ impl LinkIndexes {
                 let known = self.0.lock().expect("index cache").get(name).copied();
                 let index = match known {
                     Some(i) => Some(i),
-                    None => index_of(name)?,
+                    None => query::index_of(name.as_str())?,
                 };
                 if let Some(i) = index {
                     if keep {
@@ -56,23 +56,6 @@ impl LinkIndexes {
             m.remove(&e.bridge);
             m.remove(&e.port);
         }
-    }
-}
-
-/// The index of link `name` in this namespace, `None` if there is none. By name through the
-/// kernel's name hash (`SIOCGIFINDEX`), not an `RTM_GETLINK`: the kernel builds a whole link
-/// message for that, and for a veth whose peer is in another namespace it looks up the peer
-/// namespace's id by walking every namespace id it has assigned, a cost that grows with the
-/// number of containers.
-fn index_of(name: &IfName) -> Result<Option<u32>, NetlinkError> {
-    match nix::net::if_::if_nametoindex(name.as_str()) {
-        Ok(i) => Ok(Some(i)),
-        Err(nix::errno::Errno::ENODEV) => Ok(None),
-        Err(e) => Err(NetlinkError::Request {
-            op: "look up link index",
-            object: name.to_string(),
-            msg: e.to_string(),
-        }),
     }
 }
 

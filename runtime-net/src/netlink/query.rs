@@ -27,6 +27,23 @@ pub(crate) async fn link_by_name(
     }
 }
 
+/// The index of link `name` in this namespace, `None` if there is none. By name through the
+/// kernel's name hash (`SIOCGIFINDEX`), not an `RTM_GETLINK`: the kernel builds a whole link
+/// message for that, and for a veth whose peer is in another namespace it looks up the peer
+/// namespace's id by walking every namespace id it has assigned, a cost that grows with the
+/// number of containers.
+pub(crate) fn index_of(name: &str) -> Result<Option<u32>, NetlinkError> {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(i) => Ok(Some(i)),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(NetlinkError::Request {
+            op: "look up link index",
+            object: name.to_string(),
+            msg: e.to_string(),
+        }),
+    }
+}
+
 /// Index of the bridge called `name`; an error naming it if there is none.
 pub(crate) async fn bridge_index(h: &Handle, name: &str) -> Result<u32, NetlinkError> {
     link_by_name(h, name)

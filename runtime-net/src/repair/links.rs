@@ -84,6 +84,13 @@ fn role_of(m: &LinkMessage, owned: &dyn Owned) -> Option<LinkRole> {
     owned.bridge(&name).then_some(LinkRole::Bridge(name))
 }
 
+/// Whether the link is detached and waiting for deletion ([`crate::netlink::REAP_GROUP`]).
+fn in_reap_group(m: &LinkMessage) -> bool {
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Group(g) if *g == crate::netlink::REAP_GROUP))
+}
+
 fn link_dirty(role: &LinkRole) -> Dirty {
     match role {
         LinkRole::Bridge(n) => Dirty::Bridge(n.clone()),
@@ -118,6 +125,12 @@ impl LinkClassifier {
     /// The owned object a notification touches; `None` for everything else.
     pub fn classify(&mut self, msg: &RouteNetlinkMessage, owned: &dyn Owned) -> Option<Dirty> {
         match msg {
+            RouteNetlinkMessage::NewLink(m) if in_reap_group(m) => {
+                // Detached on purpose (shimnet's own detach, or a sweep): no work until its
+                // deletion, which still names the endpoint through its alias.
+                self.by_index.remove(&m.header.index);
+                None
+            }
             RouteNetlinkMessage::NewLink(m) => {
                 // A link that was ours and lost its alias or name is still ours to check.
                 let before = self.by_index.get(&m.header.index).cloned();
@@ -252,6 +265,42 @@ mod tests {
         c.learn(&link(8, "adopted0", None), &owned);
         c.learn(&link(9, "eth0", Some("uplink")), &owned);
         (c, owned)
+    }
+
+    #[test]
+    fn a_detached_port_waiting_for_deletion_is_no_work_until_deleted() {
+        let (mut c, o) = seeded();
+        let mut detached = link(6, "snv0123456789ab", Some("shimnet:ep=n1/c/eth0"));
+        detached
+            .attributes
+            .push(LinkAttribute::Group(crate::netlink::REAP_GROUP));
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::NewLink(detached.clone()), &o),
+            None
+        );
+        assert_eq!(c.role(6), None, "forgotten");
+        // Its addresses are nobody's work either; its deletion still names the endpoint.
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::NewAddress(addr(6)), &o),
+            None
+        );
+        assert_eq!(
+            c.classify(&RouteNetlinkMessage::DelLink(detached), &o),
+            Some(Dirty::Endpoint("n1/c/eth0".into()))
+        );
+        // The same port outside the group is checked as before.
+        let (mut c, o) = seeded();
+        assert_eq!(
+            c.classify(
+                &RouteNetlinkMessage::NewLink(link(
+                    6,
+                    "snv0123456789ab",
+                    Some("shimnet:ep=n1/c/eth0")
+                )),
+                &o
+            ),
+            Some(Dirty::Port("snv0123456789ab".into()))
+        );
     }
 
     #[test]

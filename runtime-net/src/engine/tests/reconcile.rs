@@ -187,3 +187,22 @@ async fn records_of_an_old_state_dir_keep_working() {
         EndpointKind::Prepared
     );
 }
+
+#[tokio::test]
+async fn only_a_dual_stack_network_keeps_ipv6_on_its_bridge() {
+    let h = Harness::new().await;
+    let v4 = h.network("n1", "10.1.0.0/24").await;
+    let mut req = NetworkRequest::new(
+        NetworkName::new("n6").unwrap(),
+        "10.2.0.0/24".parse().unwrap(),
+    );
+    req.subnet6 = Some("fd00:6::/64".parse().unwrap());
+    let v6 = h.engine.create_network(req).await.unwrap();
+    let ipv6_off = |b: &IfName| h.kernel.sysctl(&format!("net/ipv6/conf/{b}/disable_ipv6"));
+    assert_eq!(ipv6_off(&v4.bridge).as_deref(), Some("1"));
+    assert_eq!(ipv6_off(&v6.bridge), None);
+    assert_eq!(
+        h.kernel.sysctl("net/ipv6/conf/all/forwarding").as_deref(),
+        Some("1")
+    );
+}

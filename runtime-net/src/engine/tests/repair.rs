@@ -51,10 +51,23 @@ async fn a_port_cut_off_its_bridge_is_put_back() {
     let a = h.attach_c1().await;
     let veth = a.record.host_ifname.to_string();
     let master = h.kernel.links()[&veth].master;
+    // A port in place is read once: every attach ends with notifications about its host end.
+    let reads = h.kernel.reads_of(&veth);
     assert!(!h.engine.repair_port(&veth).await.unwrap(), "in place");
+    assert_eq!(
+        h.kernel.reads_of(&veth),
+        reads + 1,
+        "one read when in place"
+    );
     h.kernel.change_behind_back(&veth, |l| l.master = None);
+    let reads = h.kernel.reads_of(&veth);
     assert!(h.engine.repair_port(&veth).await.unwrap());
     assert_eq!(h.kernel.links()[&veth].master, master);
+    // Cut off: read again under the endpoint's lock before the repair (then the repair's own).
+    assert!(
+        h.kernel.reads_of(&veth) > reads + 1,
+        "read again before repair"
+    );
     assert!(!h.engine.repair_port(&veth).await.unwrap());
     // Not an endpoint's (or detached): nothing to do.
     assert!(!h.engine.repair_port("snv000000000000").await.unwrap());
