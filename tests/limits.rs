@@ -291,6 +291,7 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
         let mut s = slowest.lock().unwrap();
         *s = (*s).max(d);
     };
+    let threads = ThreadPeak::watch(h.daemon.as_ref().expect("daemon").id());
     let started = Instant::now();
     let addresses: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = containers
@@ -484,15 +485,60 @@ fn hundreds_of_parallel_attach_and_detach_requests() {
         "released addresses are free again"
     );
     let slowest = *slowest.lock().unwrap();
+    let peak = threads.stop();
     println!(
-        "limits: {} parallel attaches in {attach_time:?}, {} detaches in {detach_time:?}, slowest request {slowest:?}",
+        "limits: {} parallel attaches in {attach_time:?}, {} detaches in {detach_time:?}, slowest request {slowest:?}, tokio threads in the daemon at most {peak}",
         CLIENTS * PER_CLIENT,
         CLIENTS * PER_CLIENT
+    );
+    // tokio's threads (async workers and the blocking pool) must not grow with the load: the
+    // pool reached ~50 threads before it was capped, each with a malloc arena of its own.
+    let bound = shimnet::process::WORKER_THREADS + shimnet::process::BLOCKING_THREADS;
+    assert!(
+        peak <= bound,
+        "the daemon ran {peak} tokio threads (at most {bound} expected)"
     );
     assert!(
         slowest < Duration::from_secs(60),
         "a request waited {slowest:?}"
     );
+}
+
+/// Samples how many of a process's threads are tokio's (`tokio-rt-worker`: async workers and
+/// the blocking pool) every 10 ms on a thread of its own; `stop` gives the peak.
+struct ThreadPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<usize>,
+}
+
+impl ThreadPeak {
+    fn watch(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+                    })
+                    .count();
+                peak = peak.max(n);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        ThreadPeak { stop, sampler }
+    }
+
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().expect("thread sampler")
+    }
 }
 
 /// A Docker plugin call expected to fail: its HTTP status and `Err` text.

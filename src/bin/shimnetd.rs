@@ -556,8 +556,13 @@ fn publish_membership(source: &SourceHandle, peers: usize, metrics: &Metrics) {
     });
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    shimnet::process::runtime()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHIMNET_LOG")
         .unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()

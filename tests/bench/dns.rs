@@ -206,7 +206,7 @@ fn main() {
     let pid = h.daemon.as_ref().expect("daemon").id();
     h.create_network(json!({"name": "bd", "subnet": "10.149.0.0/22", "gateway": GATEWAY.to_string(), "dns": true}));
     std::thread::sleep(Duration::from_millis(300));
-    let rss_before = footprint::rss_kib(pid);
+    let rss_before = footprint::Memory::of(pid).rss_kib;
 
     // N containers with one name each, attached in parallel through the REST API.
     eprintln!("-- attaching {} named containers", s.names);
@@ -231,7 +231,7 @@ fn main() {
     let client = container("bq");
     h.attach("bd", &client, json!({"name": "client"}));
     std::thread::sleep(Duration::from_millis(300));
-    let rss_names = footprint::rss_kib(pid);
+    let rss_names = footprint::Memory::of(pid).rss_kib;
 
     // dnsmasq in the host namespace on a loopback address, the same names from a hosts file,
     // forwarding to the same upstream, no cache.
@@ -332,7 +332,7 @@ fn main() {
         }
     })
     .unwrap();
-    let rss_dm = footprint::rss_kib(dm_pid);
+    let rss_dm = footprint::Memory::of(dm_pid).rss_kib;
 
     let sum = |v: &[Duration]| summarize(v).expect("samples");
     let (sl, dl) = (sum(&lat_local[0]), sum(&lat_local[1]));

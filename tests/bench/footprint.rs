@@ -2,16 +2,51 @@
 
 use std::time::Duration;
 
-/// Resident set size in KiB (0 if the process is gone).
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|r| r.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
+/// What `/proc/<pid>/status` says of a process's memory and threads (zeros if it is gone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// Resident set size in KiB.
+    pub rss_kib: u64,
+    /// Resident anonymous memory (heap, stacks) in KiB.
+    pub anon_kib: u64,
+    /// Resident file-backed memory (the binary and libraries, shared with the page cache) in KiB.
+    pub file_kib: u64,
+    /// Number of threads.
+    pub threads: u64,
+}
+
+impl Memory {
+    /// Reads `/proc/<pid>/status`.
+    pub fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+            threads: field("Threads:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |k: u64| k as f64 / 1024.0;
+        write!(
+            f,
+            "{:.1} MiB ({:.1} anonymous, {:.1} file-backed), {} threads",
+            mib(self.rss_kib),
+            mib(self.anon_kib),
+            mib(self.file_kib),
+            self.threads
+        )
+    }
 }
 
 /// utime + stime of `pid` and all its threads so far.

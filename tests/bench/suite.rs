@@ -121,7 +121,7 @@ fn main() {
     let h = daemon(s.reconcile_secs);
     let pid = h.daemon.as_ref().expect("daemon").id();
     std::thread::sleep(Duration::from_millis(500));
-    let rss_idle = footprint::rss_kib(pid);
+    let rss_idle = footprint::Memory::of(pid);
     let cs: Vec<NamedNetns> = (0..s.n).map(|_| container("bc")).collect();
 
     let rest = Rest {
@@ -176,14 +176,15 @@ fn main() {
     }
 
     let mut measured = Vec::new();
-    let (mut rss_full, mut idle_cpu, mut passes) = (0, Duration::ZERO, 0);
+    let (mut rss_full, mut idle_cpu, mut passes) =
+        (footprint::Memory::default(), Duration::ZERO, 0);
     for (d, shimnet) in &doors {
         eprintln!("-- {} sequential {}", d.name(), s.n);
         let seq = if d.name() == rest.name() {
             run::sequential_with(*d, &cs, || {
                 // Footprint with every endpoint attached, then idle CPU over a window that
                 // holds several periodic reconcile passes.
-                rss_full = footprint::rss_kib(pid);
+                rss_full = footprint::Memory::of(pid);
                 let before = (
                     footprint::cpu_time(pid),
                     h.log().matches("reconciled").count(),
@@ -370,15 +371,8 @@ fn main() {
         }
     }
     say!("\n-- footprint (shimnetd) --");
-    say!(
-        "RSS idle (one network, no endpoints): {:.1} MiB",
-        rss_idle as f64 / 1024.0
-    );
-    say!(
-        "RSS with {} endpoints: {:.1} MiB (target < 20)",
-        s.n,
-        rss_full as f64 / 1024.0
-    );
+    say!("RSS idle (one network, no endpoints): {rss_idle}");
+    say!("RSS with {} endpoints: {rss_full} (target < 20 MiB)", s.n);
     say!(
         "CPU while idle with {} endpoints: {:.1} ms over {} s ({:.3} %), {} periodic reconcile pass(es) every {} s",
         s.n,

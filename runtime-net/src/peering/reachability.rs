@@ -146,17 +146,15 @@ impl Prober {
             return;
         }
         let (src, timeout) = (self.src, self.timeout);
-        let tasks: Vec<_> = targets
-            .iter()
-            .map(|p| {
-                let dst = probe::gateway(p.pod_cidr);
-                tokio::task::spawn_blocking(move || probe::ping(src, dst, timeout).unwrap_or(false))
-            })
-            .collect();
-        let mut results = Vec::with_capacity(targets.len());
-        for (p, t) in targets.into_iter().zip(tasks) {
-            results.push((p, t.await.unwrap_or(false)));
-        }
+        let dsts: Vec<_> = targets.iter().map(|p| probe::gateway(p.pod_cidr)).collect();
+        // One blocking thread for all peers, however many (a thread each would fill the
+        // daemon's small blocking pool while peers are down).
+        let up = tokio::task::spawn_blocking(move || probe::ping_all(src, &dsts, timeout))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| vec![false; targets.len()]);
+        let results: Vec<_> = targets.into_iter().zip(up).collect();
         let at = now_unix();
         let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
         record(&mut st.peers, &results, at);
