@@ -531,6 +531,16 @@ fn routed_auto_chooses_per_peer() {
         ok && out.contains("vxlan") && out.contains("host-gw"),
         "{out}"
     );
+    // Every peer is probed in one round: a silent one (b, cut off the underlay at the router)
+    // is down while the others still answer, and up again once it answers.
+    let r = f.router.name().to_string();
+    common::sh(&["ip", "-n", &r, "link", "set", &b.port, "down"]);
+    wait_for(30, "node-a sees node-b down and node-c up", || {
+        a.peer("node-b")["reachable"] == false && a.peer("node-c")["reachable"] == true
+    });
+    common::sh(&["ip", "-n", &r, "link", "set", &b.port, "up"]);
+    wait_reachable(&a, "node-b", "vxlan");
+    assert_eq!(a.peer("node-c")["reachable"], true);
 }
 
 #[test]
