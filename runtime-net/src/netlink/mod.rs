@@ -217,6 +217,7 @@ impl Links for Netlink {
     }
 
     fn delete_link<'a>(&'a self, name: &'a str) -> KFuture<'a, bool> {
+        self.proxy_links.forget_link(name);
         Box::pin(query::delete_by_name(&self.handle, name))
     }
 

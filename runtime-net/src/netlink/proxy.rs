@@ -50,6 +50,21 @@ impl LinkIndexes {
         Ok(out)
     }
 
+    /// Forgets the index of a link about to be deleted (so the cache holds only links that
+    /// exist, however many networks come and go).
+    pub(crate) fn forget_link(&self, name: &str) {
+        self.0
+            .lock()
+            .expect("index cache")
+            .retain(|n, _| n.as_str() != name);
+    }
+
+    /// How many indexes are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().expect("index cache").len()
+    }
+
     fn forget(&self, entries: &[ProxyEntry]) {
         let mut m = self.0.lock().expect("index cache");
         for e in entries {
@@ -229,4 +244,28 @@ fn msg(index: u32, family: AddressFamily) -> NeighbourMessage {
     m.header.family = family;
     m.header.ifindex = index;
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_link_is_forgotten_and_only_it() {
+        let cache = LinkIndexes::default();
+        for (name, index) in [("snbr0", 7), ("snt0", 8)] {
+            cache
+                .0
+                .lock()
+                .unwrap()
+                .insert(IfName::new(name).unwrap(), index);
+        }
+        cache.forget_link("snbr0");
+        cache.forget_link("nothing");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache.0.lock().unwrap().get(&IfName::new("snt0").unwrap()),
+            Some(&8)
+        );
+    }
 }
