@@ -74,8 +74,16 @@ impl DaemonRepairer {
         let report = self.engine.reconcile().await;
         self.metrics.record_reconcile(report.as_ref().ok());
         let peering = self.peering_pass().await;
+        crate::process::release_free_memory();
         let r = report.map_err(|e| e.to_string())?;
-        if !r.errors.is_empty() {
+        if r.errors.is_empty() {
+            tracing::info!(
+                networks = r.networks,
+                reclaimed = r.reclaimed,
+                links_removed = r.links_removed,
+                "safety pass: reconciled"
+            );
+        } else {
             tracing::warn!(errors = ?r.errors, "safety pass: reconciled with errors");
         }
         Ok(r.reclaimed + r.links_removed + r.firewall_removed + r.ports_reattached > 0 || peering?)

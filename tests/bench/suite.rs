@@ -176,8 +176,12 @@ fn main() {
     }
 
     let mut measured = Vec::new();
-    let (mut rss_full, mut idle_cpu, mut passes) =
-        (footprint::Memory::default(), Duration::ZERO, 0);
+    let (mut rss_full, mut rss_after_idle, mut idle_cpu, mut passes) = (
+        footprint::Memory::default(),
+        footprint::Memory::default(),
+        Duration::ZERO,
+        0,
+    );
     for (d, shimnet) in &doors {
         eprintln!("-- {} sequential {}", d.name(), s.n);
         let seq = if d.name() == rest.name() {
@@ -191,6 +195,7 @@ fn main() {
                 );
                 std::thread::sleep(s.idle);
                 idle_cpu = footprint::cpu_time(pid) - before.0;
+                rss_after_idle = footprint::Memory::of(pid);
                 passes = h.log().matches("reconciled").count() - before.1;
             })
         } else {
@@ -373,6 +378,11 @@ fn main() {
     say!("\n-- footprint (shimnetd) --");
     say!("RSS idle (one network, no endpoints): {rss_idle}");
     say!("RSS with {} endpoints: {rss_full} (target < 20 MiB)", s.n);
+    say!(
+        "RSS with {} endpoints after {} s idle ({passes} safety pass(es)): {rss_after_idle} (target < 20 MiB)",
+        s.n,
+        s.idle.as_secs()
+    );
     say!(
         "CPU while idle with {} endpoints: {:.1} ms over {} s ({:.3} %), {} periodic reconcile pass(es) every {} s",
         s.n,
