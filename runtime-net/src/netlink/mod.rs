@@ -136,12 +136,12 @@ impl Netlink {
         let Some(br) = query::link_by_name(&self.handle, bridge.as_str()).await? else {
             return Ok(Vec::new());
         };
-        let links = query::dump_links(&self.handle).await?;
-        Ok(links
-            .iter()
-            .filter(|l| query::master(l) == Some(br.header.index))
-            .filter_map(query::name)
-            .collect())
+        query::dump_links(&self.handle, |l| {
+            (query::master(&l) == Some(br.header.index))
+                .then(|| query::name(&l))
+                .flatten()
+        })
+        .await
     }
 }
 
@@ -157,17 +157,15 @@ impl Links for Netlink {
 
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>> {
         Box::pin(async move {
-            let links = query::dump_links(&self.handle).await?;
-            Ok(links
-                .iter()
-                .map(query::link_info)
-                .filter(|l| {
-                    l.group == REAP_GROUP
-                        || l.alias
-                            .as_deref()
-                            .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX))
-                })
-                .collect())
+            query::dump_links(&self.handle, |l| {
+                let l = query::link_info(&l);
+                let owned = l.group == REAP_GROUP
+                    || l.alias
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with(crate::naming::ALIAS_PREFIX));
+                owned.then_some(l)
+            })
+            .await
         })
     }
 
@@ -175,10 +173,12 @@ impl Links for Netlink {
         Box::pin(async move {
             // One dump after the other: a netlink socket serves one dump at a time.
             let addrs = query::all_addresses(&self.handle).await?;
-            let links = query::dump_links(&self.handle).await?;
-            let names: std::collections::HashMap<u32, String> = links
-                .iter()
-                .filter_map(|l| query::name(l).map(|n| (l.header.index, n)))
+            let names: std::collections::HashMap<u32, String> =
+                query::dump_links(&self.handle, |l| {
+                    query::name(&l).map(|n| (l.header.index, n))
+                })
+                .await?
+                .into_iter()
                 .collect();
             Ok(addrs
                 .into_iter()

@@ -56,27 +56,54 @@ pub(crate) async fn bridge_index(h: &Handle, name: &str) -> Result<u32, NetlinkE
         })
 }
 
-/// Every link in the handle's namespace.
-pub(crate) async fn dump_links(h: &Handle) -> Result<Vec<LinkMessage>, NetlinkError> {
-    dump("dump links", "all", || h.link().get().execute()).await
+/// What `keep` makes of each link in the handle's namespace, for the links it keeps. Each message
+/// is dropped as soon as `keep` has seen it, so a dump of thousands of links never holds them all.
+pub(crate) async fn dump_links<U>(
+    h: &Handle,
+    keep: impl FnMut(LinkMessage) -> Option<U>,
+) -> Result<Vec<U>, NetlinkError> {
+    dump_filter_map("dump links", "all", || h.link().get().execute(), keep).await
 }
 
-/// Runs a netlink dump to the end. A socket serves one dump at a time and the daemon's socket is
-/// shared by concurrent tasks, so a dump refused with EBUSY is retried (with a short backoff, for
-/// about a second) instead of failing the caller.
+/// Runs a netlink dump to the end (see [`dump_filter_map`]).
 pub(crate) async fn dump<T, S>(
     op: &'static str,
     object: &str,
-    mut start: impl FnMut() -> S,
+    start: impl FnMut() -> S,
 ) -> Result<Vec<T>, NetlinkError>
+where
+    S: futures::Stream<Item = Result<T, rtnetlink::Error>>,
+{
+    dump_filter_map(op, object, start, Some).await
+}
+
+/// Runs a netlink dump to the end, keeping what `keep` makes of each message. A socket serves
+/// one dump at a time and the daemon's socket is shared by concurrent tasks, so a dump refused
+/// with EBUSY is retried (with a short backoff, for about a second) instead of failing the
+/// caller.
+pub(crate) async fn dump_filter_map<T, U, S>(
+    op: &'static str,
+    object: &str,
+    mut start: impl FnMut() -> S,
+    mut keep: impl FnMut(T) -> Option<U>,
+) -> Result<Vec<U>, NetlinkError>
 where
     S: futures::Stream<Item = Result<T, rtnetlink::Error>>,
 {
     let mut delay = std::time::Duration::from_micros(200);
     let mut attempts = 0;
     loop {
-        match start().try_collect::<Vec<T>>().await {
-            Ok(v) => return Ok(v),
+        let mut out = Vec::new();
+        let mut stream = std::pin::pin!(start());
+        let end = loop {
+            match stream.try_next().await {
+                Ok(Some(m)) => out.extend(keep(m)),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match end {
+            Ok(()) => return Ok(out),
             Err(e) if errno(&e) == Some(libc::EBUSY) && attempts < 60 => {
                 attempts += 1;
                 tokio::time::sleep(delay).await;
