@@ -91,8 +91,33 @@ mod tests {
             .unwrap()
     }
 
+    /// Both tests measure the whole process's anonymous memory: one at a time.
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn large_buffers_go_back_to_the_kernel_when_freed() {
+        let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+        tune_malloc();
+        // glibc's default would serve the second buffer from the heap (its thresholds raised by
+        // the first's free, for sizes up to 32 MiB) and keep it after the free.
+        let grown = std::thread::spawn(|| {
+            let base = rss_anon_kib();
+            for _ in 0..2 {
+                drop(std::hint::black_box(vec![1u8; 8 << 20]));
+            }
+            rss_anon_kib().saturating_sub(base)
+        })
+        .join()
+        .unwrap();
+        assert!(
+            grown < 4 * 1024,
+            "anonymous memory grew by {grown} KiB after two 8 MiB buffers were freed"
+        );
+    }
+
     #[test]
     fn free_pages_between_live_allocations_go_back_to_the_kernel() {
+        let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
         // 32 MiB in 1 KiB pieces, then all but every 256th freed: the survivors pin the heap,
         // so malloc cannot shrink it from the top and keeps the free pages in between.
         let run = std::thread::spawn(|| {
