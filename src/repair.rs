@@ -42,6 +42,18 @@ pub struct DaemonRepairer {
     peering: Option<mpsc::Sender<PeeringPass>>,
 }
 
+/// One full reconciliation pass, recorded in the metrics; then the heap's free pages go back to
+/// the kernel (the pass allocates more at once than anything else the daemon does).
+pub async fn full_reconcile(
+    engine: &Engine,
+    metrics: &Metrics,
+) -> runtime_net::engine::Result<runtime_net::engine::ReconcileReport> {
+    let report = engine.reconcile().await;
+    metrics.record_reconcile(report.as_ref().ok());
+    crate::process::release_free_memory();
+    report
+}
+
 impl DaemonRepairer {
     /// `peering`: the peering loop's pass requests, when peering is on.
     pub fn new(
@@ -71,10 +83,8 @@ impl DaemonRepairer {
     }
 
     async fn full_pass(&self) -> Result<bool, String> {
-        let report = self.engine.reconcile().await;
-        self.metrics.record_reconcile(report.as_ref().ok());
+        let report = full_reconcile(&self.engine, &self.metrics).await;
         let peering = self.peering_pass().await;
-        crate::process::release_free_memory();
         let r = report.map_err(|e| e.to_string())?;
         if r.errors.is_empty() {
             tracing::info!(

@@ -193,10 +193,7 @@ fn watch_docker0(
 }
 
 async fn reconcile(engine: &Engine, metrics: &Metrics, why: &str) {
-    let report = engine.reconcile().await;
-    metrics.record_reconcile(report.as_ref().ok());
-    shimnet::process::release_free_memory();
-    match report {
+    match shimnet::repair::full_reconcile(engine, metrics).await {
         Ok(r) if r.errors.is_empty() => tracing::info!(
             why,
             networks = r.networks,

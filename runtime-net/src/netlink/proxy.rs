@@ -53,10 +53,9 @@ impl LinkIndexes {
     /// Forgets the index of a link about to be deleted (so the cache holds only links that
     /// exist, however many networks come and go).
     pub(crate) fn forget_link(&self, name: &str) {
-        self.0
-            .lock()
-            .expect("index cache")
-            .retain(|n, _| n.as_str() != name);
+        if let Ok(name) = IfName::new(name) {
+            self.0.lock().expect("index cache").remove(&name);
+        }
     }
 
     /// How many indexes are remembered.
