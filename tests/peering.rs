@@ -336,6 +336,44 @@ fn l2_three_nodes_vxlan() {
     });
 }
 
+/// Two nodes on different subnets talking IPIP through the TUN device, with a container each.
+struct IpipPair<'a> {
+    f: &'a Fabric,
+    a: &'a Node,
+    b: &'a Node,
+    ca: &'a shimnet::netns::NamedNetns,
+    ipa: Ipv4Addr,
+    cb: &'a shimnet::netns::NamedNetns,
+    ipb: Ipv4Addr,
+}
+
+impl IpipPair<'_> {
+    /// `check` names `plane`, the route goes through the TUN, the wire shows IP protocol 4
+    /// between the node addresses with the inner addresses preserved, TCP keeps its source
+    /// (test port `port`) and DF holds at the container MTU.
+    fn assert_over_tun(&self, plane: &str, port: u16) {
+        let (a, b, ca, cb, ipa, ipb) = (self.a, self.b, self.ca, self.cb, self.ipa, self.ipb);
+        let (ok, out) = a.ctl(&["check", "--no-probe"]);
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("peering: IPIP data plane: {plane}")),
+            "{out}"
+        );
+        assert!(a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun"));
+        let cap = Capture::start(
+            &self.f.router,
+            &a.port,
+            &format!("ip proto 4 and src host {} and dst host {}", a.addr, b.addr),
+            2,
+        );
+        assert!(ping_from(ca, ipb, &["-c", "2", "-i", "0.2"]));
+        let out = cap.finish();
+        assert!(out.contains(&format!("{ipa} > {ipb}")), "{out}");
+        assert_tcp_keeps_source(ca, ipa, cb, ipb, port);
+        assert_df_at(ca, ipb, 1480);
+    }
+}
+
 #[test]
 fn routed_userspace_ipip() {
     if kernel_has_ipip() {
@@ -361,22 +399,16 @@ fn routed_userspace_ipip() {
         "{}",
         a.log()
     );
-    let (ok, out) = a.ctl(&["check", "--no-probe"]);
-    assert!(ok, "{out}");
-    assert!(out.contains("peering: IPIP data plane: userspace"), "{out}");
-    assert!(a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun"));
-    // On the wire: IP protocol 4 between the node addresses, inner addresses preserved.
-    let cap = Capture::start(
-        &f.router,
-        &a.port,
-        &format!("ip proto 4 and src host {} and dst host {}", a.addr, b.addr),
-        2,
-    );
-    assert!(ping_from(&ca, ipb, &["-c", "2", "-i", "0.2"]));
-    let out = cap.finish();
-    assert!(out.contains(&format!("{ipa} > {ipb}")), "{out}");
-    assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7103);
-    assert_df_at(&ca, ipb, 1480);
+    let pair = IpipPair {
+        f: &f,
+        a: &a,
+        b: &b,
+        ca: &ca,
+        ipa,
+        cb: &cb,
+        ipb,
+    };
+    pair.assert_over_tun("userspace", 7103);
     // A bulk transfer arrives intact through segmentation (TUN → wire) and coalescing
     // (wire → TUN), and the sender's TUN hands over super-packets.
     let before = a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap();
@@ -480,6 +512,109 @@ fn routed_userspace_ipip_takes_packets_joined_by_underlay_gro() {
         joined(&b) - after_local
     );
     assert_df_at(&ca, ipb, 1480);
+}
+
+/// Packets the userspace IPIP data plane of `n` sent and received (what the tc programs
+/// carried is not among them).
+fn userspace_packets(n: &Node) -> (u64, u64) {
+    let u = &n.peers()["userspace_ipip"];
+    (
+        u["tx_packets"].as_u64().unwrap(),
+        u["rx_packets"].as_u64().unwrap(),
+    )
+}
+
+/// IPIP with the encapsulation done in the kernel by tc programs (`ipip = "bpf"`): same wire
+/// format, routes, MTU and DF behaviour as the userspace data plane, bulk traffic intact (also
+/// when the underlay's GRO joined it first) and carried without the userspace data plane; the
+/// programs come back with a TUN deleted by hand and after a restart.
+#[test]
+fn routed_bpf_ipip() {
+    let mut f = Fabric::new(2);
+    let mode = "mode = \"ipip\"\nipip = \"bpf\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 1, 10, 2, mode);
+    full_mesh(&[&a, &b]);
+    a.start();
+    b.start();
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    assert_eq!(container_mtu(&ca), 1480);
+    wait_for(
+        30,
+        "containers reach each other over in-kernel IPIP",
+        || ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[]),
+    );
+    for n in [&a, &b] {
+        let log = n.log();
+        assert!(log.contains("in-kernel IPIP programs attached"), "{log}");
+    }
+    let pair = IpipPair {
+        f: &f,
+        a: &a,
+        b: &b,
+        ca: &ca,
+        ipa,
+        cb: &cb,
+        ipb,
+    };
+    pair.assert_over_tun("bpf", 7120);
+    // 16 MiB each way: about 11,000 wire packets; the userspace data plane sees next to none.
+    let (a0, b0) = (userspace_packets(&a), userspace_packets(&b));
+    assert_bulk_transfer(&ca, &cb, ipb, 7121, 16 << 20);
+    assert_bulk_transfer(&cb, &ca, ipa, 7122, 16 << 20);
+    let (a1, b1) = (userspace_packets(&a), userspace_packets(&b));
+    let moved = (a1.0 - a0.0) + (a1.1 - a0.1) + (b1.0 - b0.0) + (b1.1 - b0.1);
+    eprintln!("32 MiB over IPIP in tc programs: the userspace data plane moved {moved} packets");
+    assert!(
+        moved < 200,
+        "the userspace data plane carried {moved} packets: a {a0:?} -> {a1:?}, b {b0:?} -> {b1:?}"
+    );
+    // The underlay's GRO joins the IPIP packets before the program sees them.
+    let r = f.router.name();
+    nic_like_gro(
+        true,
+        (r, b.port.as_str()),
+        (b.ns.name(), b.underlay.as_str()),
+    );
+    assert_bulk_transfer(&ca, &cb, ipb, 7123, 16 << 20);
+    nic_like_gro(
+        false,
+        (r, b.port.as_str()),
+        (b.ns.name(), b.underlay.as_str()),
+    );
+    // The TUN deleted by hand: a new one, new programs, traffic again.
+    a.ip(&["link", "del", "shimnet-tun"]);
+    wait_for(30, "programs attached to the new TUN", || {
+        a.log().matches("in-kernel IPIP programs attached").count() == 2 && ping_from(&ca, ipb, &[])
+    });
+    // b restarted: its programs went with the old process and come back with the new one.
+    b.stop(Signal::SIGTERM);
+    b.start();
+    wait_for(30, "traffic after b's restart", || ping_from(&ca, ipb, &[]));
+    assert_bulk_transfer(&cb, &ca, ipa, 7124, 4 << 20);
+    assert_df_at(&cb, ipa, 1480);
+}
+
+/// A node with the tc programs and one with the userspace data plane alone understand each
+/// other (the same wire format), bulk traffic both ways.
+#[test]
+fn bpf_ipip_and_userspace_ipip_interoperate() {
+    let mut f = Fabric::new(2);
+    let mut a = f.node("node-a", 0, 10, 1, "mode = \"ipip\"\nipip = \"bpf\"");
+    let mut b = f.node("node-b", 1, 10, 2, "mode = \"ipip\"\nipip = \"userspace\"");
+    full_mesh(&[&a, &b]);
+    a.start();
+    b.start();
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    wait_for(30, "in-kernel IPIP <-> userspace IPIP", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
+    });
+    assert!(a.log().contains("in-kernel IPIP programs attached"));
+    assert_bulk_transfer(&ca, &cb, ipb, 7125, 8 << 20);
+    assert_bulk_transfer(&cb, &ca, ipa, 7126, 8 << 20);
+    assert_tcp_keeps_source(&cb, ipb, &ca, ipa, 7127);
 }
 
 #[test]

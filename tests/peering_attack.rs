@@ -203,6 +203,10 @@ impl Cluster {
 
 fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     let k = cluster(encap, peering, firewall);
+    if peering.contains("bpf") {
+        let log = k.a.log();
+        assert!(log.contains("in-kernel IPIP programs attached"), "{log}");
+    }
     let start = k.dropped();
 
     // 1. The attacker (no peer) forges packets from pods of b and c while b's container sends
@@ -221,7 +225,10 @@ fn run(encap: Encap, peering: &str, firewall: &str, what: &str) {
     let start = start.expect("encap_dropped in /v1/peers");
     let dropped = start + sent as u64;
     k.wait_dropped(dropped);
-    let judge = match (encap, peering.contains("userspace")) {
+    let judge = match (
+        encap,
+        peering.contains("userspace") || peering.contains("bpf"),
+    ) {
         (Encap::Ipip, true) => "userspace",
         _ => firewall,
     };
@@ -292,6 +299,13 @@ fn userspace_ipip_attacker() {
         "nftables",
         "IPIP (userspace)",
     );
+}
+
+/// IPIP with the tc programs: packets of the attacker and of a removed peer are left alone by
+/// the decapsulation program and dropped (and counted) by the userspace data plane under it.
+#[test]
+fn bpf_ipip_attacker() {
+    run(Encap::Ipip, "ipip = \"bpf\"", "nftables", "IPIP (bpf)");
 }
 
 /// Kernel IPIP on every node, filter of backend `firewall`; only where the kernel has IPIP.

@@ -364,6 +364,7 @@ async fn start_peering(
         match p.ipip_path() {
             IpipPath::Kernel => "kernel",
             IpipPath::Userspace => "userspace",
+            IpipPath::Bpf => "userspace (encapsulation in the kernel by tc programs)",
         }
     );
     cfg.apply_node(Some(mtu));

@@ -31,6 +31,8 @@ pub struct Underlay {
     pub mtu: u32,
     /// `[node] address` with its prefix (the L2 subnet).
     pub net: Ipv4Network,
+    /// Bytes of link-layer header in front of the IP header (`None`: not Ethernet).
+    pub l2: Option<u8>,
 }
 
 /// Finds the interface holding `addr`.
@@ -45,8 +47,12 @@ pub async fn underlay(h: &Handle, addr: Ipv4Addr) -> Result<Underlay, NetlinkErr
             msg: "no interface holds this address ([node] address)".into(),
         })?;
     let link = link_by_index(h, index).await?;
+    let ether = link.as_ref().is_some_and(|l| {
+        l.header.link_layer_type == netlink_packet_route::link::LinkLayerType::Ether
+    });
     Ok(Underlay {
         index,
+        l2: ether.then_some(super::tc_ipip::ETHERNET),
         mtu: link.as_ref().and_then(query::mtu).unwrap_or(1500),
         net: Ipv4Network::new(addr, prefix).map_err(|e| NetlinkError::Request {
             op: "underlay prefix of",

@@ -22,6 +22,7 @@ pub mod probe;
 pub mod reachability;
 pub mod retry;
 pub mod source;
+pub mod tc_ipip;
 pub mod userspace_ipip;
 
 use std::net::Ipv4Addr;
@@ -35,6 +36,7 @@ use self::kernel::{DeviceSpec, Kind, Underlay};
 use self::mode::Plane;
 use self::peers::{IpipChoice, NodeConfig, Peer, PeerError, PeeringConfig};
 use self::plan::{Desired, Devices, PlannedPeer};
+use self::tc_ipip::TcIpip;
 use self::userspace_ipip::UserspaceIpip;
 use crate::firewall::encap::{self, EncapDrops, EncapFilter};
 use crate::firewall::{BackendKind, FirewallError};
@@ -61,6 +63,9 @@ pub enum IpipPath {
     Kernel,
     /// TUN + raw IP-protocol-4 socket.
     Userspace,
+    /// TUN + raw IP-protocol-4 socket, with tc programs doing the encapsulation in the kernel
+    /// ([`tc_ipip`]).
+    Bpf,
 }
 
 /// One peer in the status report.
@@ -225,6 +230,8 @@ pub struct Peering {
     underlay: Underlay,
     ipip: IpipPath,
     userspace: Option<UserspaceIpip>,
+    /// The tc programs of [`IpipPath::Bpf`], once attached.
+    tc: Option<TcIpip>,
     peers: Vec<Peer>,
     /// Whether a peer set has been taken: until then nothing owned is added or removed.
     known: bool,
@@ -289,6 +296,7 @@ impl Peering {
         let ipip = match cfg.ipip {
             IpipChoice::Kernel => IpipPath::Kernel,
             IpipChoice::Userspace => IpipPath::Userspace,
+            IpipChoice::Bpf => IpipPath::Bpf,
             IpipChoice::Auto => match tokio::task::spawn_blocking(crate::features::kernel_ipip)
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
@@ -296,9 +304,10 @@ impl Peering {
                 Ok(_) => IpipPath::Kernel,
                 Err(why) => {
                     tracing::info!(
-                        "kernel has no IPIP ({why}); IPIP peers use the userspace data plane"
+                        "kernel has no IPIP ({why}); IPIP peers use the userspace data plane \
+                         with encapsulation in tc programs"
                     );
-                    IpipPath::Userspace
+                    IpipPath::Bpf
                 }
             },
         };
@@ -322,6 +331,7 @@ impl Peering {
             underlay,
             ipip,
             userspace: None,
+            tc: None,
             known: initial.is_some(),
             peers: initial.unwrap_or_default(),
             status,
@@ -451,7 +461,7 @@ impl Peering {
                 }
             }
             IpipPath::Kernel => self.remove_device(IPIP_DEV, IPIP_ALIAS, r).await,
-            IpipPath::Userspace if ipip || self.userspace.is_some() => {
+            IpipPath::Userspace | IpipPath::Bpf if ipip || self.userspace.is_some() => {
                 if self.userspace.is_some() {
                     match kernel::link_exists(&self.h, TUN_DEV).await {
                         Ok(false) => {
@@ -488,10 +498,56 @@ impl Peering {
                         Err(e) => r.errors.push(e.to_string()),
                     }
                 }
+                if let (IpipPath::Bpf, Some(tun)) = (self.ipip, dev.tun) {
+                    self.ensure_tc(planned, tun, r);
+                }
             }
-            IpipPath::Userspace => {}
+            IpipPath::Userspace | IpipPath::Bpf => {}
         }
         dev
+    }
+
+    /// Attaches the tc programs of [`IpipPath::Bpf`] for TUN device `tun` unless they are in
+    /// place. Where they cannot be attached, the userspace data plane carries IPIP: with `auto`
+    /// from then on (logged once), with `bpf` asked for explicitly as an error of every pass.
+    fn ensure_tc(&mut self, planned: &[PlannedPeer], tun: u32, r: &mut PassReport) {
+        if self.tc.as_ref().is_some_and(|t| t.devices().tun == tun) {
+            return;
+        }
+        self.tc = None;
+        let attached = match self.underlay.l2 {
+            Some(l2) => TcIpip::attach(
+                tc_ipip::Devices {
+                    tun,
+                    underlay: self.underlay.index,
+                    underlay_l2: l2,
+                    local: self.node.address,
+                },
+                &ipip_table(planned),
+            )
+            .map_err(|e| e.to_string()),
+            None => Err("in-kernel IPIP: the underlay is not Ethernet".to_string()),
+        };
+        match attached {
+            Ok(t) => {
+                tracing::info!(
+                    tun,
+                    underlay = self.underlay.index,
+                    "in-kernel IPIP programs attached"
+                );
+                self.tc = Some(t);
+                r.changes += 1;
+            }
+            Err(e) if self.cfg.ipip == IpipChoice::Auto => {
+                tracing::warn!("{e}; IPIP peers use the userspace data plane alone");
+                self.ipip = IpipPath::Userspace;
+                let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
+                st.ipip = Some(IpipPath::Userspace);
+            }
+            Err(e) => r
+                .errors
+                .push(format!("{e}; the userspace data plane carries IPIP")),
+        }
     }
 
     async fn remove_device(&self, name: &str, alias: &str, r: &mut PassReport) {
@@ -604,6 +660,15 @@ impl Peering {
                 Step::UserspacePeers => {
                     if let Some(u) = &self.userspace {
                         u.set_peers(ipip_table(&planned));
+                    }
+                    if let Some(Err(e)) =
+                        self.tc.as_ref().map(|t| t.set_peers(&ipip_table(&planned)))
+                    {
+                        // Fail closed: programs still holding the previous peers go; the
+                        // userspace data plane carries IPIP until they are attached again.
+                        self.tc = None;
+                        r.errors
+                            .push(format!("{e}; in-kernel IPIP programs detached"));
                     }
                 }
                 Step::Devices => {

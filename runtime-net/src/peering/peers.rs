@@ -25,13 +25,17 @@ pub enum ModeSetting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpipChoice {
-    /// The kernel device where the kernel has IPIP, else userspace.
+    /// The kernel device where the kernel has IPIP, else `bpf` (and the userspace data plane
+    /// alone where the programs cannot be loaded).
     #[default]
     Auto,
     /// The kernel's IPIP device only.
     Kernel,
     /// The userspace data plane (TUN + raw IP-protocol-4 socket) only.
     Userspace,
+    /// The userspace data plane with the encapsulation done in the kernel by tc programs
+    /// (eBPF, tcx): packets between peers never leave the kernel.
+    Bpf,
 }
 
 /// Where the peer set comes from (`[peering] source`).

@@ -1,0 +1,106 @@
+//! In-kernel IPIP for kernels without `CONFIG_NET_IPIP`: two tc programs (see [`progs`]) do
+//! the encapsulation on the userspace data plane's TUN device and the decapsulation on the
+//! underlay, so a packet between containers on two nodes never leaves the kernel. The
+//! userspace data plane keeps running underneath: it carries whatever the programs leave
+//! alone (fragments, packets of non-peers to be counted and dropped) and everything when the
+//! programs cannot be loaded. Wire format as kernel IPIP.
+//!
+//! The programs are generated with the peer table built in; [`TcIpip::set_peers`] swaps both
+//! in place. They are attached with tcx links held by this process: when the daemon exits,
+//! they go with it.
+
+pub mod asm;
+pub mod progs;
+pub mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+
+use ipnetwork::Ipv4Network;
+
+use self::sys::{BpfError, Hook};
+
+/// Bytes of link-layer header in front of the IPv4 header on an Ethernet underlay.
+pub const ETHERNET: u8 = 14;
+
+/// Setting up or changing the programs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TcIpipError {
+    /// Generating a program failed.
+    #[error("in-kernel IPIP: {0}")]
+    Asm(#[from] asm::AsmError),
+    /// A `bpf(2)` call failed.
+    #[error("in-kernel IPIP: {0}")]
+    Bpf(#[from] BpfError),
+}
+
+/// Where the programs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Devices {
+    /// Index of the TUN device (encapsulation on its egress, decapsulated packets to its
+    /// ingress).
+    pub tun: u32,
+    /// Index of the underlay interface (decapsulation on its ingress, packets out of it).
+    pub underlay: u32,
+    /// Link-layer header length of the underlay ([`ETHERNET`]).
+    pub underlay_l2: u8,
+    /// This node's underlay address.
+    pub local: Ipv4Addr,
+}
+
+/// The attached programs of one node.
+#[derive(Debug)]
+pub struct TcIpip {
+    dev: Devices,
+    encap: OwnedFd,
+    decap: OwnedFd,
+}
+
+fn load(
+    dev: &Devices,
+    table: &[(Ipv4Network, Ipv4Addr)],
+) -> Result<(OwnedFd, OwnedFd), TcIpipError> {
+    let encap = progs::encap(&progs::EncapSpec {
+        l3: 0,
+        local: dev.local,
+        underlay: dev.underlay,
+        peers: table,
+    })?;
+    let addrs: Vec<Ipv4Addr> = table.iter().map(|(_, a)| *a).collect();
+    let decap = progs::decap(&progs::DecapSpec {
+        l3: dev.underlay_l2,
+        local: dev.local,
+        tun: dev.tun,
+        peers: &addrs,
+    })?;
+    Ok((
+        sys::prog_load("shimnet_encap", &encap)?,
+        sys::prog_load("shimnet_decap", &decap)?,
+    ))
+}
+
+impl TcIpip {
+    /// Loads the programs for `table` (pod subnet → peer underlay address) and attaches them.
+    pub fn attach(dev: Devices, table: &[(Ipv4Network, Ipv4Addr)]) -> Result<Self, TcIpipError> {
+        let (encap, decap) = load(&dev, table)?;
+        // Decapsulation first: a peer answering a packet sent by the new path is understood.
+        let decap = sys::tcx_attach(&decap, dev.underlay, Hook::Ingress)?;
+        let encap = sys::tcx_attach(&encap, dev.tun, Hook::Egress)?;
+        Ok(TcIpip { dev, encap, decap })
+    }
+
+    /// The devices the programs are attached to.
+    pub fn devices(&self) -> Devices {
+        self.dev
+    }
+
+    /// Swaps in programs for `table`; on error the previous ones stay.
+    pub fn set_peers(&self, table: &[(Ipv4Network, Ipv4Addr)]) -> Result<(), TcIpipError> {
+        let (encap, decap) = load(&self.dev, table)?;
+        sys::link_update(&self.decap, &decap)?;
+        sys::link_update(&self.encap, &encap)?;
+        Ok(())
+    }
+}

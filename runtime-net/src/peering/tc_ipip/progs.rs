@@ -1,0 +1,246 @@
+//! The two tc programs of the in-kernel IPIP data plane, generated for one peer table. Pure:
+//! the peer table and device indexes go into the code as constants, so a new table is a new
+//! program (swapped in atomically, see [`super::sys::link_update`]).
+//!
+//! - [`encap`] runs on egress of the TUN device: a packet routed there whose inner destination
+//!   lies in a peer's pod subnet gets an outer IPv4 header (protocol 4, DF, TTL 64, this node
+//!   to the peer, as kernel IPIP and the userspace data plane write it) and goes straight out
+//!   of the underlay with the neighbour filled in. Anything else is left for the userspace
+//!   data plane.
+//! - [`decap`] runs on ingress of the underlay: an unfragmented IPIP packet to this node whose
+//!   outer header checksums correctly and whose outer source is a listed peer loses its outer
+//!   header and is handed to the TUN device as if received there (so reverse-path filtering
+//!   and the firewall see the same device as with the userspace data plane). Anything else goes
+//!   on untouched: packets of non-peers reach the raw socket of the userspace data plane, which
+//!   counts and drops them.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::asm::{
+    Alu, Asm, AsmError, Cond, Insn, Reg, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9,
+};
+
+const HELPER_SKB_STORE_BYTES: i32 = 9;
+const HELPER_REDIRECT: i32 = 23;
+const HELPER_SKB_LOAD_BYTES: i32 = 26;
+const HELPER_CSUM_DIFF: i32 = 28;
+const HELPER_SKB_CHANGE_HEAD: i32 = 43;
+const HELPER_SKB_ADJUST_ROOM: i32 = 50;
+const HELPER_REDIRECT_NEIGH: i32 = 152;
+
+const ADJ_ROOM_MAC: i32 = 1;
+const ADJ_ROOM_FIXED_GSO: i32 = 1 << 0;
+const ADJ_ROOM_ENCAP_L3_IPV4: i32 = 1 << 1;
+const REDIRECT_INGRESS: i32 = 1;
+
+/// tcx verdict: let the next program (or the stack) have the packet.
+pub const TCX_NEXT: i32 = -1;
+/// tc verdict: drop.
+pub const TC_ACT_SHOT: i32 = 2;
+/// tc verdict of a successful redirect.
+pub const TC_ACT_REDIRECT: i32 = 7;
+
+/// Outer header length.
+const OUTER: i32 = 20;
+/// TTL of the outer header (as kernel IPIP).
+const TTL: u8 = 64;
+
+/// A 16-bit network-order value as the program reads it from memory.
+fn ne16(v: u16) -> i32 {
+    i32::from(u16::from_ne_bytes(v.to_be_bytes()))
+}
+
+/// Four bytes as the program reads them from memory with one 32-bit load.
+fn ne32(b: [u8; 4]) -> i32 {
+    i32::from_ne_bytes(b)
+}
+
+/// Folds the one's-complement sum in `acc` (at most 32 bits) to 16 bits; `tmp` is clobbered.
+fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
+    for _ in 0..2 {
+        a.mov_reg(tmp, acc)
+            .alu64_imm(Alu::Rsh, tmp, 16)
+            .alu64_imm(Alu::And, acc, 0xffff)
+            .alu64_reg(Alu::Add, acc, tmp);
+    }
+}
+
+/// The one's-complement sum (not folded) of the outer header from `local` to `peer` with a
+/// zero total length and checksum; the program adds the total length and folds.
+pub fn header_sum(local: Ipv4Addr, peer: Ipv4Addr) -> u32 {
+    let words = |a: Ipv4Addr| {
+        let o = a.octets();
+        u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
+    };
+    0x4500 + 0x4000 + u32::from(u16::from_be_bytes([TTL, 4])) + words(local) + words(peer)
+}
+
+/// What [`encap`] is built for.
+#[derive(Debug, Clone)]
+pub struct EncapSpec<'a> {
+    /// Offset of the IPv4 header in the packet as the program sees it (0 on the TUN).
+    pub l3: u8,
+    /// This node's underlay address (outer source).
+    pub local: Ipv4Addr,
+    /// Index of the underlay interface the packets leave by.
+    pub underlay: u32,
+    /// Pod subnet → underlay address of each peer.
+    pub peers: &'a [(Ipv4Network, Ipv4Addr)],
+}
+
+/// The egress program of the TUN device (see the module docs).
+pub fn encap(spec: &EncapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
+    let l3 = i32::from(spec.l3);
+    let mut a = Asm::default();
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R2, R6, 16) // skb->protocol
+        .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
+    // The inner header to fp-48.
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, l3)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, -48)
+        .mov_imm(R4, 20)
+        .call(HELPER_SKB_LOAD_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, "pass")
+        .ldx(Size::B, R2, FP, -48)
+        .alu32_imm(Alu::Rsh, R2, 4)
+        .jmp32_imm(Cond::Ne, R2, 4, "pass")
+        .ldx(Size::W, R2, FP, -48 + 16); // inner destination
+    for (net, addr) in spec.peers {
+        // Not this peer's subnet: skip its three instructions.
+        a.mov_reg(R3, R2)
+            .alu32_imm(Alu::And, R3, ne32(net.mask().octets()))
+            .skip32_imm(Cond::Ne, R3, ne32(net.network().octets()), 3)
+            .mov_imm(R7, ne32(addr.octets()))
+            .mov_imm(R8, header_sum(spec.local, *addr) as i32)
+            .ja("encap");
+    }
+    a.ja("pass");
+    // r7: peer (memory order), r8: its header sum; r9: outer total length.
+    a.label("encap")
+        .ldx(Size::W, R9, R6, 0) // skb->len
+        .alu64_imm(Alu::Add, R9, OUTER - l3)
+        .jmp_imm(Cond::Gt, R9, 0xffff, "big")
+        .label("sized");
+    // Checksum: r8 + r9 folded, complemented.
+    a.mov_reg(R2, R8).alu64_reg(Alu::Add, R2, R9);
+    fold16(&mut a, R2, R3);
+    a.alu64_imm(Alu::Xor, R2, 0xffff).be16(R2);
+    // The outer header at fp-24: 45 00 len | 00 00 40 00 | ttl 04 csum | local | peer.
+    a.st(Size::W, FP, -24, ne32([0x45, 0, 0, 0]))
+        .mov_reg(R3, R9)
+        .be16(R3)
+        .stx(Size::H, FP, -22, R3)
+        .st(Size::W, FP, -20, ne32([0, 0, 0x40, 0]))
+        .st(Size::W, FP, -16, ne32([TTL, 4, 0, 0]))
+        .stx(Size::H, FP, -14, R2)
+        .st(Size::W, FP, -12, ne32(spec.local.octets()))
+        .stx(Size::W, FP, -8, R7);
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, OUTER)
+        .mov_imm(R3, ADJ_ROOM_MAC)
+        .mov_imm(R4, ADJ_ROOM_FIXED_GSO | ADJ_ROOM_ENCAP_L3_IPV4)
+        .call(HELPER_SKB_ADJUST_ROOM)
+        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, l3)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, -24)
+        .mov_imm(R4, OUTER)
+        .mov_imm(R5, 0)
+        .call(HELPER_SKB_STORE_BYTES)
+        // The room is made: the packet can no longer go on as it was.
+        .jmp_imm(Cond::Ne, R0, 0, "drop");
+    if spec.l3 == 0 {
+        // Sending on with the neighbour's address needs room for a link-layer header in front
+        // (the helper fills it in).
+        a.mov_reg(R1, R6)
+            .mov_imm(R2, 14)
+            .mov_imm(R3, 0)
+            .call(HELPER_SKB_CHANGE_HEAD)
+            .jmp_imm(Cond::Ne, R0, 0, "drop");
+    }
+    a.mov_imm(R1, spec.underlay as i32)
+        .mov_imm(R2, 0)
+        .mov_imm(R3, 0)
+        .mov_imm(R4, 0)
+        .call(HELPER_REDIRECT_NEIGH)
+        .exit();
+    a.label("big").mov_imm(R9, 0).ja("sized");
+    a.label("drop").mov_imm(R0, TC_ACT_SHOT).exit();
+    a.label("pass").mov_imm(R0, TCX_NEXT).exit();
+    a.finish()
+}
+
+/// What [`decap`] is built for.
+#[derive(Debug, Clone)]
+pub struct DecapSpec<'a> {
+    /// Offset of the outer IPv4 header in the packet as the program sees it (14 on Ethernet).
+    pub l3: u8,
+    /// This node's underlay address (outer destination).
+    pub local: Ipv4Addr,
+    /// Index of the TUN device the inner packets are handed to.
+    pub tun: u32,
+    /// Underlay addresses of the peers.
+    pub peers: &'a [Ipv4Addr],
+}
+
+/// The ingress program of the underlay (see the module docs).
+pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
+    // The outer header and the first inner byte at fp-32.
+    const AT: i16 = -32;
+    let mut a = Asm::default();
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R2, R6, 16) // skb->protocol
+        .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, i32::from(spec.l3))
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(AT))
+        .mov_imm(R4, 21)
+        .call(HELPER_SKB_LOAD_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    a.ldx(Size::B, R2, FP, AT)
+        .jmp32_imm(Cond::Ne, R2, 0x45, "pass") // IPv4, no options
+        .ldx(Size::B, R2, FP, AT + 9)
+        .jmp32_imm(Cond::Ne, R2, 4, "pass") // IPIP
+        .ldx(Size::H, R2, FP, AT + 6)
+        .alu32_imm(Alu::And, R2, ne16(0x3fff))
+        .jmp32_imm(Cond::Ne, R2, 0, "pass") // a fragment: the stack reassembles it
+        .ldx(Size::W, R2, FP, AT + 16)
+        .jmp32_imm(Cond::Ne, R2, ne32(spec.local.octets()), "pass")
+        .ldx(Size::B, R2, FP, AT + 20)
+        .alu32_imm(Alu::Rsh, R2, 4)
+        .jmp32_imm(Cond::Ne, R2, 4, "pass") // inner IPv4
+        .ldx(Size::W, R2, FP, AT + 12);
+    for p in spec.peers {
+        a.jmp32_imm(Cond::Eq, R2, ne32(p.octets()), "peer");
+    }
+    a.ja("pass");
+    a.label("peer")
+        .mov_imm(R1, 0)
+        .mov_imm(R2, 0)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(AT))
+        .mov_imm(R4, 20)
+        .mov_imm(R5, 0)
+        .call(HELPER_CSUM_DIFF)
+        .alu32_reg(Alu::Mov, R0, R0);
+    fold16(&mut a, R0, R2);
+    a.jmp32_imm(Cond::Ne, R0, 0xffff, "pass");
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, -OUTER)
+        .mov_imm(R3, ADJ_ROOM_MAC)
+        .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
+        .call(HELPER_SKB_ADJUST_ROOM)
+        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    a.mov_imm(R1, spec.tun as i32)
+        .mov_imm(R2, REDIRECT_INGRESS)
+        .call(HELPER_REDIRECT)
+        .exit();
+    a.label("pass").mov_imm(R0, TCX_NEXT).exit();
+    a.finish()
+}

@@ -1,0 +1,228 @@
+//! The `bpf(2)` calls the in-kernel IPIP data plane makes: load a tc program, attach it to a
+//! device's ingress or egress with a tcx link, swap the program of a link, and (for tests) run
+//! a program on one packet.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::asm::Insn;
+
+const CMD_PROG_LOAD: libc::c_long = 5;
+const CMD_PROG_TEST_RUN: libc::c_long = 10;
+const CMD_LINK_CREATE: libc::c_long = 28;
+const CMD_LINK_UPDATE: libc::c_long = 29;
+const PROG_TYPE_SCHED_CLS: u32 = 3;
+const ATTACH_TCX_INGRESS: u32 = 46;
+const ATTACH_TCX_EGRESS: u32 = 47;
+/// Licence the programs are loaded under (they call helpers only GPL-compatible code may).
+const LICENSE: &[u8] = b"Dual MIT/GPL\0";
+
+/// A `bpf(2)` call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The verifier (or the kernel) refused the program.
+    #[error("load eBPF program {name}: {source}{}", log_tail(.log))]
+    Load {
+        /// Program name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+        /// The verifier's log (empty when it wrote none).
+        log: String,
+    },
+    /// Another call failed.
+    #[error("{op}: {source}")]
+    Call {
+        /// What was done.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; verifier: {}",
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    )
+}
+
+/// Where on a device a program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Packets received by the device.
+    Ingress,
+    /// Packets sent by the device.
+    Egress,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a `repr(C)` prefix of `union bpf_attr` for `cmd`, of the size passed;
+    // the pointers inside it point at live buffers of the sizes given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *mut T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: a file descriptor the kernel just returned, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads `insns` as a tc program named `name` (at most 15 bytes are kept). When the verifier
+/// refuses it, loads it once more with the verifier's log on, for the error.
+pub fn prog_load(name: &str, insns: &[Insn]) -> Result<OwnedFd, BpfError> {
+    let code: Vec<[u8; 8]> = insns.iter().map(|i| i.to_bytes()).collect();
+    let mut attr = ProgLoad {
+        prog_type: PROG_TYPE_SCHED_CLS,
+        insn_cnt: code.len() as u32,
+        insns: code.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        ..ProgLoad::default()
+    };
+    for (d, s) in attr.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    match bpf(CMD_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(source) => {
+            let mut log = vec![0u8; 64 * 1024];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = bpf(CMD_PROG_LOAD, &mut attr) {
+                return Ok(owned(fd));
+            }
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(BpfError::Load {
+                name: name.to_string(),
+                source,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative_fd: u32,
+    _pad: u32,
+    expected_revision: u64,
+}
+
+/// Attaches `prog` to the `hook` of interface `ifindex` with a tcx link, after any programs
+/// already there. The program stays attached while the returned link is open (or until the
+/// device goes away).
+pub fn tcx_attach(prog: &OwnedFd, ifindex: u32, hook: Hook) -> Result<OwnedFd, BpfError> {
+    let mut attr = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: match hook {
+            Hook::Ingress => ATTACH_TCX_INGRESS,
+            Hook::Egress => ATTACH_TCX_EGRESS,
+        },
+        ..LinkCreate::default()
+    };
+    bpf(CMD_LINK_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|source| BpfError::Call {
+            op: "attach eBPF program (tcx link)",
+            source,
+        })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdate {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Replaces the program of `link` with `prog` in one step: every packet runs either the old
+/// program or the new one.
+pub fn link_update(link: &OwnedFd, prog: &OwnedFd) -> Result<(), BpfError> {
+    let mut attr = LinkUpdate {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        ..LinkUpdate::default()
+    };
+    bpf(CMD_LINK_UPDATE, &mut attr)
+        .map(|_| ())
+        .map_err(|source| BpfError::Call {
+            op: "replace eBPF program of a tcx link",
+            source,
+        })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRun {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
+
+/// Runs `prog` once on the Ethernet frame `frame` (the kernel builds a packet of it as if
+/// received on loopback) and returns the program's verdict and the frame as it left it.
+pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<(i32, Vec<u8>), BpfError> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRun {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRun::default()
+    };
+    bpf(CMD_PROG_TEST_RUN, &mut attr).map_err(|source| BpfError::Call {
+        op: "test-run eBPF program",
+        source,
+    })?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval as i32, out))
+}

@@ -1,0 +1,241 @@
+//! The programs run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`, root), and the pure
+//! parts checked without it.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::progs::{self, DecapSpec, EncapSpec, TCX_NEXT, TC_ACT_REDIRECT};
+use super::sys;
+use crate::peering::probe::checksum;
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const OTHER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 8);
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, flags_frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&(20 + payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[0x12, 0x34]);
+    h.extend_from_slice(&flags_frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+fn inner() -> Vec<u8> {
+    let udp = [
+        0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'p', b'i', b'n', b'g',
+    ];
+    ipv4(
+        Ipv4Addr::new(10, 244, 1, 5),
+        Ipv4Addr::new(10, 244, 2, 9),
+        17,
+        0x4000,
+        &udp,
+    )
+}
+
+fn root() -> bool {
+    let ok = nix::unistd::geteuid().is_root();
+    if !ok {
+        eprintln!("SKIPPED: running eBPF programs needs root (BPF_PROG_TEST_RUN)");
+    }
+    ok
+}
+
+#[test]
+fn the_header_sum_gives_a_valid_checksum_for_any_length() {
+    for len in [40u32, 1500, 65535] {
+        let mut s = progs::header_sum(LOCAL, PEER) + len;
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        let csum = !(s as u16);
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, 4]);
+        h.extend_from_slice(&csum.to_be_bytes());
+        h.extend_from_slice(&LOCAL.octets());
+        h.extend_from_slice(&PEER.octets());
+        assert_eq!(checksum(&h), 0, "length {len}");
+    }
+}
+
+#[test]
+fn programs_grow_by_a_few_instructions_per_peer() {
+    let table: Vec<(Ipv4Network, Ipv4Addr)> = (0..100u8)
+        .map(|i| {
+            (
+                Ipv4Network::new(Ipv4Addr::new(10, 244, i, 0), 24).unwrap(),
+                Ipv4Addr::new(198, 51, 100, i),
+            )
+        })
+        .collect();
+    let e = |n: usize| {
+        progs::encap(&EncapSpec {
+            l3: 0,
+            local: LOCAL,
+            underlay: 2,
+            peers: &table[..n],
+        })
+        .unwrap()
+        .len()
+    };
+    assert_eq!(e(100) - e(0), 100 * 6);
+    let addrs: Vec<Ipv4Addr> = table.iter().map(|t| t.1).collect();
+    let d = |n: usize| {
+        progs::decap(&DecapSpec {
+            l3: 14,
+            local: LOCAL,
+            tun: 3,
+            peers: &addrs[..n],
+        })
+        .unwrap()
+        .len()
+    };
+    assert_eq!(d(100) - d(0), 100);
+}
+
+fn decap_prog() -> std::os::fd::OwnedFd {
+    let insns = progs::decap(&DecapSpec {
+        l3: 14,
+        local: LOCAL,
+        tun: 1,
+        peers: &[Ipv4Addr::new(203, 0, 113, 1), PEER],
+    })
+    .unwrap();
+    sys::prog_load("test_decap", &insns).unwrap()
+}
+
+#[test]
+fn decap_strips_the_outer_header_of_a_peers_packet_and_hands_it_on() {
+    if !root() {
+        return;
+    }
+    let p = decap_prog();
+    let frame = eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x4000, &inner()));
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out, eth(0x0800, &inner()));
+}
+
+#[test]
+fn decap_leaves_everything_else_as_it_is() {
+    if !root() {
+        return;
+    }
+    let p = decap_prog();
+    let mut bad_sum = ipv4(PEER, LOCAL, 4, 0x4000, &inner());
+    bad_sum[11] ^= 1;
+    let mut not_ipv4_inside = ipv4(PEER, LOCAL, 4, 0x4000, &inner());
+    not_ipv4_inside[20] = 0x60;
+    let cases = [
+        (
+            "a non-peer's packet",
+            eth(0x0800, &ipv4(OTHER, LOCAL, 4, 0x4000, &inner())),
+        ),
+        ("a bad outer checksum", eth(0x0800, &bad_sum)),
+        (
+            "a fragment (more fragments)",
+            eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x2000, &inner())),
+        ),
+        (
+            "a fragment (offset)",
+            eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x0010, &inner())),
+        ),
+        (
+            "another destination",
+            eth(0x0800, &ipv4(PEER, OTHER, 4, 0x4000, &inner())),
+        ),
+        (
+            "not IPIP",
+            eth(0x0800, &ipv4(PEER, LOCAL, 17, 0x4000, &inner())),
+        ),
+        ("not IPv4 inside", eth(0x0800, &not_ipv4_inside)),
+        ("too short", eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x4000, &[]))),
+        (
+            "not IPv4 outside",
+            eth(0x86dd, &ipv4(PEER, LOCAL, 4, 0x4000, &inner())),
+        ),
+    ];
+    for (what, frame) in cases {
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+        assert_eq!(verdict, TCX_NEXT, "{what}");
+        assert_eq!(out, frame, "{what}: changed");
+    }
+}
+
+fn encap_prog() -> std::os::fd::OwnedFd {
+    let table = [
+        (
+            Ipv4Network::new(Ipv4Addr::new(10, 244, 3, 0), 24).unwrap(),
+            OTHER,
+        ),
+        (
+            Ipv4Network::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
+            PEER,
+        ),
+    ];
+    let insns = progs::encap(&EncapSpec {
+        l3: 14,
+        local: LOCAL,
+        underlay: 1,
+        peers: &table,
+    })
+    .unwrap();
+    sys::prog_load("test_encap", &insns).unwrap()
+}
+
+#[test]
+fn encap_puts_the_outer_header_of_kernel_ipip_in_front() {
+    if !root() {
+        return;
+    }
+    let p = encap_prog();
+    let frame = eth(0x0800, &inner());
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let outer = &out[14..34];
+    assert_eq!(checksum(outer), 0, "outer checksum: {outer:02x?}");
+    let mut want = ipv4(LOCAL, PEER, 4, 0x4000, &inner());
+    want[4..6].copy_from_slice(&[0, 0]); // identification 0, as kernel IPIP with DF
+    want[10..12].copy_from_slice(&outer[10..12]);
+    assert_eq!(out, eth(0x0800, &want));
+}
+
+#[test]
+fn encap_leaves_other_destinations_and_protocols_to_the_userspace_plane() {
+    if !root() {
+        return;
+    }
+    let p = encap_prog();
+    let elsewhere = ipv4(
+        Ipv4Addr::new(10, 244, 1, 5),
+        Ipv4Addr::new(10, 245, 2, 9),
+        17,
+        0,
+        &[1, 2, 3, 4],
+    );
+    let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+    v6.resize(48, 0);
+    for (what, frame) in [
+        ("no peer's subnet", eth(0x0800, &elsewhere)),
+        ("IPv6", eth(0x86dd, &v6)),
+    ] {
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+        assert_eq!(verdict, TCX_NEXT, "{what}");
+        assert_eq!(out, frame, "{what}: changed");
+    }
+}
