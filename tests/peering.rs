@@ -348,10 +348,10 @@ struct IpipPair<'a> {
 }
 
 impl IpipPair<'_> {
-    /// `check` names `plane`, the route goes through the TUN, the wire shows IP protocol 4
-    /// between the node addresses with the inner addresses preserved, TCP keeps its source
+    /// `check` names `plane`, the route goes through device `dev`, the wire shows IP protocol
+    /// 4 between the node addresses with the inner addresses preserved, TCP keeps its source
     /// (test port `port`) and DF holds at the container MTU.
-    fn assert_over_tun(&self, plane: &str, port: u16) {
+    fn assert_over(&self, plane: &str, dev: &str, port: u16) {
         let (a, b, ca, cb, ipa, ipb) = (self.a, self.b, self.ca, self.cb, self.ipa, self.ipb);
         let (ok, out) = a.ctl(&["check", "--no-probe"]);
         assert!(ok, "{out}");
@@ -359,7 +359,11 @@ impl IpipPair<'_> {
             out.contains(&format!("peering: IPIP data plane: {plane}")),
             "{out}"
         );
-        assert!(a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun"));
+        let routes = a.owned_routes();
+        assert!(
+            routes.contains(&format!("10.244.2.0/24 dev {dev}")),
+            "{routes}"
+        );
         let cap = Capture::start(
             &self.f.router,
             &a.port,
@@ -408,7 +412,7 @@ fn routed_userspace_ipip() {
         cb: &cb,
         ipb,
     };
-    pair.assert_over_tun("userspace", 7103);
+    pair.assert_over("userspace", "shimnet-tun", 7103);
     // A bulk transfer arrives intact through segmentation (TUN → wire) and coalescing
     // (wire → TUN), and the sender's TUN hands over super-packets.
     let before = a.peers()["userspace_ipip"]["tx_packets"].as_u64().unwrap();
@@ -524,10 +528,11 @@ fn userspace_packets(n: &Node) -> (u64, u64) {
     )
 }
 
-/// IPIP with the encapsulation done in the kernel by tc programs (`ipip = "bpf"`): same wire
-/// format, routes, MTU and DF behaviour as the userspace data plane, bulk traffic intact (also
-/// when the underlay's GRO joined it first) and carried without the userspace data plane; the
-/// programs come back with a TUN deleted by hand and after a restart.
+/// IPIP with the encapsulation done in the kernel by tc programs (`ipip = "bpf"`), under strict
+/// reverse-path filtering: same wire format, MTU and DF behaviour as the userspace data plane,
+/// routes through the GRO veth, bulk traffic intact (also when the underlay's GRO joined it
+/// first) and carried without the userspace data plane; the programs come back with the veth
+/// deleted by hand and after a restart.
 #[test]
 fn routed_bpf_ipip() {
     let mut f = Fabric::new(2);
@@ -535,6 +540,21 @@ fn routed_bpf_ipip() {
     let mut a = f.node("node-a", 0, 10, 1, mode);
     let mut b = f.node("node-b", 1, 10, 2, mode);
     full_mesh(&[&a, &b]);
+    // Strict reverse-path filtering: decapsulated packets must arrive on the device their
+    // reverse route points at.
+    for n in [&a, &b] {
+        for conf in ["all", "default"] {
+            common::sh(&[
+                "ip",
+                "netns",
+                "exec",
+                n.ns.name(),
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{conf}.rp_filter=1"),
+            ]);
+        }
+    }
     a.start();
     b.start();
     let (ca, ipa) = a.container("a");
@@ -558,7 +578,7 @@ fn routed_bpf_ipip() {
         cb: &cb,
         ipb,
     };
-    pair.assert_over_tun("bpf", 7120);
+    pair.assert_over("bpf", "shimnet-bpf", 7120);
     // 16 MiB each way: about 11,000 wire packets; the userspace data plane sees next to none.
     let (a0, b0) = (userspace_packets(&a), userspace_packets(&b));
     assert_bulk_transfer(&ca, &cb, ipb, 7121, 16 << 20);
@@ -583,9 +603,9 @@ fn routed_bpf_ipip() {
         (r, b.port.as_str()),
         (b.ns.name(), b.underlay.as_str()),
     );
-    // The TUN deleted by hand: a new one, new programs, traffic again.
-    a.ip(&["link", "del", "shimnet-tun"]);
-    wait_for(30, "programs attached to the new TUN", || {
+    // The veth deleted by hand: a new pair, new programs, traffic again.
+    a.ip(&["link", "del", "shimnet-bpf"]);
+    wait_for(30, "programs attached to the new veth", || {
         a.log().matches("in-kernel IPIP programs attached").count() == 2 && ping_from(&ca, ipb, &[])
     });
     // b restarted: its programs went with the old process and come back with the new one.
@@ -597,24 +617,53 @@ fn routed_bpf_ipip() {
 }
 
 /// A node with the tc programs and one with the userspace data plane alone understand each
-/// other (the same wire format), bulk traffic both ways.
+/// other (the same wire format), bulk traffic both ways: first with a foreign device named like
+/// the GRO veth in the way (the programs work through the TUN, the error is shown), then, once it
+/// is gone, through the veth.
 #[test]
 fn bpf_ipip_and_userspace_ipip_interoperate() {
     let mut f = Fabric::new(2);
     let mut a = f.node("node-a", 0, 10, 1, "mode = \"ipip\"\nipip = \"bpf\"");
     let mut b = f.node("node-b", 1, 10, 2, "mode = \"ipip\"\nipip = \"userspace\"");
     full_mesh(&[&a, &b]);
+    a.ip(&[
+        "link",
+        "add",
+        "shimnet-bpf",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "foreign0",
+    ]);
     a.start();
     b.start();
     let (ca, ipa) = a.container("a");
     let (cb, ipb) = b.container("b");
-    wait_for(30, "in-kernel IPIP <-> userspace IPIP", || {
-        ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
+    let both_ways = |what: &str, port: u16| {
+        wait_for(30, what, || {
+            ping_from(&ca, ipb, &[]) && ping_from(&cb, ipa, &[])
+        });
+        assert_bulk_transfer(&ca, &cb, ipb, port, 8 << 20);
+        assert_bulk_transfer(&cb, &ca, ipa, port + 1, 8 << 20);
+        assert_tcp_keeps_source(&cb, ipb, &ca, ipa, port + 2);
+    };
+    both_ways("in-kernel IPIP through the TUN <-> userspace IPIP", 7125);
+    let log = a.log();
+    assert!(
+        log.contains("in-kernel IPIP programs attached") && log.contains("gro=false"),
+        "{log}"
+    );
+    assert!(a.owned_routes().contains("10.244.2.0/24 dev shimnet-tun"));
+    let errors = a.peers()["errors"].to_string();
+    assert!(errors.contains("without shimnet's alias"), "{errors}");
+    a.ip(&["link", "del", "shimnet-bpf"]);
+    a.hup();
+    wait_for(30, "routes through the GRO veth", || {
+        a.owned_routes().contains("10.244.2.0/24 dev shimnet-bpf")
     });
-    assert!(a.log().contains("in-kernel IPIP programs attached"));
-    assert_bulk_transfer(&ca, &cb, ipb, 7125, 8 << 20);
-    assert_bulk_transfer(&cb, &ca, ipa, 7126, 8 << 20);
-    assert_tcp_keeps_source(&cb, ipb, &ca, ipa, 7127);
+    assert!(a.log().contains("gro=true"));
+    both_ways("in-kernel IPIP through the veth <-> userspace IPIP", 7128);
 }
 
 #[test]

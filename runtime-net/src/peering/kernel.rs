@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
-use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -14,7 +14,7 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
 };
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkIpIp, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::plan::{Change, Fdb, Neigh, Observed, Route, RTPROT_SHIMNET};
 use crate::kernel::Sysctl;
@@ -48,7 +48,7 @@ pub async fn underlay(h: &Handle, addr: Ipv4Addr) -> Result<Underlay, NetlinkErr
         })?;
     let link = link_by_index(h, index).await?;
     let ether = link.as_ref().is_some_and(|l| {
-        l.header.link_layer_type == netlink_packet_route::link::LinkLayerType::Ether
+        l.header.link_layer_type == rtnetlink::packet_route::link::LinkLayerType::Ether
     });
     Ok(Underlay {
         index,
@@ -107,6 +107,12 @@ pub enum Kind {
     },
     /// An existing device made by someone else (the TUN of the userspace data plane).
     Existing,
+    /// A veth pair without ARP, both ends up and without IPv6 (the route device of IPIP in tc
+    /// programs; the other end is `peer`).
+    Veth {
+        /// Name of the other end.
+        peer: &'static str,
+    },
 }
 
 /// Creates (if missing) and repairs a device: alias, MTU, MAC, up, address. Returns its index
@@ -139,6 +145,11 @@ pub async fn ensure_device(
                     .ttl(64)
                     .pmtudisc(true)
                     .mtu(spec.mtu)
+                    .alias(spec.alias.clone())
+                    .build(),
+                Kind::Veth { peer } => LinkVeth::new(&spec.name, peer)
+                    .mtu(spec.mtu)
+                    .arp(false)
                     .alias(spec.alias.clone())
                     .build(),
                 Kind::Existing => {
@@ -177,6 +188,22 @@ pub async fn ensure_device(
             object: spec.name.clone(),
             msg: format!("exists without shimnet's alias {:?}", spec.alias),
         });
+    }
+    if let Kind::Veth { peer } = kind {
+        ipv6_off(&spec.name)?;
+        repaired |= other_end_up(h, peer, spec.mtu).await?;
+        if !link.header.flags.contains(LinkFlags::Noarp) {
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(link.header.index)
+                        .arp(false)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(|e| request_error("turn ARP off on", &spec.name, e))?;
+            repaired = true;
+        }
     }
     let mut set = LinkUnspec::new_with_index(index);
     let mut change = false;
@@ -238,6 +265,38 @@ fn ipv6_off(name: &str) -> Result<(), NetlinkError> {
         }),
         Ok(()) => Ok(()),
     }
+}
+
+/// Brings the other end `name` of a veth pair up with IPv6 off and MTU `mtu`; whether it had
+/// to change anything.
+async fn other_end_up(h: &Handle, name: &str, mtu: u32) -> Result<bool, NetlinkError> {
+    let link = query::link_by_name(h, name)
+        .await?
+        .ok_or_else(|| NetlinkError::Request {
+            op: "find other end of veth pair",
+            object: name.to_string(),
+            msg: "no such device".into(),
+        })?;
+    ipv6_off(name)?;
+    if query::is_up(&link) && query::mtu(&link) == Some(mtu) {
+        return Ok(false);
+    }
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(link.header.index)
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| request_error("bring up", name, e))?;
+    Ok(true)
+}
+
+/// The index of link `name`, if there is one.
+pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, NetlinkError> {
+    Ok(query::link_by_name(h, name).await?.map(|l| l.header.index))
 }
 
 /// Whether a link called `name` exists.

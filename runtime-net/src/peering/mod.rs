@@ -36,6 +36,7 @@ use self::kernel::{DeviceSpec, Kind, Underlay};
 use self::mode::Plane;
 use self::peers::{IpipChoice, NodeConfig, Peer, PeerError, PeeringConfig};
 use self::plan::{Desired, Devices, PlannedPeer};
+use self::tc_ipip::progs::Deliver;
 use self::tc_ipip::TcIpip;
 use self::userspace_ipip::UserspaceIpip;
 use crate::firewall::encap::{self, EncapDrops, EncapFilter};
@@ -54,6 +55,15 @@ pub const VXLAN_ALIAS: &str = "shimnet:peering=vxlan";
 pub const IPIP_ALIAS: &str = "shimnet:peering=ipip";
 /// Owner alias of the TUN device.
 pub const TUN_ALIAS: &str = "shimnet:peering=tun";
+/// The end of the veth pair IPIP routes point at with [`IpipPath::Bpf`] (it joins the
+/// decapsulated packets with GRO).
+pub const GRO_VETH: &str = "shimnet-bpf";
+/// The other end, into which decapsulated packets are sent.
+pub const GRO_VETH_PEER: &str = "shimnet-bpfp";
+/// Owner alias of [`GRO_VETH`].
+pub const GRO_VETH_ALIAS: &str = "shimnet:peering=bpf";
+/// MAC of [`GRO_VETH`] (local to the node; the decapsulation program addresses packets to it).
+pub const GRO_VETH_MAC: [u8; 6] = [0x02, 0x5e, 0xb0, 0x00, 0x00, 0x01];
 
 /// Which IPIP implementation this node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -499,52 +509,132 @@ impl Peering {
                     }
                 }
                 if let (IpipPath::Bpf, Some(tun)) = (self.ipip, dev.tun) {
-                    self.ensure_tc(planned, tun, r);
+                    // Routes go through the veth that joins decapsulated packets with GRO;
+                    // without it, through the TUN. Without the programs, through the TUN.
+                    let (route, route_l2, deliver) = match self.ensure_gro_veth(r).await {
+                        Some((route, other)) => (
+                            route,
+                            tc_ipip::ETHERNET,
+                            Deliver::Veth {
+                                ifindex: other,
+                                mac: GRO_VETH_MAC,
+                            },
+                        ),
+                        None => (tun, 0, Deliver::Ingress(tun)),
+                    };
+                    self.ensure_tc(planned, route, route_l2, deliver, r);
+                    if self.tc.is_some() {
+                        dev.tun = Some(route);
+                    }
                 }
             }
             IpipPath::Userspace | IpipPath::Bpf => {}
         }
+        if self.ipip != IpipPath::Bpf {
+            self.remove_device(GRO_VETH, GRO_VETH_ALIAS, r).await;
+        }
         dev
     }
 
-    /// Attaches the tc programs of [`IpipPath::Bpf`] for TUN device `tun` unless they are in
-    /// place. Where they cannot be attached, the userspace data plane carries IPIP: with `auto`
-    /// from then on (logged once), with `bpf` asked for explicitly as an error of every pass.
-    fn ensure_tc(&mut self, planned: &[PlannedPeer], tun: u32, r: &mut PassReport) {
-        if self.tc.as_ref().is_some_and(|t| t.devices().tun == tun) {
+    /// Creates or repairs the veth pair of [`IpipPath::Bpf`]: GRO on the end routes point at
+    /// (it joins the decapsulated packets sent into the other end), TSO off on the other end
+    /// (veth joins only what its sender did not). Their indexes (route end, other end).
+    async fn ensure_gro_veth(&self, r: &mut PassReport) -> Option<(u32, u32)> {
+        let spec = self.device(
+            GRO_VETH,
+            GRO_VETH_ALIAS,
+            Plane::Ipip.overhead(),
+            Some(GRO_VETH_MAC),
+        );
+        let kind = Kind::Veth {
+            peer: GRO_VETH_PEER,
+        };
+        let route = match kernel::ensure_device(&self.h, &spec, kind).await {
+            Ok((i, repaired)) => {
+                r.changes += usize::from(repaired);
+                i
+            }
+            Err(e) => {
+                r.errors.push(format!(
+                    "{e}; decapsulated IPIP goes to the TUN, without GRO"
+                ));
+                return None;
+            }
+        };
+        let other = match kernel::link_index(&self.h, GRO_VETH_PEER).await {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                r.errors.push(format!("{GRO_VETH_PEER}: gone"));
+                return None;
+            }
+            Err(e) => {
+                r.errors.push(e.to_string());
+                return None;
+            }
+        };
+        for (name, offload, on) in [
+            (GRO_VETH, tc_ipip::offload::Offload::Gro, true),
+            (GRO_VETH_PEER, tc_ipip::offload::Offload::Tso, false),
+        ] {
+            if let Err(e) = tc_ipip::offload::set(name, offload, on) {
+                r.errors.push(format!("{name}: set {offload:?} {on}: {e}"));
+            }
+        }
+        Some((route, other))
+    }
+
+    /// Attaches the tc programs of [`IpipPath::Bpf`] (encapsulation on device `route`,
+    /// decapsulated packets to `deliver`) unless they are in place. Where they cannot be
+    /// attached, the userspace data plane carries IPIP: with `auto` from then on (logged once),
+    /// with `bpf` asked for explicitly as an error of every pass.
+    fn ensure_tc(
+        &mut self,
+        planned: &[PlannedPeer],
+        route: u32,
+        route_l2: u8,
+        deliver: Deliver,
+        r: &mut PassReport,
+    ) {
+        let Some(l2) = self.underlay.l2 else {
+            self.tc_failed("in-kernel IPIP: the underlay is not Ethernet".into(), r);
+            return;
+        };
+        let want = tc_ipip::Devices {
+            route,
+            route_l2,
+            deliver,
+            underlay: self.underlay.index,
+            underlay_l2: l2,
+            local: self.node.address,
+        };
+        if self.tc.as_ref().is_some_and(|t| t.devices() == want) {
             return;
         }
         self.tc = None;
-        let attached = match self.underlay.l2 {
-            Some(l2) => TcIpip::attach(
-                tc_ipip::Devices {
-                    tun,
-                    underlay: self.underlay.index,
-                    underlay_l2: l2,
-                    local: self.node.address,
-                },
-                &ipip_table(planned),
-            )
-            .map_err(|e| e.to_string()),
-            None => Err("in-kernel IPIP: the underlay is not Ethernet".to_string()),
-        };
-        match attached {
+        match TcIpip::attach(want, &ipip_table(planned)) {
             Ok(t) => {
                 tracing::info!(
-                    tun,
+                    route,
                     underlay = self.underlay.index,
+                    gro = route_l2 != 0,
                     "in-kernel IPIP programs attached"
                 );
                 self.tc = Some(t);
                 r.changes += 1;
             }
-            Err(e) if self.cfg.ipip == IpipChoice::Auto => {
+            Err(e) => self.tc_failed(e.to_string(), r),
+        }
+    }
+
+    fn tc_failed(&mut self, e: String, r: &mut PassReport) {
+        match self.cfg.ipip {
+            IpipChoice::Auto => {
                 tracing::warn!("{e}; IPIP peers use the userspace data plane alone");
                 self.ipip = IpipPath::Userspace;
                 let mut st = self.status.write().unwrap_or_else(|e| e.into_inner());
                 st.ipip = Some(IpipPath::Userspace);
             }
-            Err(e) => r
+            _ => r
                 .errors
                 .push(format!("{e}; the userspace data plane carries IPIP")),
         }

@@ -1,15 +1,21 @@
 //! In-kernel IPIP for kernels without `CONFIG_NET_IPIP`: two tc programs (see [`progs`]) do
-//! the encapsulation on the userspace data plane's TUN device and the decapsulation on the
-//! underlay, so a packet between containers on two nodes never leaves the kernel. The
-//! userspace data plane keeps running underneath: it carries whatever the programs leave
-//! alone (fragments, packets of non-peers to be counted and dropped) and everything when the
-//! programs cannot be loaded. Wire format as kernel IPIP.
+//! the encapsulation on egress of the device the IPIP routes point at and the decapsulation on
+//! the underlay's ingress, so a packet between containers on two nodes never leaves the kernel.
+//!
+//! The routes point at one end of a veth pair with GRO on; decapsulated packets are sent into
+//! the other end, so the receiving end joins consecutive segments of a flow before they are
+//! forwarded (what a kernel tunnel device does after decapsulation). Where the pair cannot be
+//! made, routes point at the userspace data plane's TUN and decapsulated packets are handed to
+//! its ingress. The userspace data plane keeps running underneath either way: it takes what the
+//! decapsulation program leaves alone (fragments; packets of non-peers, counted and dropped) and
+//! everything when the programs cannot be loaded. Wire format as kernel IPIP.
 //!
 //! The programs are generated with the peer table built in; [`TcIpip::set_peers`] swaps both
 //! in place. They are attached with tcx links held by this process: when the daemon exits,
 //! they go with it.
 
 pub mod asm;
+pub mod offload;
 pub mod progs;
 pub mod sys;
 #[cfg(test)]
@@ -39,9 +45,13 @@ pub enum TcIpipError {
 /// Where the programs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Devices {
-    /// Index of the TUN device (encapsulation on its egress, decapsulated packets to its
-    /// ingress).
-    pub tun: u32,
+    /// Index of the device the IPIP routes point at (encapsulation on its egress): the TUN, or
+    /// the veth end that joins decapsulated packets with GRO.
+    pub route: u32,
+    /// Link-layer header length of that device (0 for the TUN, [`ETHERNET`] for the veth).
+    pub route_l2: u8,
+    /// Where decapsulated packets go.
+    pub deliver: progs::Deliver,
     /// Index of the underlay interface (decapsulation on its ingress, packets out of it).
     pub underlay: u32,
     /// Link-layer header length of the underlay ([`ETHERNET`]).
@@ -63,16 +73,23 @@ fn load(
     table: &[(Ipv4Network, Ipv4Addr)],
 ) -> Result<(OwnedFd, OwnedFd), TcIpipError> {
     let encap = progs::encap(&progs::EncapSpec {
-        l3: 0,
+        l3: dev.route_l2,
         local: dev.local,
         underlay: dev.underlay,
         peers: table,
+        // The TUN's reader (the userspace data plane) takes what the program leaves; nothing
+        // reads the veth.
+        miss: if dev.route_l2 == 0 {
+            progs::TCX_NEXT
+        } else {
+            progs::TC_ACT_SHOT
+        },
     })?;
     let addrs: Vec<Ipv4Addr> = table.iter().map(|(_, a)| *a).collect();
     let decap = progs::decap(&progs::DecapSpec {
         l3: dev.underlay_l2,
         local: dev.local,
-        tun: dev.tun,
+        deliver: dev.deliver,
         peers: &addrs,
     })?;
     Ok((
@@ -87,7 +104,7 @@ impl TcIpip {
         let (encap, decap) = load(&dev, table)?;
         // Decapsulation first: a peer answering a packet sent by the new path is understood.
         let decap = sys::tcx_attach(&decap, dev.underlay, Hook::Ingress)?;
-        let encap = sys::tcx_attach(&encap, dev.tun, Hook::Egress)?;
+        let encap = sys::tcx_attach(&encap, dev.route, Hook::Egress)?;
         Ok(TcIpip { dev, encap, decap })
     }
 

@@ -2,17 +2,17 @@
 //! the peer table and device indexes go into the code as constants, so a new table is a new
 //! program (swapped in atomically, see [`super::sys::link_update`]).
 //!
-//! - [`encap`] runs on egress of the TUN device: a packet routed there whose inner destination
-//!   lies in a peer's pod subnet gets an outer IPv4 header (protocol 4, DF, TTL 64, this node
-//!   to the peer, as kernel IPIP and the userspace data plane write it) and goes straight out
-//!   of the underlay with the neighbour filled in. Anything else is left for the userspace
-//!   data plane.
+//! - [`encap`] runs on egress of the device the IPIP routes point at: a packet whose inner
+//!   destination lies in a peer's pod subnet gets an outer IPv4 header (protocol 4, DF, TTL 64,
+//!   this node to the peer, as kernel IPIP and the userspace data plane write it) and goes
+//!   straight out of the underlay with the neighbour filled in. Anything else gets the verdict
+//!   the caller chose (left to the TUN's reader, or dropped on the veth).
 //! - [`decap`] runs on ingress of the underlay: an unfragmented IPIP packet to this node whose
 //!   outer header checksums correctly and whose outer source is a listed peer loses its outer
-//!   header and is handed to the TUN device as if received there (so reverse-path filtering
-//!   and the firewall see the same device as with the userspace data plane). Anything else goes
-//!   on untouched: packets of non-peers reach the raw socket of the userspace data plane, which
-//!   counts and drops them.
+//!   header and is delivered as [`Deliver`] says, so that it arrives on the device the routes
+//!   point at (reverse-path filtering and the firewall see the same device as for the packets
+//!   sent). Anything else goes on untouched: packets of non-peers reach the raw socket of the
+//!   userspace data plane, which counts and drops them.
 
 use std::net::Ipv4Addr;
 
@@ -88,6 +88,8 @@ pub struct EncapSpec<'a> {
     pub underlay: u32,
     /// Pod subnet → underlay address of each peer.
     pub peers: &'a [(Ipv4Network, Ipv4Addr)],
+    /// Verdict for a packet it does not encapsulate ([`TCX_NEXT`]: the device takes it).
+    pub miss: i32,
 }
 
 /// The egress program of the TUN device (see the module docs).
@@ -171,8 +173,24 @@ pub fn encap(spec: &EncapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .exit();
     a.label("big").mov_imm(R9, 0).ja("sized");
     a.label("drop").mov_imm(R0, TC_ACT_SHOT).exit();
-    a.label("pass").mov_imm(R0, TCX_NEXT).exit();
+    a.label("pass").mov_imm(R0, spec.miss).exit();
     a.finish()
+}
+
+/// Where [`decap`] hands a decapsulated packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deliver {
+    /// To the ingress of this device, as if received there (a device without link-layer
+    /// header: the TUN).
+    Ingress(u32),
+    /// Out of this veth end, addressed to the other end's MAC `mac`: the other end receives it
+    /// (and joins consecutive segments with its GRO).
+    Veth {
+        /// Index of the sending end.
+        ifindex: u32,
+        /// MAC of the receiving end.
+        mac: [u8; 6],
+    },
 }
 
 /// What [`decap`] is built for.
@@ -182,8 +200,8 @@ pub struct DecapSpec<'a> {
     pub l3: u8,
     /// This node's underlay address (outer destination).
     pub local: Ipv4Addr,
-    /// Index of the TUN device the inner packets are handed to.
-    pub tun: u32,
+    /// Where the inner packets go.
+    pub deliver: Deliver,
     /// Underlay addresses of the peers.
     pub peers: &'a [Ipv4Addr],
 }
@@ -237,10 +255,38 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
         .call(HELPER_SKB_ADJUST_ROOM)
         .jmp_imm(Cond::Ne, R0, 0, "pass");
-    a.mov_imm(R1, spec.tun as i32)
-        .mov_imm(R2, REDIRECT_INGRESS)
-        .call(HELPER_REDIRECT)
-        .exit();
+    match spec.deliver {
+        Deliver::Ingress(ifindex) => {
+            a.mov_imm(R1, ifindex as i32)
+                .mov_imm(R2, REDIRECT_INGRESS)
+                .call(HELPER_REDIRECT)
+                .exit();
+        }
+        Deliver::Veth { ifindex, mac } => {
+            a.st(Size::W, FP, -40, ne32([mac[0], mac[1], mac[2], mac[3]]))
+                .st(
+                    Size::H,
+                    FP,
+                    -36,
+                    i32::from(u16::from_ne_bytes([mac[4], mac[5]])),
+                )
+                .mov_reg(R1, R6)
+                .mov_imm(R2, 0)
+                .mov_reg(R3, FP)
+                .alu64_imm(Alu::Add, R3, -40)
+                .mov_imm(R4, 6)
+                .mov_imm(R5, 0)
+                .call(HELPER_SKB_STORE_BYTES)
+                .jmp_imm(Cond::Ne, R0, 0, "drop")
+                .mov_imm(R1, ifindex as i32)
+                .mov_imm(R2, 0)
+                .call(HELPER_REDIRECT)
+                .exit()
+                .label("drop")
+                .mov_imm(R0, TC_ACT_SHOT)
+                .exit();
+        }
+    }
     a.label("pass").mov_imm(R0, TCX_NEXT).exit();
     a.finish()
 }

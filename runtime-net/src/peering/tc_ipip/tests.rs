@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use super::progs::{self, DecapSpec, EncapSpec, TCX_NEXT, TC_ACT_REDIRECT};
+use super::progs::{self, DecapSpec, Deliver, EncapSpec, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT};
 use super::sys;
 use crate::peering::probe::checksum;
 
@@ -89,6 +89,7 @@ fn programs_grow_by_a_few_instructions_per_peer() {
             local: LOCAL,
             underlay: 2,
             peers: &table[..n],
+            miss: TCX_NEXT,
         })
         .unwrap()
         .len()
@@ -99,7 +100,7 @@ fn programs_grow_by_a_few_instructions_per_peer() {
         progs::decap(&DecapSpec {
             l3: 14,
             local: LOCAL,
-            tun: 3,
+            deliver: Deliver::Ingress(3),
             peers: &addrs[..n],
         })
         .unwrap()
@@ -112,7 +113,7 @@ fn decap_prog() -> std::os::fd::OwnedFd {
     let insns = progs::decap(&DecapSpec {
         l3: 14,
         local: LOCAL,
-        tun: 1,
+        deliver: Deliver::Ingress(1),
         peers: &[Ipv4Addr::new(203, 0, 113, 1), PEER],
     })
     .unwrap();
@@ -177,7 +178,7 @@ fn decap_leaves_everything_else_as_it_is() {
     }
 }
 
-fn encap_prog() -> std::os::fd::OwnedFd {
+fn encap_prog_missing(miss: i32) -> std::os::fd::OwnedFd {
     let table = [
         (
             Ipv4Network::new(Ipv4Addr::new(10, 244, 3, 0), 24).unwrap(),
@@ -193,9 +194,14 @@ fn encap_prog() -> std::os::fd::OwnedFd {
         local: LOCAL,
         underlay: 1,
         peers: &table,
+        miss,
     })
     .unwrap();
     sys::prog_load("test_encap", &insns).unwrap()
+}
+
+fn encap_prog() -> std::os::fd::OwnedFd {
+    encap_prog_missing(TCX_NEXT)
 }
 
 #[test]
@@ -238,4 +244,48 @@ fn encap_leaves_other_destinations_and_protocols_to_the_userspace_plane() {
         assert_eq!(verdict, TCX_NEXT, "{what}");
         assert_eq!(out, frame, "{what}: changed");
     }
+}
+
+#[test]
+fn encap_for_a_veth_drops_what_it_cannot_encapsulate() {
+    if !root() {
+        return;
+    }
+    let p = encap_prog_missing(TC_ACT_SHOT);
+    let elsewhere = ipv4(
+        Ipv4Addr::new(10, 244, 1, 5),
+        Ipv4Addr::new(10, 245, 2, 9),
+        17,
+        0,
+        &[1, 2, 3, 4],
+    );
+    let (verdict, _) = sys::test_run(&p, &eth(0x0800, &elsewhere)).unwrap();
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let (verdict, _) = sys::test_run(&p, &eth(0x0800, &inner())).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a peer's packet still goes");
+}
+
+#[test]
+fn decap_into_a_veth_addresses_the_other_end() {
+    if !root() {
+        return;
+    }
+    let mac = [0x02, 0x5e, 0xb0, 0x01, 0x02, 0x03];
+    let insns = progs::decap(&DecapSpec {
+        l3: 14,
+        local: LOCAL,
+        deliver: Deliver::Veth { ifindex: 1, mac },
+        peers: &[PEER],
+    })
+    .unwrap();
+    let p = sys::prog_load("test_decap_veth", &insns).unwrap();
+    let frame = eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x4000, &inner()));
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let mut want = eth(0x0800, &inner());
+    want[..6].copy_from_slice(&mac);
+    assert_eq!(out, want);
+    let stranger = eth(0x0800, &ipv4(OTHER, LOCAL, 4, 0x4000, &inner()));
+    let (verdict, out) = sys::test_run(&p, &stranger).unwrap();
+    assert_eq!((verdict, out), (TCX_NEXT, stranger));
 }
