@@ -614,6 +614,26 @@ fn routed_bpf_ipip() {
     wait_for(30, "traffic after b's restart", || ping_from(&ca, ipb, &[]));
     assert_bulk_transfer(&cb, &ca, ipa, 7124, 4 << 20);
     assert_df_at(&cb, ipa, 1480);
+    // Idle afterwards: no pass sets off the events of another (offloads, programs, veth).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for n in [&a, &b] {
+        let before = daemon_cpu_ticks(n);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let used = daemon_cpu_ticks(n) - before;
+        eprintln!("{}: {used} ticks of CPU in 3 s idle", n.name);
+        assert!(used < 30, "{}: {used} ticks of CPU in 3 s idle", n.name);
+    }
+}
+
+/// User + system CPU time of `n`'s shimnetd so far, in clock ticks.
+fn daemon_cpu_ticks(n: &Node) -> u64 {
+    let pid = n.daemon.as_ref().expect("daemon running").id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// A node with the tc programs and one with the userspace data plane alone understand each
