@@ -137,6 +137,12 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
             u.tx_packets, u.tun_reads, u.rx_packets, u.rx_joined, u.tun_writes, u.dropped, u.non_peer
         ));
     }
+    if let Some(t) = &v.tc_ipip {
+        out.push(format!(
+            "IPIP in tc programs: {} packets encapsulated, {} decapsulated",
+            t.encapsulated, t.decapsulated
+        ));
+    }
     let judge = |j: &Option<String>| match j {
         Some(j) => format!(" ({j})"),
         None => " (not in use)".into(),
@@ -234,6 +240,7 @@ mod tests {
                 lease_expires: Some(1041),
             }],
             userspace_ipip: None,
+            tc_ipip: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(source()),
@@ -278,6 +285,7 @@ mod tests {
             errors: vec![],
             peers: vec![],
             userspace_ipip: None,
+            tc_ipip: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(SourceInfo {

@@ -581,11 +581,24 @@ fn routed_bpf_ipip() {
     pair.assert_over("bpf", "shimnet-bpf", 7120);
     // 16 MiB each way: about 11,000 wire packets; the userspace data plane sees next to none.
     let (a0, b0) = (userspace_packets(&a), userspace_packets(&b));
+    let carried = |n: &Node, what: &str| n.peers()["tc_ipip"][what].as_u64().unwrap();
+    let (enc0, dec0) = (carried(&a, "encapsulated"), carried(&b, "decapsulated"));
     assert_bulk_transfer(&ca, &cb, ipb, 7121, 16 << 20);
     assert_bulk_transfer(&cb, &ca, ipa, 7122, 16 << 20);
     let (a1, b1) = (userspace_packets(&a), userspace_packets(&b));
     let moved = (a1.0 - a0.0) + (a1.1 - a0.1) + (b1.0 - b0.0) + (b1.1 - b0.1);
     eprintln!("32 MiB over IPIP in tc programs: the userspace data plane moved {moved} packets");
+    // The programs' own counters: a's sent (super-packets count once), b's received (wire
+    // packets, joined only afterwards by the veth's GRO: at least one per 1,480 bytes).
+    let (enc, dec) = (
+        carried(&a, "encapsulated") - enc0,
+        carried(&b, "decapsulated") - dec0,
+    );
+    eprintln!("a encapsulated {enc}, b decapsulated {dec}");
+    assert!(enc >= 256, "a encapsulated {enc}");
+    assert!(dec >= (16 << 20) / 1480, "b decapsulated {dec}");
+    let (ok, out) = a.ctl(&["peers"]);
+    assert!(ok && out.contains("IPIP in tc programs: "), "{out}");
     assert!(
         moved < 200,
         "the userspace data plane carried {moved} packets: a {a0:?} -> {a1:?}, b {b0:?} -> {b1:?}"

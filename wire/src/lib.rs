@@ -272,7 +272,8 @@ pub struct PeersReply {
     pub address: Option<String>,
     /// This node's pod subnet.
     pub pod_cidr: Option<String>,
-    /// IPIP data plane: `kernel` or `userspace`.
+    /// IPIP data plane: `kernel`, `bpf` (tc programs over the userspace data plane) or
+    /// `userspace`.
     pub ipip: Option<String>,
     /// Unix time (seconds) of the last finished reconcile pass.
     pub last_reconcile: Option<u64>,
@@ -283,6 +284,9 @@ pub struct PeersReply {
     /// Counters of the userspace IPIP data plane, when it runs.
     #[serde(default)]
     pub userspace_ipip: Option<UserspaceIpipCounters>,
+    /// Packets the tc programs of IPIP in the kernel carried, when they run.
+    #[serde(default)]
+    pub tc_ipip: Option<TcIpipCounters>,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     #[serde(default)]
     pub encap_filter: EncapFilterInfo,
@@ -388,6 +392,16 @@ pub struct ReservationInfo {
     pub address: Option<String>,
     /// Unix time at which its lease expires, when looked up.
     pub lease_expires: Option<u64>,
+}
+
+/// Packets the tc programs of IPIP in the kernel carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcIpipCounters {
+    /// Packets encapsulated and sent to peers (a super-packet counts once).
+    pub encapsulated: u64,
+    /// Packets from peers decapsulated.
+    pub decapsulated: u64,
 }
 
 /// Packet counters of the userspace IPIP data plane.

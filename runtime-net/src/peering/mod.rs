@@ -149,6 +149,11 @@ pub struct PeeringStatus {
     /// The running data plane's counters, read when the status is shown.
     #[serde(skip)]
     pub live_counters: LiveCounters,
+    /// Packets the tc programs of IPIP in the kernel carried, when they run.
+    pub tc_ipip: Option<tc_ipip::Carried>,
+    /// The tc programs' counters, read when the status is shown.
+    #[serde(skip)]
+    pub live_tc: LiveTc,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     pub encap_filter: EncapJudges,
     /// Encapsulated packets from non-peers dropped so far, per encapsulation (firewall filter
@@ -169,7 +174,35 @@ impl PeeringStatus {
             self.encap_dropped.ipip += now.non_peer.saturating_sub(seen);
             self.userspace_ipip = Some(now);
         }
+        if let Some(Ok(now)) = self.live_tc.0.as_ref().map(|c| c.read()) {
+            self.tc_ipip = Some(now);
+        }
         self
+    }
+}
+
+/// The tc programs' counters, shared with the status (equal when the same map).
+#[derive(Clone, Default)]
+pub struct LiveTc(Option<tc_ipip::Counters>);
+
+impl PartialEq for LiveTc {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => a.same(b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
+    }
+}
+
+impl Eq for LiveTc {}
+
+impl std::fmt::Debug for LiveTc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LiveTc(running)"
+        } else {
+            "LiveTc(none)"
+        })
     }
 }
 
@@ -856,6 +889,9 @@ impl Peering {
         st.errors = errors;
         st.userspace_ipip = userspace;
         st.live_counters = LiveCounters(self.userspace.as_ref().map(|u| u.counters.clone()));
+        let tc = self.tc.as_ref().map(|t| t.counters());
+        st.tc_ipip = tc.as_ref().and_then(|c| c.read().ok());
+        st.live_tc = LiveTc(tc);
         st.encap_filter = judges;
         st.encap_dropped = dropped;
     }

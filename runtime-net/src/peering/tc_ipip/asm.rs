@@ -77,6 +77,8 @@ pub enum Size {
     H = 0x08,
     /// 4 bytes.
     W = 0x00,
+    /// 8 bytes.
+    DW = 0x18,
 }
 
 /// Arithmetic operations.
@@ -220,6 +222,20 @@ impl Asm {
     /// `if (u32)dst cond imm` skip the next `n` instructions.
     pub fn skip32_imm(&mut self, cond: Cond, dst: Reg, imm: i32, n: i16) -> &mut Self {
         self.push(Insn::new(JMP32 | cond as u8, dst.0, 0, n, imm))
+    }
+
+    /// `if dst cond imm` (64-bit) skip the next `n` instructions.
+    pub fn skip_imm(&mut self, cond: Cond, dst: Reg, imm: i32, n: i16) -> &mut Self {
+        self.push(Insn::new(JMP | cond as u8, dst.0, 0, n, imm))
+    }
+
+    /// `dst = map` for the map behind file descriptor `fd` (two instruction slots; the kernel
+    /// puts the map's address in).
+    pub fn ld_map_fd(&mut self, dst: Reg, fd: i32) -> &mut Self {
+        const LD_IMM64: u8 = 0x18;
+        const PSEUDO_MAP_FD: u8 = 1;
+        self.push(Insn::new(LD_IMM64, dst.0, PSEUDO_MAP_FD, 0, fd))
+            .push(Insn::new(0, 0, 0, 0, 0))
     }
 
     /// `if dst cond imm goto to` (64-bit; the immediate is sign-extended).

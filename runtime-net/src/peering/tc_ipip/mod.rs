@@ -22,7 +22,8 @@ pub mod sys;
 mod tests;
 
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 
@@ -60,18 +61,49 @@ pub struct Devices {
     pub local: Ipv4Addr,
 }
 
+/// Packets the programs carried since they were first attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Carried {
+    /// Packets encapsulated and sent to peers (a super-packet counts once).
+    pub encapsulated: u64,
+    /// Packets from peers decapsulated.
+    pub decapsulated: u64,
+}
+
+/// The programs' counter map, readable while they run.
+#[derive(Debug, Clone)]
+pub struct Counters(Arc<OwnedFd>);
+
+impl Counters {
+    /// The counts as they are now.
+    pub fn read(&self) -> Result<Carried, TcIpipError> {
+        Ok(Carried {
+            encapsulated: sys::counter_sum(&self.0, progs::COUNT_ENCAPSULATED)?,
+            decapsulated: sys::counter_sum(&self.0, progs::COUNT_DECAPSULATED)?,
+        })
+    }
+
+    /// Whether `other` reads the same map.
+    pub fn same(&self, other: &Counters) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// The attached programs of one node.
 #[derive(Debug)]
 pub struct TcIpip {
     dev: Devices,
     encap: OwnedFd,
     decap: OwnedFd,
+    counters: Counters,
 }
 
 fn load(
     dev: &Devices,
     table: &[(Ipv4Network, Ipv4Addr)],
+    counters: &Counters,
 ) -> Result<(OwnedFd, OwnedFd), TcIpipError> {
+    let map = Some(counters.0.as_raw_fd());
     let encap = progs::encap(&progs::EncapSpec {
         l3: dev.route_l2,
         local: dev.local,
@@ -84,12 +116,14 @@ fn load(
         } else {
             progs::TC_ACT_SHOT
         },
+        counters: map,
     })?;
     let addrs: Vec<Ipv4Addr> = table.iter().map(|(_, a)| *a).collect();
     let decap = progs::decap(&progs::DecapSpec {
         l3: dev.underlay_l2,
         local: dev.local,
         deliver: dev.deliver,
+        counters: map,
         peers: &addrs,
     })?;
     Ok((
@@ -101,11 +135,22 @@ fn load(
 impl TcIpip {
     /// Loads the programs for `table` (pod subnet → peer underlay address) and attaches them.
     pub fn attach(dev: Devices, table: &[(Ipv4Network, Ipv4Addr)]) -> Result<Self, TcIpipError> {
-        let (encap, decap) = load(&dev, table)?;
+        let counters = Counters(Arc::new(sys::counter_map(2)?));
+        let (encap, decap) = load(&dev, table, &counters)?;
         // Decapsulation first: a peer answering a packet sent by the new path is understood.
         let decap = sys::tcx_attach(&decap, dev.underlay, Hook::Ingress)?;
         let encap = sys::tcx_attach(&encap, dev.route, Hook::Egress)?;
-        Ok(TcIpip { dev, encap, decap })
+        Ok(TcIpip {
+            dev,
+            encap,
+            decap,
+            counters,
+        })
+    }
+
+    /// The programs' packet counters (kept across [`TcIpip::set_peers`]).
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
     }
 
     /// The devices the programs are attached to.
@@ -115,7 +160,7 @@ impl TcIpip {
 
     /// Swaps in programs for `table`; on error the previous ones stay.
     pub fn set_peers(&self, table: &[(Ipv4Network, Ipv4Addr)]) -> Result<(), TcIpipError> {
-        let (encap, decap) = load(&self.dev, table)?;
+        let (encap, decap) = load(&self.dev, table, &self.counters)?;
         sys::link_update(&self.decap, &decap)?;
         sys::link_update(&self.encap, &encap)?;
         Ok(())

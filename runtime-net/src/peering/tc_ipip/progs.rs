@@ -22,6 +22,7 @@ use super::asm::{
     Alu, Asm, AsmError, Cond, Insn, Reg, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9,
 };
 
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_SKB_STORE_BYTES: i32 = 9;
 const HELPER_REDIRECT: i32 = 23;
 const HELPER_SKB_LOAD_BYTES: i32 = 26;
@@ -57,6 +58,26 @@ fn ne32(b: [u8; 4]) -> i32 {
     i32::from_ne_bytes(b)
 }
 
+/// Entry of the counter map that [`encap`] adds to per packet encapsulated.
+pub const COUNT_ENCAPSULATED: u32 = 0;
+/// Entry of the counter map that [`decap`] adds to per packet decapsulated.
+pub const COUNT_DECAPSULATED: u32 = 1;
+
+/// Adds one to entry `key` of the per-CPU array map `map` (a file descriptor), if any.
+/// Clobbers r0–r5.
+fn count(a: &mut Asm, map: Option<i32>, key: u32) {
+    let Some(fd) = map else { return };
+    a.st(Size::W, FP, -52, key as i32)
+        .ld_map_fd(R1, fd)
+        .mov_reg(R2, FP)
+        .alu64_imm(Alu::Add, R2, -52)
+        .call(HELPER_MAP_LOOKUP_ELEM)
+        .skip_imm(Cond::Eq, R0, 0, 3)
+        .ldx(Size::DW, R1, R0, 0)
+        .alu64_imm(Alu::Add, R1, 1)
+        .stx(Size::DW, R0, 0, R1);
+}
+
 /// Folds the one's-complement sum in `acc` (at most 32 bits) to 16 bits; `tmp` is clobbered.
 fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
     for _ in 0..2 {
@@ -90,6 +111,8 @@ pub struct EncapSpec<'a> {
     pub peers: &'a [(Ipv4Network, Ipv4Addr)],
     /// Verdict for a packet it does not encapsulate ([`TCX_NEXT`]: the device takes it).
     pub miss: i32,
+    /// Per-CPU array map counting packets ([`COUNT_ENCAPSULATED`]), if any.
+    pub counters: Option<i32>,
 }
 
 /// The egress program of the TUN device (see the module docs).
@@ -165,6 +188,7 @@ pub fn encap(spec: &EncapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
             .call(HELPER_SKB_CHANGE_HEAD)
             .jmp_imm(Cond::Ne, R0, 0, "drop");
     }
+    count(&mut a, spec.counters, COUNT_ENCAPSULATED);
     a.mov_imm(R1, spec.underlay as i32)
         .mov_imm(R2, 0)
         .mov_imm(R3, 0)
@@ -202,6 +226,8 @@ pub struct DecapSpec<'a> {
     pub local: Ipv4Addr,
     /// Where the inner packets go.
     pub deliver: Deliver,
+    /// Per-CPU array map counting packets ([`COUNT_DECAPSULATED`]), if any.
+    pub counters: Option<i32>,
     /// Underlay addresses of the peers.
     pub peers: &'a [Ipv4Addr],
 }
@@ -255,6 +281,7 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
         .call(HELPER_SKB_ADJUST_ROOM)
         .jmp_imm(Cond::Ne, R0, 0, "pass");
+    count(&mut a, spec.counters, COUNT_DECAPSULATED);
     match spec.deliver {
         Deliver::Ingress(ifindex) => {
             a.mov_imm(R1, ifindex as i32)

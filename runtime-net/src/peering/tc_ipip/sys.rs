@@ -226,3 +226,76 @@ pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<(i32, Vec<u8>), BpfError
     out.truncate(attr.data_size_out as usize);
     Ok((attr.retval as i32, out))
 }
+
+const CMD_MAP_CREATE: libc::c_long = 0;
+const CMD_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// Creates a per-CPU array of `entries` 64-bit counters (all zero).
+pub fn counter_map(entries: u32) -> Result<OwnedFd, BpfError> {
+    let mut attr = MapCreate {
+        map_type: MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: entries,
+        ..MapCreate::default()
+    };
+    bpf(CMD_MAP_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|source| BpfError::Call {
+            op: "create eBPF counter map",
+            source,
+        })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElem {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// CPUs the kernel may ever run (the per-CPU map holds a value for each).
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+                    None => r.parse::<usize>().ok().map(|_| 1),
+                })
+                .sum::<Option<usize>>()
+        })
+        .unwrap_or(1)
+}
+
+/// The sum over all CPUs of entry `key` of the counter map `map`.
+pub fn counter_sum(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
+    let mut values = vec![0u64; possible_cpus()];
+    let mut attr = MapElem {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: values.as_mut_ptr() as u64,
+        ..MapElem::default()
+    };
+    bpf(CMD_MAP_LOOKUP_ELEM, &mut attr).map_err(|source| BpfError::Call {
+        op: "read eBPF counter map",
+        source,
+    })?;
+    Ok(values.iter().sum())
+}

@@ -90,6 +90,7 @@ fn programs_grow_by_a_few_instructions_per_peer() {
             underlay: 2,
             peers: &table[..n],
             miss: TCX_NEXT,
+            counters: None,
         })
         .unwrap()
         .len()
@@ -101,6 +102,7 @@ fn programs_grow_by_a_few_instructions_per_peer() {
             l3: 14,
             local: LOCAL,
             deliver: Deliver::Ingress(3),
+            counters: None,
             peers: &addrs[..n],
         })
         .unwrap()
@@ -114,6 +116,7 @@ fn decap_prog() -> std::os::fd::OwnedFd {
         l3: 14,
         local: LOCAL,
         deliver: Deliver::Ingress(1),
+        counters: None,
         peers: &[Ipv4Addr::new(203, 0, 113, 1), PEER],
     })
     .unwrap();
@@ -195,6 +198,7 @@ fn encap_prog_missing(miss: i32) -> std::os::fd::OwnedFd {
         underlay: 1,
         peers: &table,
         miss,
+        counters: None,
     })
     .unwrap();
     sys::prog_load("test_encap", &insns).unwrap()
@@ -275,6 +279,7 @@ fn decap_into_a_veth_addresses_the_other_end() {
         l3: 14,
         local: LOCAL,
         deliver: Deliver::Veth { ifindex: 1, mac },
+        counters: None,
         peers: &[PEER],
     })
     .unwrap();
@@ -288,4 +293,63 @@ fn decap_into_a_veth_addresses_the_other_end() {
     let stranger = eth(0x0800, &ipv4(OTHER, LOCAL, 4, 0x4000, &inner()));
     let (verdict, out) = sys::test_run(&p, &stranger).unwrap();
     assert_eq!((verdict, out), (TCX_NEXT, stranger));
+}
+
+#[test]
+fn both_programs_count_what_they_carry_and_nothing_else() {
+    if !root() {
+        return;
+    }
+    let map = sys::counter_map(2).unwrap();
+    let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&map));
+    let table = [(
+        Ipv4Network::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
+        PEER,
+    )];
+    let encap = progs::encap(&EncapSpec {
+        l3: 14,
+        local: LOCAL,
+        underlay: 1,
+        peers: &table,
+        miss: TCX_NEXT,
+        counters: fd,
+    })
+    .unwrap();
+    let decap = progs::decap(&DecapSpec {
+        l3: 14,
+        local: LOCAL,
+        deliver: Deliver::Ingress(1),
+        peers: &[PEER],
+        counters: fd,
+    })
+    .unwrap();
+    let (encap, decap) = (
+        sys::prog_load("test_encap_count", &encap).unwrap(),
+        sys::prog_load("test_decap_count", &decap).unwrap(),
+    );
+    let elsewhere = ipv4(LOCAL, Ipv4Addr::new(10, 245, 2, 9), 17, 0, &[1, 2, 3, 4]);
+    for _ in 0..3 {
+        sys::test_run(&encap, &eth(0x0800, &inner())).unwrap();
+        sys::test_run(&encap, &eth(0x0800, &elsewhere)).unwrap();
+    }
+    for _ in 0..2 {
+        sys::test_run(
+            &decap,
+            &eth(0x0800, &ipv4(PEER, LOCAL, 4, 0x4000, &inner())),
+        )
+        .unwrap();
+        sys::test_run(
+            &decap,
+            &eth(0x0800, &ipv4(OTHER, LOCAL, 4, 0x4000, &inner())),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        sys::counter_sum(&map, progs::COUNT_ENCAPSULATED).unwrap(),
+        3
+    );
+    assert_eq!(
+        sys::counter_sum(&map, progs::COUNT_DECAPSULATED).unwrap(),
+        2
+    );
 }
