@@ -192,21 +192,13 @@ pub async fn ensure_device(
     if let Kind::Veth { peer } = kind {
         ipv6_off(&spec.name)?;
         repaired |= other_end_up(h, peer, spec.mtu).await?;
-        if !link.header.flags.contains(LinkFlags::Noarp) {
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(link.header.index)
-                        .arp(false)
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| request_error("turn ARP off on", &spec.name, e))?;
-            repaired = true;
-        }
     }
     let mut set = LinkUnspec::new_with_index(index);
     let mut change = false;
+    if matches!(kind, Kind::Veth { .. }) && !link.header.flags.contains(LinkFlags::Noarp) {
+        set = set.arp(false);
+        change = true;
+    }
     if alias.as_deref() != Some(spec.alias.as_str()) {
         set = set.alias(spec.alias.clone());
         change = true;
@@ -301,7 +293,7 @@ pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, NetlinkEr
 
 /// Whether a link called `name` exists.
 pub async fn link_exists(h: &Handle, name: &str) -> Result<bool, NetlinkError> {
-    Ok(query::link_by_name(h, name).await?.is_some())
+    Ok(link_index(h, name).await?.is_some())
 }
 
 /// Deletes device `name` if it carries `alias`; `Ok(true)` if it was deleted.

@@ -164,8 +164,8 @@ pub struct PeeringStatus {
 }
 
 impl PeeringStatus {
-    /// The status with the userspace data plane's counters as they are now, not as the last
-    /// pass saw them.
+    /// The status with the userspace data plane's and the tc programs' counters as they are
+    /// now, not as the last pass saw them.
     /// `encap_dropped.ipip`, which counts the data plane's `non_peer` drops, moves with them.
     pub fn with_live_counters(mut self) -> Self {
         if let Some(c) = &self.live_counters.0 {
@@ -181,36 +181,30 @@ impl PeeringStatus {
     }
 }
 
-/// The tc programs' counters, shared with the status (equal when the same map).
-#[derive(Clone, Default)]
-pub struct LiveTc(Option<tc_ipip::Counters>);
+/// Counters of a running data plane, shared with the status and read when it is shown (equal
+/// when the same counters).
+pub struct Live<T>(Option<Arc<T>>);
 
-impl PartialEq for LiveTc {
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => a.same(b),
-            (a, b) => a.is_none() && b.is_none(),
-        }
+impl<T> Live<T> {
+    /// The counters of a running data plane, or none.
+    pub fn new(c: Option<Arc<T>>) -> Self {
+        Live(c)
     }
 }
 
-impl Eq for LiveTc {}
-
-impl std::fmt::Debug for LiveTc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "LiveTc(running)"
-        } else {
-            "LiveTc(none)"
-        })
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Live(self.0.clone())
     }
 }
 
-/// The userspace IPIP data plane's counters, shared with the status (equal when the same).
-#[derive(Clone, Default)]
-pub struct LiveCounters(Option<Arc<userspace_ipip::Counters>>);
+impl<T> Default for Live<T> {
+    fn default() -> Self {
+        Live(None)
+    }
+}
 
-impl PartialEq for LiveCounters {
+impl<T> PartialEq for Live<T> {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -219,17 +213,23 @@ impl PartialEq for LiveCounters {
     }
 }
 
-impl Eq for LiveCounters {}
+impl<T> Eq for Live<T> {}
 
-impl std::fmt::Debug for LiveCounters {
+impl<T> std::fmt::Debug for Live<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "LiveCounters(running)"
+            "Live(running)"
         } else {
-            "LiveCounters(none)"
+            "Live(none)"
         })
     }
 }
+
+/// The userspace IPIP data plane's counters, shared with the status.
+pub type LiveCounters = Live<userspace_ipip::Counters>;
+
+/// The tc programs' counters, shared with the status.
+pub type LiveTc = Live<tc_ipip::Counters>;
 
 /// Shared, read-only view of the status.
 pub type StatusHandle = Arc<RwLock<PeeringStatus>>;
@@ -888,10 +888,10 @@ impl Peering {
         st.last_reconcile = Some(now_unix());
         st.errors = errors;
         st.userspace_ipip = userspace;
-        st.live_counters = LiveCounters(self.userspace.as_ref().map(|u| u.counters.clone()));
+        st.live_counters = Live::new(self.userspace.as_ref().map(|u| u.counters.clone()));
         let tc = self.tc.as_ref().map(|t| t.counters());
         st.tc_ipip = tc.as_ref().and_then(|c| c.read().ok());
-        st.live_tc = LiveTc(tc);
+        st.live_tc = Live::new(tc);
         st.encap_filter = judges;
         st.encap_dropped = dropped;
     }
@@ -928,7 +928,7 @@ pub(crate) mod tests {
         let c = Arc::new(super::userspace_ipip::Counters::default());
         let st = super::PeeringStatus {
             userspace_ipip: Some(c.snapshot()),
-            live_counters: super::LiveCounters(Some(c.clone())),
+            live_counters: super::Live::new(Some(c.clone())),
             ..Default::default()
         };
         c.rx.fetch_add(5, Ordering::Relaxed);

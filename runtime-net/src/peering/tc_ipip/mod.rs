@@ -71,21 +71,21 @@ pub struct Carried {
 }
 
 /// The programs' counter map, readable while they run.
-#[derive(Debug, Clone)]
-pub struct Counters(Arc<OwnedFd>);
+#[derive(Debug)]
+pub struct Counters {
+    map: OwnedFd,
+    /// CPUs the map holds a value for (read once).
+    cpus: usize,
+}
 
 impl Counters {
     /// The counts as they are now.
     pub fn read(&self) -> Result<Carried, TcIpipError> {
+        let sum = |key| sys::counter_sum(&self.map, key, self.cpus);
         Ok(Carried {
-            encapsulated: sys::counter_sum(&self.0, progs::COUNT_ENCAPSULATED)?,
-            decapsulated: sys::counter_sum(&self.0, progs::COUNT_DECAPSULATED)?,
+            encapsulated: sum(progs::COUNT_ENCAPSULATED)?,
+            decapsulated: sum(progs::COUNT_DECAPSULATED)?,
         })
-    }
-
-    /// Whether `other` reads the same map.
-    pub fn same(&self, other: &Counters) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -95,7 +95,7 @@ pub struct TcIpip {
     dev: Devices,
     encap: OwnedFd,
     decap: OwnedFd,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 fn load(
@@ -103,7 +103,7 @@ fn load(
     table: &[(Ipv4Network, Ipv4Addr)],
     counters: &Counters,
 ) -> Result<(OwnedFd, OwnedFd), TcIpipError> {
-    let map = Some(counters.0.as_raw_fd());
+    let map = Some(counters.map.as_raw_fd());
     let encap = progs::encap(&progs::EncapSpec {
         l3: dev.route_l2,
         local: dev.local,
@@ -135,7 +135,10 @@ fn load(
 impl TcIpip {
     /// Loads the programs for `table` (pod subnet → peer underlay address) and attaches them.
     pub fn attach(dev: Devices, table: &[(Ipv4Network, Ipv4Addr)]) -> Result<Self, TcIpipError> {
-        let counters = Counters(Arc::new(sys::counter_map(2)?));
+        let counters = Arc::new(Counters {
+            map: sys::counter_map(2)?,
+            cpus: sys::possible_cpus(),
+        });
         let (encap, decap) = load(&dev, table, &counters)?;
         // Decapsulation first: a peer answering a packet sent by the new path is understood.
         let decap = sys::tcx_attach(&decap, dev.underlay, Hook::Ingress)?;
@@ -149,7 +152,7 @@ impl TcIpip {
     }
 
     /// The programs' packet counters (kept across [`TcIpip::set_peers`]).
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
     }
 

@@ -268,8 +268,8 @@ struct MapElem {
     flags: u64,
 }
 
-/// CPUs the kernel may ever run (the per-CPU map holds a value for each).
-fn possible_cpus() -> usize {
+/// CPUs the kernel may ever run (a per-CPU map holds a value for each).
+pub fn possible_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()
         .and_then(|s| {
@@ -284,9 +284,9 @@ fn possible_cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// The sum over all CPUs of entry `key` of the counter map `map`.
-pub fn counter_sum(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
-    let mut values = vec![0u64; possible_cpus()];
+/// The sum over the `cpus` CPUs ([`possible_cpus`]) of entry `key` of the counter map `map`.
+pub fn counter_sum(map: &OwnedFd, key: u32, cpus: usize) -> Result<u64, BpfError> {
+    let mut values = vec![0u64; cpus];
     let mut attr = MapElem {
         map_fd: map.as_raw_fd() as u32,
         key: &key as *const u32 as u64,
