@@ -205,7 +205,16 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let modes = [
-        ("host-gw", "mode = \"host-gw\"", Target::Share(0.95)),
+        (
+            "host-gw (tc programs)",
+            "mode = \"host-gw\"",
+            Target::Share(0.95),
+        ),
+        (
+            "host-gw (kernel forwarding)",
+            "mode = \"host-gw\"\nhost_gw = \"kernel\"",
+            Target::Info("(host_gw = \"kernel\")"),
+        ),
         ("vxlan (kernel)", "mode = \"vxlan\"", Target::Share(0.85)),
         (
             "ipip (tc programs)",
@@ -269,7 +278,7 @@ fn main() {
         "\niperf3, one TCP stream, {secs} s per run, median of {repeats} runs, veth underlay in namespaces"
     );
     println!(
-        "{:<34} {:>8} {:>15} {:>12} {:>8} {:>6}  target",
+        "{:<40} {:>8} {:>15} {:>12} {:>8} {:>6}  target",
         "path", "Gbit/s", "(min-max)", "vs underlay", "retrans", "load"
     );
     for r in &rows {
@@ -293,7 +302,7 @@ fn main() {
             Target::Gbps(t) => format!(">= {t} Gbit/s: {}", if m >= t { "met" } else { "MISSED" }),
         };
         println!(
-            "{:<34} {m:>8.2} {:>15} {share:>12.2} {retrans:>8} {:>6.1}  {target}",
+            "{:<40} {m:>8.2} {:>15} {share:>12.2} {retrans:>8} {:>6.1}  {target}",
             r.what,
             format!("({lo:.2}-{hi:.2})"),
             r.load,

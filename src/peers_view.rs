@@ -143,6 +143,12 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
             t.encapsulated, t.decapsulated
         ));
     }
+    if let Some(t) = &v.host_gw_tc {
+        out.push(format!(
+            "host-gw in tc programs: {} packets sent to peers' pods, {} received",
+            t.sent, t.received
+        ));
+    }
     let judge = |j: &Option<String>| match j {
         Some(j) => format!(" ({j})"),
         None => " (not in use)".into(),
@@ -241,6 +247,7 @@ mod tests {
             }],
             userspace_ipip: None,
             tc_ipip: None,
+            host_gw_tc: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(source()),
@@ -286,6 +293,7 @@ mod tests {
             peers: vec![],
             userspace_ipip: None,
             tc_ipip: None,
+            host_gw_tc: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(SourceInfo {

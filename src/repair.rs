@@ -109,7 +109,14 @@ impl Repairer for DaemonRepairer {
         let e = &self.engine;
         match d {
             Dirty::Bridge(b) | Dirty::Gateway(b) => {
-                e.repair_bridge_link(b).await.map_err(|e| e.to_string())
+                let fixed = e.repair_bridge_link(b).await.map_err(|e| e.to_string())?;
+                // A new bridge has a new index: peering's forwarding programs send to it.
+                let peering = if fixed {
+                    self.peering_pass().await?
+                } else {
+                    false
+                };
+                Ok(fixed | peering)
             }
             Dirty::Port(p) => e.repair_port(p).await.map_err(|e| e.to_string()),
             Dirty::Endpoint(k) => e.repair_endpoint(k).await.map_err(|e| e.to_string()),

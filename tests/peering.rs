@@ -218,6 +218,121 @@ fn l2_three_nodes_host_gw() {
     wait_reachable(&a, "node-b", "host-gw");
 }
 
+/// Output of one ping from `ns` to `dst` with TTL `ttl` (`ip netns exec … ping -c1 -t`).
+fn ping_ttl(ns: &shimnet::netns::NamedNetns, dst: Ipv4Addr, ttl: u8) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "ping", "-n", "-c1", "-W2", "-t"])
+        .arg(ttl.to_string())
+        .arg(dst.to_string())
+        .output()
+        .expect("ping");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host-gw forwarding programs' counters on `n` (sent, received), if attached.
+fn host_gw_tc(n: &Node) -> Option<(u64, u64)> {
+    let v = n.peers();
+    let t = v.get("host_gw_tc").filter(|t| !t.is_null())?;
+    Some((t["sent"].as_u64()?, t["received"].as_u64()?))
+}
+
+/// Host-gw between a node forwarding in tc programs (a, the default) and one on the kernel's
+/// forwarding path (b, `host_gw = "kernel"`), then a third in tc programs (c): what crosses is
+/// what the kernel path carries (TTL, ICMP errors, sources, bytes), the programs count it, and
+/// traffic keeps flowing when a's programs go with its daemon.
+#[test]
+fn host_gw_in_tc_programs() {
+    let mut f = Fabric::new(1);
+    let mode = "mode = \"host-gw\"";
+    let mut a = f.node("node-a", 0, 10, 1, mode);
+    let mut b = f.node("node-b", 0, 11, 2, &format!("{mode}\nhost_gw = \"kernel\""));
+    let mut c = f.node("node-c", 0, 12, 3, mode);
+    full_mesh(&[&a, &b, &c]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    let (ca, ipa) = a.container("a");
+    let (cb, ipb) = b.container("b");
+    let (cc, ipc) = c.container("c");
+    wait_for(30, "containers reach each other", || {
+        ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cc, ipb, &[])
+    });
+    wait_for(20, "a's programs attached", || host_gw_tc(&a).is_some());
+    assert!(host_gw_tc(&b).is_none(), "b forwards in the kernel");
+    let (sent0, received0) = host_gw_tc(&a).unwrap();
+    // Both ways, between a program node and the kernel node and between two program nodes.
+    assert_bulk_transfer(&ca, &cb, ipb, 7201, 8 << 20);
+    assert_bulk_transfer(&cb, &ca, ipa, 7202, 8 << 20);
+    assert_bulk_transfer(&ca, &cc, ipc, 7203, 8 << 20);
+    assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7204);
+    assert_tcp_keeps_source(&cc, ipc, &ca, ipa, 7205);
+    let (sent, received) = host_gw_tc(&a).unwrap();
+    eprintln!(
+        "a's programs: {} sent, {} received during the transfers",
+        sent - sent0,
+        received - received0
+    );
+    // 16 MiB left a and 8 MiB arrived in its programs: at least one super-packet per 64 KiB.
+    assert!(sent - sent0 >= 256, "sent {sent0} -> {sent}");
+    assert!(
+        received - received0 >= 128,
+        "received {received0} -> {received}"
+    );
+    let (sent_c, _) = host_gw_tc(&c).unwrap();
+    assert!(sent_c > 0, "c's programs carried its answers");
+    // TTL as on the kernel path: a hop per node. TTL 1 expires at a's gateway, TTL 2 at the
+    // receiving node (its stack answers), TTL 3 arrives; the same towards b and c.
+    for (dst, node) in [(ipb, &b), (ipc, &c)] {
+        let one = ping_ttl(&ca, dst, 1);
+        assert!(
+            one.contains("From 10.244.1.1") && one.contains("Time to live exceeded"),
+            "{one}"
+        );
+        let two = ping_ttl(&ca, dst, 2);
+        assert!(
+            two.contains(&format!("From {}", node.addr)) && two.contains("Time to live exceeded"),
+            "{two}"
+        );
+        let three = ping_ttl(&ca, dst, 3);
+        assert!(three.contains("1 received"), "{three}");
+    }
+    // And from c into a's programs: TTL 2 expires at a (its stack answers).
+    let two = ping_ttl(&cc, ipa, 2);
+    assert!(
+        two.contains(&format!("From {}", a.addr)) && two.contains("Time to live exceeded"),
+        "{two}"
+    );
+    let (ok, out) = a.ctl(&["peers"]);
+    assert!(ok && out.contains("host-gw in tc programs:"), "{out}");
+    // A pod's veth rebuilt by the repair gets the program again.
+    let port = a
+        .ip(&["-o", "link", "show", "master", "shimnet0"])
+        .lines()
+        .find_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap().to_string())
+        })
+        .expect("a's pod port");
+    a.ip(&["link", "del", &port]);
+    wait_for(20, "the pod's veth rebuilt", || ping_from(&ca, ipb, &[]));
+    let before = host_gw_tc(&a).unwrap().0;
+    assert_bulk_transfer(&ca, &cc, ipc, 7206, 1 << 20);
+    let after = host_gw_tc(&a).unwrap().0;
+    assert!(
+        after - before >= 16,
+        "rebuilt port forwards in the program: {before} -> {after}"
+    );
+    // The programs go with a's daemon; the kernel path carries on.
+    a.stop(Signal::SIGTERM);
+    assert!(ping_from(&ca, ipb, &[]) && ping_from(&cc, ipa, &[]));
+    assert_bulk_transfer(&cc, &ca, ipa, 7207, 1 << 20);
+    a.start();
+    wait_for(20, "a's programs back", || host_gw_tc(&a).is_some());
+    assert_bulk_transfer(&ca, &cc, ipc, 7208, 1 << 20);
+    assert!(host_gw_tc(&a).unwrap().0 >= 16);
+}
+
 #[test]
 fn l2_three_nodes_vxlan() {
     let mut f = Fabric::new(1);

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use runtime_net::engine::{Engine, EngineConfig};
+use runtime_net::engine::{Engine, EngineConfig, Observer, Observers};
 use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
-use runtime_net::peering::peers::SourceKind;
+use runtime_net::peering::peers::{HostGwChoice, SourceKind};
 use runtime_net::peering::reachability::{Freshness, Prober};
 use runtime_net::peering::retry::Retry;
 use runtime_net::peering::source::{MembershipView, PeerSubscription, RefreshHook, SourceHandle};
+use runtime_net::peering::tc_ipip::host_gw::HostGwTc;
 use runtime_net::peering::StatusHandle;
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
@@ -279,10 +280,31 @@ struct PeeringRun {
 /// the pod subnet, list the cluster), then peering (finds the underlay, chooses the IPIP path)
 /// with the peers known at start, opens the encapsulation filter of the engine's firewall
 /// backend, and shapes the default network (subnet, MTU, no NAT inside the cluster).
+/// The host-gw forwarding programs' owner, when peering may use them (`[peering] host_gw` is
+/// not `kernel`) and the kernel lets this process create eBPF maps.
+fn host_gw_programs(cfg: &Config) -> Option<Arc<HostGwTc>> {
+    let pc = cfg.peering.as_ref()?;
+    if pc.host_gw == HostGwChoice::Kernel {
+        return None;
+    }
+    match HostGwTc::new() {
+        Ok(h) => Some(Arc::new(h)),
+        Err(e) if pc.host_gw == HostGwChoice::Auto => {
+            tracing::info!("{e}; host-gw peers use the kernel's forwarding path");
+            None
+        }
+        Err(e) => {
+            tracing::error!("{e}; host-gw peers use the kernel's forwarding path");
+            None
+        }
+    }
+}
+
 async fn start_peering(
     cfg: &mut Config,
     firewall: BackendKind,
     metrics: &Arc<Metrics>,
+    host_gw: Option<Arc<HostGwTc>>,
 ) -> Result<Option<PeeringRun>> {
     let (Some(settings), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
@@ -351,9 +373,12 @@ async fn start_peering(
     if let Some(n) = cfg.node.as_mut() {
         n.pod_cidr = Some(node.pod_cidr);
     }
-    let p = Peering::new(node, pc, firewall, initial)
+    let mut p = Peering::new(node, pc, firewall, initial)
         .await
         .context("starting peering")?;
+    if let Some(h) = host_gw {
+        p = p.with_host_gw(h);
+    }
     let mtu = p.container_mtu();
     tracing::info!(
         ipip = ?p.ipip_path(),
@@ -621,13 +646,19 @@ async fn run() -> Result<()> {
         shimnet_dns::Dns::start(cfg.dns.settings(), metrics.dns().clone())
             .context("starting the name service")?,
     );
+    // Host-gw forwarding in tc programs learns the pod ports from the records, like the names.
+    let host_gw = host_gw_programs(&cfg);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(DnsHook::new(dns.clone()))];
+    if let Some(h) = &host_gw {
+        observers.push(h.clone());
+    }
     engine
-        .set_observer(Arc::new(DnsHook::new(dns.clone())))
+        .set_observer(Arc::new(Observers(observers)))
         .await
         .context("loading names")?;
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
-    let peering = start_peering(&mut cfg, engine.firewall_kind(), &metrics).await?;
+    let peering = start_peering(&mut cfg, engine.firewall_kind(), &metrics, host_gw).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);

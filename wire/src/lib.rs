@@ -287,6 +287,9 @@ pub struct PeersReply {
     /// Packets the tc programs of IPIP in the kernel carried, when they run.
     #[serde(default)]
     pub tc_ipip: Option<TcIpipCounters>,
+    /// Packets the host-gw forwarding programs carried, while they are attached.
+    #[serde(default)]
+    pub host_gw_tc: Option<HostGwTcCounters>,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     #[serde(default)]
     pub encap_filter: EncapFilterInfo,
@@ -402,6 +405,16 @@ pub struct TcIpipCounters {
     pub encapsulated: u64,
     /// Packets from peers decapsulated.
     pub decapsulated: u64,
+}
+
+/// Packets the host-gw forwarding programs carried (a super-packet counts once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostGwTcCounters {
+    /// From this node's pods to host-gw peers' pods.
+    pub sent: u64,
+    /// From host-gw peers' pods to this node's pods.
+    pub received: u64,
 }
 
 /// Packet counters of the userspace IPIP data plane.

@@ -351,6 +351,11 @@ impl Engine {
         let plan = planner::attach(spec, rec, &obs);
         self.apply(&plan).await?;
         tracing::debug!(endpoint = %rec.key, plan = %plan, "rebuilt");
+        // Its interfaces are new: observers that hold on to them learn it (idempotent for the
+        // rest).
+        if let Some(o) = self.observer() {
+            o.endpoint_up(spec, rec);
+        }
         Ok(true)
     }
 

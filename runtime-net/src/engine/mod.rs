@@ -24,7 +24,7 @@ mod tests;
 pub use endpoint::{AttachRequest, Attachment};
 use error::collect;
 pub use error::{EngineError, Result};
-pub use observer::Observer;
+pub use observer::{Observer, Observers};
 pub use reconcile::ReconcileReport;
 
 use std::collections::HashMap;

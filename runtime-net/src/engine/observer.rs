@@ -21,3 +21,21 @@ pub trait Observer: Send + Sync {
     /// An endpoint is being detached or reclaimed: its addresses are about to be released.
     fn endpoint_down(&self, key: &EndpointKey);
 }
+
+/// Several observers, told in the order given.
+pub struct Observers(pub Vec<std::sync::Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn network_up(&self, spec: &NetworkSpec) {
+        self.0.iter().for_each(|o| o.network_up(spec));
+    }
+    fn network_down(&self, name: &NetworkName) {
+        self.0.iter().for_each(|o| o.network_down(name));
+    }
+    fn endpoint_up(&self, spec: &NetworkSpec, rec: &EndpointRecord) {
+        self.0.iter().for_each(|o| o.endpoint_up(spec, rec));
+    }
+    fn endpoint_down(&self, key: &EndpointKey) {
+        self.0.iter().for_each(|o| o.endpoint_down(key));
+    }
+}

@@ -38,6 +38,22 @@ pub enum IpipChoice {
     Bpf,
 }
 
+/// How packets between this node's pods and host-gw peers' pods are forwarded
+/// (`[peering] host_gw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostGwChoice {
+    /// Tc programs where they load, else the kernel's forwarding path.
+    #[default]
+    Auto,
+    /// Tc programs (eBPF, tcx) on the pods' veths and the underlay: one routing step, no
+    /// netfilter hooks (see `tc_ipip::host_gw`); a pass error where they cannot be attached.
+    Tc,
+    /// The kernel's forwarding path only (rules an administrator adds to the forward hook see
+    /// these packets).
+    Kernel,
+}
+
 /// Where the peer set comes from (`[peering] source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +133,9 @@ pub struct PeeringConfig {
     /// IPIP data plane.
     #[serde(default)]
     pub ipip: IpipChoice,
+    /// Forwarding between this node's pods and host-gw peers' pods.
+    #[serde(default)]
+    pub host_gw: HostGwChoice,
     /// VXLAN network identifier.
     #[serde(default = "default_vni")]
     pub vxlan_vni: u32,
@@ -526,6 +545,7 @@ pod_cidr = "10.2.1.0/24"
             peers_file: "/x".into(),
             auto_encap: ModeSetting::HostGw,
             ipip: IpipChoice::Auto,
+            host_gw: HostGwChoice::Auto,
             vxlan_vni: 1,
             vxlan_port: 4789,
             reconcile_interval_secs: 3,

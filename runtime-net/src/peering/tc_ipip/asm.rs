@@ -243,6 +243,11 @@ impl Asm {
         self.jump(JMP | cond as u8, dst, Reg(0), imm, to)
     }
 
+    /// `if dst cond src goto to` (64-bit).
+    pub fn jmp_reg(&mut self, cond: Cond, dst: Reg, src: Reg, to: &'static str) -> &mut Self {
+        self.jump(JMP | cond as u8 | SRC_REG, dst, src, 0, to)
+    }
+
     /// `goto to`.
     pub fn ja(&mut self, to: &'static str) -> &mut Self {
         self.jump(JMP, Reg(0), Reg(0), 0, to)

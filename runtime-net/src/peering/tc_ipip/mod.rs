@@ -15,6 +15,8 @@
 //! they go with it.
 
 pub mod asm;
+pub mod fwd;
+pub mod host_gw;
 pub mod offload;
 pub mod progs;
 pub mod sys;

@@ -49,12 +49,12 @@ const OUTER: i32 = 20;
 const TTL: u8 = 64;
 
 /// A 16-bit network-order value as the program reads it from memory.
-fn ne16(v: u16) -> i32 {
+pub(super) fn ne16(v: u16) -> i32 {
     i32::from(u16::from_ne_bytes(v.to_be_bytes()))
 }
 
 /// Four bytes as the program reads them from memory with one 32-bit load.
-fn ne32(b: [u8; 4]) -> i32 {
+pub(super) fn ne32(b: [u8; 4]) -> i32 {
     i32::from_ne_bytes(b)
 }
 
@@ -65,7 +65,7 @@ pub const COUNT_DECAPSULATED: u32 = 1;
 
 /// Adds one to entry `key` of the per-CPU array map `map` (a file descriptor), if any.
 /// Clobbers r0–r5.
-fn count(a: &mut Asm, map: Option<i32>, key: u32) {
+pub(super) fn count(a: &mut Asm, map: Option<i32>, key: u32) {
     let Some(fd) = map else { return };
     a.st(Size::W, FP, -52, key as i32)
         .ld_map_fd(R1, fd)
@@ -79,7 +79,7 @@ fn count(a: &mut Asm, map: Option<i32>, key: u32) {
 }
 
 /// Folds the one's-complement sum in `acc` (at most 32 bits) to 16 bits; `tmp` is clobbered.
-fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
+pub(super) fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
     for _ in 0..2 {
         a.mov_reg(tmp, acc)
             .alu64_imm(Alu::Rsh, tmp, 16)

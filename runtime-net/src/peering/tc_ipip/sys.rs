@@ -229,7 +229,12 @@ pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<(i32, Vec<u8>), BpfError
 
 const CMD_MAP_CREATE: libc::c_long = 0;
 const CMD_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const CMD_MAP_UPDATE_ELEM: libc::c_long = 2;
+const CMD_MAP_DELETE_ELEM: libc::c_long = 3;
+const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// Entries are allocated as they are added, not all up front.
+const MAP_NO_PREALLOC: u32 = 1;
 
 #[repr(C)]
 #[derive(Default)]
@@ -256,6 +261,57 @@ pub fn counter_map(entries: u32) -> Result<OwnedFd, BpfError> {
             op: "create eBPF counter map",
             source,
         })
+}
+
+/// Creates a hash map of at most `entries` entries, `K` bytes of key to `V` bytes of value
+/// (memory is taken per entry added).
+pub fn hash_map<const K: u32, const V: u32>(entries: u32) -> Result<OwnedFd, BpfError> {
+    let mut attr = MapCreate {
+        map_type: MAP_TYPE_HASH,
+        key_size: K,
+        value_size: V,
+        max_entries: entries,
+        map_flags: MAP_NO_PREALLOC,
+    };
+    bpf(CMD_MAP_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|source| BpfError::Call {
+            op: "create eBPF hash map",
+            source,
+        })
+}
+
+/// Sets `key` to `value` in `map` (sizes as the map was made with).
+pub fn map_set(map: &OwnedFd, key: &[u8], value: &[u8]) -> Result<(), BpfError> {
+    let mut attr = MapElem {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..MapElem::default()
+    };
+    bpf(CMD_MAP_UPDATE_ELEM, &mut attr)
+        .map(drop)
+        .map_err(|source| BpfError::Call {
+            op: "set an eBPF map entry",
+            source,
+        })
+}
+
+/// Removes `key` from `map`; absent already is fine.
+pub fn map_remove(map: &OwnedFd, key: &[u8]) -> Result<(), BpfError> {
+    let mut attr = MapElem {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        ..MapElem::default()
+    };
+    match bpf(CMD_MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(BpfError::Call {
+            op: "remove an eBPF map entry",
+            source,
+        }),
+    }
 }
 
 #[repr(C)]

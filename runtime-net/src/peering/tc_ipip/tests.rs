@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::progs::{self, DecapSpec, Deliver, EncapSpec, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT};
-use super::sys;
+use super::{fwd, sys};
 use crate::peering::probe::checksum;
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -348,4 +348,236 @@ fn both_programs_count_what_they_carry_and_nothing_else() {
     let sum = |key| sys::counter_sum(&map, key, cpus).unwrap();
     assert_eq!(sum(progs::COUNT_ENCAPSULATED), 3);
     assert_eq!(sum(progs::COUNT_DECAPSULATED), 2);
+}
+
+// Host-gw forwarding (`fwd`).
+
+const GATEWAY: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+fn pod(net: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, net, host)
+}
+
+fn subnet(net: u8) -> Ipv4Network {
+    Ipv4Network::new(pod(net, 0), 24).unwrap()
+}
+
+/// An Ethernet frame to `dst_mac` with a UDP packet `src` → `dst` and TTL `ttl` (checksum
+/// valid).
+fn pod_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    let mut l3 = ipv4(src, dst, 17, 0x4000, &[0x30, 0x39, 0, 0x35, 0, 8, 0, 0]);
+    l3[8] = ttl;
+    l3[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&l3[..20]);
+    l3[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(0x0800, &l3);
+    f[..6].copy_from_slice(&dst_mac);
+    f
+}
+
+/// An ICMP message of `kind` from `src` to `dst`, as it reaches the underlay (TTL 64).
+fn icmp_frame(src: Ipv4Addr, dst: Ipv4Addr, kind: u8) -> Vec<u8> {
+    let mut f = eth(0x0800, &ipv4(src, dst, 1, 0, &[kind, 0, 0, 0, 0, 0, 0, 0]));
+    f[..6].copy_from_slice(&[0; 6]);
+    f
+}
+
+fn fwd_prog(gateway: Option<[u8; 6]>, counter: Option<(i32, u32)>) -> std::os::fd::OwnedFd {
+    let (from, to) = match gateway {
+        // A pod port: this node's pods to two peers.
+        Some(_) => (vec![subnet(1)], vec![subnet(3), subnet(2)]),
+        // The underlay: two peers to this node's pods.
+        None => (vec![subnet(3), subnet(2)], vec![subnet(1)]),
+    };
+    let insns = fwd::forward(&fwd::ForwardSpec {
+        from: &from,
+        to: &to,
+        except: &[pod(1, 1), pod(1, 255)],
+        icmp_errors_from: &[PEER],
+        pods: None,
+        out: 1,
+        gateway,
+        counter,
+    })
+    .unwrap();
+    sys::prog_load("test_fwd", &insns).unwrap()
+}
+
+#[test]
+fn forwarding_grows_by_three_instructions_per_subnet() {
+    let nets: Vec<Ipv4Network> = (0..100u8).map(subnet).collect();
+    let n = |k: usize| {
+        fwd::forward(&fwd::ForwardSpec {
+            from: &nets[..1],
+            to: &nets[..k],
+            except: &[],
+            icmp_errors_from: &[],
+            pods: None,
+            out: 2,
+            gateway: Some(GATEWAY),
+            counter: None,
+        })
+        .unwrap()
+        .len()
+    };
+    assert_eq!(n(100) - n(1), 99 * 3);
+}
+
+#[test]
+fn forwarding_sends_a_pods_packet_on_with_one_hop_less() {
+    if !root() {
+        return;
+    }
+    // From a pod port (to the gateway's MAC) and from the underlay (to this host: the test run's
+    // device, loopback, has the all-zero MAC).
+    for (gateway, frame) in [
+        (Some(GATEWAY), pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 64)),
+        (None, pod_frame([0; 6], pod(2, 9), pod(1, 5), 2)),
+        // ICMP errors from peer nodes answering this node's pods.
+        (None, icmp_frame(PEER, pod(1, 5), 3)),
+        (None, icmp_frame(PEER, pod(1, 5), 11)),
+    ] {
+        let p = fwd_prog(gateway, None);
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{gateway:?}");
+        let mut want = frame.clone();
+        want[14 + 8] -= 1;
+        assert_eq!(checksum(&out[14..34]), 0, "checksum after the TTL change");
+        want[14 + 10..14 + 12].copy_from_slice(&out[14 + 10..14 + 12]);
+        assert_eq!(out, want, "only TTL and checksum change");
+    }
+}
+
+#[test]
+fn forwarding_leaves_everything_else_to_the_stack() {
+    if !root() {
+        return;
+    }
+    let ok = || pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 64);
+    let mut bad_sum = ok();
+    bad_sum[14 + 11] ^= 1;
+    let mut options = ok();
+    options[14] = 0x46;
+    let mut long = ok();
+    long[14 + 2..14 + 4].copy_from_slice(&200u16.to_be_bytes());
+    let mut arp = ok();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let cases = [
+        (
+            "another MAC",
+            pod_frame([2, 0, 0, 0, 0, 9], pod(1, 5), pod(2, 9), 64),
+        ),
+        (
+            "a source outside",
+            pod_frame(GATEWAY, pod(4, 5), pod(2, 9), 64),
+        ),
+        (
+            "a destination outside",
+            pod_frame(GATEWAY, pod(1, 5), pod(4, 9), 64),
+        ),
+        ("TTL 1", pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 1)),
+        ("TTL 0", pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 0)),
+        ("a bad header checksum", bad_sum),
+        ("IP options", options),
+        ("a total length beyond the frame", long),
+        ("not IPv4", arp),
+    ];
+    let p = fwd_prog(Some(GATEWAY), None);
+    for (what, frame) in cases {
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(verdict, TCX_NEXT, "{what}");
+        assert_eq!(out, frame, "{what}: changed");
+    }
+    // On the underlay: a frame for another host, and one from outside the peers.
+    let p = fwd_prog(None, None);
+    for (what, frame) in [
+        (
+            "another host's frame",
+            pod_frame([2, 0, 0, 0, 0, 9], pod(2, 9), pod(1, 5), 64),
+        ),
+        ("not a peer", pod_frame([0; 6], pod(4, 9), pod(1, 5), 64)),
+        (
+            "to the gateway",
+            pod_frame([0; 6], pod(2, 9), pod(1, 1), 64),
+        ),
+        (
+            "to the broadcast address",
+            pod_frame([0; 6], pod(2, 9), pod(1, 255), 64),
+        ),
+        ("an echo from a peer node", icmp_frame(PEER, pod(1, 5), 8)),
+        (
+            "an ICMP error from a stranger",
+            icmp_frame(OTHER, pod(1, 5), 11),
+        ),
+    ] {
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+        assert_eq!(verdict, TCX_NEXT, "{what}");
+        assert_eq!(out, frame, "{what}: changed");
+    }
+}
+
+#[test]
+fn forwarding_counts_what_it_forwards() {
+    if !root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let map = sys::counter_map(2).unwrap();
+    let p = fwd_prog(Some(GATEWAY), Some((map.as_raw_fd(), 1)));
+    for (frame, forwarded) in [
+        (pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 64), true),
+        (pod_frame(GATEWAY, pod(1, 5), pod(3, 9), 64), true),
+        (pod_frame(GATEWAY, pod(1, 5), pod(4, 9), 64), false),
+        (pod_frame(GATEWAY, pod(1, 5), pod(2, 9), 1), false),
+    ] {
+        let (verdict, _) = sys::test_run(&p, &frame).unwrap();
+        assert_eq!(verdict == TC_ACT_REDIRECT, forwarded);
+    }
+    let cpus = sys::possible_cpus();
+    assert_eq!(sys::counter_sum(&map, 1, cpus).unwrap(), 2);
+    assert_eq!(sys::counter_sum(&map, 0, cpus).unwrap(), 0);
+}
+
+#[test]
+fn forwarding_addresses_a_listed_pod_from_the_gateway() {
+    if !root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let pods = sys::hash_map::<4, 12>(16).unwrap();
+    let mac = [0x0a, 0x58, 10, 244, 1, 5];
+    let (k, v) = fwd::pod_entry(pod(1, 5), 1, mac);
+    sys::map_set(&pods, &k, &v).unwrap();
+    let (from, to) = ([subnet(2)], [subnet(1)]);
+    let insns = fwd::forward(&fwd::ForwardSpec {
+        from: &from,
+        to: &to,
+        except: &[],
+        icmp_errors_from: &[],
+        pods: Some(fwd::Pods {
+            map: pods.as_raw_fd(),
+            gateway: GATEWAY,
+        }),
+        out: 1,
+        gateway: None,
+        counter: None,
+    })
+    .unwrap();
+    let p = sys::prog_load("test_fwd_pods", &insns).unwrap();
+    // Listed: the pod's MAC from the gateway's, one hop less.
+    let frame = pod_frame([0; 6], pod(2, 9), pod(1, 5), 64);
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out[..6], mac);
+    assert_eq!(out[6..12], GATEWAY);
+    assert_eq!(out[14 + 8], 63);
+    assert_eq!(checksum(&out[14..34]), 0);
+    assert_eq!(out[14 + 12..], frame[14 + 12..]);
+    // Not listed (any more): out of the bridge, link-layer header left to the neighbour code.
+    sys::map_remove(&pods, &k).unwrap();
+    sys::map_remove(&pods, &k).unwrap();
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out[..12], frame[..12]);
+    assert_eq!(out[14 + 8], 63);
 }

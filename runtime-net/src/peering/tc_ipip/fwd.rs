@@ -1,0 +1,277 @@
+//! The tc program of host-gw forwarding, generated for one peer table. Pure, like
+//! [`super::progs`]: subnets and device indexes go into the code as constants.
+//!
+//! It forwards what the kernel's forwarding path would forward unchanged and nothing else, one
+//! routing step instead of the bridge's netfilter hooks, the routing input path and the forward
+//! chain:
+//!
+//! - an IPv4 packet addressed to this host's MAC, with a well-formed header (no options, valid
+//!   checksum, total length within the frame) and a TTL above 1,
+//! - from a source in one of `from` to a destination in one of `to` (pod subnets: this node's
+//!   to a peer's when sending, a peer's to this node's when receiving; the firewall accepts
+//!   exactly these both ways and never translates them), but not to this host's own addresses
+//!   there nor to the broadcast address, or an ICMP error from a peer node to `to`,
+//! - that fits the MTU of the device it leaves by (a GSO packet: its segments),
+//!
+//! loses one from its TTL and leaves by `out` with the neighbour filled in from the routing
+//! table. Anything else goes on to the stack untouched ([`super::progs::TCX_NEXT`]), which
+//! answers TTL expiry and oversize packets with ICMP as usual.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::asm::{Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7};
+use super::progs::{count, fold16, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
+
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_SKB_STORE_BYTES: i32 = 9;
+const HELPER_L3_CSUM_REPLACE: i32 = 10;
+const HELPER_SKB_LOAD_BYTES: i32 = 26;
+const HELPER_CSUM_DIFF: i32 = 28;
+const HELPER_REDIRECT_NEIGH: i32 = 152;
+const HELPER_REDIRECT_PEER: i32 = 155;
+const HELPER_CHECK_MTU: i32 = 163;
+
+/// `__sk_buff` offsets.
+const SKB_LEN: i16 = 0;
+const SKB_PKT_TYPE: i16 = 4;
+const SKB_PROTOCOL: i16 = 16;
+
+/// Where the IPv4 header is copied on the stack.
+const AT: i16 = -32;
+/// A stack word for the MTU helper.
+const MTU_SLOT: i16 = -40;
+/// Where the frame's destination MAC is copied.
+const MAC_SLOT: i16 = -48;
+/// A new Ethernet header (12 bytes).
+const ETH_SLOT: i16 = -64;
+/// A map key.
+const KEY_SLOT: i16 = -72;
+
+/// What [`forward`] is built for.
+#[derive(Debug, Clone)]
+pub struct ForwardSpec<'a> {
+    /// Sources it forwards from.
+    pub from: &'a [Ipv4Network],
+    /// Destinations it forwards to.
+    pub to: &'a [Ipv4Network],
+    /// Destinations in `to` it leaves to the stack: this host's own addresses there (the
+    /// gateway) and the subnet's broadcast address.
+    pub except: &'a [Ipv4Addr],
+    /// Sources of ICMP errors (destination unreachable, time exceeded, parameter problem) it
+    /// forwards as well: the peers' underlay addresses, which answer for packets this node's
+    /// pods sent through the programs (the firewall would have let them in as related had it
+    /// seen those packets).
+    pub icmp_errors_from: &'a [Ipv4Addr],
+    /// Index of the device the packets leave by.
+    pub out: u32,
+    /// The link-layer destination a packet must carry: the gateway's MAC on a bridge port;
+    /// `None`: addressed to the receiving device itself.
+    pub gateway: Option<[u8; 6]>,
+    /// The pods of `to`, if the packets go straight into their namespaces.
+    pub pods: Option<Pods>,
+    /// Per-CPU array map and its entry counting packets forwarded, if any.
+    pub counter: Option<(i32, u32)>,
+}
+
+/// A hash map of pods (see [`pod_entry`]): a packet to a listed pod goes into its namespace
+/// through its veth (`bpf_redirect_peer`: no bridge, no second pass through a backlog queue),
+/// addressed from the gateway's MAC to the pod's; one to a pod not listed leaves by `out`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pods {
+    /// The map's file descriptor.
+    pub map: i32,
+    /// The gateway's MAC (the source the pod sees).
+    pub gateway: [u8; 6],
+}
+
+/// Key and value of a pod in a [`Pods`] map: its address → the index of its veth's host end
+/// and its MAC.
+pub fn pod_entry(addr: Ipv4Addr, host_end: u32, mac: [u8; 6]) -> ([u8; 4], [u8; 12]) {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&host_end.to_ne_bytes());
+    v[4..10].copy_from_slice(&mac);
+    (addr.octets(), v)
+}
+
+/// Jumps to `hit` when the address in `r2` lies in one of `nets`, else falls through.
+/// Clobbers r3.
+fn match_any(a: &mut Asm, nets: &[Ipv4Network], hit: &'static str) {
+    for net in nets {
+        a.mov_reg(R3, R2)
+            .alu32_imm(Alu::And, R3, ne32(net.mask().octets()))
+            .jmp32_imm(Cond::Eq, R3, ne32(net.network().octets()), hit);
+    }
+}
+
+/// The ingress program of an Ethernet device (see the module docs).
+pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
+    const L3: i32 = 14;
+    let mut a = Asm::default();
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R2, R6, SKB_PROTOCOL)
+        .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
+    match spec.gateway {
+        None => {
+            a.ldx(Size::W, R2, R6, SKB_PKT_TYPE)
+                .jmp32_imm(Cond::Ne, R2, 0, "pass"); // PACKET_HOST
+        }
+        Some(mac) => {
+            // The frame's destination (the ingress hook sees the MAC header).
+            a.mov_reg(R1, R6)
+                .mov_imm(R2, 0)
+                .mov_reg(R3, FP)
+                .alu64_imm(Alu::Add, R3, i32::from(MAC_SLOT))
+                .mov_imm(R4, 6)
+                .call(HELPER_SKB_LOAD_BYTES)
+                .jmp_imm(Cond::Ne, R0, 0, "pass")
+                .ldx(Size::W, R2, FP, MAC_SLOT)
+                .jmp32_imm(Cond::Ne, R2, ne32([mac[0], mac[1], mac[2], mac[3]]), "pass")
+                .ldx(Size::H, R2, FP, MAC_SLOT + 4)
+                .jmp32_imm(
+                    Cond::Ne,
+                    R2,
+                    ne16(u16::from_be_bytes([mac[4], mac[5]])),
+                    "pass",
+                );
+        }
+    }
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, L3)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(AT))
+        .mov_imm(R4, 20)
+        .call(HELPER_SKB_LOAD_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    a.ldx(Size::B, R2, FP, AT)
+        .jmp32_imm(Cond::Ne, R2, 0x45, "pass") // IPv4, no options
+        .ldx(Size::B, R2, FP, AT + 8)
+        .skip32_imm(Cond::Gt, R2, 1, 1)
+        .ja("pass"); // TTL expires here: the stack answers
+    a.ldx(Size::W, R2, FP, AT + 12);
+    match_any(&mut a, spec.from, "from");
+    if !spec.icmp_errors_from.is_empty() {
+        a.ldx(Size::B, R3, FP, AT + 9)
+            .jmp32_imm(Cond::Ne, R3, 1, "pass"); // ICMP
+        for addr in spec.icmp_errors_from {
+            a.jmp32_imm(Cond::Eq, R2, ne32(addr.octets()), "icmp");
+        }
+        a.ja("pass")
+            .label("icmp")
+            .mov_reg(R1, R6)
+            .mov_imm(R2, L3 + 20)
+            .mov_reg(R3, FP)
+            .alu64_imm(Alu::Add, R3, i32::from(MAC_SLOT))
+            .mov_imm(R4, 1)
+            .call(HELPER_SKB_LOAD_BYTES)
+            .jmp_imm(Cond::Ne, R0, 0, "pass")
+            .ldx(Size::B, R2, FP, MAC_SLOT);
+        for error in [3, 11, 12] {
+            a.jmp32_imm(Cond::Eq, R2, error, "from");
+        }
+    }
+    a.ja("pass").label("from").ldx(Size::W, R2, FP, AT + 16);
+    for addr in spec.except {
+        a.jmp32_imm(Cond::Eq, R2, ne32(addr.octets()), "pass");
+    }
+    match_any(&mut a, spec.to, "to");
+    a.ja("pass").label("to");
+    // Total length within the frame.
+    a.ldx(Size::H, R2, FP, AT + 2)
+        .be16(R2)
+        .ldx(Size::W, R3, R6, SKB_LEN)
+        .alu64_imm(Alu::Add, R3, -L3)
+        .jmp_reg(Cond::Gt, R2, R3, "pass");
+    // Header checksum.
+    a.mov_imm(R1, 0)
+        .mov_imm(R2, 0)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(AT))
+        .mov_imm(R4, 20)
+        .mov_imm(R5, 0)
+        .call(HELPER_CSUM_DIFF)
+        .alu32_reg(Alu::Mov, R0, R0);
+    fold16(&mut a, R0, R2);
+    a.jmp32_imm(Cond::Ne, R0, 0xffff, "pass");
+    // Fits the way out (segments of a GSO packet).
+    a.st(Size::W, FP, MTU_SLOT, 0)
+        .mov_reg(R1, R6)
+        .mov_imm(R2, spec.out as i32)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(MTU_SLOT))
+        .mov_imm(R4, 0)
+        .mov_imm(R5, 0)
+        .call(HELPER_CHECK_MTU)
+        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    // TTL - 1: the TTL/protocol word, then the checksum.
+    a.ldx(Size::H, R7, FP, AT + 8)
+        .mov_reg(R2, R7)
+        .alu32_imm(Alu::Add, R2, -ne16(0x0100))
+        .alu32_imm(Alu::And, R2, 0xffff)
+        .stx(Size::H, FP, AT + 8, R2)
+        .mov_reg(R1, R6)
+        .mov_imm(R2, L3 + 8)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(AT + 8))
+        .mov_imm(R4, 2)
+        .mov_imm(R5, 0)
+        .call(HELPER_SKB_STORE_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, "pass")
+        // The TTL is written: from here a failure would leave a bad checksum.
+        .mov_reg(R1, R6)
+        .mov_imm(R2, L3 + 10)
+        .mov_reg(R3, R7)
+        .ldx(Size::H, R4, FP, AT + 8)
+        .mov_imm(R5, 2)
+        .call(HELPER_L3_CSUM_REPLACE)
+        .jmp_imm(Cond::Ne, R0, 0, "drop");
+    if let Some((map, key)) = spec.counter {
+        count(&mut a, Some(map), key);
+    }
+    if let Some(p) = spec.pods {
+        let g = p.gateway;
+        a.ldx(Size::W, R2, FP, AT + 16)
+            .stx(Size::W, FP, KEY_SLOT, R2)
+            .ld_map_fd(R1, p.map)
+            .mov_reg(R2, FP)
+            .alu64_imm(Alu::Add, R2, i32::from(KEY_SLOT))
+            .call(HELPER_MAP_LOOKUP_ELEM)
+            .jmp_imm(Cond::Eq, R0, 0, "neigh")
+            .mov_reg(R7, R0)
+            // Pod's MAC, then the gateway's.
+            .ldx(Size::W, R2, R7, 4)
+            .stx(Size::W, FP, ETH_SLOT, R2)
+            .ldx(Size::H, R2, R7, 8)
+            .stx(Size::H, FP, ETH_SLOT + 4, R2)
+            .st(
+                Size::H,
+                FP,
+                ETH_SLOT + 6,
+                i32::from(u16::from_ne_bytes([g[0], g[1]])),
+            )
+            .st(Size::W, FP, ETH_SLOT + 8, ne32([g[2], g[3], g[4], g[5]]))
+            .mov_reg(R1, R6)
+            .mov_imm(R2, 0)
+            .mov_reg(R3, FP)
+            .alu64_imm(Alu::Add, R3, i32::from(ETH_SLOT))
+            .mov_imm(R4, 12)
+            .mov_imm(R5, 0)
+            .call(HELPER_SKB_STORE_BYTES)
+            .jmp_imm(Cond::Ne, R0, 0, "drop")
+            .ldx(Size::W, R1, R7, 0)
+            .mov_imm(R2, 0)
+            .call(HELPER_REDIRECT_PEER)
+            .exit()
+            .label("neigh");
+    }
+    a.mov_imm(R1, spec.out as i32)
+        .mov_imm(R2, 0)
+        .mov_imm(R3, 0)
+        .mov_imm(R4, 0)
+        .call(HELPER_REDIRECT_NEIGH)
+        .exit();
+    a.label("drop").mov_imm(R0, TC_ACT_SHOT).exit();
+    a.label("pass").mov_imm(R0, TCX_NEXT).exit();
+    a.finish()
+}

@@ -1,0 +1,329 @@
+//! Host-gw forwarding in tc programs ([`super::fwd`]): between this node's pods and host-gw
+//! peers' pods, packets skip the bridge's netfilter hooks, the routing input path and the
+//! forward chain; each takes one routing step in a program instead.
+//!
+//! - *Sending*: a program on the ingress of each pod's host-side veth end forwards packets to
+//!   the gateway's MAC from this node's pod subnet to a peer's pod subnet out of the underlay.
+//! - *Receiving*: a program on the underlay's ingress forwards packets from a peer's pod subnet
+//!   to this node's pod subnet out of the pod network's bridge.
+//!
+//! Everything else (and everything while the programs are not attached) takes the kernel's
+//! forwarding path as before, so the programs change how fast, not what, is forwarded: the
+//! firewall accepts these packets both ways and never translates them (the pod network's
+//! `allow_from` and `no_masquerade_to` hold the cluster's pod subnets). Rules an administrator
+//! adds to the forward hook do not see them; `host_gw = "kernel"` keeps them on the kernel path.
+//!
+//! [`HostGwTc`] is an engine [`Observer`]: it learns the pod ports as endpoints come and go,
+//! and [`HostGwTc::set`] (the peering pass) gives it the peer table. The tcx links belong to
+//! this process: when the daemon exits, forwarding falls back to the kernel path.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use ipnetwork::Ipv4Network;
+
+use super::fwd::{forward, pod_entry, ForwardSpec, Pods};
+use super::sys::{self, Hook};
+use super::{Counters, TcIpipError};
+use crate::engine::Observer;
+use crate::types::{EndpointKey, EndpointKind, EndpointRecord, IfName, NetworkName, NetworkSpec};
+
+/// Counter map entry: packets sent to peers.
+pub const COUNT_SENT: u32 = 0;
+/// Counter map entry: packets received from peers.
+pub const COUNT_RECEIVED: u32 = 1;
+
+/// What the peering pass asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// This node's pod subnet (the pod network's subnet).
+    pub local: Ipv4Network,
+    /// Pod subnets of the host-gw peers.
+    pub peers: Vec<Ipv4Network>,
+    /// Underlay addresses of the host-gw peers (ICMP errors from them reach the pods).
+    pub peer_addrs: Vec<Ipv4Addr>,
+    /// Index of the underlay interface.
+    pub underlay: u32,
+}
+
+/// What the programs are built for: [`Want`] and the pod network's bridge as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Table {
+    want: Want,
+    /// Index of the pod network's bridge.
+    bridge: u32,
+    /// The pod network's gateway MAC (its bridge's).
+    mac: [u8; 6],
+    /// The pod network's gateway address.
+    gateway: Ipv4Addr,
+}
+
+/// Packets forwarded by the programs since they were first attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// From this node's pods to peers' pods.
+    pub sent: u64,
+    /// From peers' pods to this node's pods.
+    pub received: u64,
+}
+
+/// A pod port: the host end of an endpoint's veth on some network.
+#[derive(Debug)]
+struct Port {
+    ifname: IfName,
+    /// Its address, when it is in the pod map.
+    addr: Option<Ipv4Addr>,
+    subnet: Ipv4Network,
+    /// The sending program's link, while attached: (the device's index then, the link).
+    link: Option<(u32, OwnedFd)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// What the last pass asked for.
+    want: Option<Want>,
+    /// What is attached.
+    table: Option<Table>,
+    /// Each network's name, bridge and gateway by subnet.
+    bridges: HashMap<Ipv4Network, (NetworkName, IfName, Ipv4Addr)>,
+    ports: HashMap<EndpointKey, Port>,
+    send: Option<OwnedFd>,
+    receive: Option<(u32, OwnedFd)>,
+}
+
+impl State {
+    fn detach(&mut self) {
+        self.table = None;
+        self.send = None;
+        self.receive = None;
+        for p in self.ports.values_mut() {
+            p.link = None;
+        }
+    }
+
+    /// Attaches (or swaps in) the sending program on `port`, if it belongs to the pod network.
+    fn attach_port(
+        send: &OwnedFd,
+        table: &Table,
+        port: &mut Port,
+        swap: bool,
+    ) -> Result<(), TcIpipError> {
+        if port.subnet != table.want.local {
+            return Ok(());
+        }
+        let Ok(index) = nix::net::if_::if_nametoindex(port.ifname.as_str()) else {
+            // Gone (being detached or rebuilt): the next endpoint_up attaches it.
+            port.link = None;
+            return Ok(());
+        };
+        match &port.link {
+            Some((i, link)) if *i == index => {
+                if swap {
+                    sys::link_update(link, send)?;
+                }
+            }
+            _ => port.link = Some((index, sys::tcx_attach(send, index, Hook::Ingress)?)),
+        }
+        Ok(())
+    }
+}
+
+/// The host-gw forwarding programs of one node (see the module docs).
+#[derive(Debug)]
+pub struct HostGwTc {
+    state: Mutex<State>,
+    counters: Arc<Counters>,
+    /// Pods by address (see [`Pods`]): what the receiving program delivers into directly.
+    pods: OwnedFd,
+}
+
+/// Pods the receiving program knows at most (a /16 pod subnet's worth); memory is taken per pod.
+const MAX_PODS: u32 = 65_536;
+
+impl HostGwTc {
+    /// Creates the counter map; nothing is attached until [`HostGwTc::set`].
+    pub fn new() -> Result<Self, TcIpipError> {
+        Ok(HostGwTc {
+            state: Mutex::new(State::default()),
+            counters: Arc::new(Counters {
+                map: sys::counter_map(2)?,
+                cpus: sys::possible_cpus(),
+            }),
+            pods: sys::hash_map::<4, 12>(MAX_PODS)?,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counts as they are now.
+    pub fn forwarded(&self) -> Result<Forwarded, TcIpipError> {
+        let sum = |key| sys::counter_sum(&self.counters.map, key, self.counters.cpus);
+        Ok(Forwarded {
+            sent: sum(COUNT_SENT)?,
+            received: sum(COUNT_RECEIVED)?,
+        })
+    }
+
+    /// Whether programs are attached.
+    pub fn active(&self) -> bool {
+        self.lock().table.is_some()
+    }
+
+    /// Attaches, swaps or (with `None`, or no peers) detaches the programs for `want`;
+    /// `Ok(true)` when something changed. Without the pod network's bridge nothing is attached.
+    /// On error everything is detached (the kernel path carries all traffic) and the next call
+    /// tries again.
+    pub fn set(&self, want: Option<Want>) -> Result<bool, TcIpipError> {
+        let mut st = self.lock();
+        st.want = want;
+        self.apply(&mut st)
+    }
+
+    /// Brings the programs in line with the last [`Want`] and the pod network's bridge as it is
+    /// now.
+    fn apply(&self, st: &mut State) -> Result<bool, TcIpipError> {
+        let table = st
+            .want
+            .clone()
+            .filter(|w| !w.peers.is_empty())
+            .and_then(|want| {
+                let (_, name, gateway) = st.bridges.get(&want.local)?;
+                let bridge = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
+                Some(Table {
+                    mac: crate::netlink::bridge_mac(name.as_str()),
+                    gateway: *gateway,
+                    want,
+                    bridge,
+                })
+            });
+        if st.table == table && (table.is_none() || st.send.is_some()) {
+            return Ok(false);
+        }
+        let Some(table) = table else {
+            st.detach();
+            return Ok(true);
+        };
+        let r = self.load(st, &table);
+        if r.is_err() {
+            st.detach();
+        }
+        r.map(|()| true)
+    }
+
+    fn load(&self, st: &mut State, table: &Table) -> Result<(), TcIpipError> {
+        let map = self.counters.map.as_raw_fd();
+        let (local, w) = ([table.want.local], &table.want);
+        let send = sys::prog_load(
+            "shimnet_fwd_out",
+            &forward(&ForwardSpec {
+                from: &local,
+                to: &w.peers,
+                except: &[],
+                icmp_errors_from: &[],
+                pods: None,
+                out: w.underlay,
+                gateway: Some(table.mac),
+                counter: Some((map, COUNT_SENT)),
+            })?,
+        )?;
+        let receive = sys::prog_load(
+            "shimnet_fwd_in",
+            &forward(&ForwardSpec {
+                from: &w.peers,
+                to: &local,
+                except: &[table.gateway, table.want.local.broadcast()],
+                icmp_errors_from: &w.peer_addrs,
+                pods: Some(Pods {
+                    map: self.pods.as_raw_fd(),
+                    gateway: table.mac,
+                }),
+                out: table.bridge,
+                gateway: None,
+                counter: Some((map, COUNT_RECEIVED)),
+            })?,
+        )?;
+        // Receiving first: a peer answering a packet sent by the new path takes it as well.
+        match &st.receive {
+            Some((i, link)) if *i == w.underlay => sys::link_update(link, &receive)?,
+            _ => {
+                st.receive = Some((
+                    w.underlay,
+                    sys::tcx_attach(&receive, w.underlay, Hook::Ingress)?,
+                ))
+            }
+        }
+        for port in st.ports.values_mut() {
+            State::attach_port(&send, table, port, true)?;
+        }
+        st.send = Some(send);
+        st.table = Some(table.clone());
+        Ok(())
+    }
+}
+
+impl Observer for HostGwTc {
+    fn network_up(&self, spec: &NetworkSpec) {
+        let entry = (spec.name.clone(), spec.bridge.clone(), spec.gateway);
+        let mut st = self.lock();
+        st.bridges.insert(spec.subnet, entry);
+        // The pod network appearing after the pass that asked for the programs.
+        if st.want.as_ref().is_some_and(|w| w.local == spec.subnet) {
+            if let Err(e) = self.apply(&mut st) {
+                tracing::warn!("host-gw forwarding programs not attached: {e}");
+            }
+        }
+    }
+
+    fn network_down(&self, name: &NetworkName) {
+        self.lock().bridges.retain(|_, (n, _, _)| n != name);
+    }
+
+    fn endpoint_up(&self, spec: &NetworkSpec, rec: &EndpointRecord) {
+        let mut st = self.lock();
+        let State {
+            table, ports, send, ..
+        } = &mut *st;
+        let port = ports.entry(rec.key.clone()).or_insert_with(|| Port {
+            ifname: rec.host_ifname.clone(),
+            addr: None,
+            subnet: spec.subnet,
+            link: None,
+        });
+        // A managed endpoint's container end is in its namespace from now on (a prepared one's
+        // is moved later by the caller: it stays on the bridge path).
+        if rec.kind == EndpointKind::Managed {
+            let ip = rec.ipv4.ip();
+            let set = nix::net::if_::if_nametoindex(rec.host_ifname.as_str())
+                .map_err(|e| e.to_string())
+                .and_then(|index| {
+                    let (k, v) = pod_entry(ip, index, rec.mac.0);
+                    sys::map_set(&self.pods, &k, &v).map_err(|e| e.to_string())
+                });
+            match set {
+                Ok(()) => port.addr = Some(ip),
+                Err(e) => {
+                    tracing::debug!(endpoint = %rec.key, "pod not listed for host-gw delivery: {e}")
+                }
+            }
+        }
+        if let (Some(t), Some(s)) = (table.as_ref(), send.as_ref()) {
+            if let Err(e) = State::attach_port(s, t, port, false) {
+                // This pod's packets take the kernel path.
+                tracing::warn!(endpoint = %rec.key, "host-gw forwarding program not attached: {e}");
+            }
+        }
+    }
+
+    fn endpoint_down(&self, key: &EndpointKey) {
+        let port = self.lock().ports.remove(key);
+        if let Some(ip) = port.and_then(|p| p.addr) {
+            if let Err(e) = sys::map_remove(&self.pods, &ip.octets()) {
+                tracing::warn!(endpoint = %key, "pod left in the host-gw delivery map: {e}");
+            }
+        }
+    }
+}
