@@ -212,10 +212,19 @@ fn main() {
         ),
         (
             "host-gw (kernel forwarding)",
-            "mode = \"host-gw\"\nhost_gw = \"kernel\"",
-            Target::Info("(host_gw = \"kernel\")"),
+            "mode = \"host-gw\"\nforwarding = \"kernel\"",
+            Target::Info("(forwarding = \"kernel\")"),
         ),
-        ("vxlan (kernel)", "mode = \"vxlan\"", Target::Share(0.85)),
+        (
+            "vxlan (tc programs)",
+            "mode = \"vxlan\"",
+            Target::Share(0.85),
+        ),
+        (
+            "vxlan (kernel forwarding)",
+            "mode = \"vxlan\"\nforwarding = \"kernel\"",
+            Target::Info("(forwarding = \"kernel\")"),
+        ),
         (
             "ipip (tc programs)",
             "mode = \"ipip\"\nipip = \"bpf\"",

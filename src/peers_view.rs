@@ -143,9 +143,9 @@ pub fn render_peers(v: &PeersReply, now: u64) -> Vec<String> {
             t.encapsulated, t.decapsulated
         ));
     }
-    if let Some(t) = &v.host_gw_tc {
+    if let Some(t) = &v.tc_forwarding {
         out.push(format!(
-            "host-gw in tc programs: {} packets sent to peers' pods, {} received",
+            "pod traffic in tc programs: {} packets sent to peers' pods, {} received",
             t.sent, t.received
         ));
     }
@@ -247,7 +247,7 @@ mod tests {
             }],
             userspace_ipip: None,
             tc_ipip: None,
-            host_gw_tc: None,
+            tc_forwarding: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(source()),
@@ -293,7 +293,7 @@ mod tests {
             peers: vec![],
             userspace_ipip: None,
             tc_ipip: None,
-            host_gw_tc: None,
+            tc_forwarding: None,
             encap_filter: Default::default(),
             encap_dropped: Default::default(),
             source: Some(SourceInfo {

@@ -230,14 +230,14 @@ fn ping_ttl(ns: &shimnet::netns::NamedNetns, dst: Ipv4Addr, ttl: u8) -> String {
 }
 
 /// The host-gw forwarding programs' counters on `n` (sent, received), if attached.
-fn host_gw_tc(n: &Node) -> Option<(u64, u64)> {
+fn tc_forwarding(n: &Node) -> Option<(u64, u64)> {
     let v = n.peers();
-    let t = v.get("host_gw_tc").filter(|t| !t.is_null())?;
+    let t = v.get("tc_forwarding").filter(|t| !t.is_null())?;
     Some((t["sent"].as_u64()?, t["received"].as_u64()?))
 }
 
 /// Host-gw between a node forwarding in tc programs (a, the default) and one on the kernel's
-/// forwarding path (b, `host_gw = "kernel"`), then a third in tc programs (c): what crosses is
+/// forwarding path (b, `forwarding = "kernel"`), then a third in tc programs (c): what crosses is
 /// what the kernel path carries (TTL, ICMP errors, sources, bytes), the programs count it, and
 /// traffic keeps flowing when a's programs go with its daemon.
 #[test]
@@ -245,7 +245,13 @@ fn host_gw_in_tc_programs() {
     let mut f = Fabric::new(1);
     let mode = "mode = \"host-gw\"";
     let mut a = f.node("node-a", 0, 10, 1, mode);
-    let mut b = f.node("node-b", 0, 11, 2, &format!("{mode}\nhost_gw = \"kernel\""));
+    let mut b = f.node(
+        "node-b",
+        0,
+        11,
+        2,
+        &format!("{mode}\nforwarding = \"kernel\""),
+    );
     let mut c = f.node("node-c", 0, 12, 3, mode);
     full_mesh(&[&a, &b, &c]);
     for n in [&mut a, &mut b, &mut c] {
@@ -257,16 +263,16 @@ fn host_gw_in_tc_programs() {
     wait_for(30, "containers reach each other", || {
         ping_from(&ca, ipb, &[]) && ping_from(&ca, ipc, &[]) && ping_from(&cc, ipb, &[])
     });
-    wait_for(20, "a's programs attached", || host_gw_tc(&a).is_some());
-    assert!(host_gw_tc(&b).is_none(), "b forwards in the kernel");
-    let (sent0, received0) = host_gw_tc(&a).unwrap();
+    wait_for(20, "a's programs attached", || tc_forwarding(&a).is_some());
+    assert!(tc_forwarding(&b).is_none(), "b forwards in the kernel");
+    let (sent0, received0) = tc_forwarding(&a).unwrap();
     // Both ways, between a program node and the kernel node and between two program nodes.
     assert_bulk_transfer(&ca, &cb, ipb, 7201, 8 << 20);
     assert_bulk_transfer(&cb, &ca, ipa, 7202, 8 << 20);
     assert_bulk_transfer(&ca, &cc, ipc, 7203, 8 << 20);
     assert_tcp_keeps_source(&ca, ipa, &cb, ipb, 7204);
     assert_tcp_keeps_source(&cc, ipc, &ca, ipa, 7205);
-    let (sent, received) = host_gw_tc(&a).unwrap();
+    let (sent, received) = tc_forwarding(&a).unwrap();
     eprintln!(
         "a's programs: {} sent, {} received during the transfers",
         sent - sent0,
@@ -278,7 +284,7 @@ fn host_gw_in_tc_programs() {
         received - received0 >= 128,
         "received {received0} -> {received}"
     );
-    let (sent_c, _) = host_gw_tc(&c).unwrap();
+    let (sent_c, _) = tc_forwarding(&c).unwrap();
     assert!(sent_c > 0, "c's programs carried its answers");
     // TTL as on the kernel path: a hop per node. TTL 1 expires at a's gateway, TTL 2 at the
     // receiving node (its stack answers), TTL 3 arrives; the same towards b and c.
@@ -303,7 +309,7 @@ fn host_gw_in_tc_programs() {
         "{two}"
     );
     let (ok, out) = a.ctl(&["peers"]);
-    assert!(ok && out.contains("host-gw in tc programs:"), "{out}");
+    assert!(ok && out.contains("pod traffic in tc programs:"), "{out}");
     // A pod's veth rebuilt by the repair gets the program again.
     let port = a
         .ip(&["-o", "link", "show", "master", "shimnet0"])
@@ -316,9 +322,9 @@ fn host_gw_in_tc_programs() {
         .expect("a's pod port");
     a.ip(&["link", "del", &port]);
     wait_for(20, "the pod's veth rebuilt", || ping_from(&ca, ipb, &[]));
-    let before = host_gw_tc(&a).unwrap().0;
+    let before = tc_forwarding(&a).unwrap().0;
     assert_bulk_transfer(&ca, &cc, ipc, 7206, 1 << 20);
-    let after = host_gw_tc(&a).unwrap().0;
+    let after = tc_forwarding(&a).unwrap().0;
     assert!(
         after - before >= 16,
         "rebuilt port forwards in the program: {before} -> {after}"
@@ -328,9 +334,9 @@ fn host_gw_in_tc_programs() {
     assert!(ping_from(&ca, ipb, &[]) && ping_from(&cc, ipa, &[]));
     assert_bulk_transfer(&cc, &ca, ipa, 7207, 1 << 20);
     a.start();
-    wait_for(20, "a's programs back", || host_gw_tc(&a).is_some());
+    wait_for(20, "a's programs back", || tc_forwarding(&a).is_some());
     assert_bulk_transfer(&ca, &cc, ipc, 7208, 1 << 20);
-    assert!(host_gw_tc(&a).unwrap().0 >= 16);
+    assert!(tc_forwarding(&a).unwrap().0 >= 16);
 }
 
 #[test]
@@ -377,6 +383,31 @@ fn l2_three_nodes_vxlan() {
     );
     assert_tcp_keeps_source(&ca, ipa, &cc, ipc, 7102);
     assert_df_at(&ca, ipb, 1450);
+    // Pod traffic crosses in the tc programs (out of and into the VXLAN device), bytes intact,
+    // TTL as on the kernel path: TTL 1 expires at a's gateway, TTL 2 at b (its stack answers
+    // from its VXLAN address), TTL 3 arrives.
+    wait_for(20, "a's programs attached", || tc_forwarding(&a).is_some());
+    let (s0, r0) = tc_forwarding(&a).unwrap();
+    assert_bulk_transfer(&ca, &cb, ipb, 7103, 8 << 20);
+    assert_bulk_transfer(&cb, &ca, ipa, 7104, 8 << 20);
+    let (s1, r1) = tc_forwarding(&a).unwrap();
+    eprintln!(
+        "a's programs over VXLAN: {} sent, {} received",
+        s1 - s0,
+        r1 - r0
+    );
+    assert!(s1 - s0 >= 128 && r1 - r0 >= 128, "{s0}/{r0} -> {s1}/{r1}");
+    let one = ping_ttl(&ca, ipb, 1);
+    assert!(
+        one.contains("From 10.244.1.1") && one.contains("Time to live exceeded"),
+        "{one}"
+    );
+    let two = ping_ttl(&ca, ipb, 2);
+    assert!(
+        two.contains("From 10.244.2.") && two.contains("Time to live exceeded"),
+        "{two}"
+    );
+    assert!(ping_ttl(&ca, ipb, 3).contains("1 received"));
     wait_reachable(&a, "node-b", "vxlan");
     // Steady state: passes find nothing to change (the kernel's view is read back correctly).
     let changes = |n: &Node| n.log().matches("peering reconciled changes").count();

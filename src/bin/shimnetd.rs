@@ -12,11 +12,11 @@ use clap::Parser;
 use runtime_net::engine::{Engine, EngineConfig, Observer, Observers};
 use runtime_net::firewall::BackendKind;
 use runtime_net::peering::file_source::FileSource;
-use runtime_net::peering::peers::{HostGwChoice, SourceKind};
+use runtime_net::peering::peers::{ForwardingChoice, SourceKind};
 use runtime_net::peering::reachability::{Freshness, Prober};
 use runtime_net::peering::retry::Retry;
 use runtime_net::peering::source::{MembershipView, PeerSubscription, RefreshHook, SourceHandle};
-use runtime_net::peering::tc_ipip::host_gw::HostGwTc;
+use runtime_net::peering::tc_ipip::forwarding::TcForwarding;
 use runtime_net::peering::StatusHandle;
 use runtime_net::peering::{IpipPath, Peering};
 use shimnet::activation;
@@ -280,21 +280,21 @@ struct PeeringRun {
 /// the pod subnet, list the cluster), then peering (finds the underlay, chooses the IPIP path)
 /// with the peers known at start, opens the encapsulation filter of the engine's firewall
 /// backend, and shapes the default network (subnet, MTU, no NAT inside the cluster).
-/// The host-gw forwarding programs' owner, when peering may use them (`[peering] host_gw` is
+/// The pod forwarding programs' owner, when peering may use them (`[peering] forwarding` is
 /// not `kernel`) and the kernel lets this process create eBPF maps.
-fn host_gw_programs(cfg: &Config) -> Option<Arc<HostGwTc>> {
+fn forwarding_programs(cfg: &Config) -> Option<Arc<TcForwarding>> {
     let pc = cfg.peering.as_ref()?;
-    if pc.host_gw == HostGwChoice::Kernel {
+    if pc.forwarding == ForwardingChoice::Kernel {
         return None;
     }
-    match HostGwTc::new() {
+    match TcForwarding::new() {
         Ok(h) => Some(Arc::new(h)),
-        Err(e) if pc.host_gw == HostGwChoice::Auto => {
-            tracing::info!("{e}; host-gw peers use the kernel's forwarding path");
+        Err(e) if pc.forwarding == ForwardingChoice::Auto => {
+            tracing::info!("{e}; pod traffic to peers takes the kernel's forwarding path");
             None
         }
         Err(e) => {
-            tracing::error!("{e}; host-gw peers use the kernel's forwarding path");
+            tracing::error!("{e}; pod traffic to peers takes the kernel's forwarding path");
             None
         }
     }
@@ -304,7 +304,7 @@ async fn start_peering(
     cfg: &mut Config,
     firewall: BackendKind,
     metrics: &Arc<Metrics>,
-    host_gw: Option<Arc<HostGwTc>>,
+    forwarding: Option<Arc<TcForwarding>>,
 ) -> Result<Option<PeeringRun>> {
     let (Some(settings), Some(pc)) = (cfg.node.clone(), cfg.peering.clone()) else {
         cfg.apply_node(None);
@@ -376,8 +376,8 @@ async fn start_peering(
     let mut p = Peering::new(node, pc, firewall, initial)
         .await
         .context("starting peering")?;
-    if let Some(h) = host_gw {
-        p = p.with_host_gw(h);
+    if let Some(h) = forwarding {
+        p = p.with_forwarding(h);
     }
     let mtu = p.container_mtu();
     tracing::info!(
@@ -646,10 +646,10 @@ async fn run() -> Result<()> {
         shimnet_dns::Dns::start(cfg.dns.settings(), metrics.dns().clone())
             .context("starting the name service")?,
     );
-    // Host-gw forwarding in tc programs learns the pod ports from the records, like the names.
-    let host_gw = host_gw_programs(&cfg);
+    // Pod forwarding in tc programs learns the pod ports from the records, like the names.
+    let forwarding = forwarding_programs(&cfg);
     let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(DnsHook::new(dns.clone()))];
-    if let Some(h) = &host_gw {
+    if let Some(h) = &forwarding {
         observers.push(h.clone());
     }
     engine
@@ -658,7 +658,7 @@ async fn run() -> Result<()> {
         .context("loading names")?;
     reconcile(&engine, &metrics, "start").await;
     let mut cfg = cfg;
-    let peering = start_peering(&mut cfg, engine.firewall_kind(), &metrics, host_gw).await?;
+    let peering = start_peering(&mut cfg, engine.firewall_kind(), &metrics, forwarding).await?;
     ensure_declared(&engine, &cfg).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);

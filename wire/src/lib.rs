@@ -289,7 +289,7 @@ pub struct PeersReply {
     pub tc_ipip: Option<TcIpipCounters>,
     /// Packets the host-gw forwarding programs carried, while they are attached.
     #[serde(default)]
-    pub host_gw_tc: Option<HostGwTcCounters>,
+    pub tc_forwarding: Option<TcForwardingCounters>,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     #[serde(default)]
     pub encap_filter: EncapFilterInfo,
@@ -410,7 +410,7 @@ pub struct TcIpipCounters {
 /// Packets the host-gw forwarding programs carried (a super-packet counts once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostGwTcCounters {
+pub struct TcForwardingCounters {
     /// From this node's pods to host-gw peers' pods.
     pub sent: u64,
     /// From host-gw peers' pods to this node's pods.

@@ -34,7 +34,7 @@ use serde::Serialize;
 use self::filter::{Guarded, Step};
 use self::kernel::{DeviceSpec, Kind, Underlay};
 use self::mode::Plane;
-use self::peers::{HostGwChoice, IpipChoice, NodeConfig, Peer, PeerError, PeeringConfig};
+use self::peers::{ForwardingChoice, IpipChoice, NodeConfig, Peer, PeerError, PeeringConfig};
 use self::plan::{Desired, Devices, PlannedPeer};
 use self::tc_ipip::progs::Deliver;
 use self::tc_ipip::TcIpip;
@@ -154,11 +154,11 @@ pub struct PeeringStatus {
     /// The tc programs' counters, read when the status is shown.
     #[serde(skip)]
     pub live_tc: LiveTc,
-    /// Packets the host-gw forwarding programs carried, while they are attached.
-    pub host_gw_tc: Option<tc_ipip::host_gw::Forwarded>,
-    /// The host-gw forwarding programs, read when the status is shown.
+    /// Packets the pod forwarding programs carried, while they are attached.
+    pub tc_forwarding: Option<tc_ipip::forwarding::Forwarded>,
+    /// The pod forwarding programs, read when the status is shown.
     #[serde(skip)]
-    pub live_host_gw: Live<tc_ipip::host_gw::HostGwTc>,
+    pub live_forwarding: Live<tc_ipip::forwarding::TcForwarding>,
     /// Who drops encapsulated packets from non-peers, per encapsulation.
     pub encap_filter: EncapJudges,
     /// Encapsulated packets from non-peers dropped so far, per encapsulation (firewall filter
@@ -182,8 +182,8 @@ impl PeeringStatus {
         if let Some(Ok(now)) = self.live_tc.0.as_ref().map(|c| c.read()) {
             self.tc_ipip = Some(now);
         }
-        if let Some(h) = &self.live_host_gw.0 {
-            self.host_gw_tc = h.active().then(|| h.forwarded().ok()).flatten();
+        if let Some(h) = &self.live_forwarding.0 {
+            self.tc_forwarding = h.active().then(|| h.forwarded().ok()).flatten();
         }
         self
     }
@@ -283,9 +283,9 @@ pub struct Peering {
     userspace: Option<UserspaceIpip>,
     /// The tc programs of [`IpipPath::Bpf`], once attached.
     tc: Option<TcIpip>,
-    /// Host-gw forwarding in tc programs (see [`Peering::with_host_gw`]); `None` once they
-    /// failed to attach with `host_gw = "auto"`.
-    host_gw: Option<Arc<tc_ipip::host_gw::HostGwTc>>,
+    /// Pod traffic to peers in tc programs (see [`Peering::with_forwarding`]); `None` once
+    /// they failed to attach with `forwarding = "auto"`.
+    forwarding: Option<Arc<tc_ipip::forwarding::TcForwarding>>,
     peers: Vec<Peer>,
     /// Whether a peer set has been taken: until then nothing owned is added or removed.
     known: bool,
@@ -386,7 +386,7 @@ impl Peering {
             ipip,
             userspace: None,
             tc: None,
-            host_gw: None,
+            forwarding: None,
             known: initial.is_some(),
             peers: initial.unwrap_or_default(),
             status,
@@ -397,41 +397,49 @@ impl Peering {
     }
 
     /// Lets `programs` (an engine observer of this daemon, so it knows the pod ports) forward
-    /// between this node's pods and host-gw peers' pods, unless `host_gw = "kernel"`.
-    pub fn with_host_gw(mut self, programs: Arc<tc_ipip::host_gw::HostGwTc>) -> Self {
-        if self.cfg.host_gw != HostGwChoice::Kernel {
-            self.host_gw = Some(programs);
+    /// between this node's pods and host-gw and VXLAN peers' pods, unless
+    /// `forwarding = "kernel"`.
+    pub fn with_forwarding(mut self, programs: Arc<tc_ipip::forwarding::TcForwarding>) -> Self {
+        if self.cfg.forwarding != ForwardingChoice::Kernel {
+            self.forwarding = Some(programs);
         }
         self
     }
 
-    /// Attaches, swaps or detaches the host-gw forwarding programs for `planned` (after the
-    /// routes are in place: the programs send by them).
-    fn ensure_host_gw(&mut self, planned: &[PlannedPeer], r: &mut PassReport) {
-        let Some(h) = &self.host_gw else { return };
-        let host_gw: Vec<&Peer> = planned
-            .iter()
-            .filter(|p| p.plane == Plane::HostGw)
-            .map(|p| &p.peer)
-            .collect();
-        let want = self.underlay.l2.is_some().then(|| tc_ipip::host_gw::Want {
+    /// Attaches, swaps or detaches the pod forwarding programs for `planned` (after the routes
+    /// are in place: the programs send by them).
+    fn ensure_forwarding(&mut self, planned: &[PlannedPeer], dev: &Devices, r: &mut PassReport) {
+        use tc_ipip::forwarding::{Want, Way};
+        let Some(f) = &self.forwarding else { return };
+        let on = |plane: Plane| planned.iter().filter(move |p| p.plane == plane);
+        let mut ways = vec![Way {
+            dev: self.underlay.index,
+            peers: on(Plane::HostGw).map(|p| p.peer.pod_cidr).collect(),
+            icmp_errors_from: on(Plane::HostGw).map(|p| p.peer.address).collect(),
+        }];
+        if let Some(vxlan) = dev.vxlan {
+            ways.push(Way {
+                dev: vxlan,
+                peers: on(Plane::Vxlan).map(|p| p.peer.pod_cidr).collect(),
+                icmp_errors_from: Vec::new(),
+            });
+        }
+        let want = self.underlay.l2.is_some().then_some(Want {
             local: self.node.pod_cidr,
-            peers: host_gw.iter().map(|p| p.pod_cidr).collect(),
-            peer_addrs: host_gw.iter().map(|p| p.address).collect(),
-            underlay: self.underlay.index,
+            ways,
         });
-        match h.set(want) {
+        match f.set(want) {
             Ok(false) => {}
             Ok(true) => {
-                tracing::info!(attached = h.active(), "host-gw forwarding programs changed");
+                tracing::info!(attached = f.active(), "pod forwarding programs changed");
                 r.changes += 1;
             }
-            Err(e) if self.cfg.host_gw == HostGwChoice::Auto => {
-                tracing::warn!("{e}; host-gw peers use the kernel's forwarding path");
-                self.host_gw = None;
+            Err(e) if self.cfg.forwarding == ForwardingChoice::Auto => {
+                tracing::warn!("{e}; pod traffic to peers takes the kernel's forwarding path");
+                self.forwarding = None;
             }
             Err(e) => r.errors.push(format!(
-                "{e}; host-gw peers use the kernel's forwarding path"
+                "{e}; pod traffic to peers takes the kernel's forwarding path"
             )),
         }
     }
@@ -856,7 +864,7 @@ impl Peering {
                 Step::Routes => {
                     let want = plan::desired(&planned, &dev);
                     self.routes(&want, &dev, &mut r).await;
-                    self.ensure_host_gw(&planned, &mut r);
+                    self.ensure_forwarding(&planned, &dev, &mut r);
                 }
                 Step::Release => {
                     if filtered {
@@ -945,12 +953,12 @@ impl Peering {
         let tc = self.tc.as_ref().map(|t| t.counters());
         st.tc_ipip = tc.as_ref().and_then(|c| c.read().ok());
         st.live_tc = Live::new(tc);
-        st.host_gw_tc = self
-            .host_gw
+        st.tc_forwarding = self
+            .forwarding
             .as_ref()
             .filter(|h| h.active())
             .and_then(|h| h.forwarded().ok());
-        st.live_host_gw = Live::new(self.host_gw.clone());
+        st.live_forwarding = Live::new(self.forwarding.clone());
         st.encap_filter = judges;
         st.encap_dropped = dropped;
     }
@@ -1010,7 +1018,7 @@ pub(crate) mod tests {
             peers_file: "/nonexistent".into(),
             auto_encap: ModeSetting::Vxlan,
             ipip: IpipChoice::Auto,
-            host_gw: super::peers::HostGwChoice::Auto,
+            forwarding: super::peers::ForwardingChoice::Auto,
             vxlan_vni: 4242,
             vxlan_port: 4789,
             reconcile_interval_secs: 3,

@@ -38,16 +38,17 @@ pub enum IpipChoice {
     Bpf,
 }
 
-/// How packets between this node's pods and host-gw peers' pods are forwarded
-/// (`[peering] host_gw`).
+/// How packets between this node's pods and host-gw and VXLAN peers' pods are forwarded
+/// (`[peering] forwarding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum HostGwChoice {
+pub enum ForwardingChoice {
     /// Tc programs where they load, else the kernel's forwarding path.
     #[default]
     Auto,
-    /// Tc programs (eBPF, tcx) on the pods' veths and the underlay: one routing step, no
-    /// netfilter hooks (see `tc_ipip::host_gw`); a pass error where they cannot be attached.
+    /// Tc programs (eBPF, tcx) on the pods' veths, the underlay and the VXLAN device: one
+    /// routing step, no netfilter hooks (see `tc_ipip::forwarding`); a pass error where they
+    /// cannot be attached.
     Tc,
     /// The kernel's forwarding path only (rules an administrator adds to the forward hook see
     /// these packets).
@@ -133,9 +134,9 @@ pub struct PeeringConfig {
     /// IPIP data plane.
     #[serde(default)]
     pub ipip: IpipChoice,
-    /// Forwarding between this node's pods and host-gw peers' pods.
+    /// Forwarding between this node's pods and host-gw and VXLAN peers' pods.
     #[serde(default)]
-    pub host_gw: HostGwChoice,
+    pub forwarding: ForwardingChoice,
     /// VXLAN network identifier.
     #[serde(default = "default_vni")]
     pub vxlan_vni: u32,
@@ -545,7 +546,7 @@ pod_cidr = "10.2.1.0/24"
             peers_file: "/x".into(),
             auto_encap: ModeSetting::HostGw,
             ipip: IpipChoice::Auto,
-            host_gw: HostGwChoice::Auto,
+            forwarding: ForwardingChoice::Auto,
             vxlan_vni: 1,
             vxlan_port: 4789,
             reconcile_interval_secs: 3,

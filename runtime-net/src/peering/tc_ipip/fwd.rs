@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use super::asm::{Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7};
+use super::asm::{Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R9};
 use super::progs::{count, fold16, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
@@ -54,8 +54,9 @@ const KEY_SLOT: i16 = -72;
 pub struct ForwardSpec<'a> {
     /// Sources it forwards from.
     pub from: &'a [Ipv4Network],
-    /// Destinations it forwards to.
-    pub to: &'a [Ipv4Network],
+    /// Destinations it forwards to, each with the device it leaves by (at most
+    /// [`MAX_ROUTES`]).
+    pub to: &'a [Route<'a>],
     /// Destinations in `to` it leaves to the stack: this host's own addresses there (the
     /// gateway) and the subnet's broadcast address.
     pub except: &'a [Ipv4Addr],
@@ -64,8 +65,6 @@ pub struct ForwardSpec<'a> {
     /// pods sent through the programs (the firewall would have let them in as related had it
     /// seen those packets).
     pub icmp_errors_from: &'a [Ipv4Addr],
-    /// Index of the device the packets leave by.
-    pub out: u32,
     /// The link-layer destination a packet must carry: the gateway's MAC on a bridge port;
     /// `None`: addressed to the receiving device itself.
     pub gateway: Option<[u8; 6]>,
@@ -75,9 +74,29 @@ pub struct ForwardSpec<'a> {
     pub counter: Option<(i32, u32)>,
 }
 
+/// Destinations reached through one device.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// The destination subnets.
+    pub nets: &'a [Ipv4Network],
+    /// Index of the device they are sent out of (the neighbour is filled in from the routing
+    /// table: a gateway on the underlay, a VXLAN peer's entry on the VXLAN device, a pod on the
+    /// bridge).
+    pub out: u32,
+}
+
+/// Routes one program takes at most.
+pub const MAX_ROUTES: usize = 4;
+const ROUTE_LABELS: [&str; MAX_ROUTES] = ["route0", "route1", "route2", "route3"];
+
+/// More routes than one program takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("host-gw forwarding program: {0} routes, at most {MAX_ROUTES}")]
+pub struct TooManyRoutes(pub usize);
+
 /// A hash map of pods (see [`pod_entry`]): a packet to a listed pod goes into its namespace
 /// through its veth (`bpf_redirect_peer`: no bridge, no second pass through a backlog queue),
-/// addressed from the gateway's MAC to the pod's; one to a pod not listed leaves by `out`.
+/// addressed from the gateway's MAC to the pod's; one to a pod not listed leaves by its route.
 #[derive(Debug, Clone, Copy)]
 pub struct Pods {
     /// The map's file descriptor.
@@ -95,6 +114,17 @@ pub fn pod_entry(addr: Ipv4Addr, host_end: u32, mac: [u8; 6]) -> ([u8; 4], [u8; 
     (addr.octets(), v)
 }
 
+/// Generating a forwarding program failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FwdError {
+    /// More routes than one program takes.
+    #[error(transparent)]
+    Routes(#[from] TooManyRoutes),
+    /// The assembler refused it.
+    #[error(transparent)]
+    Asm(#[from] AsmError),
+}
+
 /// Jumps to `hit` when the address in `r2` lies in one of `nets`, else falls through.
 /// Clobbers r3.
 fn match_any(a: &mut Asm, nets: &[Ipv4Network], hit: &'static str) {
@@ -106,8 +136,11 @@ fn match_any(a: &mut Asm, nets: &[Ipv4Network], hit: &'static str) {
 }
 
 /// The ingress program of an Ethernet device (see the module docs).
-pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
+pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
     const L3: i32 = 14;
+    if spec.to.len() > MAX_ROUTES {
+        return Err(TooManyRoutes(spec.to.len()).into());
+    }
     let mut a = Asm::default();
     a.mov_reg(R6, R1)
         .ldx(Size::W, R2, R6, SKB_PROTOCOL)
@@ -175,8 +208,15 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
     for addr in spec.except {
         a.jmp32_imm(Cond::Eq, R2, ne32(addr.octets()), "pass");
     }
-    match_any(&mut a, spec.to, "to");
-    a.ja("pass").label("to");
+    // r9: the device the packet leaves by.
+    for (route, label) in spec.to.iter().zip(ROUTE_LABELS) {
+        match_any(&mut a, route.nets, label);
+    }
+    a.ja("pass");
+    for (route, label) in spec.to.iter().zip(ROUTE_LABELS) {
+        a.label(label).mov_imm(R9, route.out as i32).ja("to");
+    }
+    a.label("to");
     // Total length within the frame.
     a.ldx(Size::H, R2, FP, AT + 2)
         .be16(R2)
@@ -197,7 +237,7 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
     // Fits the way out (segments of a GSO packet).
     a.st(Size::W, FP, MTU_SLOT, 0)
         .mov_reg(R1, R6)
-        .mov_imm(R2, spec.out as i32)
+        .mov_reg(R2, R9)
         .mov_reg(R3, FP)
         .alu64_imm(Alu::Add, R3, i32::from(MTU_SLOT))
         .mov_imm(R4, 0)
@@ -265,7 +305,7 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
             .exit()
             .label("neigh");
     }
-    a.mov_imm(R1, spec.out as i32)
+    a.mov_reg(R1, R9)
         .mov_imm(R2, 0)
         .mov_imm(R3, 0)
         .mov_imm(R4, 0)
@@ -273,5 +313,5 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .exit();
     a.label("drop").mov_imm(R0, TC_ACT_SHOT).exit();
     a.label("pass").mov_imm(R0, TCX_NEXT).exit();
-    a.finish()
+    Ok(a.finish()?)
 }

@@ -15,8 +15,8 @@
 //! they go with it.
 
 pub mod asm;
+pub mod forwarding;
 pub mod fwd;
-pub mod host_gw;
 pub mod offload;
 pub mod progs;
 pub mod sys;
@@ -40,6 +40,9 @@ pub enum TcIpipError {
     /// Generating a program failed.
     #[error("in-kernel IPIP: {0}")]
     Asm(#[from] asm::AsmError),
+    /// Generating a forwarding program failed.
+    #[error("{0}")]
+    Fwd(#[from] fwd::FwdError),
     /// A `bpf(2)` call failed.
     #[error("in-kernel IPIP: {0}")]
     Bpf(#[from] BpfError),

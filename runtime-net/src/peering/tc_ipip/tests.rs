@@ -389,13 +389,13 @@ fn fwd_prog(gateway: Option<[u8; 6]>, counter: Option<(i32, u32)>) -> std::os::f
         // The underlay: two peers to this node's pods.
         None => (vec![subnet(3), subnet(2)], vec![subnet(1)]),
     };
+    let to = [fwd::Route { nets: &to, out: 1 }];
     let insns = fwd::forward(&fwd::ForwardSpec {
         from: &from,
         to: &to,
         except: &[pod(1, 1), pod(1, 255)],
         icmp_errors_from: &[PEER],
         pods: None,
-        out: 1,
         gateway,
         counter,
     })
@@ -409,11 +409,13 @@ fn forwarding_grows_by_three_instructions_per_subnet() {
     let n = |k: usize| {
         fwd::forward(&fwd::ForwardSpec {
             from: &nets[..1],
-            to: &nets[..k],
+            to: &[fwd::Route {
+                nets: &nets[..k],
+                out: 2,
+            }],
             except: &[],
             icmp_errors_from: &[],
             pods: None,
-            out: 2,
             gateway: Some(GATEWAY),
             counter: None,
         })
@@ -548,7 +550,11 @@ fn forwarding_addresses_a_listed_pod_from_the_gateway() {
     let mac = [0x0a, 0x58, 10, 244, 1, 5];
     let (k, v) = fwd::pod_entry(pod(1, 5), 1, mac);
     sys::map_set(&pods, &k, &v).unwrap();
-    let (from, to) = ([subnet(2)], [subnet(1)]);
+    let (from, local) = ([subnet(2)], [subnet(1)]);
+    let to = [fwd::Route {
+        nets: &local,
+        out: 1,
+    }];
     let insns = fwd::forward(&fwd::ForwardSpec {
         from: &from,
         to: &to,
@@ -558,7 +564,6 @@ fn forwarding_addresses_a_listed_pod_from_the_gateway() {
             map: pods.as_raw_fd(),
             gateway: GATEWAY,
         }),
-        out: 1,
         gateway: None,
         counter: None,
     })
@@ -580,4 +585,26 @@ fn forwarding_addresses_a_listed_pod_from_the_gateway() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(out[..12], frame[..12]);
     assert_eq!(out[14 + 8], 63);
+}
+
+#[test]
+fn forwarding_refuses_more_routes_than_it_has_labels_for() {
+    let nets = [subnet(2)];
+    let routes: Vec<fwd::Route<'_>> = (0..=fwd::MAX_ROUTES as u32)
+        .map(|out| fwd::Route { nets: &nets, out })
+        .collect();
+    let spec = |n: usize| fwd::ForwardSpec {
+        from: &nets,
+        to: &routes[..n],
+        except: &[],
+        icmp_errors_from: &[],
+        pods: None,
+        gateway: None,
+        counter: None,
+    };
+    assert!(fwd::forward(&spec(fwd::MAX_ROUTES)).is_ok());
+    assert_eq!(
+        fwd::forward(&spec(fwd::MAX_ROUTES + 1)).unwrap_err(),
+        fwd::FwdError::Routes(fwd::TooManyRoutes(fwd::MAX_ROUTES + 1))
+    );
 }

@@ -1,21 +1,24 @@
-//! Host-gw forwarding in tc programs ([`super::fwd`]): between this node's pods and host-gw
-//! peers' pods, packets skip the bridge's netfilter hooks, the routing input path and the
-//! forward chain; each takes one routing step in a program instead.
+//! Pod traffic to and from peers in tc programs ([`super::fwd`]): between this node's pods and
+//! the pods of host-gw and VXLAN peers, packets skip the bridge, its netfilter hooks, the routing
+//! input path and the forward chain; each takes one routing step in a program instead.
 //!
 //! - *Sending*: a program on the ingress of each pod's host-side veth end forwards packets to
-//!   the gateway's MAC from this node's pod subnet to a peer's pod subnet out of the underlay.
-//! - *Receiving*: a program on the underlay's ingress forwards packets from a peer's pod subnet
-//!   to this node's pod subnet out of the pod network's bridge.
+//!   the gateway's MAC from this node's pod subnet to a peer's pod subnet out of the device the
+//!   peer is reached by (the underlay for host-gw, the VXLAN device for VXLAN).
+//! - *Receiving*: a program on the ingress of each of those devices forwards packets from its
+//!   peers' pod subnets to this node's pod subnet straight into the pod's namespace (the bridge
+//!   for a pod it does not know).
 //!
 //! Everything else (and everything while the programs are not attached) takes the kernel's
 //! forwarding path as before, so the programs change how fast, not what, is forwarded: the
 //! firewall accepts these packets both ways and never translates them (the pod network's
 //! `allow_from` and `no_masquerade_to` hold the cluster's pod subnets). Rules an administrator
-//! adds to the forward hook do not see them; `host_gw = "kernel"` keeps them on the kernel path.
+//! adds to the forward hook do not see them; `forwarding = "kernel"` keeps them on the kernel
+//! path.
 //!
-//! [`HostGwTc`] is an engine [`Observer`]: it learns the pod ports as endpoints come and go,
-//! and [`HostGwTc::set`] (the peering pass) gives it the peer table. The tcx links belong to
-//! this process: when the daemon exits, forwarding falls back to the kernel path.
+//! [`TcForwarding`] is an engine [`Observer`]: it learns the pod ports as endpoints come and go,
+//! and [`TcForwarding::set`] (the peering pass) gives it the peers. The tcx links belong to this
+//! process: when the daemon exits, forwarding falls back to the kernel path.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use ipnetwork::Ipv4Network;
 
-use super::fwd::{forward, pod_entry, ForwardSpec, Pods};
+use super::fwd::{forward, pod_entry, ForwardSpec, Pods, Route};
 use super::sys::{self, Hook};
 use super::{Counters, TcIpipError};
 use crate::engine::Observer;
@@ -40,12 +43,20 @@ pub const COUNT_RECEIVED: u32 = 1;
 pub struct Want {
     /// This node's pod subnet (the pod network's subnet).
     pub local: Ipv4Network,
-    /// Pod subnets of the host-gw peers.
+    /// The peers by the device they are reached by (at most [`super::fwd::MAX_ROUTES`]).
+    pub ways: Vec<Way>,
+}
+
+/// Peers reached by one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Way {
+    /// Index of the device: their packets leave by it, and theirs arrive on it.
+    pub dev: u32,
+    /// The peers' pod subnets.
     pub peers: Vec<Ipv4Network>,
-    /// Underlay addresses of the host-gw peers (ICMP errors from them reach the pods).
-    pub peer_addrs: Vec<Ipv4Addr>,
-    /// Index of the underlay interface.
-    pub underlay: u32,
+    /// Peer node addresses whose ICMP errors to this node's pods are let through (host-gw:
+    /// their underlay addresses; over VXLAN they come from the peers' pod subnets).
+    pub icmp_errors_from: Vec<Ipv4Addr>,
 }
 
 /// What the programs are built for: [`Want`] and the pod network's bridge as it is now.
@@ -90,14 +101,15 @@ struct State {
     bridges: HashMap<Ipv4Network, (NetworkName, IfName, Ipv4Addr)>,
     ports: HashMap<EndpointKey, Port>,
     send: Option<OwnedFd>,
-    receive: Option<(u32, OwnedFd)>,
+    /// The receiving programs' links by device.
+    receive: HashMap<u32, OwnedFd>,
 }
 
 impl State {
     fn detach(&mut self) {
         self.table = None;
         self.send = None;
-        self.receive = None;
+        self.receive.clear();
         for p in self.ports.values_mut() {
             p.link = None;
         }
@@ -130,9 +142,9 @@ impl State {
     }
 }
 
-/// The host-gw forwarding programs of one node (see the module docs).
+/// The pod forwarding programs of one node (see the module docs).
 #[derive(Debug)]
-pub struct HostGwTc {
+pub struct TcForwarding {
     state: Mutex<State>,
     counters: Arc<Counters>,
     /// Pods by address (see [`Pods`]): what the receiving program delivers into directly.
@@ -142,10 +154,10 @@ pub struct HostGwTc {
 /// Pods the receiving program knows at most (a /16 pod subnet's worth); memory is taken per pod.
 const MAX_PODS: u32 = 65_536;
 
-impl HostGwTc {
-    /// Creates the counter map; nothing is attached until [`HostGwTc::set`].
+impl TcForwarding {
+    /// Creates the counter map; nothing is attached until [`TcForwarding::set`].
     pub fn new() -> Result<Self, TcIpipError> {
-        Ok(HostGwTc {
+        Ok(TcForwarding {
             state: Mutex::new(State::default()),
             counters: Arc::new(Counters {
                 map: sys::counter_map(2)?,
@@ -189,7 +201,11 @@ impl HostGwTc {
         let table = st
             .want
             .clone()
-            .filter(|w| !w.peers.is_empty())
+            .map(|mut w| {
+                w.ways.retain(|w| !w.peers.is_empty());
+                w
+            })
+            .filter(|w| !w.ways.is_empty())
             .and_then(|want| {
                 let (_, name, gateway) = st.bridges.get(&want.local)?;
                 let bridge = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
@@ -216,46 +232,59 @@ impl HostGwTc {
 
     fn load(&self, st: &mut State, table: &Table) -> Result<(), TcIpipError> {
         let map = self.counters.map.as_raw_fd();
-        let (local, w) = ([table.want.local], &table.want);
+        let w = &table.want;
+        let local = [w.local];
+        let routes: Vec<Route<'_>> = w
+            .ways
+            .iter()
+            .map(|w| Route {
+                nets: &w.peers,
+                out: w.dev,
+            })
+            .collect();
         let send = sys::prog_load(
             "shimnet_fwd_out",
             &forward(&ForwardSpec {
                 from: &local,
-                to: &w.peers,
+                to: &routes,
                 except: &[],
                 icmp_errors_from: &[],
-                pods: None,
-                out: w.underlay,
                 gateway: Some(table.mac),
+                pods: None,
                 counter: Some((map, COUNT_SENT)),
             })?,
         )?;
-        let receive = sys::prog_load(
-            "shimnet_fwd_in",
-            &forward(&ForwardSpec {
-                from: &w.peers,
-                to: &local,
-                except: &[table.gateway, table.want.local.broadcast()],
-                icmp_errors_from: &w.peer_addrs,
-                pods: Some(Pods {
-                    map: self.pods.as_raw_fd(),
-                    gateway: table.mac,
-                }),
-                out: table.bridge,
-                gateway: None,
-                counter: Some((map, COUNT_RECEIVED)),
-            })?,
-        )?;
+        let to_pods = [Route {
+            nets: &local,
+            out: table.bridge,
+        }];
         // Receiving first: a peer answering a packet sent by the new path takes it as well.
-        match &st.receive {
-            Some((i, link)) if *i == w.underlay => sys::link_update(link, &receive)?,
-            _ => {
-                st.receive = Some((
-                    w.underlay,
-                    sys::tcx_attach(&receive, w.underlay, Hook::Ingress)?,
-                ))
+        for way in &w.ways {
+            let receive = sys::prog_load(
+                "shimnet_fwd_in",
+                &forward(&ForwardSpec {
+                    from: &way.peers,
+                    to: &to_pods,
+                    except: &[table.gateway, w.local.broadcast()],
+                    icmp_errors_from: &way.icmp_errors_from,
+                    gateway: None,
+                    pods: Some(Pods {
+                        map: self.pods.as_raw_fd(),
+                        gateway: table.mac,
+                    }),
+                    counter: Some((map, COUNT_RECEIVED)),
+                })?,
+            )?;
+            match st.receive.get(&way.dev) {
+                Some(link) => sys::link_update(link, &receive)?,
+                None => {
+                    let link = sys::tcx_attach(&receive, way.dev, Hook::Ingress)?;
+                    st.receive.insert(way.dev, link);
+                }
             }
         }
+        st.receive
+            .retain(|dev, _| w.ways.iter().any(|way| way.dev == *dev));
         for port in st.ports.values_mut() {
             State::attach_port(&send, table, port, true)?;
         }
@@ -265,7 +294,7 @@ impl HostGwTc {
     }
 }
 
-impl Observer for HostGwTc {
+impl Observer for TcForwarding {
     fn network_up(&self, spec: &NetworkSpec) {
         let entry = (spec.name.clone(), spec.bridge.clone(), spec.gateway);
         let mut st = self.lock();
@@ -273,7 +302,7 @@ impl Observer for HostGwTc {
         // The pod network appearing after the pass that asked for the programs.
         if st.want.as_ref().is_some_and(|w| w.local == spec.subnet) {
             if let Err(e) = self.apply(&mut st) {
-                tracing::warn!("host-gw forwarding programs not attached: {e}");
+                tracing::warn!("pod forwarding programs not attached: {e}");
             }
         }
     }
@@ -306,14 +335,14 @@ impl Observer for HostGwTc {
             match set {
                 Ok(()) => port.addr = Some(ip),
                 Err(e) => {
-                    tracing::debug!(endpoint = %rec.key, "pod not listed for host-gw delivery: {e}")
+                    tracing::debug!(endpoint = %rec.key, "pod not listed for direct delivery: {e}")
                 }
             }
         }
         if let (Some(t), Some(s)) = (table.as_ref(), send.as_ref()) {
             if let Err(e) = State::attach_port(s, t, port, false) {
                 // This pod's packets take the kernel path.
-                tracing::warn!(endpoint = %rec.key, "host-gw forwarding program not attached: {e}");
+                tracing::warn!(endpoint = %rec.key, "pod forwarding program not attached: {e}");
             }
         }
     }
@@ -322,7 +351,7 @@ impl Observer for HostGwTc {
         let port = self.lock().ports.remove(key);
         if let Some(ip) = port.and_then(|p| p.addr) {
             if let Err(e) = sys::map_remove(&self.pods, &ip.octets()) {
-                tracing::warn!(endpoint = %key, "pod left in the host-gw delivery map: {e}");
+                tracing::warn!(endpoint = %key, "pod left in the direct delivery map: {e}");
             }
         }
     }
