@@ -729,8 +729,16 @@ fn routed_bpf_ipip() {
     let (a0, b0) = (userspace_packets(&a), userspace_packets(&b));
     let carried = |n: &Node, what: &str| n.peers()["tc_ipip"][what].as_u64().unwrap();
     let (enc0, dec0) = (carried(&a, "encapsulated"), carried(&b, "decapsulated"));
+    let (fa0, fb0) = (tc_forwarding(&a).unwrap(), tc_forwarding(&b).unwrap());
     assert_bulk_transfer(&ca, &cb, ipb, 7121, 16 << 20);
     assert_bulk_transfer(&cb, &ca, ipa, 7122, 16 << 20);
+    // The pods' packets entered the GRO veth and left it through the pod forwarding programs.
+    let (fa1, fb1) = (tc_forwarding(&a).unwrap(), tc_forwarding(&b).unwrap());
+    eprintln!("pod forwarding programs: a {fa0:?} -> {fa1:?}, b {fb0:?} -> {fb1:?}");
+    assert!(
+        fa1.0 - fa0.0 >= 256 && fb1.1 - fb0.1 >= 128,
+        "a {fa0:?} -> {fa1:?}, b {fb0:?} -> {fb1:?}"
+    );
     let (a1, b1) = (userspace_packets(&a), userspace_packets(&b));
     let moved = (a1.0 - a0.0) + (a1.1 - a0.1) + (b1.0 - b0.0) + (b1.1 - b0.1);
     eprintln!("32 MiB over IPIP in tc programs: the userspace data plane moved {moved} packets");

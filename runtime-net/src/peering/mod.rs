@@ -424,6 +424,17 @@ impl Peering {
                 icmp_errors_from: Vec::new(),
             });
         }
+        // IPIP in tc programs through the GRO veth (an Ethernet device; not the TUN): packets
+        // for IPIP peers are sent into it for encapsulation, and decapsulated ones arrive on it.
+        if let Some(t) = self.tc.as_ref().map(|t| t.devices()) {
+            if t.route_l2 == tc_ipip::ETHERNET {
+                ways.push(Way {
+                    dev: t.route,
+                    peers: on(Plane::Ipip).map(|p| p.peer.pod_cidr).collect(),
+                    icmp_errors_from: Vec::new(),
+                });
+            }
+        }
         let want = self.underlay.l2.is_some().then_some(Want {
             local: self.node.pod_cidr,
             ways,
