@@ -499,6 +499,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runtime_net::peering::peers::ForwardingChoice;
 
     #[test]
     fn declared_networks_are_checked_and_errors_name_the_key() {
@@ -593,6 +594,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode") || e.contains("gre"), "{e}");
+        // Pod forwarding: auto by default; kernel and tc taken; anything else named.
+        assert_eq!(p.forwarding, ForwardingChoice::Auto);
+        let with = |v: &str| {
+            text.replace(
+                "cluster_cidr = \"10.0.0.0/8\"\n",
+                &format!("cluster_cidr = \"10.0.0.0/8\"\nforwarding = \"{v}\"\n"),
+            )
+        };
+        let c = Config::parse(&with("kernel"), "x").unwrap();
+        assert_eq!(c.peering.unwrap().forwarding, ForwardingChoice::Kernel);
+        assert_eq!(
+            Config::parse(&with("tc"), "x")
+                .unwrap()
+                .peering
+                .unwrap()
+                .forwarding,
+            ForwardingChoice::Tc
+        );
+        let e = Config::parse(&with("xdp"), "x").unwrap_err().to_string();
+        assert!(e.contains("forwarding") && e.contains("xdp"), "{e}");
     }
 
     #[test]

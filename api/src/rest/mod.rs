@@ -490,6 +490,10 @@ mod tests {
                 lease_expires: Some(1_700_000_060),
             }],
             userspace_ipip: Some(Default::default()),
+            tc_forwarding: Some(runtime_net::peering::tc_ipip::forwarding::Forwarded {
+                sent: 11,
+                received: 12,
+            }),
             encap_filter: EncapJudges {
                 vxlan: Some(EncapJudge::Nftables),
                 ipip: Some(EncapJudge::Userspace),
@@ -508,6 +512,8 @@ mod tests {
         assert_eq!(w.peers[0].pod_cidr, "10.244.2.0/24");
         assert_eq!(w.address.as_deref(), Some("192.168.1.10"));
         assert_eq!(w.userspace_ipip.unwrap().tun_reads, 0);
+        let f = w.tc_forwarding.unwrap();
+        assert_eq!((f.sent, f.received), (11, 12));
         assert_eq!(w.encap_filter.vxlan.as_deref(), Some("nftables"));
         assert_eq!(w.encap_filter.ipip.as_deref(), Some("userspace"));
         assert_eq!((w.encap_dropped.vxlan, w.encap_dropped.ipip), (7, 2));
