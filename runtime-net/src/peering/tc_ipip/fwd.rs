@@ -22,13 +22,12 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::asm::{Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R9};
-use super::progs::{count, fold16, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
+use super::progs::{count, header_checksum_or, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_SKB_STORE_BYTES: i32 = 9;
 const HELPER_L3_CSUM_REPLACE: i32 = 10;
 const HELPER_SKB_LOAD_BYTES: i32 = 26;
-const HELPER_CSUM_DIFF: i32 = 28;
 const HELPER_REDIRECT_NEIGH: i32 = 152;
 const HELPER_REDIRECT_PEER: i32 = 155;
 const HELPER_CHECK_MTU: i32 = 163;
@@ -223,17 +222,7 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
         .ldx(Size::W, R3, R6, SKB_LEN)
         .alu64_imm(Alu::Add, R3, -L3)
         .jmp_reg(Cond::Gt, R2, R3, "pass");
-    // Header checksum.
-    a.mov_imm(R1, 0)
-        .mov_imm(R2, 0)
-        .mov_reg(R3, FP)
-        .alu64_imm(Alu::Add, R3, i32::from(AT))
-        .mov_imm(R4, 20)
-        .mov_imm(R5, 0)
-        .call(HELPER_CSUM_DIFF)
-        .alu32_reg(Alu::Mov, R0, R0);
-    fold16(&mut a, R0, R2);
-    a.jmp32_imm(Cond::Ne, R0, 0xffff, "pass");
+    header_checksum_or(&mut a, AT, "pass");
     // Fits the way out (segments of a GSO packet).
     a.st(Size::W, FP, MTU_SLOT, 0)
         .mov_reg(R1, R6)

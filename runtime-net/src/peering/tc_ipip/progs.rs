@@ -88,6 +88,21 @@ pub(super) fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
     }
 }
 
+/// Goes to `bad` unless the 20-byte IPv4 header copied to the stack at `at` checksums
+/// correctly. Clobbers r0–r5.
+pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
+    a.mov_imm(R1, 0)
+        .mov_imm(R2, 0)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(at))
+        .mov_imm(R4, 20)
+        .mov_imm(R5, 0)
+        .call(HELPER_CSUM_DIFF)
+        .alu32_reg(Alu::Mov, R0, R0);
+    fold16(a, R0, R2);
+    a.jmp32_imm(Cond::Ne, R0, 0xffff, bad);
+}
+
 /// The one's-complement sum (not folded) of the outer header from `local` to `peer` with a
 /// zero total length and checksum; the program adds the total length and folds.
 pub fn header_sum(local: Ipv4Addr, peer: Ipv4Addr) -> u32 {
@@ -264,17 +279,8 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         a.jmp32_imm(Cond::Eq, R2, ne32(p.octets()), "peer");
     }
     a.ja("pass");
-    a.label("peer")
-        .mov_imm(R1, 0)
-        .mov_imm(R2, 0)
-        .mov_reg(R3, FP)
-        .alu64_imm(Alu::Add, R3, i32::from(AT))
-        .mov_imm(R4, 20)
-        .mov_imm(R5, 0)
-        .call(HELPER_CSUM_DIFF)
-        .alu32_reg(Alu::Mov, R0, R0);
-    fold16(&mut a, R0, R2);
-    a.jmp32_imm(Cond::Ne, R0, 0xffff, "pass");
+    a.label("peer");
+    header_checksum_or(&mut a, AT, "pass");
     a.mov_reg(R1, R6)
         .mov_imm(R2, -OUTER)
         .mov_imm(R3, ADJ_ROOM_MAC)
