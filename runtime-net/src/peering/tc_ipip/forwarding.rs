@@ -4,7 +4,8 @@
 //!
 //! - *Sending*: a program on the ingress of each pod's host-side veth end forwards packets to
 //!   the gateway's MAC from this node's pod subnet to a peer's pod subnet out of the device the
-//!   peer is reached by (the underlay for host-gw, the VXLAN device for VXLAN).
+//!   peer is reached by (the underlay for host-gw, the VXLAN device for VXLAN, the GRO veth for
+//!   IPIP in tc programs).
 //! - *Receiving*: a program on the ingress of each of those devices forwards packets from its
 //!   peers' pod subnets to this node's pod subnet straight into the pod's namespace (the bridge
 //!   for a pod it does not know).
@@ -230,6 +231,13 @@ impl TcForwarding {
         r.map(|()| true)
     }
 
+    /// [`TcForwarding::apply`] outside a pass: a failure is logged (the next pass tries again).
+    fn reapply(&self, st: &mut State) {
+        if let Err(e) = self.apply(st) {
+            tracing::warn!("pod forwarding programs not attached: {e}");
+        }
+    }
+
     fn load(&self, st: &mut State, table: &Table) -> Result<(), TcIpipError> {
         let map = self.counters.map.as_raw_fd();
         let w = &table.want;
@@ -296,19 +304,25 @@ impl TcForwarding {
 
 impl Observer for TcForwarding {
     fn network_up(&self, spec: &NetworkSpec) {
-        let entry = (spec.name.clone(), spec.bridge.clone(), spec.gateway);
         let mut st = self.lock();
-        st.bridges.insert(spec.subnet, entry);
-        // The pod network appearing after the pass that asked for the programs.
+        if spec.internal {
+            // Nothing leaves an internal network: no programs for it.
+            st.bridges.remove(&spec.subnet);
+        } else {
+            let entry = (spec.name.clone(), spec.bridge.clone(), spec.gateway);
+            st.bridges.insert(spec.subnet, entry);
+        }
+        // The pod network appearing (or changing) after the pass that asked for the programs.
         if st.want.as_ref().is_some_and(|w| w.local == spec.subnet) {
-            if let Err(e) = self.apply(&mut st) {
-                tracing::warn!("pod forwarding programs not attached: {e}");
-            }
+            self.reapply(&mut st);
         }
     }
 
     fn network_down(&self, name: &NetworkName) {
-        self.lock().bridges.retain(|_, (n, _, _)| n != name);
+        let mut st = self.lock();
+        st.bridges.retain(|_, (n, _, _)| n != name);
+        // Without the pod network's bridge the programs go.
+        self.reapply(&mut st);
     }
 
     fn endpoint_up(&self, spec: &NetworkSpec, rec: &EndpointRecord) {

@@ -1,5 +1,5 @@
-//! The tc program of host-gw forwarding, generated for one peer table. Pure, like
-//! [`super::progs`]: subnets and device indexes go into the code as constants.
+//! The tc program that forwards pod traffic to and from peers, generated for one peer table.
+//! Pure, like [`super::progs`]: subnets and device indexes go into the code as constants.
 //!
 //! It forwards what the kernel's forwarding path would forward unchanged and nothing else, one
 //! routing step instead of the bridge's netfilter hooks, the routing input path and the forward
@@ -90,7 +90,7 @@ const ROUTE_LABELS: [&str; MAX_ROUTES] = ["route0", "route1", "route2", "route3"
 
 /// More routes than one program takes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("host-gw forwarding program: {0} routes, at most {MAX_ROUTES}")]
+#[error("pod forwarding program: {0} routes, at most {MAX_ROUTES}")]
 pub struct TooManyRoutes(pub usize);
 
 /// A hash map of pods (see [`pod_entry`]): a packet to a listed pod goes into its namespace
