@@ -29,10 +29,22 @@ use std::sync::{Arc, Mutex};
 use ipnetwork::Ipv4Network;
 
 use super::fwd::{forward, pod_entry, ForwardSpec, Pods, Route};
+use super::sys::BpfError;
 use super::sys::{self, Hook};
-use super::{Counters, TcIpipError};
+use super::Counters;
 use crate::engine::Observer;
 use crate::types::{EndpointKey, EndpointKind, EndpointRecord, IfName, NetworkName, NetworkSpec};
+
+/// Setting up or changing the pod forwarding programs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardingError {
+    /// Generating a program failed.
+    #[error("pod forwarding programs: {0}")]
+    Fwd(#[from] super::fwd::FwdError),
+    /// A `bpf(2)` call failed.
+    #[error("pod forwarding programs: {0}")]
+    Bpf(#[from] BpfError),
+}
 
 /// Counter map entry: packets sent to peers.
 pub const COUNT_SENT: u32 = 0;
@@ -122,7 +134,7 @@ impl State {
         table: &Table,
         port: &mut Port,
         swap: bool,
-    ) -> Result<(), TcIpipError> {
+    ) -> Result<(), ForwardingError> {
         if port.subnet != table.want.local {
             return Ok(());
         }
@@ -157,7 +169,7 @@ const MAX_PODS: u32 = 65_536;
 
 impl TcForwarding {
     /// Creates the counter map; nothing is attached until [`TcForwarding::set`].
-    pub fn new() -> Result<Self, TcIpipError> {
+    pub fn new() -> Result<Self, ForwardingError> {
         Ok(TcForwarding {
             state: Mutex::new(State::default()),
             counters: Arc::new(Counters {
@@ -173,7 +185,7 @@ impl TcForwarding {
     }
 
     /// The counts as they are now.
-    pub fn forwarded(&self) -> Result<Forwarded, TcIpipError> {
+    pub fn forwarded(&self) -> Result<Forwarded, ForwardingError> {
         let sum = |key| sys::counter_sum(&self.counters.map, key, self.counters.cpus);
         Ok(Forwarded {
             sent: sum(COUNT_SENT)?,
@@ -190,7 +202,7 @@ impl TcForwarding {
     /// `Ok(true)` when something changed. Without the pod network's bridge nothing is attached.
     /// On error everything is detached (the kernel path carries all traffic) and the next call
     /// tries again.
-    pub fn set(&self, want: Option<Want>) -> Result<bool, TcIpipError> {
+    pub fn set(&self, want: Option<Want>) -> Result<bool, ForwardingError> {
         let mut st = self.lock();
         st.want = want;
         self.apply(&mut st)
@@ -198,7 +210,7 @@ impl TcForwarding {
 
     /// Brings the programs in line with the last [`Want`] and the pod network's bridge as it is
     /// now.
-    fn apply(&self, st: &mut State) -> Result<bool, TcIpipError> {
+    fn apply(&self, st: &mut State) -> Result<bool, ForwardingError> {
         let table = st
             .want
             .clone()
@@ -238,7 +250,7 @@ impl TcForwarding {
         }
     }
 
-    fn load(&self, st: &mut State, table: &Table) -> Result<(), TcIpipError> {
+    fn load(&self, st: &mut State, table: &Table) -> Result<(), ForwardingError> {
         let map = self.counters.map.as_raw_fd();
         let w = &table.want;
         let local = [w.local];

@@ -40,9 +40,6 @@ pub enum TcIpipError {
     /// Generating a program failed.
     #[error("in-kernel IPIP: {0}")]
     Asm(#[from] asm::AsmError),
-    /// Generating a forwarding program failed.
-    #[error("{0}")]
-    Fwd(#[from] fwd::FwdError),
     /// A `bpf(2)` call failed.
     #[error("in-kernel IPIP: {0}")]
     Bpf(#[from] BpfError),
