@@ -22,12 +22,11 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::asm::{Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R9};
-use super::progs::{count, header_checksum_or, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
+use super::progs::{count, header_checksum_or, load_or, ne16, ne32, TCX_NEXT, TC_ACT_SHOT};
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_SKB_STORE_BYTES: i32 = 9;
 const HELPER_L3_CSUM_REPLACE: i32 = 10;
-const HELPER_SKB_LOAD_BYTES: i32 = 26;
 const HELPER_REDIRECT_NEIGH: i32 = 152;
 const HELPER_REDIRECT_PEER: i32 = 155;
 const HELPER_CHECK_MTU: i32 = 163;
@@ -151,14 +150,8 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
         }
         Some(mac) => {
             // The frame's destination (the ingress hook sees the MAC header).
-            a.mov_reg(R1, R6)
-                .mov_imm(R2, 0)
-                .mov_reg(R3, FP)
-                .alu64_imm(Alu::Add, R3, i32::from(MAC_SLOT))
-                .mov_imm(R4, 6)
-                .call(HELPER_SKB_LOAD_BYTES)
-                .jmp_imm(Cond::Ne, R0, 0, "pass")
-                .ldx(Size::W, R2, FP, MAC_SLOT)
+            load_or(&mut a, 0, MAC_SLOT, 6, "pass");
+            a.ldx(Size::W, R2, FP, MAC_SLOT)
                 .jmp32_imm(Cond::Ne, R2, ne32([mac[0], mac[1], mac[2], mac[3]]), "pass")
                 .ldx(Size::H, R2, FP, MAC_SLOT + 4)
                 .jmp32_imm(
@@ -169,13 +162,7 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
                 );
         }
     }
-    a.mov_reg(R1, R6)
-        .mov_imm(R2, L3)
-        .mov_reg(R3, FP)
-        .alu64_imm(Alu::Add, R3, i32::from(AT))
-        .mov_imm(R4, 20)
-        .call(HELPER_SKB_LOAD_BYTES)
-        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    load_or(&mut a, L3, AT, 20, "pass");
     a.ldx(Size::B, R2, FP, AT)
         .jmp32_imm(Cond::Ne, R2, 0x45, "pass") // IPv4, no options
         .ldx(Size::B, R2, FP, AT + 8)
@@ -189,16 +176,9 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
         for addr in spec.icmp_errors_from {
             a.jmp32_imm(Cond::Eq, R2, ne32(addr.octets()), "icmp");
         }
-        a.ja("pass")
-            .label("icmp")
-            .mov_reg(R1, R6)
-            .mov_imm(R2, L3 + 20)
-            .mov_reg(R3, FP)
-            .alu64_imm(Alu::Add, R3, i32::from(MAC_SLOT))
-            .mov_imm(R4, 1)
-            .call(HELPER_SKB_LOAD_BYTES)
-            .jmp_imm(Cond::Ne, R0, 0, "pass")
-            .ldx(Size::B, R2, FP, MAC_SLOT);
+        a.ja("pass").label("icmp");
+        load_or(&mut a, L3 + 20, MAC_SLOT, 1, "pass");
+        a.ldx(Size::B, R2, FP, MAC_SLOT);
         for error in [3, 11, 12] {
             a.jmp32_imm(Cond::Eq, R2, error, "from");
         }

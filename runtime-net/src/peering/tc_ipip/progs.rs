@@ -88,6 +88,18 @@ pub(super) fn fold16(a: &mut Asm, acc: Reg, tmp: Reg) {
     }
 }
 
+/// Copies `len` bytes of the packet (r6) from offset `off` to the stack at `slot`; goes to
+/// `short` when the packet has fewer. Clobbers r0–r5.
+pub(super) fn load_or(a: &mut Asm, off: i32, slot: i16, len: i32, short: &'static str) {
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, off)
+        .mov_reg(R3, FP)
+        .alu64_imm(Alu::Add, R3, i32::from(slot))
+        .mov_imm(R4, len)
+        .call(HELPER_SKB_LOAD_BYTES)
+        .jmp_imm(Cond::Ne, R0, 0, short);
+}
+
 /// Goes to `bad` unless the 20-byte IPv4 header copied to the stack at `at` checksums
 /// correctly. Clobbers r0–r5.
 pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
@@ -138,14 +150,8 @@ pub fn encap(spec: &EncapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .ldx(Size::W, R2, R6, 16) // skb->protocol
         .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
     // The inner header to fp-48.
-    a.mov_reg(R1, R6)
-        .mov_imm(R2, l3)
-        .mov_reg(R3, FP)
-        .alu64_imm(Alu::Add, R3, -48)
-        .mov_imm(R4, 20)
-        .call(HELPER_SKB_LOAD_BYTES)
-        .jmp_imm(Cond::Ne, R0, 0, "pass")
-        .ldx(Size::B, R2, FP, -48)
+    load_or(&mut a, l3, -48, 20, "pass");
+    a.ldx(Size::B, R2, FP, -48)
         .alu32_imm(Alu::Rsh, R2, 4)
         .jmp32_imm(Cond::Ne, R2, 4, "pass")
         .ldx(Size::W, R2, FP, -48 + 16); // inner destination
@@ -255,13 +261,7 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
     a.mov_reg(R6, R1)
         .ldx(Size::W, R2, R6, 16) // skb->protocol
         .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
-    a.mov_reg(R1, R6)
-        .mov_imm(R2, i32::from(spec.l3))
-        .mov_reg(R3, FP)
-        .alu64_imm(Alu::Add, R3, i32::from(AT))
-        .mov_imm(R4, 21)
-        .call(HELPER_SKB_LOAD_BYTES)
-        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    load_or(&mut a, i32::from(spec.l3), AT, 21, "pass");
     a.ldx(Size::B, R2, FP, AT)
         .jmp32_imm(Cond::Ne, R2, 0x45, "pass") // IPv4, no options
         .ldx(Size::B, R2, FP, AT + 9)
