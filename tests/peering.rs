@@ -7,7 +7,7 @@ mod peering_support;
 
 use std::net::Ipv4Addr;
 
-use common::{connect_from, spawn_listener};
+use common::{connect_from, sh, spawn_listener};
 use nix::sys::signal::Signal;
 use peering_support::*;
 
@@ -286,6 +286,42 @@ fn host_gw_in_tc_programs() {
     );
     let (sent_c, _) = tc_forwarding(&c).unwrap();
     assert!(sent_c > 0, "c's programs carried its answers");
+    // An attacker on the underlay (no peer) routes through a to a's pod: the programs leave its
+    // packets to the stack, whose firewall refuses a source outside the cluster; b's pod's
+    // packets arrive through the programs.
+    let attacker = f.host(0, 66);
+    sh(&[
+        "ip",
+        "-n",
+        attacker.ns.name(),
+        "route",
+        "add",
+        &a.pod_cidr,
+        "via",
+        &a.addr.to_string(),
+    ]);
+    let counter = forge::Counter::start(ca.path(), ipa, 7209);
+    let (_, received0) = tc_forwarding(&a).unwrap();
+    let gap = std::time::Duration::from_millis(2);
+    let forged = vec![forge::FORGED.as_bytes().to_vec(); 20];
+    forge::send_udp(attacker.ns.path(), attacker.addr, ipa, 7209, &forged, gap);
+    let (_, received1) = tc_forwarding(&a).unwrap();
+    let legit = vec![forge::LEGIT.as_bytes().to_vec(); 20];
+    forge::send_udp(cb.path(), ipb, ipa, 7209, &legit, gap);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (_, received2) = tc_forwarding(&a).unwrap();
+    let got = counter.finish();
+    eprintln!(
+        "attacker: {got:?}; a's programs received {} forged, {} legitimate",
+        received1 - received0,
+        received2 - received1
+    );
+    assert_eq!((got.forged, got.legit), (0, 20), "{got:?}");
+    assert_eq!(
+        received1, received0,
+        "the programs took the attacker's packets"
+    );
+    assert!(received2 - received1 >= 20, "{received1} -> {received2}");
     // TTL as on the kernel path: a hop per node. TTL 1 expires at a's gateway, TTL 2 at the
     // receiving node (its stack answers), TTL 3 arrives; the same towards b and c.
     for (dst, node) in [(ipb, &b), (ipc, &c)] {
