@@ -381,7 +381,14 @@ fn l2_three_nodes_vxlan() {
     let mode = "mode = \"vxlan\"";
     let mut a = f.node("node-a", 0, 10, 1, mode);
     let mut b = f.node("node-b", 0, 11, 2, mode);
-    let mut c = f.node("node-c", 0, 12, 3, mode);
+    // c forwards on the kernel path: its VXLAN device and a's programs work together.
+    let mut c = f.node(
+        "node-c",
+        0,
+        12,
+        3,
+        "mode = \"vxlan\"\nforwarding = \"kernel\"",
+    );
     full_mesh(&[&a, &b, &c]);
     for n in [&mut a, &mut b, &mut c] {
         n.start();
@@ -395,7 +402,7 @@ fn l2_three_nodes_vxlan() {
     });
     let link = a.ip(&["-d", "link", "show", "shimnet-vxlan"]);
     assert!(
-        link.contains("mtu 1450") && link.contains("vxlan id 4242"),
+        link.contains("mtu 1450") && link.contains("vxlan id 4242") && link.contains("noudpcsum"),
         "{link}"
     );
     assert!(a
@@ -419,20 +426,49 @@ fn l2_three_nodes_vxlan() {
     );
     assert_tcp_keeps_source(&ca, ipa, &cc, ipc, 7102);
     assert_df_at(&ca, ipb, 1450);
-    // Pod traffic crosses in the tc programs (out of and into the VXLAN device), bytes intact,
-    // TTL as on the kernel path: TTL 1 expires at a's gateway, TTL 2 at b (its stack answers
-    // from its VXLAN address), TTL 3 arrives.
+    // Pod traffic crosses in the tc programs, which encapsulate and decapsulate it themselves
+    // (it never passes a's VXLAN device), bytes intact, also with c's VXLAN device at the other
+    // end; TTL as on the kernel path: TTL 1 expires at a's gateway, TTL 2 at b (its stack
+    // answers from its VXLAN address), TTL 3 arrives.
     wait_for(20, "a's programs attached", || tc_forwarding(&a).is_some());
+    let vxlan_packets = |n: &Node| {
+        ["rx_packets", "tx_packets"].map(|stat| {
+            let path = format!("/sys/class/net/shimnet-vxlan/statistics/{stat}");
+            common::sh(&["ip", "netns", "exec", n.ns.name(), "cat", &path])
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+    };
     let (s0, r0) = tc_forwarding(&a).unwrap();
+    let (va0, vc0) = (vxlan_packets(&a), vxlan_packets(&c));
     assert_bulk_transfer(&ca, &cb, ipb, 7103, 8 << 20);
     assert_bulk_transfer(&cb, &ca, ipa, 7104, 8 << 20);
+    assert_bulk_transfer(&cc, &ca, ipa, 7105, 8 << 20);
+    assert_bulk_transfer(&ca, &cc, ipc, 7106, 8 << 20);
     let (s1, r1) = tc_forwarding(&a).unwrap();
+    let (va1, vc1) = (vxlan_packets(&a), vxlan_packets(&c));
+    let va = [va1[0] - va0[0], va1[1] - va0[1]];
+    let vc = [vc1[0] - vc0[0], vc1[1] - vc0[1]];
     eprintln!(
-        "a's programs over VXLAN: {} sent, {} received",
+        "a's programs over VXLAN: {} sent, {} received; through a's VXLAN device {va:?} \
+         (received, sent), through c's (kernel path) {vc:?}",
         s1 - s0,
-        r1 - r0
+        r1 - r0,
     );
-    assert!(s1 - s0 >= 128 && r1 - r0 >= 128, "{s0}/{r0} -> {s1}/{r1}");
+    assert!(s1 - s0 >= 256 && r1 - r0 >= 256, "{s0}/{r0} -> {s1}/{r1}");
+    assert!(
+        va[0] < 64 && va[1] < 64,
+        "packets through a's VXLAN device: {va:?}"
+    );
+    assert!(vc[0] >= 128 && vc[1] >= 128, "c's kernel path: {vc:?}");
+    // Decapsulated but not forwarded by the programs: TTL 2 from b expires at a, whose stack
+    // answers as it would have after its VXLAN device.
+    let back = ping_ttl(&cb, ipa, 2);
+    assert!(
+        back.contains("From 10.244.1.") && back.contains("Time to live exceeded"),
+        "{back}"
+    );
     let one = ping_ttl(&ca, ipb, 1);
     assert!(
         one.contains("From 10.244.1.1") && one.contains("Time to live exceeded"),

@@ -137,6 +137,9 @@ pub async fn ensure_device(
                     .local(local)
                     .dev(dev)
                     .learning(false)
+                    // A zero UDP checksum (the inner packet carries its own), so the peers'
+                    // programs can decapsulate without verifying one.
+                    .udp_csum(false)
                     .mtu(spec.mtu)
                     .alias(spec.alias.clone())
                     .build(),

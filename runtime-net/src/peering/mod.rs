@@ -409,19 +409,30 @@ impl Peering {
     /// Attaches, swaps or detaches the pod forwarding programs for `planned` (after the routes
     /// are in place: the programs send by them).
     fn ensure_forwarding(&mut self, planned: &[PlannedPeer], dev: &Devices, r: &mut PassReport) {
-        use tc_ipip::forwarding::{Want, Way};
+        use tc_ipip::forwarding::{Vxlan, Want, Way};
         let Some(f) = &self.forwarding else { return };
         let on = |plane: Plane| planned.iter().filter(move |p| p.plane == plane);
         let mut ways = vec![Way {
             dev: self.underlay.index,
             peers: on(Plane::HostGw).map(|p| p.peer.pod_cidr).collect(),
             icmp_errors_from: on(Plane::HostGw).map(|p| p.peer.address).collect(),
+            vxlan: None,
         }];
         if let Some(vxlan) = dev.vxlan {
             ways.push(Way {
                 dev: vxlan,
                 peers: on(Plane::Vxlan).map(|p| p.peer.pod_cidr).collect(),
                 icmp_errors_from: Vec::new(),
+                vxlan: Some(Vxlan {
+                    underlay: self.underlay.index,
+                    local: self.node.address,
+                    port: self.cfg.vxlan_port,
+                    vni: self.cfg.vxlan_vni,
+                    mac: plan::vxlan_mac(self.node.address),
+                    peers: on(Plane::Vxlan)
+                        .map(|p| (p.peer.pod_cidr, p.peer.address))
+                        .collect(),
+                }),
             });
         }
         // IPIP in tc programs through the GRO veth (an Ethernet device; not the TUN): packets
@@ -432,6 +443,7 @@ impl Peering {
                     dev: t.route,
                     peers: on(Plane::Ipip).map(|p| p.peer.pod_cidr).collect(),
                     icmp_errors_from: Vec::new(),
+                    vxlan: None,
                 });
             }
         }

@@ -4,11 +4,13 @@
 //!
 //! - *Sending*: a program on the ingress of each pod's host-side veth end forwards packets to
 //!   the gateway's MAC from this node's pod subnet to a peer's pod subnet out of the device the
-//!   peer is reached by (the underlay for host-gw, the VXLAN device for VXLAN, the GRO veth for
-//!   IPIP in tc programs).
+//!   peer is reached by (the underlay for host-gw; for VXLAN the underlay too, encapsulated by
+//!   the program itself as the VXLAN device would; the GRO veth for IPIP in tc programs).
 //! - *Receiving*: a program on the ingress of each of those devices forwards packets from its
 //!   peers' pod subnets to this node's pod subnet straight into the pod's namespace (the bridge
-//!   for a pod it does not know).
+//!   for a pod it does not know). VXLAN peers' packets are taken one step earlier: a program on
+//!   the underlay's ingress decapsulates them itself and forwards them the same way (what it
+//!   does not forward goes on to the VXLAN device as if the device had decapsulated it).
 //!
 //! Everything else (and everything while the programs are not attached) takes the kernel's
 //! forwarding path as before, so the programs change how fast, not what, is forwarded: the
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use ipnetwork::Ipv4Network;
 
-use super::fwd::{forward, pod_entry, ForwardSpec, Pods, Route};
+use super::fwd::{forward, pod_entry, ForwardSpec, Pods, Route, VxlanDecap, VxlanEncap};
 use super::sys::BpfError;
 use super::sys::{self, Hook};
 use super::Counters;
@@ -70,6 +72,26 @@ pub struct Way {
     /// Peer node addresses whose ICMP errors to this node's pods are let through (host-gw:
     /// their underlay addresses; over VXLAN they come from the peers' pod subnets).
     pub icmp_errors_from: Vec<Ipv4Addr>,
+    /// The device is this VXLAN tunnel: its packets are decapsulated on the underlay.
+    pub vxlan: Option<Vxlan>,
+}
+
+/// A VXLAN device as the decapsulating program on the underlay needs it (see
+/// [`super::fwd::VxlanDecap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    /// Index of the underlay.
+    pub underlay: u32,
+    /// This node's underlay address.
+    pub local: Ipv4Addr,
+    /// UDP port.
+    pub port: u16,
+    /// VNI.
+    pub vni: u32,
+    /// The device's MAC.
+    pub mac: [u8; 6],
+    /// The peers: pod subnet and underlay address.
+    pub peers: Vec<(Ipv4Network, Ipv4Addr)>,
 }
 
 /// What the programs are built for: [`Want`] and the pod network's bridge as it is now.
@@ -116,6 +138,8 @@ struct State {
     send: Option<OwnedFd>,
     /// The receiving programs' links by device.
     receive: HashMap<u32, OwnedFd>,
+    /// The decapsulating programs' links by VXLAN device.
+    decap: HashMap<u32, OwnedFd>,
 }
 
 impl State {
@@ -123,6 +147,7 @@ impl State {
         self.table = None;
         self.send = None;
         self.receive.clear();
+        self.decap.clear();
         for p in self.ports.values_mut() {
             p.link = None;
         }
@@ -262,6 +287,19 @@ impl TcForwarding {
                 out: w.dev,
             })
             .collect();
+        // VXLAN peers' packets are encapsulated by the sending program itself.
+        let encap = w.ways.iter().find_map(|way| {
+            let v = way.vxlan.as_ref()?;
+            Some(VxlanEncap {
+                dev: way.dev,
+                local: v.local,
+                peers: &v.peers,
+                port: v.port,
+                vni: v.vni,
+                mac: v.mac,
+                underlay: v.underlay,
+            })
+        });
         let send = sys::prog_load(
             "shimnet_fwd_out",
             &forward(&ForwardSpec {
@@ -272,39 +310,56 @@ impl TcForwarding {
                 gateway: Some(table.mac),
                 pods: None,
                 counter: Some((map, COUNT_SENT)),
+                decap: None,
+                encap,
             })?,
         )?;
         let to_pods = [Route {
             nets: &local,
             out: table.bridge,
         }];
+        let except = [table.gateway, w.local.broadcast()];
+        let receiving = |way: &Way, decap: Option<VxlanDecap<'_>>| {
+            forward(&ForwardSpec {
+                from: &way.peers,
+                to: &to_pods,
+                except: &except,
+                icmp_errors_from: &way.icmp_errors_from,
+                gateway: None,
+                pods: Some(Pods {
+                    map: self.pods.as_raw_fd(),
+                    gateway: table.mac,
+                }),
+                counter: Some((map, COUNT_RECEIVED)),
+                decap,
+                encap: None,
+            })
+        };
         // Receiving first: a peer answering a packet sent by the new path takes it as well.
         for way in &w.ways {
-            let receive = sys::prog_load(
-                "shimnet_fwd_in",
-                &forward(&ForwardSpec {
-                    from: &way.peers,
-                    to: &to_pods,
-                    except: &[table.gateway, w.local.broadcast()],
-                    icmp_errors_from: &way.icmp_errors_from,
-                    gateway: None,
-                    pods: Some(Pods {
-                        map: self.pods.as_raw_fd(),
-                        gateway: table.mac,
-                    }),
-                    counter: Some((map, COUNT_RECEIVED)),
-                })?,
-            )?;
-            match st.receive.get(&way.dev) {
-                Some(link) => sys::link_update(link, &receive)?,
-                None => {
-                    let link = sys::tcx_attach(&receive, way.dev, Hook::Ingress)?;
-                    st.receive.insert(way.dev, link);
-                }
+            let receive = sys::prog_load("shimnet_fwd_in", &receiving(way, None)?)?;
+            attach_or_update(&mut st.receive, way.dev, way.dev, &receive)?;
+            if let Some(v) = &way.vxlan {
+                let peers: Vec<Ipv4Addr> = v.peers.iter().map(|(_, addr)| *addr).collect();
+                let decap = VxlanDecap {
+                    local: v.local,
+                    peers: &peers,
+                    port: v.port,
+                    vni: v.vni,
+                    mac: v.mac,
+                    dev: way.dev,
+                };
+                let decap = sys::prog_load("shimnet_fwd_vx", &receiving(way, Some(decap))?)?;
+                attach_or_update(&mut st.decap, way.dev, v.underlay, &decap)?;
             }
         }
         st.receive
             .retain(|dev, _| w.ways.iter().any(|way| way.dev == *dev));
+        st.decap.retain(|dev, _| {
+            w.ways
+                .iter()
+                .any(|way| way.dev == *dev && way.vxlan.is_some())
+        });
         for port in st.ports.values_mut() {
             State::attach_port(&send, table, port, true)?;
         }
@@ -312,6 +367,23 @@ impl TcForwarding {
         st.table = Some(table.clone());
         Ok(())
     }
+}
+
+/// Swaps `prog` into the link kept under `key`, or attaches it to `dev`'s ingress and keeps the
+/// link there.
+fn attach_or_update(
+    links: &mut HashMap<u32, OwnedFd>,
+    key: u32,
+    dev: u32,
+    prog: &OwnedFd,
+) -> Result<(), ForwardingError> {
+    match links.get(&key) {
+        Some(link) => sys::link_update(link, prog)?,
+        None => {
+            links.insert(key, sys::tcx_attach(prog, dev, Hook::Ingress)?);
+        }
+    }
+    Ok(())
 }
 
 impl Observer for TcForwarding {

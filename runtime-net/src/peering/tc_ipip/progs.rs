@@ -100,9 +100,9 @@ pub(super) fn load_or(a: &mut Asm, off: i32, slot: i16, len: i32, short: &'stati
         .jmp_imm(Cond::Ne, R0, 0, short);
 }
 
-/// Goes to `bad` unless the 20-byte IPv4 header copied to the stack at `at` checksums
-/// correctly. Clobbers r0–r5.
-pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
+/// Leaves in r0 the one's-complement sum, folded to 16 bits, of the 20-byte IPv4 header copied
+/// to the stack at `at`. Clobbers r1–r5.
+pub(super) fn header_sum_at(a: &mut Asm, at: i16) {
     a.mov_imm(R1, 0)
         .mov_imm(R2, 0)
         .mov_reg(R3, FP)
@@ -112,7 +112,33 @@ pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
         .call(HELPER_CSUM_DIFF)
         .alu32_reg(Alu::Mov, R0, R0);
     fold16(a, R0, R2);
+}
+
+/// Goes to `bad` unless the 20-byte IPv4 header copied to the stack at `at` checksums
+/// correctly. Clobbers r0–r5.
+pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
+    header_sum_at(a, at);
     a.jmp32_imm(Cond::Ne, R0, 0xffff, bad);
+}
+
+/// Goes to `other` unless the IPv4 header copied to the stack at `at` has no options, carries
+/// `protocol`, is not a fragment and is addressed to `local`. Clobbers r2.
+pub(super) fn outer_header_or(
+    a: &mut Asm,
+    at: i16,
+    protocol: i32,
+    local: Ipv4Addr,
+    other: &'static str,
+) {
+    a.ldx(Size::B, R2, FP, at)
+        .jmp32_imm(Cond::Ne, R2, 0x45, other) // IPv4, no options
+        .ldx(Size::B, R2, FP, at + 9)
+        .jmp32_imm(Cond::Ne, R2, protocol, other)
+        .ldx(Size::H, R2, FP, at + 6)
+        .alu32_imm(Alu::And, R2, ne16(0x3fff))
+        .jmp32_imm(Cond::Ne, R2, 0, other) // a fragment: the stack reassembles it
+        .ldx(Size::W, R2, FP, at + 16)
+        .jmp32_imm(Cond::Ne, R2, ne32(local.octets()), other);
 }
 
 /// The one's-complement sum (not folded) of the outer header from `local` to `peer` with a
@@ -262,16 +288,8 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
         .ldx(Size::W, R2, R6, 16) // skb->protocol
         .jmp32_imm(Cond::Ne, R2, ne16(0x0800), "pass");
     load_or(&mut a, i32::from(spec.l3), AT, 21, "pass");
-    a.ldx(Size::B, R2, FP, AT)
-        .jmp32_imm(Cond::Ne, R2, 0x45, "pass") // IPv4, no options
-        .ldx(Size::B, R2, FP, AT + 9)
-        .jmp32_imm(Cond::Ne, R2, 4, "pass") // IPIP
-        .ldx(Size::H, R2, FP, AT + 6)
-        .alu32_imm(Alu::And, R2, ne16(0x3fff))
-        .jmp32_imm(Cond::Ne, R2, 0, "pass") // a fragment: the stack reassembles it
-        .ldx(Size::W, R2, FP, AT + 16)
-        .jmp32_imm(Cond::Ne, R2, ne32(spec.local.octets()), "pass")
-        .ldx(Size::B, R2, FP, AT + 20)
+    outer_header_or(&mut a, AT, 4, spec.local, "pass");
+    a.ldx(Size::B, R2, FP, AT + 20)
         .alu32_imm(Alu::Rsh, R2, 4)
         .jmp32_imm(Cond::Ne, R2, 4, "pass") // inner IPv4
         .ldx(Size::W, R2, FP, AT + 12);

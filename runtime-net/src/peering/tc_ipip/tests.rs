@@ -398,6 +398,8 @@ fn fwd_prog(gateway: Option<[u8; 6]>, counter: Option<(i32, u32)>) -> std::os::f
         pods: None,
         gateway,
         counter,
+        decap: None,
+        encap: None,
     })
     .unwrap();
     sys::prog_load("test_fwd", &insns).unwrap()
@@ -418,6 +420,8 @@ fn forwarding_grows_by_three_instructions_per_subnet() {
             pods: None,
             gateway: Some(GATEWAY),
             counter: None,
+            decap: None,
+            encap: None,
         })
         .unwrap()
         .len()
@@ -566,6 +570,8 @@ fn forwarding_addresses_a_listed_pod_from_the_gateway() {
         }),
         gateway: None,
         counter: None,
+        decap: None,
+        encap: None,
     })
     .unwrap();
     let p = sys::prog_load("test_fwd_pods", &insns).unwrap();
@@ -601,10 +607,229 @@ fn forwarding_refuses_more_routes_than_it_has_labels_for() {
         pods: None,
         gateway: None,
         counter: None,
+        decap: None,
+        encap: None,
     };
     assert!(fwd::forward(&spec(fwd::MAX_ROUTES)).is_ok());
     assert_eq!(
         fwd::forward(&spec(fwd::MAX_ROUTES + 1)).unwrap_err(),
         fwd::FwdError::Routes(fwd::TooManyRoutes(fwd::MAX_ROUTES + 1))
     );
+}
+
+// VXLAN decapsulation on the underlay (`fwd::VxlanDecap`).
+
+const VXLAN_MAC: [u8; 6] = [0x02, 0x5e, 192, 0, 2, 1];
+const VNI: u32 = 4242;
+
+/// `inner` (an Ethernet frame) in VXLAN from `src` to this node as a peer's VXLAN device sends
+/// it: UDP to 4789 with a zero checksum, the VNI flag and [`VNI`].
+fn vxlan_frame(src: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
+    let mut udp = vec![0xc3, 0x50, 0x12, 0xb5];
+    udp.extend_from_slice(&(16 + inner.len() as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0, 0x08, 0, 0, 0]);
+    udp.extend_from_slice(&(VNI << 8).to_be_bytes());
+    udp.extend_from_slice(inner);
+    let mut f = eth(0x0800, &ipv4(src, LOCAL, 17, 0, &udp));
+    f[..6].copy_from_slice(&[0; 6]);
+    f
+}
+
+fn vxlan_prog() -> std::os::fd::OwnedFd {
+    let (from, local) = ([subnet(2)], [subnet(1)]);
+    let to = [fwd::Route {
+        nets: &local,
+        out: 1,
+    }];
+    let insns = fwd::forward(&fwd::ForwardSpec {
+        from: &from,
+        to: &to,
+        except: &[pod(1, 1), pod(1, 255)],
+        icmp_errors_from: &[],
+        pods: None,
+        gateway: None,
+        counter: None,
+        decap: Some(fwd::VxlanDecap {
+            local: LOCAL,
+            peers: &[OTHER, PEER],
+            port: 4789,
+            vni: VNI,
+            mac: VXLAN_MAC,
+            dev: 1,
+        }),
+        encap: None,
+    })
+    .unwrap();
+    sys::prog_load("test_fwd_vxlan", &insns).unwrap()
+}
+
+#[test]
+fn vxlan_from_a_peer_is_decapsulated_and_forwarded() {
+    if !root() {
+        return;
+    }
+    let p = vxlan_prog();
+    let inner = pod_frame(VXLAN_MAC, pod(2, 9), pod(1, 5), 64);
+    let frame = vxlan_frame(PEER, &inner);
+    let (verdict, out) = sys::test_run(&p, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    // The outer Ethernet header (the neighbour code rewrites it) before the inner packet, one
+    // hop less.
+    assert_eq!(out[..14], frame[..14]);
+    let mut want = inner[14..].to_vec();
+    want[8] -= 1;
+    assert_eq!(checksum(&out[14..34]), 0, "checksum after the TTL change");
+    want[10..12].copy_from_slice(&out[24..26]);
+    assert_eq!(out[14..], want[..]);
+    // Decapsulated but not forwarded (to the gateway, TTL 1): the inner frame exactly, handed
+    // to the VXLAN device's ingress.
+    for inner in [
+        pod_frame(VXLAN_MAC, pod(2, 9), pod(1, 1), 64),
+        pod_frame(VXLAN_MAC, pod(2, 9), pod(1, 5), 1),
+    ] {
+        let (verdict, out) = sys::test_run(&p, &vxlan_frame(PEER, &inner)).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out, inner);
+    }
+}
+
+#[test]
+fn vxlan_decapsulation_leaves_anything_else_to_the_stack() {
+    if !root() {
+        return;
+    }
+    let p = vxlan_prog();
+    let ok = || vxlan_frame(PEER, &pod_frame(VXLAN_MAC, pod(2, 9), pod(1, 5), 64));
+    let with = |at: usize, bytes: &[u8]| {
+        let mut f = ok();
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        f
+    };
+    // Outer header offsets; the header checksum is made valid again where a field changes.
+    let fix = |mut f: Vec<u8>| {
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let mut padded = ok();
+    padded.push(0);
+    let cases = [
+        ("a UDP checksum", with(40, &[0x12, 0x34])),
+        ("another VNI", with(46, &[0, 0x10, 0x93])),
+        ("another port", with(36, &[0x12, 0xb6])),
+        ("other VXLAN flags", with(42, &[0x0c])),
+        (
+            "a stranger",
+            vxlan_frame(Ipv4Addr::new(203, 0, 113, 9), &ok()[50..]),
+        ),
+        ("a fragment", fix(with(20, &[0x20, 0]))),
+        ("a bad outer checksum", with(25, &[0xff])),
+        ("another outer destination", fix(with(30, &[192, 0, 2, 2]))),
+        (
+            "another inner destination MAC",
+            with(50, &[2, 0, 0, 0, 0, 9]),
+        ),
+        ("not IPv4 inside", with(62, &[0x08, 0x06])),
+        ("bytes beyond the outer total length", padded),
+        ("another host's frame", with(0, &[2, 0, 0, 0, 0, 9])),
+    ];
+    for (what, frame) in cases {
+        let (verdict, out) = sys::test_run(&p, &frame).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(verdict, TCX_NEXT, "{what}");
+        assert_eq!(out, frame, "{what}: changed");
+    }
+}
+
+#[test]
+fn vxlan_encapsulation_writes_what_the_peers_device_and_programs_take() {
+    if !root() {
+        return;
+    }
+    // The sending program of node PEER (pods in subnet 2) for node LOCAL (pods in subnet 1).
+    let (from, to_nets) = ([subnet(2)], [subnet(1)]);
+    let peer_mac = crate::peering::plan::vxlan_mac(PEER);
+    let peers = [(subnet(1), LOCAL)];
+    let insns = fwd::forward(&fwd::ForwardSpec {
+        from: &from,
+        to: &[fwd::Route {
+            nets: &to_nets,
+            out: 1,
+        }],
+        except: &[],
+        icmp_errors_from: &[],
+        pods: None,
+        gateway: Some(GATEWAY),
+        counter: None,
+        decap: None,
+        encap: Some(fwd::VxlanEncap {
+            dev: 1,
+            local: PEER,
+            peers: &peers,
+            port: 4789,
+            vni: VNI,
+            mac: peer_mac,
+            underlay: 1,
+        }),
+    })
+    .unwrap();
+    let send = sys::prog_load("test_fwd_vxlan_out", &insns).unwrap();
+    let frame = pod_frame(GATEWAY, pod(2, 9), pod(1, 5), 64);
+    let (verdict, out) = sys::test_run(&send, &frame).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out.len(), frame.len() + 50);
+    assert_eq!(
+        out[..14],
+        frame[..14],
+        "the neighbour code writes the outer MACs"
+    );
+    let ip = &out[14..34];
+    assert_eq!(checksum(ip), 0, "outer header checksum");
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        out.len() - 14,
+        "total length"
+    );
+    assert_eq!(ip[6] & 0x40, 0, "DF clear, as the VXLAN device sends");
+    assert_eq!((ip[8], ip[9]), (64, 17));
+    assert_eq!(ip[12..16], PEER.octets());
+    assert_eq!(ip[16..20], LOCAL.octets());
+    let udp = &out[34..42];
+    assert!(u16::from_be_bytes([udp[0], udp[1]]) >= 49152, "source port");
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        out.len() - 34
+    );
+    assert_eq!(udp[6..8], [0, 0], "no UDP checksum");
+    assert_eq!(
+        out[42..50],
+        [0x08, 0, 0, 0, 0, 0x10, 0x92, 0],
+        "VXLAN header"
+    );
+    assert_eq!(
+        out[50..56],
+        VXLAN_MAC,
+        "inner destination: the peer's VXLAN MAC"
+    );
+    assert_eq!(out[56..62], peer_mac);
+    assert_eq!(out[62..64], [0x08, 0x00]);
+    let mut inner = frame[14..].to_vec();
+    inner[8] -= 1;
+    inner[10..12].copy_from_slice(&out[64 + 10..64 + 12]);
+    assert_eq!(out[64..], inner[..], "the inner packet, one hop less");
+    assert_eq!(checksum(&out[64..84]), 0);
+    // Received by node LOCAL's underlay program: decapsulated and forwarded, one more hop less.
+    let mut wire = out.clone();
+    wire[..6].copy_from_slice(&[0; 6]);
+    let (verdict, back) = sys::test_run(&vxlan_prog(), &wire).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(back[14 + 8], 62);
+    assert_eq!(checksum(&back[14..34]), 0);
+    assert_eq!(back[14 + 12..], frame[14 + 12..]);
+    // Not a VXLAN peer's subnet: no tunnel.
+    let other = pod_frame(GATEWAY, pod(2, 9), pod(4, 5), 64);
+    let (verdict, out) = sys::test_run(&send, &other).unwrap();
+    assert_eq!((verdict, out), (TCX_NEXT, other));
 }
