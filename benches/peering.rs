@@ -1,5 +1,6 @@
 //! iperf3 throughput (one TCP stream) between containers on two nodes for each peering mode,
-//! next to the underlay's own node-to-node throughput, all measured in one run. Each mode gets
+//! next to the underlay's own node-to-node throughput, all measured in one run; each container
+//! run follows an underlay run on the same fabric, and its share is taken against that one. Each mode gets
 //! a fresh two-node fabric (nodes on one underlay subnet behind the router namespace). Every
 //! figure is the median of several runs (the machine may be shared), printed with the load
 //! average at the time and the target it is held to.
@@ -162,30 +163,70 @@ enum Target {
 struct Row {
     what: String,
     samples: Vec<Sample>,
+    /// The underlay measured right before each sample, on the same fabric.
+    underlay: Vec<Sample>,
     load: f64,
     target: Target,
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 impl Row {
     fn median(&self) -> f64 {
-        let mut g: Vec<f64> = self.samples.iter().map(|s| s.gbps).collect();
-        g.sort_by(f64::total_cmp);
-        g[g.len() / 2]
+        median(self.samples.iter().map(|s| s.gbps).collect())
+    }
+
+    /// The median of each sample's share of the underlay measured just before it (the machine's
+    /// speed drifts over minutes; a share against a floor measured at another time drifts with
+    /// it).
+    fn share(&self) -> f64 {
+        median(
+            self.samples
+                .iter()
+                .zip(&self.underlay)
+                .map(|(s, u)| s.gbps / u.gbps)
+                .collect(),
+        )
     }
 }
 
-fn measure(what: String, target: Target, repeats: usize, mut run: impl FnMut() -> Sample) -> Row {
+/// `repeats` runs of `run`, each right after a run of `underlay` (if any).
+fn measure(
+    what: String,
+    target: Target,
+    repeats: usize,
+    mut underlay: Option<&mut dyn FnMut() -> Sample>,
+    mut run: impl FnMut() -> Sample,
+) -> Row {
     let load = load();
-    let samples: Vec<Sample> = (0..repeats).map(|_| run()).collect();
-    eprintln!(
-        "{what}: {:?} Gbit/s (load {load:.1})",
-        samples
-            .iter()
+    let mut base = Vec::new();
+    let mut samples = Vec::new();
+    for _ in 0..repeats {
+        if let Some(u) = underlay.as_mut() {
+            base.push(u());
+        }
+        samples.push(run());
+    }
+    let round = |v: &[Sample]| {
+        v.iter()
             .map(|s| (s.gbps * 100.0).round() / 100.0)
             .collect::<Vec<_>>()
+    };
+    eprintln!(
+        "{what}: {:?} Gbit/s, underlay before each {:?} (load {load:.1})",
+        round(&samples),
+        round(&base)
     );
     Row {
         what,
+        underlay: if base.is_empty() {
+            samples.clone()
+        } else {
+            base
+        },
         samples,
         load,
         target,
@@ -245,12 +286,14 @@ fn main() {
             continue;
         }
         let p = pair(cfg);
+        let mut underlay = || iperf(p.b.ns.name(), p.a.ns.name(), p.b.addr, secs);
         if i == 0 {
             rows.push(measure(
                 "underlay node <-> node".into(),
                 Target::None,
                 repeats,
-                || iperf(p.b.ns.name(), p.a.ns.name(), p.b.addr, secs),
+                None,
+                &mut underlay,
             ));
         }
         let pids = (
@@ -259,9 +302,13 @@ fn main() {
         );
         let cpu = |pid: Option<u32>| pid.map_or(Duration::ZERO, |p| thread_cpu(p, "ipip-"));
         let before = (cpu(pids.0), cpu(pids.1));
-        let row = measure(format!("containers, {name}"), *target, repeats, || {
-            iperf(p.cb.name(), p.ca.name(), p.ipb, secs)
-        });
+        let row = measure(
+            format!("containers, {name}"),
+            *target,
+            repeats,
+            Some(&mut underlay),
+            || iperf(p.cb.name(), p.ca.name(), p.ipb, secs),
+        );
         let (tx_cpu, rx_cpu) = (cpu(pids.0) - before.0, cpu(pids.1) - before.1);
         if !tx_cpu.is_zero() {
             // Bytes moved ≈ the median rate over every run's length.
@@ -282,9 +329,11 @@ fn main() {
         }
         drop(p);
     }
-    let base = rows[0].median();
     println!(
-        "\niperf3, one TCP stream, {secs} s per run, median of {repeats} runs, veth underlay in namespaces"
+        "\niperf3, one TCP stream, {secs} s per run, median of {repeats} runs, veth underlay in namespaces;"
+    );
+    println!(
+        "each share is the median of the runs' shares of the underlay measured right before each run on the same fabric"
     );
     println!(
         "{:<40} {:>8} {:>15} {:>12} {:>8} {:>6}  target",
@@ -300,7 +349,7 @@ fn main() {
         let hi = r.samples.iter().map(|s| s.gbps).fold(0.0, f64::max);
         let retrans: u64 =
             r.samples.iter().map(|s| s.retrans).sum::<u64>() / r.samples.len() as u64;
-        let share = m / base;
+        let share = r.share();
         let target = match r.target {
             Target::None => "(floor)".to_string(),
             Target::Info(why) => why.to_string(),

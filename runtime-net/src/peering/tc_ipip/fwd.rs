@@ -30,8 +30,8 @@ use super::asm::{
     Alu, Asm, AsmError, Cond, Insn, Size, FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9,
 };
 use super::progs::{
-    count, header_checksum_or, header_sum_at, load_or, ne16, ne32, outer_header_or, TCX_NEXT,
-    TC_ACT_SHOT,
+    count, header_checksum_or, header_sum_at, load_or, ne16, ne32, outer_header_or, strip_or,
+    TCX_NEXT, TC_ACT_SHOT,
 };
 
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
@@ -526,11 +526,5 @@ fn vxlan_decap(a: &mut Asm, d: &VxlanDecap<'_>) {
     }
     a.ja("pass").label("vxlan_peer");
     header_checksum_or(a, T, "pass");
-    // The segment size stays the inner one (the sender's tunnel kept it).
-    a.mov_reg(R1, R6)
-        .mov_imm(R2, -VXLAN_HEADERS)
-        .mov_imm(R3, ADJ_ROOM_MAC)
-        .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
-        .call(HELPER_SKB_ADJUST_ROOM)
-        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    strip_or(a, VXLAN_HEADERS, "pass");
 }

@@ -121,6 +121,17 @@ pub(super) fn header_checksum_or(a: &mut Asm, at: i16, bad: &'static str) {
     a.jmp32_imm(Cond::Ne, R0, 0xffff, bad);
 }
 
+/// Removes `len` bytes after the link-layer header, keeping the segment size of a GSO packet
+/// (the tunnel's sender kept the inner one); goes to `failed` if that fails. Clobbers r0–r5.
+pub(super) fn strip_or(a: &mut Asm, len: i32, failed: &'static str) {
+    a.mov_reg(R1, R6)
+        .mov_imm(R2, -len)
+        .mov_imm(R3, ADJ_ROOM_MAC)
+        .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
+        .call(HELPER_SKB_ADJUST_ROOM)
+        .jmp_imm(Cond::Ne, R0, 0, failed);
+}
+
 /// Goes to `other` unless the IPv4 header copied to the stack at `at` has no options, carries
 /// `protocol`, is not a fragment and is addressed to `local`. Clobbers r2.
 pub(super) fn outer_header_or(
@@ -299,12 +310,7 @@ pub fn decap(spec: &DecapSpec<'_>) -> Result<Vec<Insn>, AsmError> {
     a.ja("pass");
     a.label("peer");
     header_checksum_or(&mut a, AT, "pass");
-    a.mov_reg(R1, R6)
-        .mov_imm(R2, -OUTER)
-        .mov_imm(R3, ADJ_ROOM_MAC)
-        .mov_imm(R4, ADJ_ROOM_FIXED_GSO)
-        .call(HELPER_SKB_ADJUST_ROOM)
-        .jmp_imm(Cond::Ne, R0, 0, "pass");
+    strip_or(&mut a, OUTER, "pass");
     count(&mut a, spec.counters, COUNT_DECAPSULATED);
     match spec.deliver {
         Deliver::Ingress(ifindex) => {
