@@ -58,7 +58,8 @@ pub fn vxlan_mac(addr: Ipv4Addr) -> [u8; 6] {
 }
 
 /// Sends each of `frames` from namespace `ns` (source `from`, any port) to UDP `to:port`,
-/// `gap` apart.
+/// `gap` apart, without UDP checksum (as VXLAN devices send: a receiving node's decapsulating
+/// program judges such datagrams itself instead of leaving them to its stack).
 pub fn send_udp(
     ns: &Path,
     from: Ipv4Addr,
@@ -70,6 +71,18 @@ pub fn send_udp(
     let frames = frames.to_vec();
     shimnet::netns::run_in(ns, move || {
         let s = UdpSocket::bind((from, 0)).expect("bind UDP");
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
         for f in &frames {
             s.send_to(f, (to, port)).expect("send UDP");
             std::thread::sleep(gap);
