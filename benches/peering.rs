@@ -1,9 +1,9 @@
 //! iperf3 throughput (one TCP stream) between containers on two nodes for each peering mode,
 //! next to the underlay's own node-to-node throughput, all measured in one run; each container
-//! run follows an underlay run on the same fabric, and its share is taken against that one. Each mode gets
-//! a fresh two-node fabric (nodes on one underlay subnet behind the router namespace). Every
-//! figure is the median of several runs (the machine may be shared), printed with the load
-//! average at the time and the target it is held to.
+//! run follows an underlay run on the same fabric, and its share is taken against that one.
+//! Each mode gets a fresh two-node fabric (nodes on one underlay subnet behind the router
+//! namespace). Every figure is the median of several runs (the machine may be shared), printed
+//! with the load average at the time and the target it is held to.
 //!
 //! `cargo bench --bench peering [-- SECONDS [MODE]]` (default 5 s per run, all modes);
 //! `SHIMNET_BENCH_REPEATS` runs per figure (default 3). Run as root.

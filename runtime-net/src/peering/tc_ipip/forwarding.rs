@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use ipnetwork::Ipv4Network;
 
-use super::fwd::{forward, pod_entry, ForwardSpec, Pods, Route, VxlanDecap, VxlanEncap};
+use super::fwd::{self, forward, pod_entry, ForwardSpec, Pods, Route};
 use super::sys::BpfError;
 use super::sys::{self, Hook};
 use super::Counters;
@@ -72,12 +72,13 @@ pub struct Way {
     /// Peer node addresses whose ICMP errors to this node's pods are let through (host-gw:
     /// their underlay addresses; over VXLAN they come from the peers' pod subnets).
     pub icmp_errors_from: Vec<Ipv4Addr>,
-    /// The device is this VXLAN tunnel: its packets are decapsulated on the underlay.
+    /// The device is this VXLAN tunnel: the programs encapsulate its packets and decapsulate
+    /// them on the underlay.
     pub vxlan: Option<Vxlan>,
 }
 
-/// A VXLAN device as the decapsulating program on the underlay needs it (see
-/// [`super::fwd::VxlanDecap`]).
+/// A VXLAN device as the programs that encapsulate and decapsulate for it need it (see
+/// [`super::fwd::Vxlan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vxlan {
     /// Index of the underlay.
@@ -92,6 +93,22 @@ pub struct Vxlan {
     pub mac: [u8; 6],
     /// The peers: pod subnet and underlay address.
     pub peers: Vec<(Ipv4Network, Ipv4Addr)>,
+}
+
+impl Way {
+    /// The VXLAN tunnel this way is, for the programs.
+    fn tunnel(&self) -> Option<fwd::Vxlan<'_>> {
+        let v = self.vxlan.as_ref()?;
+        Some(fwd::Vxlan {
+            dev: self.dev,
+            underlay: v.underlay,
+            local: v.local,
+            peers: &v.peers,
+            port: v.port,
+            vni: v.vni,
+            mac: v.mac,
+        })
+    }
 }
 
 /// What the programs are built for: [`Want`] and the pod network's bridge as it is now.
@@ -288,18 +305,7 @@ impl TcForwarding {
             })
             .collect();
         // VXLAN peers' packets are encapsulated by the sending program itself.
-        let encap = w.ways.iter().find_map(|way| {
-            let v = way.vxlan.as_ref()?;
-            Some(VxlanEncap {
-                dev: way.dev,
-                local: v.local,
-                peers: &v.peers,
-                port: v.port,
-                vni: v.vni,
-                mac: v.mac,
-                underlay: v.underlay,
-            })
-        });
+        let encap = w.ways.iter().find_map(Way::tunnel);
         let send = sys::prog_load(
             "shimnet_fwd_out",
             &forward(&ForwardSpec {
@@ -319,7 +325,7 @@ impl TcForwarding {
             out: table.bridge,
         }];
         let except = [table.gateway, w.local.broadcast()];
-        let receiving = |way: &Way, decap: Option<VxlanDecap<'_>>| {
+        let receiving = |way: &Way, decap: Option<fwd::Vxlan<'_>>| {
             forward(&ForwardSpec {
                 from: &way.peers,
                 to: &to_pods,
@@ -339,17 +345,8 @@ impl TcForwarding {
         for way in &w.ways {
             let receive = sys::prog_load("shimnet_fwd_in", &receiving(way, None)?)?;
             attach_or_update(&mut st.receive, way.dev, way.dev, &receive)?;
-            if let Some(v) = &way.vxlan {
-                let peers: Vec<Ipv4Addr> = v.peers.iter().map(|(_, addr)| *addr).collect();
-                let decap = VxlanDecap {
-                    local: v.local,
-                    peers: &peers,
-                    port: v.port,
-                    vni: v.vni,
-                    mac: v.mac,
-                    dev: way.dev,
-                };
-                let decap = sys::prog_load("shimnet_fwd_vx", &receiving(way, Some(decap))?)?;
+            if let Some(v) = way.tunnel() {
+                let decap = sys::prog_load("shimnet_fwd_vx", &receiving(way, Some(v))?)?;
                 attach_or_update(&mut st.decap, way.dev, v.underlay, &decap)?;
             }
         }

@@ -17,7 +17,7 @@
 //! table. Anything else goes on to the stack untouched ([`super::progs::TCX_NEXT`]), which
 //! answers TTL expiry and oversize packets with ICMP as usual.
 //!
-//! On the underlay it can also take VXLAN packets from peers ([`VxlanDecap`]): it strips the
+//! On the underlay it can also take VXLAN packets from peers ([`ForwardSpec::decap`]): it strips the
 //! tunnel headers itself (no outer routing input, firewall hooks, UDP socket lookup and VXLAN
 //! device queue) and forwards the inner packet as above; an inner packet it does not forward
 //! goes to the VXLAN device's ingress, as the kernel's own decapsulation would hand it over.
@@ -95,22 +95,31 @@ pub struct ForwardSpec<'a> {
     pub pods: Option<Pods>,
     /// Per-CPU array map and its entry counting packets forwarded, if any.
     pub counter: Option<(i32, u32)>,
-    /// VXLAN packets it decapsulates first (on the underlay), if any.
-    pub decap: Option<VxlanDecap<'a>>,
-    /// The VXLAN device whose packets it encapsulates itself, if any.
-    pub encap: Option<VxlanEncap<'a>>,
+    /// The VXLAN tunnel whose packets it decapsulates first (on the underlay), if any: it
+    /// takes exactly what the VXLAN device would accept from one of the peers — unfragmented
+    /// IPv4 without options, with a valid header checksum, from a peer to this node, UDP to the
+    /// port with a zero UDP checksum (what shimnet's VXLAN devices send; a non-zero one is left
+    /// to the stack, which verifies it), the VXLAN header with only the VNI flag and the VNI,
+    /// carrying an IPv4 frame addressed to the device's MAC — less what the device would have
+    /// to verify. Inner packets it does not forward go to the device's ingress.
+    pub decap: Option<Vxlan<'a>>,
+    /// The VXLAN tunnel whose packets it encapsulates itself, if any, instead of handing them to
+    /// the device (the route through the device then matches the peers): the frame the device
+    /// would send, from this node to the peer, UDP from a port chosen by the inner flow's hash
+    /// to the port with a zero checksum, the VNI flag and the VNI, the inner frame from this
+    /// node's VXLAN MAC to the peer's ([`super::super::plan::vxlan_mac`]); outer TTL 64, DF
+    /// clear (a smaller path MTU fragments as with the device), a random IP ID. It leaves by
+    /// the underlay with the neighbour filled in.
+    pub encap: Option<Vxlan<'a>>,
 }
 
-/// What the sending program encapsulates itself instead of handing it to the VXLAN device
-/// `dev` (the route through `dev` then matches `peers`): the frame the device would send, from
-/// this node to the peer, UDP from a port chosen by the inner flow's hash to `port` with a zero
-/// checksum, the VNI flag and `vni`, the inner frame from this node's VXLAN MAC to the peer's
-/// ([`super::super::plan::vxlan_mac`]); outer TTL 64, DF clear (a smaller path MTU fragments as
-/// with the device), a random IP ID. It leaves by the underlay with the neighbour filled in.
+/// This node's VXLAN tunnel, as the programs that take over its work need it.
 #[derive(Debug, Clone, Copy)]
-pub struct VxlanEncap<'a> {
-    /// The VXLAN device (its route, its MTU).
+pub struct Vxlan<'a> {
+    /// The VXLAN device's index.
     pub dev: u32,
+    /// Index of the underlay.
+    pub underlay: u32,
     /// This node's underlay address.
     pub local: Ipv4Addr,
     /// The peers: pod subnet and underlay address.
@@ -119,32 +128,8 @@ pub struct VxlanEncap<'a> {
     pub port: u16,
     /// VNI.
     pub vni: u32,
-    /// This node's VXLAN MAC.
+    /// The device's MAC (this node's VXLAN MAC).
     pub mac: [u8; 6],
-    /// Index of the underlay.
-    pub underlay: u32,
-}
-
-/// The VXLAN packets the program on the underlay decapsulates: unfragmented IPv4 without
-/// options, with a valid header checksum, from a peer to this node, UDP to `port` with a zero
-/// UDP checksum (what shimnet's VXLAN devices send; a non-zero one is left to the stack, which
-/// verifies it), the VXLAN header with only the VNI flag and `vni`, carrying an IPv4 frame
-/// addressed to the VXLAN device's MAC. Exactly what the VXLAN device would accept, less what
-/// it would have to verify.
-#[derive(Debug, Clone, Copy)]
-pub struct VxlanDecap<'a> {
-    /// This node's underlay address.
-    pub local: Ipv4Addr,
-    /// The VXLAN peers' underlay addresses.
-    pub peers: &'a [Ipv4Addr],
-    /// The VXLAN UDP port.
-    pub port: u16,
-    /// The VNI.
-    pub vni: u32,
-    /// The VXLAN device's MAC (the inner destination).
-    pub mac: [u8; 6],
-    /// The VXLAN device's index: inner packets the program does not forward go to its ingress.
-    pub dev: u32,
 }
 
 /// Destinations reached through one device.
@@ -409,9 +394,9 @@ pub fn forward(spec: &ForwardSpec<'_>) -> Result<Vec<Insn>, FwdError> {
     Ok(a.finish()?)
 }
 
-/// Puts the tunnel headers of [`VxlanEncap`] in front of the packet for the peer in r8 and
+/// Puts the tunnel headers of [`ForwardSpec::encap`] in front of the packet for the peer in r8 and
 /// sends it out of the underlay (the packet is forwarded: a failure from here drops it).
-fn vxlan_encap(a: &mut Asm, e: &VxlanEncap<'_>) {
+fn vxlan_encap(a: &mut Asm, e: &Vxlan<'_>) {
     const L3: i32 = 14;
     const T: i16 = TUNNEL_SLOT;
     let vni = (e.vni << 8).to_be_bytes();
@@ -488,10 +473,10 @@ fn vxlan_encap(a: &mut Asm, e: &VxlanEncap<'_>) {
         .exit();
 }
 
-/// Strips the tunnel headers of a VXLAN packet [`VxlanDecap`] describes (leaving the outer
+/// Strips the tunnel headers of a VXLAN packet [`ForwardSpec::decap`] describes (leaving the outer
 /// Ethernet header in front of the inner IPv4 packet, the inner Ethernet header on the stack at
 /// [`TUNNEL_SLOT`] + 36); anything else goes to `pass` untouched.
-fn vxlan_decap(a: &mut Asm, d: &VxlanDecap<'_>) {
+fn vxlan_decap(a: &mut Asm, d: &Vxlan<'_>) {
     const L3: i32 = 14;
     const T: i16 = TUNNEL_SLOT;
     let vni = (d.vni << 8).to_be_bytes();
@@ -521,7 +506,7 @@ fn vxlan_decap(a: &mut Asm, d: &VxlanDecap<'_>) {
         .alu64_imm(Alu::Add, R3, -L3)
         .jmp_reg(Cond::Ne, R2, R3, "pass")
         .ldx(Size::W, R2, FP, T + 12);
-    for p in d.peers {
+    for (_, p) in d.peers {
         a.jmp32_imm(Cond::Eq, R2, ne32(p.octets()), "vxlan_peer");
     }
     a.ja("pass").label("vxlan_peer");

@@ -649,13 +649,14 @@ fn vxlan_prog() -> std::os::fd::OwnedFd {
         pods: None,
         gateway: None,
         counter: None,
-        decap: Some(fwd::VxlanDecap {
+        decap: Some(fwd::Vxlan {
+            dev: 1,
+            underlay: 1,
             local: LOCAL,
-            peers: &[OTHER, PEER],
+            peers: &[(subnet(3), OTHER), (subnet(2), PEER)],
             port: 4789,
             vni: VNI,
             mac: VXLAN_MAC,
-            dev: 1,
         }),
         encap: None,
     })
@@ -762,14 +763,14 @@ fn vxlan_encapsulation_writes_what_the_peers_device_and_programs_take() {
         gateway: Some(GATEWAY),
         counter: None,
         decap: None,
-        encap: Some(fwd::VxlanEncap {
+        encap: Some(fwd::Vxlan {
             dev: 1,
+            underlay: 1,
             local: PEER,
             peers: &peers,
             port: 4789,
             vni: VNI,
             mac: peer_mac,
-            underlay: 1,
         }),
     })
     .unwrap();
