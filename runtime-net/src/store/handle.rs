@@ -129,7 +129,7 @@ impl Handle {
         let res = op(db);
         drop(slot);
         match &res {
-            Err(Fail::Db(e)) if is_io(e) => self.io_failure(e.to_string(), generation),
+            Err(Fail::Db(e)) if is_io(e) => self.io_failure(e, generation),
             Ok(_) if writes => {
                 let recovered = self
                     .health
@@ -170,12 +170,18 @@ impl Handle {
         Fail::Unavailable(format!("not open after an I/O error: {why}"))
     }
 
-    fn io_failure(&self, msg: String, generation: u64) {
-        tracing::error!(store = %self.path.display(), "state store I/O error: {msg}; reopening it");
+    /// Counts an I/O failure and reopens. redb's latched `PreviousIo` (a call that ran on the
+    /// handle beside the one that failed, before the reopen) is counted but does not replace
+    /// the cause already recorded as `last_error`.
+    fn io_failure(&self, e: &redb::Error, generation: u64) {
+        tracing::error!(store = %self.path.display(), "state store I/O error: {e}; reopening it");
+        let latched = matches!(e, redb::Error::PreviousIo);
         self.health.send_modify(|h| {
             h.healthy = false;
             h.io_errors += 1;
-            h.last_error = Some(msg);
+            if !latched || h.last_error.is_none() {
+                h.last_error = Some(e.to_string());
+            }
         });
         self.reopen(generation);
     }

@@ -224,3 +224,28 @@ fn reopening_a_file_it_cannot_trust_is_fatal() {
     let e = st.endpoints(None).unwrap_err();
     assert!(e.to_string().contains("not open"), "{e}");
 }
+
+#[test]
+fn a_latched_error_beside_the_failing_call_keeps_the_cause_in_the_health() {
+    use crate::store::handle::Handle;
+    use crate::store::schema::Fail;
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Handle::open(tmp.path().join("h.redb"), Box::new(|p| Database::create(p))).unwrap();
+    let enospc = || redb::Error::Io(io::Error::from_raw_os_error(libc::ENOSPC));
+    // The call that hit the full disk, then one that ran beside it on the same handle and got
+    // redb's latched error before the reopen.
+    assert!(h.with(true, |_| Err::<(), _>(Fail::Db(enospc()))).is_err());
+    assert!(h
+        .with(true, |_| Err::<(), _>(Fail::Db(redb::Error::PreviousIo)))
+        .is_err());
+    let st = h.health();
+    assert_eq!(st.io_errors, 2, "{st:?}");
+    assert!(!st.healthy, "{st:?}");
+    let cause = st.last_error.unwrap_or_default();
+    assert!(cause.contains("No space left on device"), "{cause}");
+    // A new failure of its own replaces it.
+    let eio = redb::Error::Io(io::Error::from_raw_os_error(libc::EIO));
+    assert!(h.with(true, |_| Err::<(), _>(Fail::Db(eio))).is_err());
+    let cause = h.health().last_error.unwrap_or_default();
+    assert!(cause.contains("Input/output error"), "{cause}");
+}
