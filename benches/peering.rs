@@ -20,11 +20,33 @@ use std::time::Duration;
 use peering_support::*;
 use shimnet::netns::NamedNetns;
 
-/// One iperf3 run: Gbit/s received, the sender's TCP retransmissions.
+/// One iperf3 run: Gbit/s received, the sender's TCP retransmissions and how many of them the
+/// receiver reported as duplicates (D-SACK: the original had arrived, only out of order).
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     gbps: f64,
     retrans: u64,
+    spurious: u64,
+}
+
+/// A `TcpExt` counter of namespace `ns` (`/proc/net/netstat`: a line of names, then one of
+/// values).
+fn tcp_ext(ns: &str, name: &str) -> u64 {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/netstat"])
+        .output()
+        .expect("read /proc/net/netstat");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Runs an iperf3 server in `srv` on `addr` and a client in `cli`.
@@ -44,6 +66,8 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> Sample {
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 server");
+    let dsack = || tcp_ext(cli, "TCPDSACKRecvSegs");
+    let dsack_before = dsack();
     let mut out = None;
     for _ in 0..50 {
         let o = Command::new("ip")
@@ -78,6 +102,7 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> Sample {
     Sample {
         gbps,
         retrans: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        spurious: dsack() - dsack_before,
     }
 }
 
@@ -333,11 +358,14 @@ fn main() {
         "\niperf3, one TCP stream, {secs} s per run, median of {repeats} runs, veth underlay in namespaces;"
     );
     println!(
-        "each share is the median of the runs' shares of the underlay measured right before each run on the same fabric"
+        "each share is the median of the runs' shares of the underlay measured right before each run on the same fabric;"
     );
     println!(
-        "{:<40} {:>8} {:>15} {:>12} {:>8} {:>6}  target",
-        "path", "Gbit/s", "(min-max)", "vs underlay", "retrans", "load"
+        "retrans and spurious are means per run: spurious counts retransmissions the receiver already had (D-SACK), i.e. packets reordered on the way, not lost"
+    );
+    println!(
+        "{:<40} {:>8} {:>15} {:>12} {:>8} {:>9} {:>6}  target",
+        "path", "Gbit/s", "(min-max)", "vs underlay", "retrans", "spurious", "load"
     );
     for r in &rows {
         let m = r.median();
@@ -347,8 +375,9 @@ fn main() {
             .map(|s| s.gbps)
             .fold(f64::INFINITY, f64::min);
         let hi = r.samples.iter().map(|s| s.gbps).fold(0.0, f64::max);
-        let retrans: u64 =
-            r.samples.iter().map(|s| s.retrans).sum::<u64>() / r.samples.len() as u64;
+        let mean =
+            |f: fn(&Sample) -> u64| r.samples.iter().map(f).sum::<u64>() / r.samples.len() as u64;
+        let (retrans, spurious) = (mean(|s| s.retrans), mean(|s| s.spurious));
         let share = r.share();
         let target = match r.target {
             Target::None => "(floor)".to_string(),
@@ -360,7 +389,7 @@ fn main() {
             Target::Gbps(t) => format!(">= {t} Gbit/s: {}", if m >= t { "met" } else { "MISSED" }),
         };
         println!(
-            "{:<40} {m:>8.2} {:>15} {share:>12.2} {retrans:>8} {:>6.1}  {target}",
+            "{:<40} {m:>8.2} {:>15} {share:>12.2} {retrans:>8} {spurious:>9} {:>6.1}  {target}",
             r.what,
             format!("({lo:.2}-{hi:.2})"),
             r.load,
