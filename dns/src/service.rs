@@ -3,9 +3,9 @@
 //!
 //! Each UDP socket is served by a thread of its own ([`crate::udp`]); TCP listeners and forwarded
 //! queries run on one dedicated thread with its own single-threaded tokio runtime. A query flood
-//! can take those threads, never the daemon's API or engine workers. Writers
-//! (the engine's hook) take a mutex, rebuild the network's [`Zone`] from its entries and swap it
-//! in with one atomic pointer store; readers (the query path) only load that pointer.
+//! can take those threads, never the daemon's API or engine workers. Writers (the engine's hook)
+//! take a mutex, make the network's next [`Zone`] from the current one and the changed entry and
+//! swap it in with one atomic pointer store; readers (the query path) only load that pointer.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -324,8 +324,8 @@ impl Dns {
         if st.entries.get(&entry.id) == Some(&entry) {
             return true;
         }
-        st.entries.insert(entry.id.clone(), entry);
-        self.inner.rebuild(st);
+        let old = st.entries.insert(entry.id.clone(), entry.clone());
+        self.inner.update(st, old.as_ref(), Some(&entry));
         true
     }
 
@@ -333,8 +333,8 @@ impl Dns {
     pub fn remove_entry(&self, network: &str, id: &str) {
         let mut nets = self.inner.nets.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(st) = nets.get_mut(network) {
-            if st.entries.remove(id).is_some() {
-                self.inner.rebuild(st);
+            if let Some(old) = st.entries.remove(id) {
+                self.inner.update(st, Some(&old), None);
             }
         }
     }
@@ -447,14 +447,10 @@ impl Inner {
         self.forwarder.set_own(own);
     }
 
-    fn rebuild(&self, st: &mut NetState) {
+    /// Swaps in the table after one entry of `st` changed (`st.entries` already changed).
+    fn update(&self, st: &mut NetState, old: Option<&Entry>, new: Option<&Entry>) {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
-        let zone = Zone::build(
-            st.net.clone(),
-            self.settings.clone(),
-            serial,
-            st.entries.values(),
-        );
+        let zone = st.shared.zone.load().update(serial, old, new, &st.entries);
         st.shared.zone.store(Arc::new(zone));
     }
 

@@ -1,9 +1,9 @@
 //! One network's name table, immutable once built: names → IPv4/IPv6 addresses and addresses →
-//! names, plus what the network's server is authoritative for. Every change builds a new
-//! [`Zone`] from the registered [`Entry`]s and swaps it in whole (see `service`), so a query sees
-//! either the table before a change or the one after it, never a mix.
+//! names, plus what the network's server is authoritative for. Every change makes a new [`Zone`]
+//! from the old one and the changed [`Entry`] and swaps it in whole (see `service`), so a query
+//! sees either the table before a change or the one after it, never a mix.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -88,18 +88,34 @@ pub enum Lookup<'z> {
     Outside,
 }
 
-/// One network's table (immutable; replaced whole on every change).
-#[derive(Debug)]
+/// What a change touched: the name keys and addresses to recompute.
+#[derive(Default)]
+struct Touched {
+    keys: HashSet<String>,
+    ips: HashSet<IpAddr>,
+}
+
+/// Ids of entries, sorted (the order a name lists its addresses in). Almost always one: a plain
+/// vector is far smaller than a persistent set, and only a changed key's vector is copied.
+type Holders = Vec<Arc<str>>;
+
+/// One network's table (immutable: a change makes a new table, see [`Zone::update`]). Its maps
+/// are persistent: a new table shares everything its change did not touch with the old one.
+#[derive(Debug, Clone)]
 pub struct Zone {
     net: Arc<NetworkDns>,
     settings: Arc<ZoneSettings>,
     serial: u32,
-    names: HashMap<String, Addrs>,
-    ptr: HashMap<IpAddr, Name>,
+    names: imbl::HashMap<String, Addrs>,
+    /// Name → the entries that registered it.
+    holders: imbl::HashMap<String, Holders>,
+    ptr: imbl::HashMap<IpAddr, Name>,
     /// Address → container.
-    owners: HashMap<IpAddr, Arc<str>>,
-    /// Containers attached.
-    containers: HashSet<Arc<str>>,
+    owners: imbl::HashMap<IpAddr, Arc<str>>,
+    /// Address → the entries that hold it.
+    at: imbl::HashMap<IpAddr, Holders>,
+    /// Containers attached, with their number of entries.
+    containers: imbl::HashMap<Arc<str>, usize>,
     domain: Name,
     soa_domain: Record,
     soa_reverse: Vec<Record>,
@@ -117,6 +133,61 @@ fn soa(apex: &Name, domain: &Name, serial: u32, ttl: u32) -> Record {
     Record::from_rdata(apex.clone(), ttl, RData::SOA(data))
 }
 
+impl Entry {
+    fn ips(&self) -> impl Iterator<Item = IpAddr> {
+        self.ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// The table keys of its valid names, each once, in its order. A name under the domain is
+    /// registered without it.
+    fn keys(&self, settings: &ZoneSettings) -> Vec<String> {
+        let suffix = format!(".{}", settings.domain);
+        let mut keys: Vec<String> = Vec::with_capacity(self.names.len());
+        for n in &self.names {
+            let Some(mut k) = name::key(n) else { continue };
+            if let Some(rel) = k.strip_suffix(&suffix) {
+                k = rel.to_string();
+            }
+            if k == settings.domain || name::is_reverse(&k) || keys.contains(&k) {
+                continue;
+            }
+            keys.push(k);
+        }
+        keys
+    }
+
+    /// The name its addresses resolve back to: its first valid name, under the domain.
+    fn target(&self, settings: &ZoneSettings) -> Option<Name> {
+        let first = self.keys(settings).into_iter().next()?;
+        Name::from_ascii(name::fqdn(&first, &settings.domain)).ok()
+    }
+}
+
+/// Adds `id` to (or removes it from) the holders of `key`, dropping sets that become empty.
+fn hold<K: std::hash::Hash + Eq + Clone>(
+    map: &mut imbl::HashMap<K, Holders>,
+    key: K,
+    id: &Arc<str>,
+    add: bool,
+) {
+    if add {
+        let ids = map.entry(key).or_default();
+        if let Err(at) = ids.binary_search(id) {
+            ids.insert(at, id.clone());
+        }
+    } else if let Some(ids) = map.get_mut(&key) {
+        if let Ok(at) = ids.binary_search(id) {
+            ids.remove(at);
+        }
+        if ids.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
 impl Zone {
     /// Builds a network's table from its entries (in id order: names with several addresses list
     /// them in that order). Invalid names are skipped; a name under the domain is registered
@@ -127,74 +198,124 @@ impl Zone {
         serial: u32,
         entries: impl IntoIterator<Item = &'a Entry>,
     ) -> Zone {
+        let by_id: BTreeMap<&str, &Entry> =
+            entries.into_iter().map(|e| (e.id.as_str(), e)).collect();
         let domain =
             Name::from_ascii(format!("{}.", settings.domain)).unwrap_or_else(|_| Name::root());
-        let suffix = format!(".{}", settings.domain);
-        let mut names: HashMap<String, Addrs> = HashMap::new();
-        let mut ptr = HashMap::new();
-        let mut owners = HashMap::new();
-        let mut containers = HashSet::new();
-        for e in entries {
-            let c: Arc<str> = Arc::from(e.container.as_str());
-            containers.insert(c.clone());
-            for ip in e
-                .ipv4
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain(e.ipv6.map(IpAddr::V6))
-            {
-                owners.insert(ip, c.clone());
-            }
-            let mut first: Option<String> = None;
-            let mut seen: Vec<String> = Vec::with_capacity(e.names.len());
-            for n in &e.names {
-                let Some(mut k) = name::key(n) else { continue };
-                if let Some(rel) = k.strip_suffix(&suffix) {
-                    k = rel.to_string();
-                }
-                if k == settings.domain || name::is_reverse(&k) || seen.contains(&k) {
-                    continue;
-                }
-                let a = names.entry(k.clone()).or_default();
-                a.v4.extend(e.ipv4);
-                a.v6.extend(e.ipv6);
-                first.get_or_insert_with(|| k.clone());
-                seen.push(k);
-            }
-            if let Some(f) = first {
-                if let Ok(target) = Name::from_ascii(name::fqdn(&f, &settings.domain)) {
-                    for ip in e
-                        .ipv4
-                        .map(IpAddr::V4)
-                        .into_iter()
-                        .chain(e.ipv6.map(IpAddr::V6))
-                    {
-                        ptr.insert(ip, target.clone());
-                    }
-                }
+        let soa_domain = soa(&domain, &domain, serial, settings.ttl);
+        let mut z = Zone {
+            net,
+            settings,
+            serial,
+            names: Default::default(),
+            holders: Default::default(),
+            ptr: Default::default(),
+            owners: Default::default(),
+            at: Default::default(),
+            containers: Default::default(),
+            domain,
+            soa_domain,
+            soa_reverse: Vec::new(),
+        };
+        z.set_serial(serial);
+        let mut touched = Touched::default();
+        for e in by_id.values() {
+            z.index(e, true, &mut touched);
+        }
+        z.refresh(&touched, |id| by_id.get(id).copied());
+        z
+    }
+
+    /// The table after one entry changed — `old` is what it was (`None`: it is new), `new` what
+    /// it is (`None`: it is gone), `entries` every entry after the change — equal to a
+    /// [`Zone::build`] from `entries`. Only the changed entry's names and addresses are
+    /// recomputed, so the cost does not grow with the size of the table.
+    pub fn update(
+        &self,
+        serial: u32,
+        old: Option<&Entry>,
+        new: Option<&Entry>,
+        entries: &BTreeMap<String, Entry>,
+    ) -> Zone {
+        let mut z = self.clone();
+        z.set_serial(serial);
+        let mut touched = Touched::default();
+        for (e, add) in [(old, false), (new, true)] {
+            if let Some(e) = e {
+                z.index(e, add, &mut touched);
             }
         }
-        let soa_domain = soa(&domain, &domain, serial, settings.ttl);
-        let soa_reverse = net
+        z.refresh(&touched, |id| entries.get(id));
+        z
+    }
+
+    fn set_serial(&mut self, serial: u32) {
+        let ttl = self.settings.ttl;
+        self.serial = serial;
+        self.soa_domain = soa(&self.domain, &self.domain, serial, ttl);
+        self.soa_reverse = self
+            .net
             .subnets
             .iter()
             .map(|s| {
                 let apex =
                     Name::from_ascii(name::reverse_apex(*s)).unwrap_or_else(|_| Name::root());
-                soa(&apex, &domain, serial, settings.ttl)
+                soa(&apex, &self.domain, serial, ttl)
             })
             .collect();
-        Zone {
-            net,
-            settings,
-            serial,
-            names,
-            ptr,
-            owners,
-            containers,
-            domain,
-            soa_domain,
-            soa_reverse,
+    }
+
+    /// Records (or forgets) which names and addresses `e` holds; notes what to recompute.
+    fn index(&mut self, e: &Entry, add: bool, touched: &mut Touched) {
+        let id: Arc<str> = Arc::from(e.id.as_str());
+        for k in e.keys(&self.settings) {
+            hold(&mut self.holders, k.clone(), &id, add);
+            touched.keys.insert(k);
+        }
+        for ip in e.ips() {
+            hold(&mut self.at, ip, &id, add);
+            touched.ips.insert(ip);
+        }
+        let c: Arc<str> = Arc::from(e.container.as_str());
+        if add {
+            *self.containers.entry(c).or_insert(0) += 1;
+        } else if let Some(n) = self.containers.get_mut(&c) {
+            *n -= 1;
+            if *n == 0 {
+                self.containers.remove(&c);
+            }
+        }
+    }
+
+    /// Recomputes the touched names and addresses from their holders (looked up by id).
+    fn refresh<'e>(&mut self, touched: &Touched, entry: impl Fn(&str) -> Option<&'e Entry>) {
+        for k in &touched.keys {
+            let Some(ids) = self.holders.get(k) else {
+                self.names.remove(k);
+                continue;
+            };
+            let mut a = Addrs::default();
+            for e in ids.iter().filter_map(|id| entry(id)) {
+                a.v4.extend(e.ipv4);
+                a.v6.extend(e.ipv6);
+            }
+            self.names.insert(k.clone(), a);
+        }
+        for ip in &touched.ips {
+            let holders: Vec<&Entry> = self
+                .at
+                .get(ip)
+                .map(|ids| ids.iter().filter_map(|id| entry(id)).collect())
+                .unwrap_or_default();
+            // The last holder in id order owns the address; the last with a name names it.
+            match holders.last() {
+                Some(e) => self.owners.insert(*ip, Arc::from(e.container.as_str())),
+                None => self.owners.remove(ip),
+            };
+            match holders.iter().rev().find_map(|e| e.target(&self.settings)) {
+                Some(t) => self.ptr.insert(*ip, t),
+                None => self.ptr.remove(ip),
+            };
         }
     }
 
@@ -245,7 +366,7 @@ impl Zone {
 
     /// True if container `c` is attached to this network.
     pub fn has_container(&self, c: &str) -> bool {
-        self.containers.contains(c)
+        self.containers.contains_key(c)
     }
 
     /// True if `ip` is inside one of the network's subnets.
@@ -388,6 +509,147 @@ pub(crate) mod tests {
             z.len(),
             5,
             "web www db shared my.app; the invalid name skipped"
+        );
+    }
+
+    /// Everything a table answers, in a comparable form.
+    fn answers(z: &Zone) -> impl PartialEq + std::fmt::Debug {
+        let names: BTreeMap<String, Addrs> = z
+            .names
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ptr: BTreeMap<IpAddr, String> = z.ptr.iter().map(|(k, v)| (*k, v.to_ascii())).collect();
+        let owners: BTreeMap<IpAddr, String> =
+            z.owners.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let containers: std::collections::BTreeSet<String> =
+            z.containers.keys().map(|c| c.to_string()).collect();
+        let soa = (z.soa_domain.clone(), z.soa_reverse.clone());
+        (z.serial, names, ptr, owners, containers, soa)
+    }
+
+    type Tables = (
+        BTreeMap<String, Addrs>,
+        BTreeMap<IpAddr, String>,
+        BTreeMap<IpAddr, String>,
+        std::collections::BTreeSet<String>,
+    );
+
+    fn tables(z: &Zone) -> Tables {
+        (
+            z.names
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            z.ptr.iter().map(|(k, v)| (*k, v.to_ascii())).collect(),
+            z.owners.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            z.containers.keys().map(|c| c.to_string()).collect(),
+        )
+    }
+
+    /// The tables written out the plain way, one entry after another in id order (later
+    /// entries win an address): the oracle for the indexed tables.
+    fn reference(entries: &BTreeMap<String, Entry>) -> Tables {
+        let s = settings();
+        let mut t = Tables::default();
+        for e in entries.values() {
+            let keys = e.keys(&s);
+            for k in &keys {
+                let a = t.0.entry(k.clone()).or_default();
+                a.v4.extend(e.ipv4);
+                a.v6.extend(e.ipv6);
+            }
+            for ip in e.ips() {
+                t.2.insert(ip, e.container.clone());
+                if let Some(first) = keys.first() {
+                    t.1.insert(ip, format!("{}.{}.", first, s.domain));
+                }
+            }
+            t.3.insert(e.container.clone());
+        }
+        t
+    }
+
+    /// A small universe, so that names, addresses and containers collide.
+    fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec![
+            "web",
+            "WEB",
+            "db",
+            "shared",
+            "bad name",
+            "db.dns.shimnet",
+            "dns.shimnet",
+            "my.app",
+        ]);
+        (
+            0..6u8,
+            0..3u8,
+            prop::collection::vec(name, 0..4),
+            prop::option::of(2..6u8),
+            prop::option::of(2..4u8),
+        )
+            .prop_map(|(id, c, names, v4, v6)| Entry {
+                id: format!("e{id}"),
+                container: format!("c{c}"),
+                names: names.into_iter().map(String::from).collect(),
+                ipv4: v4.map(|d| Ipv4Addr::new(10, 89, 0, d)),
+                ipv6: v6.map(|d| Ipv6Addr::new(0xfd00, 0x89, 0, 0, 0, 0, 0, d.into())),
+            })
+    }
+
+    proptest::proptest! {
+        /// Any sequence of registrations (new or replacing) and removals, applied one by one
+        /// with [`Zone::update`], answers exactly as a table built from the final entries.
+        #[test]
+        fn updates_one_by_one_equal_a_full_build(
+            ops in proptest::collection::vec((arb_entry(), proptest::bool::ANY), 1..40)
+        ) {
+            let mut entries = BTreeMap::new();
+            let mut z = Zone::empty(net(), settings());
+            for (i, (e, remove)) in ops.into_iter().enumerate() {
+                let serial = i as u32 + 1;
+                let (old, new) = if remove {
+                    (entries.remove(&e.id), None)
+                } else {
+                    (entries.insert(e.id.clone(), e.clone()), Some(e))
+                };
+                z = z.update(serial, old.as_ref(), new.as_ref(), &entries);
+                let full = Zone::build(net(), settings(), serial, entries.values());
+                proptest::prop_assert_eq!(answers(&z), answers(&full));
+                proptest::prop_assert_eq!(tables(&z), reference(&entries));
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_on_a_large_table_touches_only_its_entry() {
+        let entries: BTreeMap<String, Entry> = (0..2000u32)
+            .map(|i| {
+                let e = Entry {
+                    id: format!("e{i:05}"),
+                    container: format!("c{i}"),
+                    names: vec![format!("web{i}"), "shared".into()],
+                    ipv4: Some(Ipv4Addr::from(0x0a59_0000 + i + 2)),
+                    ipv6: None,
+                };
+                (e.id.clone(), e)
+            })
+            .collect();
+        let z = Zone::build(net(), settings(), 1, entries.values());
+        let mut after = entries.clone();
+        let gone = after.remove("e00007").unwrap();
+        let z2 = z.update(2, Some(&gone), None, &after);
+        assert_eq!(z2.len(), z.len() - 1, "web7 gone, shared stays");
+        assert!(matches!(z2.lookup("web7"), Lookup::NxDomain(_)));
+        let Lookup::Host(s, _) = z2.lookup("shared") else {
+            panic!()
+        };
+        assert_eq!(s.v4.len(), 1999);
+        assert!(
+            matches!(z.lookup("web7"), Lookup::Host(..)),
+            "the old table is untouched"
         );
     }
 
