@@ -102,7 +102,7 @@ fn iperf(srv: &str, cli: &str, addr: Ipv4Addr, secs: u64) -> Sample {
     Sample {
         gbps,
         retrans: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
-        spurious: dsack() - dsack_before,
+        spurious: dsack().saturating_sub(dsack_before),
     }
 }
 
