@@ -141,7 +141,9 @@ pub trait Links: Send + Sync {
     fn pending_deletions(&self) -> usize;
     /// Adds (or replaces) proxy entries: each one's neighbour entry, then its forwarding entry.
     fn set_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()>;
-    /// Removes proxy entries; parts already gone (or a bridge or port that is) are fine.
+    /// Removes proxy entries of an endpoint being detached: the neighbour entries, and the
+    /// forwarding entries on trunks (those on its own port go when the port is deleted); parts
+    /// already gone (or a bridge or port that is) are fine.
     fn del_proxy_entries<'a>(&'a self, entries: &'a [ProxyEntry]) -> KFuture<'a, ()>;
 }
 

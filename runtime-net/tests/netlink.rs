@@ -773,7 +773,14 @@ fn proxy_entries_are_set_replaced_and_removed_and_the_port_proxies_arp() {
     let (neigh, fdb) = proxy_state(&host.name);
     assert!(!neigh.contains("10.88.0.77"), "{neigh}");
     assert!(!neigh.contains("10.88.0.78"), "{neigh}");
+    assert!(!neigh.contains("10.88.0.79"), "{neigh}");
     assert!(!fdb.contains("02:42:0a:58:00:4d"), "{fdb}");
+    // The forwarding entry on an endpoint's own port is left to the port's deletion (removal
+    // is asked only for an endpoint being detached): no request that waits behind it.
+    assert!(
+        fdb.contains("02:42:0a:58:00:4f sticky master snbr0 static"),
+        "{fdb}"
+    );
     // A removal through a connection that remembers the port's old index reaches the entry
     // another connection put on the re-created port (not taken for "already gone").
     let e = entry.clone();

@@ -261,11 +261,15 @@ impl Engine {
         };
         let n = key.network.clone();
         let spec = self.store(move |s| s.network(&n)).await?;
-        let plan = planner::detach(spec.as_ref(), &rec);
-        self.apply_all(&plan).await?;
+        // Proxy entries go before the pair is retired: retiring starts the pair's deletion in
+        // the background, which holds the kernel's link lock for a time that grows with the
+        // bridge's port count, and would make these requests wait behind it (and find the port
+        // gone: a second round with fresh indexes).
         if let Some(spec) = &spec {
             self.proxy_endpoint(spec, &rec, false).await;
         }
+        let plan = planner::detach(spec.as_ref(), &rec);
+        self.apply_all(&plan).await?;
         // Names go before the addresses are released: a new endpoint that gets one of them can
         // never be found under this endpoint's names.
         if let Some(o) = self.observer() {

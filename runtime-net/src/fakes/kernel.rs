@@ -605,7 +605,9 @@ impl Links for FakeKernel {
             let mut st = self.st();
             for e in entries {
                 st.failing("del_proxy_entries", e.bridge.as_str())?;
-                st.proxies.remove(e);
+                if st.proxies.remove(e) {
+                    st.journal.push(format!("unproxy {} on {}", e.ip, e.bridge));
+                }
             }
             Ok(())
         })

@@ -26,12 +26,17 @@ use crate::types::IfName;
 pub(crate) struct LinkIndexes(Mutex<HashMap<IfName, u32>>);
 
 impl LinkIndexes {
-    /// Indexes of the bridges and ports `entries` name; a missing link is left out.
-    fn of(&self, entries: &[ProxyEntry]) -> Result<HashMap<IfName, u32>, NetlinkError> {
+    /// Indexes of the bridges and ports `entries` name (an endpoint's own port only with
+    /// `own_ports`); a missing link is left out.
+    fn of(
+        &self,
+        entries: &[ProxyEntry],
+        own_ports: bool,
+    ) -> Result<HashMap<IfName, u32>, NetlinkError> {
         let mut out = HashMap::new();
         for e in entries {
             for (name, keep) in [(&e.bridge, true), (&e.port, e.port_is_trunk)] {
-                if out.contains_key(name) {
+                if out.contains_key(name) || (!keep && !own_ports) {
                     continue;
                 }
                 let known = self.0.lock().expect("index cache").get(name).copied();
@@ -107,7 +112,7 @@ async fn set_all(
     links: &LinkIndexes,
     entries: &[ProxyEntry],
 ) -> Result<(), NetlinkError> {
-    let idx = links.of(entries)?;
+    let idx = links.of(entries, true)?;
     let pending: Vec<_> = entries.iter().map(|e| set_one(h, &idx, e)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)
@@ -161,7 +166,9 @@ async fn set_one(
         .map_err(|err| request_error("set proxy forwarding entry", object(), err))
 }
 
-/// Removes both parts of every entry; what is already gone (entry, bridge or port) is fine.
+/// Removes every entry's neighbour entry, and its forwarding entry where the port is a trunk; an
+/// endpoint's own port is being deleted (removal is asked only when it is detached) and takes its
+/// forwarding entries with it. What is already gone (entry, bridge or port) is fine.
 /// A remembered index the kernel no longer knows (the link was re-created under the same
 /// name, with its own entries) is not "gone": the removal is tried once more with fresh ones.
 pub(crate) async fn del(
@@ -178,7 +185,7 @@ async fn del_all(
     entries: &[ProxyEntry],
     fresh: bool,
 ) -> Result<(), NetlinkError> {
-    let idx = links.of(entries)?;
+    let idx = links.of(entries, false)?;
     let pending: Vec<_> = entries.iter().map(|e| del_one(h, &idx, e, fresh)).collect();
     futures::stream::iter(pending)
         .buffer_unordered(IN_FLIGHT)

@@ -273,10 +273,25 @@ async fn endpoints_past_the_main_bridge_go_to_extensions_joined_by_trunks() {
         .into_iter()
         .find(|r| r.extension == Some(2));
     let gone = gone.expect("an endpoint on extension 2");
+    h.kernel.clear_journal();
     h.engine.detach(&gone.key).await.unwrap();
     let left = h.records().await;
     assert_eq!(left.len(), 6);
     assert_eq!(h.kernel.proxy_entries(), proxies_wanted(&spec, &left));
+    // Its entries (on its own bridge and on the main one) go before its pair is retired: the
+    // pair's deletion in the background would hold the kernel's link lock ahead of them.
+    let journal = h.kernel.journal();
+    let retired = format!("retire {}", gone.host_ifname);
+    let at = |line: &str| journal.iter().position(|j| j == line);
+    let unproxied: Vec<_> = journal
+        .iter()
+        .filter(|j| j.starts_with(&format!("unproxy {} ", gone.ipv4.ip())))
+        .collect();
+    assert_eq!(unproxied.len(), 2, "{journal:?}");
+    assert!(
+        unproxied.iter().all(|j| at(j) < at(&retired)) && at(&retired).is_some(),
+        "{journal:?}"
+    );
 
     // Deleting the network (force) leaves no extension or trunk behind.
     h.engine.delete_network(&spec.name, true).await.unwrap();
