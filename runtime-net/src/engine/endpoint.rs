@@ -1,8 +1,9 @@
 //! The endpoint pipeline, one for every front door: the caller's request, already translated to
-//! an [`AttachRequest`], is **reserved** in the store (addresses and host ports in one durable
-//! transaction), the kernel is **observed**, the change is **planned** as a value
-//! ([`crate::plan::endpoint`]), **applied** through the executors and, when a step fails, undone
-//! in reverse together with the reservation. Detaching tears down first and releases last.
+//! an [`AttachRequest`], is **reserved** in the store (addresses and host ports in one
+//! transaction, made durable while the kernel work runs, before the caller hears back), the
+//! kernel is **observed**, the change is **planned** as a value ([`crate::plan::endpoint`]),
+//! **applied** through the executors and, when a step (or making the reservation durable) fails,
+//! undone in reverse together with the reservation. Detaching tears down first and releases last.
 //!
 //! What differs between front doors is the recorded [`EndpointKind`] and where the pipeline is
 //! split: a prepared endpoint is attached (pair built, container end left beside the host end),
@@ -79,7 +80,8 @@ pub struct Attachment {
 }
 
 impl Engine {
-    /// Attaches a container: reserve, plan, apply, roll back in reverse on failure. Idempotent
+    /// Attaches a container: reserve, plan, apply (while the reservation is made durable), roll
+    /// back in reverse on failure. Idempotent
     /// per (network, container, ifname): a retry gets the recorded endpoint, rebuilt if it is
     /// not intact; it must not contradict the record (kind, namespace, static address).
     pub async fn attach(&self, req: AttachRequest) -> Result<Attachment> {
@@ -113,19 +115,39 @@ impl Engine {
             bridges: Some(self.bridge_layout(&spec)),
         };
         let t0 = std::time::Instant::now();
-        let (rec, created) = self.store(move |s| s.allocate_endpoint(&alloc)).await?;
+        let (rec, created, unflushed) = self.store(move |s| s.reserve_endpoint(&alloc)).await?;
         let reserved = t0.elapsed();
         if !created {
             check_retry(&rec, &req, &netns)?;
         }
         let mut rebuilt = created;
-        let built = async {
+        let build = async {
             let obs = self.observe(&spec, &rec, !created).await?;
             rebuilt |= !obs.intact;
             let plan = planner::attach(&spec, &rec, &obs);
             self.apply(&plan).await.map(|()| plan)
-        }
-        .await;
+        };
+        // A new reservation reaches the disk while the kernel work runs; the caller hears back
+        // only once both are done. (A retry's record was made durable by the call that made it.)
+        let flush = async {
+            if created {
+                self.store(move |s| s.flush(unflushed)).await
+            } else {
+                Ok(())
+            }
+        };
+        let (built, flushed) = futures::join!(build, flush);
+        let built = match (built, flushed) {
+            (Ok(plan), Err(e)) => {
+                // Built but not recorded: take down what was built; the rollback below releases
+                // whatever of the reservation is left.
+                if let Err(u) = self.apply_all(&plan.undone()).await {
+                    tracing::warn!(endpoint = %key, "undoing an attach whose record failed: {u}");
+                }
+                Err(e)
+            }
+            (built, _) => built,
+        };
         let plan = match built {
             Ok(plan) => {
                 if rebuilt {

@@ -259,6 +259,25 @@ impl EndpointPlan {
         self.stages.iter().flatten()
     }
 
+    /// A teardown of what this plan did once it all succeeded: each step's undo, last step first
+    /// (for an attach that was applied but could not be recorded).
+    pub fn undone(&self) -> EndpointPlan {
+        EndpointPlan {
+            op: Op::Detach,
+            key: self.key.clone(),
+            kind: self.kind,
+            reserved: None,
+            stages: self
+                .steps()
+                .filter_map(Step::undo)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .map(|s| vec![s])
+                .collect(),
+        }
+    }
+
     /// The namespace a step enters, if any (the engine enters it while the first steps run).
     pub fn container_netns(&self) -> Option<&PathBuf> {
         self.steps().find_map(|s| match s {
@@ -530,6 +549,16 @@ mod tests {
         assert_eq!(p.peer_netns, Some(rec.netns.clone()));
         assert_eq!(p.bridge_index, Some(3));
         assert_eq!(plan.container_netns(), Some(&rec.netns));
+        // Undone (built but not recorded): ports withdrawn, then the pair retired.
+        let undone = plan.undone();
+        assert_eq!(undone.op, Op::Detach);
+        assert_eq!(
+            undone.stages,
+            vec![
+                vec![Step::UnpublishPorts(port_rules(&spec, &rec))],
+                vec![Step::RetirePair(rec.host_ifname.clone())],
+            ]
+        );
     }
 
     #[test]

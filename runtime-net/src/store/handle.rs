@@ -121,12 +121,23 @@ impl Handle {
         writes: bool,
         op: impl FnOnce(&Database) -> Result<T, Fail>,
     ) -> Result<T, Fail> {
+        self.with_generation(writes, |db, _| op(db))
+    }
+
+    /// [`Handle::with`], telling `op` how many times the database was opened again before it.
+    /// Commits not yet durable live only as long as that number stays the same: a reopen
+    /// recovers the file to its last durable commit.
+    pub(crate) fn with_generation<T>(
+        &self,
+        writes: bool,
+        op: impl FnOnce(&Database, u64) -> Result<T, Fail>,
+    ) -> Result<T, Fail> {
         let slot = self.ensure_open()?;
         let generation = slot.generation;
         let Some(db) = slot.db.as_ref() else {
             return Err(self.unavailable());
         };
-        let res = op(db);
+        let res = op(db, generation);
         drop(slot);
         match &res {
             Err(Fail::Db(e)) if is_io(e) => self.io_failure(e, generation),

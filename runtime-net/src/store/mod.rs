@@ -4,6 +4,12 @@
 //! committed with immediate durability (fsync before returning), so an acknowledged call survives
 //! `kill -9` and power loss, and a call interrupted half-way leaves no trace. redb serialises
 //! write transactions, so concurrent callers never see each other's half-done allocations.
+//!
+//! One exception, for speed: [`Store::reserve_endpoint`] commits without waiting for the disk
+//! (visible to every later transaction at once) and hands back an [`Unflushed`] token; the
+//! caller builds the endpoint while [`Store::flush`] makes the reservation durable, and
+//! acknowledges only once both are done. A flush fails if the database was reopened after an I/O
+//! error in between (the reopen recovers the file to its last durable commit).
 
 mod alloc;
 mod handle;
@@ -125,6 +131,14 @@ pub struct AllocRequest {
     pub bridges: Option<BridgeLayout>,
 }
 
+/// A reservation committed without waiting for the disk ([`Store::reserve_endpoint`]); pass it
+/// to [`Store::flush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a reservation is not durable until it is flushed"]
+pub struct Unflushed {
+    generation: u64,
+}
+
 /// The redb-backed store. `Send + Sync`: share it through an `Arc`. After an I/O error it
 /// closes and opens its database again by itself (see [`handle`]).
 pub struct Store {
@@ -133,6 +147,9 @@ pub struct Store {
     /// Test hook: the next write fails with this message instead of committing.
     #[cfg(any(test, feature = "fakes"))]
     fail_next: std::sync::Mutex<Option<String>>,
+    /// Test hook: the next flush fails with this message.
+    #[cfg(any(test, feature = "fakes"))]
+    fail_flush: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +187,8 @@ impl Store {
             path,
             #[cfg(any(test, feature = "fakes"))]
             fail_next: std::sync::Mutex::new(None),
+            #[cfg(any(test, feature = "fakes"))]
+            fail_flush: std::sync::Mutex::new(None),
         };
         store.write(|txn| {
             let mut meta = txn.open_table(META)?;
@@ -236,12 +255,31 @@ impl Store {
         *self.fail_next.lock().expect("fail hook") = Some(msg.to_string());
     }
 
+    /// Makes the next [`Store::flush`] fail with `msg` (tests of an attach whose reservation
+    /// cannot be made durable).
+    #[cfg(any(test, feature = "fakes"))]
+    pub fn fail_next_flush(&self, msg: &str) {
+        *self.fail_flush.lock().expect("fail hook") = Some(msg.to_string());
+    }
+
     /// Runs `body` in one write transaction and commits it durably; on error nothing is written
     /// (after an I/O error, see [`handle`] for what "nothing" means).
     fn write<T>(
         &self,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
+        self.write_with(Durability::Immediate, body)
+            .map(|(out, _)| out)
+    }
+
+    /// Runs `body` in one write transaction committed with `durability`; returns its result and
+    /// the handle's generation it was committed in. Only a durable commit that succeeds tells the
+    /// store's health that writes reach the disk again.
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<(T, u64), StoreError> {
         #[cfg(any(test, feature = "fakes"))]
         if let Some(msg) = self.fail_next.lock().expect("fail hook").take() {
             return Err(StoreError::Db {
@@ -249,15 +287,38 @@ impl Store {
                 msg,
             });
         }
+        let durable = matches!(durability, Durability::Immediate);
         self.db
-            .with(true, |db| {
+            .with_generation(durable, |db, generation| {
                 let mut txn = db.begin_write()?;
-                txn.set_durability(Durability::Immediate)?;
+                txn.set_durability(durability)?;
                 let out = body(&txn)?;
                 txn.commit()?;
-                Ok(out)
+                Ok((out, generation))
             })
             .map_err(|f| self.fail(f))
+    }
+
+    /// Makes a reservation durable (an empty durable commit persists every commit before it).
+    /// Fails, and the reservation is gone, when the database was reopened since it was made.
+    pub fn flush(&self, reserved: Unflushed) -> Result<(), StoreError> {
+        let lost = || StoreError::Db {
+            path: self.path.clone(),
+            msg: "the reservation was lost: the store was reopened after an I/O error".into(),
+        };
+        #[cfg(any(test, feature = "fakes"))]
+        if let Some(msg) = self.fail_flush.lock().expect("fail hook").take() {
+            return Err(StoreError::Db {
+                path: self.path.clone(),
+                msg,
+            });
+        }
+        let ((), generation) = self.write_with(Durability::Immediate, |_| Ok(()))?;
+        if generation == reserved.generation {
+            Ok(())
+        } else {
+            Err(lost())
+        }
     }
 
     /// Runs `body` on a consistent snapshot.
@@ -357,8 +418,22 @@ impl Store {
         &self,
         req: &AllocRequest,
     ) -> Result<(EndpointRecord, bool), StoreError> {
+        let (rec, created, reserved) = self.reserve_endpoint(req)?;
+        if created {
+            self.flush(reserved)?;
+        }
+        Ok((rec, created))
+    }
+
+    /// [`Store::allocate_endpoint`] without waiting for the disk: the record is visible to every
+    /// later transaction at once and durable once [`Store::flush`] of the token returns `Ok`
+    /// (only a created record needs it). Acknowledge nothing before that.
+    pub fn reserve_endpoint(
+        &self,
+        req: &AllocRequest,
+    ) -> Result<(EndpointRecord, bool, Unflushed), StoreError> {
         let net = &req.key.network;
-        self.write(|txn| {
+        let ((rec, created), generation) = self.write_with(Durability::None, |txn| {
             let spec: NetworkSpec = {
                 let nets = txn.open_table(NETWORKS)?;
                 let got = nets.get(net.as_str())?;
@@ -465,7 +540,8 @@ impl Store {
                 }
             }
             Ok((rec, true))
-        })
+        })?;
+        Ok((rec, created, Unflushed { generation }))
     }
 
     /// Replaces the record of an existing endpoint (e.g. new port list). Its addresses must stay
@@ -553,6 +629,13 @@ impl Store {
     ) -> Result<Option<EndpointRecord>, StoreError> {
         let ekey = endpoint_key(key);
         let net = &key.network;
+        // Nothing to release is no write at all (a commit that changes nothing would tell the
+        // health that writes work, though only a header may have reached the disk).
+        let recorded =
+            self.read(|txn| Ok(txn.open_table(ENDPOINTS)?.get(ekey.as_str())?.is_some()))?;
+        if !recorded {
+            return Ok(None);
+        }
         self.write(|txn| {
             let mut eps = txn.open_table(ENDPOINTS)?;
             let rec: EndpointRecord = match eps.remove(ekey.as_str())? {

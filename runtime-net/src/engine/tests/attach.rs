@@ -207,6 +207,29 @@ async fn a_failed_reservation_builds_nothing() {
 }
 
 #[tokio::test]
+async fn a_reservation_that_cannot_be_made_durable_takes_down_what_was_built() {
+    let h = one_network().await;
+    let mut req = managed("n1", "c1", NS1);
+    req.ports = vec![tcp(8080, 80)];
+    h.engine.store.fail_next_flush("disk full (injected)");
+    let e = h.engine.attach(req.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    // Built (the flush runs beside the kernel work), then taken down: ports withdrawn, pair
+    // retired, record released.
+    let journal = h.kernel.journal();
+    assert!(
+        journal.iter().any(|j| j.starts_with("create pair")),
+        "{journal:?}"
+    );
+    assert!(h.veths().is_empty(), "{:?}", h.veths());
+    assert!(h.records().await.is_empty());
+    assert!(h.fw.ports().is_empty(), "{:?}", h.fw.ports());
+    // Nothing held: the same request goes through, with the same port.
+    let a = h.engine.attach(req).await.unwrap();
+    assert_eq!(a.record.ports[0].host_port, 8080);
+}
+
+#[tokio::test]
 async fn the_undo_keeps_going_and_reports_its_own_failures() {
     let h = one_network().await;
     let mut req = managed("n1", "c1", NS1);

@@ -249,3 +249,40 @@ fn a_latched_error_beside_the_failing_call_keeps_the_cause_in_the_health() {
     let cause = h.health().last_error.unwrap_or_default();
     assert!(cause.contains("Input/output error"), "{cause}");
 }
+
+#[test]
+fn a_reservation_is_durable_only_once_flushed_and_a_reopen_between_loses_it_loudly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let st = open(tmp.path(), &disk);
+    st.insert_network(&spec("fr", "10.41.0.0/24", "10.41.0.1"))
+        .unwrap();
+    // Reserved and flushed: kept across a reopen of the file.
+    let (kept, created, token) = st.reserve_endpoint(&req("fr", "c0")).unwrap();
+    assert!(created);
+    st.flush(token).unwrap();
+
+    // Reserved, then another call hits a full disk and the store reopens itself (recovering the
+    // file to its last durable commit): the flush must not report the lost reservation as
+    // durable.
+    let (_, created, token) = st.reserve_endpoint(&req("fr", "c1")).unwrap();
+    assert!(created);
+    disk.set_full(true);
+    let e = st.release_endpoint(&req("fr", "c0").key).unwrap_err();
+    assert!(is_enospc(&e), "{e}");
+    disk.set_full(false);
+    let e = st.flush(token).unwrap_err();
+    assert!(e.to_string().contains("reservation was lost"), "{e}");
+    let ids: Vec<String> = st
+        .endpoints(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key.container_id.to_string())
+        .collect();
+    assert_eq!(ids, ["c0"]);
+    drop(st);
+    let st = open(tmp.path(), &disk);
+    let all = st.endpoints(None).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].ipv4, kept.ipv4);
+}
