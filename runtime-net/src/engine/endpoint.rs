@@ -81,9 +81,9 @@ pub struct Attachment {
 
 impl Engine {
     /// Attaches a container: reserve, plan, apply (while the reservation is made durable), roll
-    /// back in reverse on failure. Idempotent
-    /// per (network, container, ifname): a retry gets the recorded endpoint, rebuilt if it is
-    /// not intact; it must not contradict the record (kind, namespace, static address).
+    /// back in reverse on failure. Idempotent per (network, container, ifname): a retry gets the
+    /// recorded endpoint, rebuilt if it is not intact; it must not contradict the record (kind,
+    /// namespace, static address).
     pub async fn attach(&self, req: AttachRequest) -> Result<Attachment> {
         let _r = self.topology.read().await;
         let key = req.key();
