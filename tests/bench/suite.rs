@@ -122,7 +122,6 @@ fn main() {
     let pid = h.daemon.as_ref().expect("daemon").id();
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle = footprint::Memory::of(pid);
-    let cs: Vec<NamedNetns> = (0..s.n).map(|_| container("bc")).collect();
 
     let rest = Rest {
         socket: h.socket.clone(),
@@ -183,6 +182,11 @@ fn main() {
         0,
     );
     for (d, shimnet) in &doors {
+        // Fresh container namespaces for every door, as every real container has: a namespace
+        // the host has never seen costs the kernel more on its first veth (it gets a namespace
+        // id, found by a walk over all the others), and that part grows with the number of
+        // containers; reusing the namespaces of an earlier door would hide it.
+        let cs: Vec<NamedNetns> = (0..s.n).map(|_| container("bc")).collect();
         eprintln!("-- {} sequential {}", d.name(), s.n);
         let seq = if d.name() == rest.name() {
             run::sequential_with(*d, &cs, || {
@@ -392,7 +396,6 @@ fn main() {
         passes,
         s.reconcile_secs
     );
-    drop(cs);
 
     say!(
         "\n-- data plane (iperf3, one TCP stream, {} s) --",
