@@ -268,11 +268,11 @@ impl EndpointPlan {
             kind: self.kind,
             reserved: None,
             stages: self
-                .steps()
-                .filter_map(Step::undo)
-                .collect::<Vec<_>>()
-                .into_iter()
+                .stages
+                .iter()
+                .flatten()
                 .rev()
+                .filter_map(Step::undo)
                 .map(|s| vec![s])
                 .collect(),
         }

@@ -282,10 +282,7 @@ impl Store {
     ) -> Result<(T, u64), StoreError> {
         #[cfg(any(test, feature = "fakes"))]
         if let Some(msg) = self.fail_next.lock().expect("fail hook").take() {
-            return Err(StoreError::Db {
-                path: self.path.clone(),
-                msg,
-            });
+            return Err(self.db_error(msg));
         }
         let durable = matches!(durability, Durability::Immediate);
         self.db
@@ -302,22 +299,17 @@ impl Store {
     /// Makes a reservation durable (an empty durable commit persists every commit before it).
     /// Fails, and the reservation is gone, when the database was reopened since it was made.
     pub fn flush(&self, reserved: Unflushed) -> Result<(), StoreError> {
-        let lost = || StoreError::Db {
-            path: self.path.clone(),
-            msg: "the reservation was lost: the store was reopened after an I/O error".into(),
-        };
         #[cfg(any(test, feature = "fakes"))]
         if let Some(msg) = self.fail_flush.lock().expect("fail hook").take() {
-            return Err(StoreError::Db {
-                path: self.path.clone(),
-                msg,
-            });
+            return Err(self.db_error(msg));
         }
         let ((), generation) = self.write_with(Durability::Immediate, |_| Ok(()))?;
         if generation == reserved.generation {
             Ok(())
         } else {
-            Err(lost())
+            Err(self.db_error(
+                "the reservation was lost: the store was reopened after an I/O error".into(),
+            ))
         }
     }
 
@@ -337,18 +329,17 @@ impl Store {
     fn fail(&self, f: Fail) -> StoreError {
         match f {
             Fail::Refused(e) => e,
-            Fail::Db(e) => StoreError::Db {
-                path: self.path.clone(),
-                msg: e.to_string(),
-            },
-            Fail::Corrupt(msg) => StoreError::Db {
-                path: self.path.clone(),
-                msg: format!("bad stored value: {msg}"),
-            },
-            Fail::Unavailable(msg) => StoreError::Db {
-                path: self.path.clone(),
-                msg,
-            },
+            Fail::Db(e) => self.db_error(e.to_string()),
+            Fail::Corrupt(msg) => self.db_error(format!("bad stored value: {msg}")),
+            Fail::Unavailable(msg) => self.db_error(msg),
+        }
+    }
+
+    /// A failure of this store's database, saying `msg`.
+    fn db_error(&self, msg: String) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            msg,
         }
     }
 
