@@ -121,6 +121,9 @@ pub enum ContainerEnd {
 pub trait Links: Send + Sync {
     /// The link called `name`, if any.
     fn link<'a>(&'a self, name: &'a str) -> KFuture<'a, Option<LinkInfo>>;
+    /// The index of the link called `name`, if any: a name lookup, cheaper than [`Links::link`]
+    /// (no link message is built).
+    fn index(&self, name: &str) -> Result<Option<u32>, NetlinkError>;
     /// Links whose alias marks them as shimnet's, and every link in the reap group (only
     /// retired links waiting for deletion are put there, alias or not).
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>>;

@@ -387,7 +387,8 @@ impl Engine {
 
     /// What an attach or join must take into account: the bridge's index, whether the endpoint
     /// is already intact (`retry` only: a first attach has nothing built yet), and leftovers under
-    /// the names it needs. A first attach asks for the three links at once.
+    /// the names it needs. A first attach only looks the names up (no link messages to build and
+    /// parse).
     async fn observe(
         &self,
         spec: &NetworkSpec,
@@ -395,14 +396,7 @@ impl Engine {
         retry: bool,
     ) -> Result<Observed> {
         let links = &self.kernel.links;
-        let beside = (rec.kind == EndpointKind::Prepared).then(|| container_end_name(rec));
-        let peer = async {
-            match &beside {
-                Some(p) => links.link(p.as_str()).await,
-                None => Ok(None),
-            }
-        };
-        let (bridge, host, peer) = if retry {
+        let (bridge, host) = if retry {
             let seen = self.seen(spec, rec).await?;
             if check::problems(spec, rec, &seen).is_empty() {
                 return Ok(Observed {
@@ -411,22 +405,24 @@ impl Engine {
                     intact: true,
                 });
             }
-            (seen.bridge, seen.host.is_some(), peer.await?.is_some())
+            (seen.bridge, seen.host.is_some())
         } else {
             let bridge = endpoint_bridge(spec, rec);
-            let (b, h, p) = futures::join!(
-                links.link(bridge.as_str()),
-                links.link(rec.host_ifname.as_str()),
-                peer
-            );
-            (b?.map(|b| b.index), h?.is_some(), p?.is_some())
+            (
+                links.index(bridge.as_str())?,
+                links.index(rec.host_ifname.as_str())?.is_some(),
+            )
         };
         let mut leftovers = Vec::new();
         if host {
             leftovers.push(rec.host_ifname.clone());
         }
-        if let (Some(p), true) = (beside, peer) {
-            leftovers.push(p);
+        // A prepared endpoint's container end waits beside the host end under a temporary name.
+        if rec.kind == EndpointKind::Prepared {
+            let temp = container_end_name(rec);
+            if links.index(temp.as_str())?.is_some() {
+                leftovers.push(temp);
+            }
         }
         Ok(Observed {
             bridge,

@@ -326,6 +326,12 @@ impl Links for FakeKernel {
         })
     }
 
+    fn index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        let mut st = self.st();
+        st.failing("index", name)?;
+        Ok(st.index_of(name))
+    }
+
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>> {
         Box::pin(async move {
             let mut st = self.st();

@@ -155,6 +155,10 @@ impl Links for Netlink {
         })
     }
 
+    fn index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        query::index_of(name)
+    }
+
     fn owned_links(&self) -> KFuture<'_, Vec<LinkInfo>> {
         Box::pin(async move {
             query::dump_links(&self.handle, |l| {

@@ -189,7 +189,7 @@ async fn rollback_when_publishing_ports_fails() {
 
 #[tokio::test]
 async fn rollback_when_observing_fails() {
-    rollback_after("link", false).await;
+    rollback_after("index", false).await;
 }
 
 #[tokio::test]
@@ -508,4 +508,38 @@ async fn the_undo_runs_in_reverse_order() {
             .collect();
     assert_eq!(fw, vec!["add ports of vb", "remove ports of vb"]);
     assert!(h.veths().is_empty(), "{:?}", h.veths());
+}
+
+#[tokio::test]
+async fn a_first_attach_removes_links_left_under_its_names_before_building() {
+    let h = one_network().await;
+    let p = prepared("n1", "e1");
+    let host = naming::host_veth_name(&p.key());
+    let temp = naming::peer_temp_name(&host);
+    for name in [host.as_str(), temp.as_str()] {
+        h.kernel
+            .add_host_link(name, crate::netlink::LinkKind::Veth, None);
+    }
+    let stale = h.kernel.links()[host.as_str()].index;
+    h.kernel.clear_journal();
+    let a = h.engine.attach(p).await.unwrap();
+    assert!(a.created);
+    let journal: Vec<String> = h
+        .kernel
+        .journal()
+        .into_iter()
+        .filter(|j| j.starts_with("delete") || j.starts_with("create pair"))
+        .map(|j| j.split(" peer ").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        journal,
+        vec![
+            format!("delete {host}"),
+            format!("delete {temp}"),
+            format!("create pair {host}"),
+        ]
+    );
+    let built = h.kernel.links()[host.as_str()].clone();
+    assert_ne!(built.index, stale, "the leftover was kept");
+    assert_eq!(built.master, Some(h.kernel.links()["n1"].index));
 }
