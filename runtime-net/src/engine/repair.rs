@@ -125,8 +125,8 @@ impl Engine {
     ///
     /// The host end is read once up front; only when that reading shows it cut off is it read
     /// again under the endpoint's lock before the repair (an attach may have been finishing).
-    /// Every attach ends with notifications about its host end, so the common case, a port in
-    /// place, costs one link read and one bridge read.
+    /// Called only when the port's notifications did not end with it in place (an attach's do,
+    /// see [`crate::repair::links::LinkClassifier::port_in_place`]).
     pub async fn repair_port(&self, ifname: &str) -> Result<bool> {
         let _r = self.topology.read().await;
         let links = &self.kernel.links;

@@ -48,6 +48,14 @@ impl Coalescer {
         self.dirty.entry(d).or_insert(now);
     }
 
+    /// Records that `d` was seen in place at `now`: a check it waits for is dropped (the
+    /// notifications that asked for it are answered by this later one).
+    pub fn settle(&mut self, d: &Dirty, now: Instant) {
+        self.events += 1;
+        self.last = Some(now);
+        self.dirty.remove(d);
+    }
+
     /// Whether anything waits.
     pub fn is_empty(&self) -> bool {
         self.dirty.is_empty()

@@ -189,11 +189,13 @@ impl Driver {
     pub fn feed(&mut self, note: &Note, owned: &dyn Owned, now: Instant) {
         self.notes_seen += 1;
         match note {
-            Note::Route(m) => {
-                if let Some(d) = self.links.classify(m, owned) {
-                    self.coalesce.add(d, now);
-                }
-            }
+            Note::Route(m) => match self.links.classify(m, owned) {
+                // An endpoint's port up on its bridge: what any earlier notification about it
+                // asked to check is answered (an attach's own notifications end this way).
+                Some(d) if self.links.port_in_place(m, &d) => self.coalesce.settle(&d, now),
+                Some(d) => self.coalesce.add(d, now),
+                None => {}
+            },
             Note::Nft(m) => {
                 for d in self.nft.feed(m) {
                     self.coalesce.add(d, now);
@@ -366,6 +368,78 @@ mod tests {
             &owned,
         );
         (d, owned)
+    }
+
+    /// A notification about port 6 (`snv…`, endpoint n1/c/eth0): AF_UNSPEC with its alias, or the
+    /// bridge's (AF_BRIDGE, no alias); up or not; on bridge `master` (0: none).
+    fn port(bridge_msg: bool, up: bool, master: u32) -> Note {
+        use rtnetlink::packet_route::link::LinkFlags;
+        use rtnetlink::packet_route::AddressFamily;
+        let mut m = if bridge_msg {
+            let mut m = link(6, "snv0123456789ab", None);
+            m.header.interface_family = AddressFamily::Bridge;
+            m
+        } else {
+            link(6, "snv0123456789ab", Some("shimnet:ep=n1/c/eth0"))
+        };
+        if up {
+            m.header.flags |= LinkFlags::Up;
+        }
+        if master != 0 {
+            m.attributes.push(LinkAttribute::Controller(master));
+        }
+        Note::Route(RouteNetlinkMessage::NewLink(m))
+    }
+
+    #[test]
+    fn an_attach_leaves_nothing_to_check_and_a_port_cut_off_is_checked() {
+        let (mut d, o) = driver();
+        let t0 = Instant::now();
+        // An attach: the pair is created down on bridge 5, the bridge tells about its new port,
+        // then the port comes up (and the bridge tells again).
+        for (i, n) in [
+            port(false, false, 5),
+            port(true, false, 5),
+            port(false, true, 5),
+            port(true, true, 5),
+        ]
+        .iter()
+        .enumerate()
+        {
+            d.feed(n, &o, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(d.deadline(), None, "an attach's own notifications");
+        assert_eq!(d.due(t0 + Duration::from_secs(5)), None);
+        // Cut off its bridge, or moved to another: checked.
+        let port6 = Dirty::Port("snv0123456789ab".into());
+        for cut in [
+            port(false, true, 0),
+            port(false, true, 9),
+            port(false, false, 5),
+        ] {
+            d.feed(&cut, &o, t0);
+            let b = d.due(d.deadline().expect("a check")).unwrap();
+            assert_eq!(b.objects, vec![(port6.clone(), t0)]);
+        }
+        // The bridge letting the port go (its own deletion message) is a cut too, and the port
+        // stays known.
+        let Note::Route(RouteNetlinkMessage::NewLink(m)) = port(true, true, 5) else {
+            unreachable!()
+        };
+        d.feed(&Note::Route(RouteNetlinkMessage::DelLink(m)), &o, t0);
+        let b = d.due(d.deadline().expect("a check")).unwrap();
+        assert_eq!(b.objects, vec![(port6.clone(), t0)]);
+        // Cut off, then put back before the check was due: nothing left to check.
+        d.feed(&port(false, true, 0), &o, t0);
+        d.feed(&port(false, true, 5), &o, t0 + Duration::from_millis(1));
+        assert_eq!(d.due(t0 + Duration::from_secs(5)), None);
+        // Its deletion still names the endpoint.
+        let Note::Route(RouteNetlinkMessage::NewLink(m)) = port(false, false, 0) else {
+            unreachable!()
+        };
+        d.feed(&Note::Route(RouteNetlinkMessage::DelLink(m)), &o, t0);
+        let b = d.due(d.deadline().expect("a check")).unwrap();
+        assert_eq!(b.objects, vec![(Dirty::Endpoint("n1/c/eth0".into()), t0)]);
     }
 
     #[test]

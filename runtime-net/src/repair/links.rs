@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
-use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::Dirty;
 use crate::naming::{parse_alias, Owner, ALIAS_PREFIX};
+use crate::netlink::query::master;
 use crate::peering::plan::RTPROT_SHIMNET;
 
 /// Names the caller owns beyond what owner aliases say (bridges from the records).
@@ -44,6 +45,9 @@ pub enum LinkRole {
 #[derive(Debug, Default)]
 pub struct LinkClassifier {
     by_index: HashMap<u32, LinkRole>,
+    /// Each endpoint port's bridge as first seen (a pair is created on its bridge): a port up on
+    /// it is in place.
+    home: HashMap<u32, u32>,
 }
 
 fn link_name(m: &LinkMessage) -> Option<&str> {
@@ -109,12 +113,36 @@ impl LinkClassifier {
     pub fn learn(&mut self, m: &LinkMessage, owned: &dyn Owned) {
         match role_of(m, owned) {
             Some(r) => {
+                self.note_home(m, &r);
                 self.by_index.insert(m.header.index, r);
             }
             None => {
                 self.by_index.remove(&m.header.index);
             }
         }
+    }
+
+    /// A port's bridge, the first time the port is seen on one.
+    fn note_home(&mut self, m: &LinkMessage, role: &LinkRole) {
+        if let (LinkRole::Port(_), Some(master)) = (role, master(m)) {
+            self.home.entry(m.header.index).or_insert(master);
+        }
+    }
+
+    /// Whether `msg`, which [`LinkClassifier::classify`] made into `dirty`, shows that endpoint
+    /// port as an attach (or a repair) leaves it: up, on the bridge it was first seen on. A later
+    /// notification that says so answers every earlier one about the port (what
+    /// [`crate::engine::Engine::repair_port`] checks, without reading the link back).
+    pub fn port_in_place(&self, msg: &RouteNetlinkMessage, dirty: &Dirty) -> bool {
+        let RouteNetlinkMessage::NewLink(m) = msg else {
+            return false;
+        };
+        let Some(role @ LinkRole::Port(_)) = self.by_index.get(&m.header.index) else {
+            return false;
+        };
+        link_dirty(role) == *dirty
+            && m.header.flags.contains(LinkFlags::Up)
+            && master(m).is_some_and(|b| self.home.get(&m.header.index) == Some(&b))
     }
 
     /// The owned link with this index, if any.
@@ -129,7 +157,16 @@ impl LinkClassifier {
                 // Detached on purpose (shimnet's own detach, or a sweep): no work until its
                 // deletion, which still names the endpoint through its alias.
                 self.by_index.remove(&m.header.index);
+                self.home.remove(&m.header.index);
                 None
+            }
+            RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m)
+                if m.header.interface_family != AddressFamily::Unspec =>
+            {
+                // A bridge's message about one of its ports (a port leaving it is a deletion of
+                // that kind) or IPv6's about a link: no alias, so the link keeps the role its own
+                // messages gave it.
+                self.by_index.get(&m.header.index).map(link_dirty)
             }
             RouteNetlinkMessage::NewLink(m) => {
                 // A link that was ours and lost its alias or name is still ours to check.
@@ -137,6 +174,7 @@ impl LinkClassifier {
                 let now = role_of(m, owned);
                 match &now {
                     Some(r) => {
+                        self.note_home(m, r);
                         self.by_index.insert(m.header.index, r.clone());
                     }
                     None => {
@@ -151,6 +189,7 @@ impl LinkClassifier {
                 }
             }
             RouteNetlinkMessage::DelLink(m) => {
+                self.home.remove(&m.header.index);
                 let before = self.by_index.remove(&m.header.index);
                 let role = role_of(m, owned).or(before)?;
                 // A deleted host veth took its container end along: the endpoint is to rebuild.

@@ -51,7 +51,7 @@ async fn a_port_cut_off_its_bridge_is_put_back() {
     let a = h.attach_c1().await;
     let veth = a.record.host_ifname.to_string();
     let master = h.kernel.links()[&veth].master;
-    // A port in place is read once: every attach ends with notifications about its host end.
+    // A port in place costs one read.
     let reads = h.kernel.reads_of(&veth);
     assert!(!h.engine.repair_port(&veth).await.unwrap(), "in place");
     assert_eq!(
