@@ -7,6 +7,16 @@ use crate::naming;
 
 const NS1: &str = "/run/netns/c1";
 
+/// The kernel journal's lines that start with one of `kinds`, each cut before its peer.
+fn pair_journal(h: &Harness, kinds: &[&str]) -> Vec<String> {
+    h.kernel
+        .journal()
+        .into_iter()
+        .filter(|j| kinds.iter().any(|k| j.starts_with(k)))
+        .map(|j| j.split(" peer ").next().unwrap().to_string())
+        .collect()
+}
+
 async fn one_network() -> Harness {
     let h = Harness::new().await;
     h.network("n1", "10.1.0.0/24").await;
@@ -489,15 +499,8 @@ async fn the_undo_runs_in_reverse_order() {
     h.kernel.clear_journal();
     let e = h.engine.apply(&plan).await.unwrap_err();
     assert!(e.to_string().contains("configure_port"), "{e}");
-    let kernel: Vec<String> = h
-        .kernel
-        .journal()
-        .into_iter()
-        .filter(|j| j.starts_with("retire") || j.starts_with("create pair"))
-        .map(|j| j.split(" peer ").next().unwrap().to_string())
-        .collect();
     assert_eq!(
-        kernel,
+        pair_journal(&h, &["retire", "create pair"]),
         vec!["create pair va", "create pair vb", "retire vb", "retire va"]
     );
     assert!(h.fw.ports().is_empty(), "the ports are withdrawn");
@@ -524,15 +527,8 @@ async fn a_first_attach_removes_links_left_under_its_names_before_building() {
     h.kernel.clear_journal();
     let a = h.engine.attach(p).await.unwrap();
     assert!(a.created);
-    let journal: Vec<String> = h
-        .kernel
-        .journal()
-        .into_iter()
-        .filter(|j| j.starts_with("delete") || j.starts_with("create pair"))
-        .map(|j| j.split(" peer ").next().unwrap().to_string())
-        .collect();
     assert_eq!(
-        journal,
+        pair_journal(&h, &["delete", "create pair"]),
         vec![
             format!("delete {host}"),
             format!("delete {temp}"),
