@@ -116,17 +116,23 @@ fn open(dir: &std::path::Path, disk: &Disk) -> Store {
     .unwrap()
 }
 
+/// A store on a fresh file over `Disk`, holding one network (the directory lives as long as the
+/// returned guard).
+fn with_network(name: &str, subnet: &str, gateway: &str) -> (tempfile::TempDir, Disk, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let st = open(tmp.path(), &disk);
+    st.insert_network(&spec(name, subnet, gateway)).unwrap();
+    (tmp, disk, st)
+}
+
 fn is_enospc(e: &StoreError) -> bool {
     e.to_string().contains("No space left on device")
 }
 
 #[test]
 fn store_recovers_by_itself_once_the_disk_has_room_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = Disk::default();
-    let st = open(tmp.path(), &disk);
-    st.insert_network(&spec("fl", "10.40.0.0/24", "10.40.0.1"))
-        .unwrap();
+    let (tmp, disk, st) = with_network("fl", "10.40.0.0/24", "10.40.0.1");
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..5 {
         let (rec, created) = st.allocate_endpoint(&req("fl", &format!("c{i}"))).unwrap();
@@ -181,11 +187,7 @@ fn store_recovers_by_itself_once_the_disk_has_room_again() {
 
 #[test]
 fn a_failing_reopen_is_tried_again_at_the_next_call() {
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = Disk::default();
-    let st = open(tmp.path(), &disk);
-    st.insert_network(&spec("fr", "10.41.0.0/24", "10.41.0.1"))
-        .unwrap();
+    let (_tmp, disk, st) = with_network("fr", "10.41.0.0/24", "10.41.0.1");
     let (a, _) = st.allocate_endpoint(&req("fr", "a")).unwrap();
     disk.set_full(true);
     disk.set_open_fails(true);
@@ -205,11 +207,7 @@ fn a_failing_reopen_is_tried_again_at_the_next_call() {
 
 #[test]
 fn reopening_a_file_it_cannot_trust_is_fatal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = Disk::default();
-    let st = open(tmp.path(), &disk);
-    st.insert_network(&spec("fc", "10.42.0.0/24", "10.42.0.1"))
-        .unwrap();
+    let (_tmp, disk, st) = with_network("fc", "10.42.0.0/24", "10.42.0.1");
     let mut changes = st.subscribe_health();
     // Another writer scribbled over the file; the next I/O error makes the store reopen it.
     std::fs::write(st.path(), vec![0x55u8; 16384]).unwrap();
@@ -252,11 +250,7 @@ fn a_latched_error_beside_the_failing_call_keeps_the_cause_in_the_health() {
 
 #[test]
 fn a_reservation_is_durable_only_once_flushed_and_a_reopen_between_loses_it_loudly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = Disk::default();
-    let st = open(tmp.path(), &disk);
-    st.insert_network(&spec("fr", "10.41.0.0/24", "10.41.0.1"))
-        .unwrap();
+    let (tmp, disk, st) = with_network("fr", "10.41.0.0/24", "10.41.0.1");
     // Reserved and flushed: kept across a reopen of the file.
     let (kept, created, token) = st.reserve_endpoint(&req("fr", "c0")).unwrap();
     assert!(created);
